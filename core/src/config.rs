@@ -1,0 +1,432 @@
+//! pam_totp.conf + module arguments -> one validated [`Config`].
+//!
+//! Owns: the list of options (the [`OPTIONS`] table is the single source for parsing,
+//! `--help` and the man pages), their defaults, ranges and precedence (argument over file
+//! over default). Never: ignores an unknown or malformed option — that is an error, and the
+//! module refuses the login.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/security/pam_totp.conf";
+pub const DEFAULT_SECRET_TEMPLATE: &str = "%h/.config/pam-totp/secret.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pam-totp";
+pub const DEFAULT_PROMPT: &str = "Verification code: ";
+pub const FORWARD_PASS_PROMPT: &str = "Password & verification code: ";
+pub const DEFAULT_WINDOW: u64 = 1;
+pub const MAX_WINDOW: u64 = 10;
+pub const DEFAULT_MAX_FAILURES: u32 = 6;
+pub const DEFAULT_LOCKOUT: u64 = 300;
+pub const MAX_LOCKOUT: u64 = 7 * 24 * 3600;
+pub const MAX_REMEMBER: u64 = 90 * 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Flag,
+    Number,
+    Path,
+    Text,
+    Date,
+}
+
+#[derive(Debug)]
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every option, in the order the documentation lists them.
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec { name: "secret", kind: Kind::Path, default: DEFAULT_SECRET_TEMPLATE, doc: "Path template of the user's secret file: %u is the user name, %h the home directory, %% a percent sign. Files under the user's home are read with the user's file-system identity." },
+    OptionSpec { name: "state_dir", kind: Kind::Path, default: DEFAULT_STATE_DIR, doc: "Root-only directory for per-user state (replay guard, failures, lockout, used backup codes, remembered hosts). Created 0700 if missing." },
+    OptionSpec { name: "config", kind: Kind::Path, default: DEFAULT_CONFIG_PATH, doc: "Configuration file to read instead of the default (module argument only). It must exist when given." },
+    OptionSpec { name: "window", kind: Kind::Number, default: "1", doc: "Time steps accepted either side of the current one, for clock skew (0-10)." },
+    OptionSpec { name: "max_failures", kind: Kind::Number, default: "6", doc: "Consecutive wrong answers that lock the user out (1-1000000)." },
+    OptionSpec { name: "lockout", kind: Kind::Number, default: "300", doc: "Seconds a lockout lasts (1-604800)." },
+    OptionSpec { name: "nullok", kind: Kind::Flag, default: "off", doc: "Users without a secret file are not asked for a code (the module returns PAM_IGNORE). Any other problem with the file still refuses the login." },
+    OptionSpec { name: "enforce_after", kind: Kind::Date, default: "none", doc: "YYYY-MM-DD (UTC). Before this date users without a secret file are let through with a warning; from it they are refused." },
+    OptionSpec { name: "enroll_on_login", kind: Kind::Flag, default: "off", doc: "Users without a secret file are offered enrollment at login (not available in this version: the login is refused and logged)." },
+    OptionSpec { name: "remember", kind: Kind::Number, default: "0", doc: "Seconds during which the same user from the same remote host on the same service is not asked again (0 = off, at most 90 days)." },
+    OptionSpec { name: "prompt", kind: Kind::Text, default: DEFAULT_PROMPT, doc: "Prompt text. Use [prompt=Text with spaces] in PAM files." },
+    OptionSpec { name: "forward_pass", kind: Kind::Flag, default: "off", doc: "Ask once for password followed by the code; the code is checked here and the password is passed as PAM_AUTHTOK to the next module (use_first_pass)." },
+    OptionSpec { name: "debug", kind: Kind::Flag, default: "off", doc: "Log more detail (never codes or secrets)." },
+];
+
+/// A calendar date as days since 1970-01-01.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date(pub i64);
+
+impl Date {
+    /// Parses `YYYY-MM-DD` strictly (a real calendar date).
+    pub fn parse(s: &str) -> Option<Date> {
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<i64> {
+            let part = &s[r];
+            part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
+        };
+        let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) {
+            return None;
+        }
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        if d < 1 || d > days_in_month[(m - 1) as usize] {
+            return None;
+        }
+        Some(Date(days_from_civil(y, m, d)))
+    }
+
+    pub fn from_unix(secs: u64) -> Date {
+        Date((secs / 86400) as i64)
+    }
+
+    /// Unix seconds at 00:00 UTC of this date.
+    pub fn start_unix(self) -> u64 {
+        (self.0.max(0) as u64) * 86400
+    }
+
+    pub fn to_ymd(self) -> (i64, i64, i64) {
+        civil_from_days(self.0)
+    }
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d) = self.to_ymd();
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+// Howard Hinnant's algorithms (public domain) for the proleptic Gregorian calendar.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The effective configuration of one PAM call or CLI run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub secret: String,
+    pub state_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub window: u64,
+    pub max_failures: u32,
+    pub lockout: u64,
+    pub nullok: bool,
+    pub enforce_after: Option<Date>,
+    pub enroll_on_login: bool,
+    pub remember: u64,
+    pub prompt: String,
+    pub forward_pass: bool,
+    pub debug: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            secret: DEFAULT_SECRET_TEMPLATE.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
+            config_path: DEFAULT_CONFIG_PATH.into(),
+            window: DEFAULT_WINDOW,
+            max_failures: DEFAULT_MAX_FAILURES,
+            lockout: DEFAULT_LOCKOUT,
+            nullok: false,
+            enforce_after: None,
+            enroll_on_login: false,
+            remember: 0,
+            prompt: DEFAULT_PROMPT.into(),
+            forward_pass: false,
+            debug: false,
+        }
+    }
+}
+
+/// A value as written: a module argument is always text; in TOML it has a type.
+enum Value<'a> {
+    Text(&'a str),
+    Toml(&'a toml::Value),
+}
+
+fn err(origin: &str, name: &str, why: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{origin}: option `{name}`: {why}"))
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then the config file (the one named by a
+    /// `config=` argument, else the default path if it exists), then the arguments.
+    /// `read_file(path)` returns `Ok(None)` when the file does not exist.
+    pub fn load(
+        args: &[&str],
+        read_file: impl Fn(&Path) -> Result<Option<String>, Error>,
+    ) -> Result<Config, Error> {
+        let mut cfg = Config::default();
+        let mut explicit_config = None;
+        for a in args {
+            if let Some(p) = a.strip_prefix("config=") {
+                if p.is_empty() || !p.starts_with('/') {
+                    return Err(err("module arguments", "config", "must be an absolute path"));
+                }
+                explicit_config = Some(PathBuf::from(p));
+            }
+        }
+        let path = explicit_config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        match read_file(&path)? {
+            Some(text) => cfg.apply_file(&path, &text)?,
+            None if explicit_config.is_some() => {
+                return Err(Error::Config(format!("config file {} does not exist", path.display())))
+            }
+            None => {}
+        }
+        cfg.config_path = path;
+        for a in args {
+            let (name, value) = match a.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (*a, None),
+            };
+            if name == "config" {
+                continue;
+            }
+            cfg.set("module arguments", name, value.map(Value::Text))?;
+        }
+        Ok(cfg)
+    }
+
+    fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), Error> {
+        let origin = path.display().to_string();
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{origin}: {}", crate::secret::toml_error_position(text, &e))))?;
+        for (name, value) in &table {
+            if name == "config" {
+                return Err(err(&origin, name, "only valid as a module argument"));
+            }
+            self.set(&origin, name, Some(Value::Toml(value)))?;
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, origin: &str, name: &str, value: Option<Value<'_>>) -> Result<(), Error> {
+        let spec = OPTIONS
+            .iter()
+            .find(|o| o.name == name)
+            .ok_or_else(|| Error::Config(format!("{origin}: unknown option `{}`", name.escape_debug())))?;
+        let e = |why: &str| err(origin, name, why);
+        match spec.kind {
+            Kind::Flag => {
+                let on = match value {
+                    None => true,
+                    Some(Value::Toml(toml::Value::Boolean(b))) => *b,
+                    Some(_) => return Err(e("is a flag: write it without a value (or true/false in the file)")),
+                };
+                match name {
+                    "nullok" => self.nullok = on,
+                    "enroll_on_login" => self.enroll_on_login = on,
+                    "forward_pass" => self.forward_pass = on,
+                    _ => self.debug = on,
+                }
+            }
+            Kind::Number => {
+                let n: u64 = match value {
+                    Some(Value::Text(t)) if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) => {
+                        t.parse().map_err(|_| e("number too large"))?
+                    }
+                    Some(Value::Toml(toml::Value::Integer(i))) if *i >= 0 => *i as u64,
+                    _ => return Err(e("needs a non-negative whole number")),
+                };
+                let (lo, hi) = match name {
+                    "window" => (0, MAX_WINDOW),
+                    "max_failures" => (1, 1_000_000),
+                    "lockout" => (1, MAX_LOCKOUT),
+                    _ => (0, MAX_REMEMBER),
+                };
+                if !(lo..=hi).contains(&n) {
+                    return Err(e(&format!("must be between {lo} and {hi}")));
+                }
+                match name {
+                    "window" => self.window = n,
+                    "max_failures" => self.max_failures = n as u32,
+                    "lockout" => self.lockout = n,
+                    _ => self.remember = n,
+                }
+            }
+            Kind::Path | Kind::Text | Kind::Date => {
+                let s = match value {
+                    Some(Value::Text(t)) => t,
+                    Some(Value::Toml(toml::Value::String(s))) => s.as_str(),
+                    _ => return Err(e("needs a value (name=value)")),
+                };
+                if s.is_empty() || s.chars().any(|c| c.is_control()) {
+                    return Err(e("must be non-empty text without control characters"));
+                }
+                match name {
+                    "secret" => {
+                        check_template(s).map_err(|w| e(&w))?;
+                        self.secret = s.to_string();
+                    }
+                    "state_dir" => {
+                        if !s.starts_with('/') {
+                            return Err(e("must be an absolute path"));
+                        }
+                        self.state_dir = PathBuf::from(s);
+                    }
+                    "prompt" => self.prompt = s.to_string(),
+                    _ => {
+                        self.enforce_after = Some(Date::parse(s).ok_or_else(|| e("must be a date YYYY-MM-DD"))?);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_template(t: &str) -> Result<(), String> {
+    if !(t.starts_with('/') || t.starts_with("%h")) {
+        return Err("must be an absolute path or start with %h".into());
+    }
+    let mut chars = t.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u' | 'h' | '%') => {}
+                _ => return Err("only %u, %h and %% may follow a %".into()),
+            }
+        }
+    }
+    if t.ends_with('/') {
+        return Err("must name a file, not a directory".into());
+    }
+    Ok(())
+}
+
+/// Expands a secret path template for a user. The user name must already have passed
+/// [`crate::login::valid_user_name`] (no `/`, no `..`, no control characters).
+pub fn expand_template(t: &str, user: &str, home: &Path) -> PathBuf {
+    let mut out = String::new();
+    let mut chars = t.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u') => out.push_str(user),
+                Some('h') => out.push_str(&home.to_string_lossy()),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    PathBuf::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_file(_: &Path) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+
+    #[test]
+    fn defaults_without_file_or_arguments() {
+        assert_eq!(Config::load(&[], no_file).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_option_parses_from_arguments() {
+        let c = Config::load(
+            &["secret=/etc/pam-totp/%u.toml", "state_dir=/tmp/st", "window=3", "max_failures=4", "lockout=60", "nullok",
+              "enforce_after=2027-01-31", "enroll_on_login", "remember=3600", "prompt=Code please: ", "forward_pass", "debug"],
+            no_file,
+        )
+        .unwrap();
+        assert_eq!(c.secret, "/etc/pam-totp/%u.toml");
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/st"));
+        assert_eq!((c.window, c.max_failures, c.lockout, c.remember), (3, 4, 60, 3600));
+        assert!(c.nullok && c.enroll_on_login && c.forward_pass && c.debug);
+        assert_eq!(c.enforce_after.unwrap().to_string(), "2027-01-31");
+        assert_eq!(c.prompt, "Code please: ");
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        for bad in [
+            "bogus", "window", "window=", "window=-1", "window=11", "window=1x", "window= 1", "max_failures=0",
+            "lockout=0", "lockout=99999999999999999999999", "nullok=1", "secret=relative/path", "secret=/x/%z",
+            "secret=/x/", "state_dir=rel", "enforce_after=2027-02-30", "enforce_after=27-01-01", "enforce_after=2027-1-01",
+            "prompt=", "remember=999999999", "config=relative", "secret",
+        ] {
+            let e = Config::load(&[bad], no_file).err().unwrap_or_else(|| panic!("accepted {bad}"));
+            assert!(matches!(e, Error::Config(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_settings_apply_and_arguments_override_them() {
+        let file = |_: &Path| Ok(Some("window = 2\nnullok = true\nlockout = 120\nprompt = \"OTP: \"\n".to_string()));
+        let c = Config::load(&["window=0"], file).unwrap();
+        assert_eq!(c.window, 0);
+        assert!(c.nullok);
+        assert_eq!(c.lockout, 120);
+        assert_eq!(c.prompt, "OTP: ");
+    }
+
+    #[test]
+    fn bad_file_settings_are_errors() {
+        for text in ["window = \"2\"", "window = -2", "bogus = 1", "nullok = \"yes\"", "config = \"/x\"", "window = ", "secret = 5"] {
+            let t = text.to_string();
+            assert!(Config::load(&[], move |_: &Path| Ok(Some(t.clone()))).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn explicit_config_file_must_exist() {
+        assert!(Config::load(&["config=/nonexistent/pam_totp.conf"], no_file).is_err());
+        let seen = std::cell::RefCell::new(None);
+        let c = Config::load(&["config=/x/y.conf"], |p: &Path| {
+            *seen.borrow_mut() = Some(p.to_path_buf());
+            Ok(Some("window = 4".into()))
+        })
+        .unwrap();
+        assert_eq!(c.window, 4);
+        assert_eq!(seen.into_inner().unwrap(), PathBuf::from("/x/y.conf"));
+    }
+
+    #[test]
+    fn templates_expand() {
+        let h = Path::new("/home/bob");
+        assert_eq!(expand_template("%h/.config/pam-totp/secret.toml", "bob", h), PathBuf::from("/home/bob/.config/pam-totp/secret.toml"));
+        assert_eq!(expand_template("/etc/totp/%u-100%%.toml", "bob", h), PathBuf::from("/etc/totp/bob-100%.toml"));
+    }
+
+    #[test]
+    fn dates_are_real_calendar_days() {
+        assert_eq!(Date::parse("1970-01-01"), Some(Date(0)));
+        assert_eq!(Date::parse("2024-02-29").unwrap().to_string(), "2024-02-29");
+        assert!(Date::parse("2023-02-29").is_none());
+        assert_eq!(Date::parse("2026-11-23").unwrap(), Date::from_unix(1795392000));
+        assert_eq!(Date::parse("2026-11-23").unwrap().start_unix(), 1795392000);
+    }
+}

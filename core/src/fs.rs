@@ -1,0 +1,486 @@
+//! Safe file access for code running as root in places other users can write.
+//!
+//! Owns: opening the secret file (never following a symlink in the last component, never
+//! blocking on a FIFO, never trusting a file with the wrong owner, mode, link count or size),
+//! switching the file-system identity to the user while reading in their home, and the
+//! directory-relative primitives the state store uses (lock file, atomic replace).
+//! Never: writes outside a directory it has opened and checked; follows a symlink at a leaf.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid};
+use zeroize::Zeroizing;
+
+use crate::error::{describe_io, Error, FileProblem};
+
+/// Largest secret or state file we read (64 KiB): a file this big is not ours.
+pub const MAX_FILE_SIZE: u64 = 64 * 1024;
+
+/// Who may own a file or directory we trust.
+#[derive(Debug, Clone)]
+pub struct Owners(pub Vec<u32>);
+
+impl Owners {
+    fn check(&self, path: &Path, uid: u32) -> Result<(), Error> {
+        if self.0.contains(&uid) {
+            Ok(())
+        } else {
+            Err(Error::file(path, FileProblem::Owner { found: uid, allowed: self.0.clone() }))
+        }
+    }
+}
+
+fn kind_name(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "directory"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_char_device() {
+        "character device"
+    } else if ft.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file"
+    }
+}
+
+/// An open, checked directory. Every file operation is relative to its descriptor, so a
+/// rename of the path after the check cannot redirect us.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens `path` as a directory (following symlinks in the path: an administrator may
+    /// point it anywhere; what matters is who owns what we end up in) and checks that it is
+    /// owned by one of `owners` and not writable by group or others (the attack: another
+    /// user swaps our file for theirs). Returns `Ok(None)` if it does not exist.
+    pub fn open(path: &Path, owners: &Owners) -> Result<Option<Dir>, Error> {
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flags(OFlag::O_DIRECTORY | OFlag::O_CLOEXEC))
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(Errno::ENOTDIR as i32) => {
+                return Err(Error::file(path, FileProblem::NotDirectory))
+            }
+            Err(e) => return Err(Error::io(path, &e)),
+        };
+        let md = file.metadata().map_err(|e| Error::io(path, &e))?;
+        if !md.is_dir() {
+            return Err(Error::file(path, FileProblem::NotDirectory));
+        }
+        owners.check(path, md.uid())?;
+        if md.mode() & 0o022 != 0 {
+            return Err(Error::file(path, FileProblem::GroupOrOtherWritable { mode: md.mode() }));
+        }
+        Ok(Some(Dir { fd: file.into(), path: path.to_path_buf() }))
+    }
+
+    /// Like [`Dir::open`], creating the directory with `mode` (its parents must exist) if
+    /// it is missing.
+    pub fn open_or_create(path: &Path, owners: &Owners, mode: u32) -> Result<Dir, Error> {
+        if let Some(d) = Dir::open(path, owners)? {
+            return Ok(d);
+        }
+        match std::fs::DirBuilder::new().mode(mode).create(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(path, &e)),
+        }
+        Dir::open(path, owners)?.ok_or_else(|| Error::file(path, FileProblem::Io("vanished after creation".into())))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn child(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Opens `name` for reading without following a symlink or blocking on a FIFO, checks
+    /// it with fstat (regular file, owner, no group/other access, one link, size cap) and
+    /// reads it. `Ok(None)`: it does not exist.
+    pub fn read_file(&self, name: &str, owners: &Owners) -> Result<Option<Zeroizing<String>>, Error> {
+        let path = self.child(name);
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let fd = match openat(self.fd.as_fd(), name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            // O_NOFOLLOW on a symlink gives ELOOP: the classic root-follows-user-link attack.
+            Err(Errno::ELOOP) => return Err(Error::file(path, FileProblem::Symlink)),
+            Err(e) => return Err(Error::file(path, FileProblem::Io(e.desc().to_string()))),
+        };
+        let mut file = File::from(fd);
+        let md = file.metadata().map_err(|e| Error::io(&path, &e))?;
+        if !md.file_type().is_file() {
+            return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
+        }
+        owners.check(&path, md.uid())?;
+        if md.mode() & 0o077 != 0 {
+            return Err(Error::file(path, FileProblem::GroupOrOtherAccess { mode: md.mode() }));
+        }
+        // A second link means someone else's file may be standing in for ours.
+        if md.nlink() != 1 {
+            return Err(Error::file(path, FileProblem::HardLinked { links: md.nlink() }));
+        }
+        if md.size() > MAX_FILE_SIZE {
+            return Err(Error::file(path, FileProblem::TooLarge { size: md.size(), max: MAX_FILE_SIZE }));
+        }
+        // The file may grow after fstat: read at most one byte past the cap to notice.
+        let mut buf = Zeroizing::new(Vec::with_capacity(md.size() as usize));
+        (&mut file)
+            .take(MAX_FILE_SIZE + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(&path, &e))?;
+        if buf.len() as u64 > MAX_FILE_SIZE {
+            return Err(Error::file(path, FileProblem::TooLarge { size: buf.len() as u64, max: MAX_FILE_SIZE }));
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(s) => Ok(Some(Zeroizing::new(s.to_owned()))),
+            Err(e) => Err(Error::file(
+                path,
+                FileProblem::Malformed(format!("not UTF-8 text (byte {})", e.valid_up_to())),
+            )),
+        }
+    }
+
+    /// Opens (creating if needed, mode 0600) a lock file that is never unlinked, so every
+    /// process locks the same inode.
+    pub fn open_lock_file(&self, name: &str, owners: &Owners) -> Result<File, Error> {
+        let path = self.child(name);
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let fd = openat(self.fd.as_fd(), name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| match e {
+            Errno::ELOOP => Error::file(&path, FileProblem::Symlink),
+            e => Error::file(&path, FileProblem::Io(e.desc().to_string())),
+        })?;
+        let file = File::from(fd);
+        let md = file.metadata().map_err(|e| Error::io(&path, &e))?;
+        if !md.file_type().is_file() {
+            return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
+        }
+        owners.check(&path, md.uid())?;
+        Ok(file)
+    }
+
+    /// Replaces `name` atomically: writes a temporary file in this directory, fsyncs it when
+    /// `durable`, renames it over `name`, then fsyncs the directory when `durable`. Readers
+    /// see the old or the new content, never a mix; a crash leaves at most a stray temp file.
+    pub fn write_atomic(&self, name: &str, contents: &[u8], mode: u32, durable: bool) -> Result<(), Error> {
+        let tmp = format!(".{name}.tmp");
+        let path = self.child(name);
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let fd = openat(self.fd.as_fd(), tmp.as_str(), flags, Mode::from_bits_truncate(mode))
+            .map_err(|e| Error::file(self.child(&tmp), FileProblem::Io(e.desc().to_string())))?;
+        let mut file = File::from(fd);
+        let result = (|| -> std::io::Result<()> {
+            // O_TRUNC keeps an old mode: set ours explicitly.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            file.write_all(contents)?;
+            if durable {
+                file.sync_all()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = nix::unistd::unlinkat(self.fd.as_fd(), tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            return Err(Error::io(path, &e));
+        }
+        drop(file);
+        renameat(self.fd.as_fd(), tmp.as_str(), self.fd.as_fd(), name)
+            .map_err(|e| Error::file(&path, FileProblem::Io(e.desc().to_string())))?;
+        if durable {
+            nix::unistd::fsync(self.fd.as_fd()).map_err(|e| Error::file(&self.path, FileProblem::Io(e.desc().to_string())))?;
+        }
+        Ok(())
+    }
+
+    /// Removes `name` if present.
+    pub fn remove(&self, name: &str) -> Result<(), Error> {
+        match nix::unistd::unlinkat(self.fd.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(Error::file(self.child(name), FileProblem::Io(e.desc().to_string()))),
+        }
+    }
+}
+
+fn libc_flags(f: OFlag) -> i32 {
+    f.bits()
+}
+
+/// Runs `f` with the file-system uid/gid of a user, restoring root's afterwards.
+///
+/// Used while reading in a user's home: the kernel then checks every path component with
+/// the user's rights, so a symlinked or bind-mounted directory in their home can only lead
+/// to files the user could read anyway, and root-squashed NFS homes work. Only effective
+/// when we run as root; otherwise `f` simply runs with our own identity.
+/// setfsuid/setfsgid affect only the calling thread, which is the one running PAM.
+pub fn with_fs_identity<T>(uid: u32, gid: u32, path: &Path, f: impl FnOnce() -> T) -> Result<T, Error> {
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() || uid == 0 {
+        return Ok(f());
+    }
+    let egid = nix::unistd::getegid();
+    let fail = |what: &str| Error::file(path, FileProblem::FsIdentity(what.to_string()));
+    // setfsuid reports the *previous* id and never an error; asking with an invalid id (-1)
+    // returns the current one, which is how a failed switch is detected.
+    nix::unistd::setfsgid(Gid::from_raw(gid));
+    if nix::unistd::setfsgid(Gid::from_raw(u32::MAX)) != Gid::from_raw(gid) {
+        nix::unistd::setfsgid(egid);
+        return Err(fail("setfsgid failed"));
+    }
+    nix::unistd::setfsuid(Uid::from_raw(uid));
+    if nix::unistd::setfsuid(Uid::from_raw(u32::MAX)) != Uid::from_raw(uid) {
+        nix::unistd::setfsgid(egid);
+        return Err(fail("setfsuid failed"));
+    }
+    let guard = RestoreFsIdentity { uid: euid, gid: egid };
+    let out = f();
+    drop(guard);
+    Ok(out)
+}
+
+struct RestoreFsIdentity {
+    uid: Uid,
+    gid: Gid,
+}
+
+impl Drop for RestoreFsIdentity {
+    // Runs on unwind too, so a panic inside `f` never leaves sshd with the user's fsuid.
+    fn drop(&mut self) {
+        nix::unistd::setfsuid(self.uid);
+        nix::unistd::setfsgid(self.gid);
+    }
+}
+
+/// Splits an absolute file path into its directory and final component.
+pub fn split_path(path: &Path) -> Option<(&Path, &str)> {
+    if !path.is_absolute() {
+        return None;
+    }
+    let name = path.file_name()?.to_str()?;
+    let dir = path.parent()?;
+    Some((dir, name))
+}
+
+/// Reads a secret file: the directory must be owned by one of `owners` and not writable
+/// by group/others; the file must pass [`Dir::read_file`]. `Ok(None)` when the file or its
+/// directory does not exist (the user has not enrolled).
+pub fn read_checked(path: &Path, owners: &Owners) -> Result<Option<Zeroizing<String>>, Error> {
+    let (dir, name) = split_path(path)
+        .ok_or_else(|| Error::file(path, FileProblem::Io("not an absolute file path".into())))?;
+    match Dir::open(dir, owners)? {
+        None => Ok(None),
+        Some(d) => d.read_file(name, owners),
+    }
+}
+
+/// Reads an administrator's configuration file: it may be a symlink (configuration
+/// management tools make them) but must be a regular file owned by root (or by us), not
+/// writable by group or others, and within the size cap. `Ok(None)` if it does not exist.
+pub fn read_config(path: &Path) -> Result<Option<String>, Error> {
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY))
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, &e)),
+    };
+    let md = file.metadata().map_err(|e| Error::io(path, &e))?;
+    if !md.file_type().is_file() {
+        return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    Owners(if euid == 0 { vec![0] } else { vec![0, euid] }).check(path, md.uid())?;
+    if md.mode() & 0o022 != 0 {
+        return Err(Error::file(path, FileProblem::GroupOrOtherWritable { mode: md.mode() }));
+    }
+    if md.size() > MAX_FILE_SIZE {
+        return Err(Error::file(path, FileProblem::TooLarge { size: md.size(), max: MAX_FILE_SIZE }));
+    }
+    let mut text = String::new();
+    (&mut file).take(MAX_FILE_SIZE + 1).read_to_string(&mut text).map_err(|e| Error::io(path, &e))?;
+    if text.len() as u64 > MAX_FILE_SIZE {
+        return Err(Error::file(path, FileProblem::TooLarge { size: text.len() as u64, max: MAX_FILE_SIZE }));
+    }
+    Ok(Some(text))
+}
+
+/// `describe_io` re-exported for callers that report plain io errors.
+pub fn io_reason(e: &std::io::Error) -> String {
+    describe_io(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn me() -> Owners {
+        Owners(vec![nix::unistd::geteuid().as_raw()])
+    }
+
+    fn tmpdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pam-totp-fs-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::DirBuilder::new().mode(0o700).create(&d).unwrap();
+        d
+    }
+
+    fn rand_suffix() -> u64 {
+        let mut b = [0u8; 8];
+        getrandom::getrandom(&mut b).unwrap();
+        u64::from_le_bytes(b)
+    }
+
+    fn write(p: &Path, body: &str, mode: u32) {
+        std::fs::write(p, body).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn reads_a_private_regular_file() {
+        let d = tmpdir();
+        write(&d.join("s"), "hello", 0o600);
+        assert_eq!(read_checked(&d.join("s"), &me()).unwrap().unwrap().as_str(), "hello");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn missing_file_or_directory_is_not_enrolled() {
+        let d = tmpdir();
+        assert!(read_checked(&d.join("nope"), &me()).unwrap().is_none());
+        assert!(read_checked(&d.join("nodir/nope"), &me()).unwrap().is_none());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn symlinked_file_is_refused() {
+        let d = tmpdir();
+        write(&d.join("real"), "x", 0o600);
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        let e = read_checked(&d.join("link"), &me()).unwrap_err();
+        assert!(matches!(e, Error::File { problem: FileProblem::Symlink, .. }), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn group_or_world_readable_file_is_refused() {
+        let d = tmpdir();
+        for mode in [0o640, 0o604, 0o620, 0o660] {
+            write(&d.join("s"), "x", mode);
+            let e = read_checked(&d.join("s"), &me()).unwrap_err();
+            assert!(matches!(e, Error::File { problem: FileProblem::GroupOrOtherAccess { .. }, .. }), "{mode:o}: {e}");
+            assert!(e.to_string().contains("chmod 600"), "{e}");
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn wrong_owner_is_refused() {
+        let d = tmpdir();
+        write(&d.join("s"), "x", 0o600);
+        let e = read_checked(&d.join("s"), &Owners(vec![4242])).unwrap_err();
+        // The directory is checked first and is ours, not 4242's.
+        assert!(matches!(e, Error::File { problem: FileProblem::Owner { .. }, .. }), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn hard_linked_file_is_refused() {
+        let d = tmpdir();
+        write(&d.join("s"), "x", 0o600);
+        std::fs::hard_link(d.join("s"), d.join("t")).unwrap();
+        let e = read_checked(&d.join("s"), &me()).unwrap_err();
+        assert!(matches!(e, Error::File { problem: FileProblem::HardLinked { links: 2 }, .. }), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn fifo_is_refused_without_blocking() {
+        let d = tmpdir();
+        nix::unistd::mkfifo(&d.join("f"), Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_checked(&d.join("f"), &me()).unwrap_err();
+        assert!(matches!(e, Error::File { problem: FileProblem::NotRegular("FIFO"), .. }), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn directory_in_place_of_file_is_refused() {
+        let d = tmpdir();
+        std::fs::DirBuilder::new().mode(0o700).create(d.join("s")).unwrap();
+        let e = read_checked(&d.join("s"), &me()).unwrap_err();
+        assert!(matches!(e, Error::File { problem: FileProblem::NotRegular("directory"), .. }), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn oversized_file_is_refused() {
+        let d = tmpdir();
+        write(&d.join("s"), &"a".repeat(MAX_FILE_SIZE as usize + 1), 0o600);
+        let e = read_checked(&d.join("s"), &me()).unwrap_err();
+        assert!(matches!(e, Error::File { problem: FileProblem::TooLarge { .. }, .. }), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn binary_file_is_refused_as_malformed() {
+        let d = tmpdir();
+        std::fs::write(d.join("s"), [0xff, 0xfe, 0, 1]).unwrap();
+        std::fs::set_permissions(d.join("s"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = read_checked(&d.join("s"), &me()).unwrap_err();
+        assert!(matches!(e, Error::File { problem: FileProblem::Malformed(_), .. }), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn group_writable_directory_is_refused() {
+        let d = tmpdir();
+        write(&d.join("s"), "x", 0o600);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let e = read_checked(&d.join("s"), &me()).unwrap_err();
+        assert!(matches!(e, Error::File { problem: FileProblem::GroupOrOtherWritable { .. }, .. }), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tmpdir();
+        let dir = Dir::open(&d, &me()).unwrap().unwrap();
+        dir.write_atomic("st", b"one", 0o600, true).unwrap();
+        dir.write_atomic("st", b"two", 0o600, false).unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("st")).unwrap(), "two");
+        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("st")]);
+        assert_eq!(std::fs::metadata(d.join("st")).unwrap().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn lock_file_symlink_is_refused() {
+        let d = tmpdir();
+        std::os::unix::fs::symlink("/etc/passwd", d.join("l")).unwrap();
+        let dir = Dir::open(&d, &me()).unwrap().unwrap();
+        assert!(matches!(dir.open_lock_file("l", &me()), Err(Error::File { problem: FileProblem::Symlink, .. })));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

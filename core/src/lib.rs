@@ -1,0 +1,28 @@
+//! pam-totp-core: everything of pam_totp except the FFI boundary.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `otp.rs` | HOTP/TOTP codes, base32 |
+//! | `clock.rs` | the one reader of the system time |
+//! | `secret.rs` | secret file v1 format |
+//! | `backup.rs` | backup code format and hashing |
+//! | `state.rs` | state file v1 format |
+//! | `store.rs` | locked, atomic state updates (the only writer of state) |
+//! | `fs.rs` | safe opening of files in places others can write |
+//! | `config.rs` | options: module arguments + pam_totp.conf |
+//! | `verify.rs` | the decision for one answer |
+//! | `login.rs` | one login attempt, start to finish; the [`login::Outcome`] |
+//! | `error.rs` | the error type |
+#![forbid(unsafe_code)]
+
+pub mod backup;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod fs;
+pub mod login;
+pub mod otp;
+pub mod secret;
+pub mod state;
+pub mod store;
+pub mod verify;

@@ -1,0 +1,414 @@
+//! One login attempt, start to finish: configuration, user, secret file, state, prompt,
+//! decision, stored state, message and log line.
+//!
+//! Owns: the order of those steps and which [`Outcome`] each failure becomes. Everything
+//! the host program provides (conversation, PAM items, syslog) comes through [`Host`], the
+//! user database through [`Accounts`] and the time through [`Clock`], so every path is
+//! unit-tested without PAM, root or the real clock.
+//! Never: returns an accepting outcome on an error path; logs a code, secret or password.
+
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::config::{expand_template, Config, Date, FORWARD_PASS_PROMPT};
+use crate::error::Error;
+use crate::fs::{read_checked, with_fs_identity, Owners};
+use crate::secret::{ParseError, SecretFile};
+use crate::store::{FileStore, StateStore};
+use crate::verify::{decide, Decision, How, Policy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Err,
+    Notice,
+    Info,
+    Debug,
+}
+
+/// What the module (or a test) provides around the core.
+pub trait Host {
+    /// Asks a question without echo; `Err` when the conversation fails or is cancelled.
+    fn prompt_hidden(&mut self, text: &str) -> Result<Zeroizing<String>, ()>;
+    fn error_msg(&mut self, text: &str);
+    fn info_msg(&mut self, text: &str);
+    /// Sets PAM_AUTHTOK for the modules after us (forward_pass).
+    fn set_authtok(&mut self, password: &str) -> Result<(), ()>;
+    fn log(&mut self, level: Level, msg: &str);
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+pub trait Accounts {
+    fn lookup(&self, name: &str) -> Result<Option<Account>, Error>;
+}
+
+/// The system user database (getpwnam_r through nix).
+#[derive(Debug, Default)]
+pub struct SystemAccounts;
+
+impl Accounts for SystemAccounts {
+    fn lookup(&self, name: &str) -> Result<Option<Account>, Error> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(Some(Account { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), home: u.dir })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(Error::UserLookup(e.desc().to_string())),
+        }
+    }
+}
+
+/// Where the module is called from.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub user: &'a str,
+    pub service: &'a str,
+    pub rhost: Option<&'a str>,
+    pub args: &'a [&'a str],
+}
+
+/// How a login ended. The module maps each variant to a PAM return code in one `match`;
+/// only `Accepted` may become PAM_SUCCESS and only `NotEnrolledAllowed` PAM_IGNORE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted(Accepted),
+    /// No secret file, and `nullok` or a future `enforce_after` date lets the user through.
+    NotEnrolledAllowed,
+    NotEnrolled,
+    WrongCode,
+    Replay,
+    LockedOut,
+    UnknownUser,
+    /// The secret file exists but failed a check or did not parse.
+    BadSecretFile,
+    /// The state could not be read, locked or written.
+    StateUnavailable,
+    ConversationFailed,
+    /// A module argument or config file setting is unknown or malformed.
+    BadConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Totp,
+    Backup,
+    RememberedHost,
+}
+
+/// A user name we are willing to look up and put into paths and logs: non-empty, at most
+/// 256 bytes, no `/`, no control characters, not `.` or `..`.
+pub fn valid_user_name(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= 256
+        && user != "."
+        && user != ".."
+        && !user.contains('/')
+        && !user.chars().any(|c| c.is_control())
+}
+
+/// Quotes text from outside (user names, host names) for a log line: control characters
+/// and non-ASCII are escaped so nobody can forge a second log line.
+pub fn log_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().take(256) {
+        if c.is_ascii_graphic() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
+/// "5 minutes", "1 minute 4 seconds", "30 seconds".
+pub fn human_duration(secs: u64) -> String {
+    let plural = |n: u64, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut parts = Vec::new();
+    if h > 0 {
+        parts.push(plural(h, "hour"));
+    }
+    if m > 0 {
+        parts.push(plural(m, "minute"));
+    }
+    if s > 0 || parts.is_empty() {
+        parts.push(plural(s, "second"));
+    }
+    parts.join(" ")
+}
+
+struct Ctx<'h, H: Host> {
+    host: &'h mut H,
+    who: String,
+    debug: bool,
+}
+
+impl<H: Host> Ctx<'_, H> {
+    fn log(&mut self, level: Level, what: &str) {
+        let line = format!("{what} ({})", self.who);
+        self.host.log(level, &line);
+    }
+    fn debug(&mut self, what: &str) {
+        if self.debug {
+            self.log(Level::Debug, what);
+        }
+    }
+}
+
+/// Runs one authentication. See [`Outcome`] for what can come out.
+pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn Clock, req: &Request<'_>) -> Outcome {
+    let who = format!(
+        "user={} service={} rhost={}",
+        log_quote(req.user),
+        log_quote(req.service),
+        req.rhost.map(log_quote).unwrap_or_else(|| "-".into())
+    );
+    let mut cx = Ctx { host, who, debug: false };
+
+    let cfg = match Config::load(req.args, crate::fs::read_config) {
+        Ok(c) => c,
+        Err(e) => {
+            cx.log(Level::Err, &format!("refused: {e}"));
+            return Outcome::BadConfig;
+        }
+    };
+    cx.debug = cfg.debug;
+    cx.debug(&format!(
+        "config {}: secret={} state_dir={} window={} max_failures={} lockout={} remember={}",
+        cfg.config_path.display(),
+        cfg.secret,
+        cfg.state_dir.display(),
+        cfg.window,
+        cfg.max_failures,
+        cfg.lockout,
+        cfg.remember
+    ));
+
+    if !valid_user_name(req.user) {
+        cx.log(Level::Notice, "refused: invalid user name");
+        return Outcome::UnknownUser;
+    }
+    let account = match accounts.lookup(req.user) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            cx.log(Level::Notice, "refused: unknown user");
+            return Outcome::UnknownUser;
+        }
+        Err(e) => {
+            cx.log(Level::Err, &format!("refused: {e}"));
+            return Outcome::UnknownUser;
+        }
+    };
+
+    let path = expand_template(&cfg.secret, req.user, &account.home);
+    let secret = match load_secret(&path, &account) {
+        Ok(Some(s)) => s,
+        Ok(None) => return not_enrolled(&mut cx, &cfg, &path, clock.now()),
+        Err(e) => {
+            cx.log(Level::Err, &format!("refused: secret file: {e}"));
+            return Outcome::BadSecretFile;
+        }
+    };
+    cx.debug(&format!("secret file {} read ({:?}, {} digits, {} s)", path.display(), secret.params.algorithm(), secret.params.digits(), secret.params.period()));
+
+    let store = match FileStore::open(&cfg.state_dir, true) {
+        Ok(s) => s,
+        Err(e) => {
+            cx.log(Level::Err, &format!("refused: state directory: {e}"));
+            return Outcome::StateUnavailable;
+        }
+    };
+    check_and_prompt(&mut cx, &cfg, &secret, &store, req, clock)
+}
+
+/// Reads and parses the secret file, with the user's file-system identity when it lies in
+/// their home. `Ok(None)`: no such file.
+fn load_secret(path: &Path, account: &Account) -> Result<Option<SecretFile>, Error> {
+    let owners = Owners(vec![account.uid, 0]);
+    let in_home = account.home.is_absolute() && path.starts_with(&account.home);
+    let text = if in_home {
+        with_fs_identity(account.uid, account.gid, path, || read_checked(path, &owners))??
+    } else {
+        read_checked(path, &owners)?
+    };
+    let Some(text) = text else { return Ok(None) };
+    SecretFile::parse(&text).map(Some).map_err(|e| {
+        let problem = match e {
+            ParseError::Malformed(why) => crate::error::FileProblem::Malformed(why),
+            ParseError::UnsupportedVersion(v) => crate::error::FileProblem::UnsupportedVersion(v),
+        };
+        Error::file(path, problem)
+    })
+}
+
+fn not_enrolled<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, path: &Path, now: u64) -> Outcome {
+    if let Some(date) = cfg.enforce_after {
+        if Date::from_unix(now) < date {
+            cx.host.info_msg(&format!(
+                "Two-factor sign-in becomes mandatory on {date}. Run `pam-totp enroll` to set it up now."
+            ));
+            cx.log(Level::Notice, &format!("not enrolled; allowed until enforce_after={date}"));
+            return Outcome::NotEnrolledAllowed;
+        }
+        cx.log(Level::Notice, &format!("refused: not enrolled (no {}) and enforce_after={date} has passed", path.display()));
+        return Outcome::NotEnrolled;
+    }
+    if cfg.nullok {
+        cx.log(Level::Info, "not enrolled; allowed by nullok");
+        return Outcome::NotEnrolledAllowed;
+    }
+    if cfg.enroll_on_login {
+        cx.log(Level::Err, "refused: not enrolled, and enroll_on_login is not available in this version");
+        return Outcome::NotEnrolled;
+    }
+    cx.log(Level::Notice, &format!("refused: not enrolled (no {})", path.display()));
+    Outcome::NotEnrolled
+}
+
+/// Splits "password + code" into (password, code) candidates: the last `digits`
+/// characters (a TOTP code), or the last 11/10/8 (a backup code with or without hyphen,
+/// an imported scratch code). The first candidate is the TOTP split.
+fn forward_pass_candidates(answer: &str, digits: usize) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    for n in [digits, 11, 10, 8] {
+        if answer.len() >= n && answer.is_char_boundary(answer.len() - n) && !out.iter().any(|(_, c): &(&str, &str)| c.len() == n) {
+            let (pw, code) = answer.split_at(answer.len() - n);
+            out.push((pw, code));
+        }
+    }
+    if out.is_empty() {
+        out.push((answer, ""));
+    }
+    out
+}
+
+fn check_and_prompt<H: Host, S: StateStore>(
+    cx: &mut Ctx<'_, H>,
+    cfg: &Config,
+    secret: &SecretFile,
+    store: &S,
+    req: &Request<'_>,
+    clock: &dyn Clock,
+) -> Outcome {
+    // A lockout or remembered host is checked before prompting, from a snapshot; the
+    // decision itself re-reads under the lock.
+    let snapshot = match store.peek(req.user) {
+        Ok(s) => s,
+        Err(e) => {
+            cx.log(Level::Err, &format!("refused: state: {e}"));
+            return Outcome::StateUnavailable;
+        }
+    };
+    let now = clock.now();
+    if snapshot.is_locked(now) {
+        let left = snapshot.locked_until - now;
+        cx.host.error_msg(&format!(
+            "Too many wrong verification codes. Try again in {}.",
+            human_duration(left)
+        ));
+        cx.log(Level::Notice, &format!("refused: locked out for another {left} s"));
+        return Outcome::LockedOut;
+    }
+    let rhost = req.rhost.filter(|h| !h.is_empty());
+    if cfg.remember > 0 {
+        if let Some(h) = rhost {
+            if snapshot.is_remembered(h, req.service, now) {
+                cx.log(Level::Info, "accepted: remembered host, no code asked");
+                return Outcome::Accepted(Accepted::RememberedHost);
+            }
+        }
+    }
+
+    let prompt = if cfg.forward_pass { FORWARD_PASS_PROMPT } else { cfg.prompt.as_str() };
+    let Ok(answer) = cx.host.prompt_hidden(prompt) else {
+        cx.log(Level::Notice, "refused: conversation failed or was cancelled");
+        return Outcome::ConversationFailed;
+    };
+    let digits = secret.params.digits() as usize;
+    let splits = if cfg.forward_pass { forward_pass_candidates(&answer, digits) } else { vec![("", answer.as_str())] };
+    let codes: Vec<&str> = splits.iter().map(|(_, c)| *c).collect();
+
+    let policy = Policy { window: cfg.window, max_failures: cfg.max_failures, lockout: cfg.lockout };
+    // The time is read again: the user may have taken a while to answer.
+    let now = clock.now();
+    let result = store.update(req.user, |st| {
+        let (d, i) = decide(&policy, secret, st, &codes, now);
+        if let Decision::Accepted(_) = d {
+            if let (true, Some(h)) = (cfg.remember > 0, rhost) {
+                st.remember(h, req.service, now.saturating_add(cfg.remember), now);
+            }
+        }
+        (d, i)
+    });
+    let (decision, idx) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing was recorded, so nothing may be accepted: the same code could
+            // otherwise be used again.
+            cx.log(Level::Err, &format!("refused: could not record the attempt: {e}"));
+            return Outcome::StateUnavailable;
+        }
+    };
+    if cfg.forward_pass && cx.host.set_authtok(splits[idx].0).is_err() {
+        cx.log(Level::Err, "refused: could not set PAM_AUTHTOK for forward_pass");
+        return Outcome::ConversationFailed;
+    }
+    match decision {
+        Decision::Accepted(How::Totp { .. }) => {
+            cx.log(Level::Info, "accepted verification code");
+            Outcome::Accepted(Accepted::Totp)
+        }
+        Decision::Accepted(How::Backup { left }) => {
+            cx.host.info_msg(&format!(
+                "Backup code accepted. {left} backup code{} left{}",
+                if left == 1 { "" } else { "s" },
+                if left <= 3 { "; run `pam-totp backup-codes --regenerate` for a new set." } else { "." }
+            ));
+            cx.log(Level::Notice, &format!("accepted backup code, {left} left"));
+            Outcome::Accepted(Accepted::Backup)
+        }
+        Decision::Wrong { failures, locked_until } => {
+            locked_message(cx, locked_until, now, "Wrong verification code.");
+            match locked_until {
+                Some(_) => cx.log(Level::Notice, &format!("refused: wrong code; locked out for {} s after {} consecutive failures", cfg.lockout, cfg.max_failures)),
+                None => cx.log(Level::Notice, &format!("refused: wrong code ({failures} consecutive failures)")),
+            }
+            Outcome::WrongCode
+        }
+        Decision::Replay { backup, locked_until } => {
+            let (msg, what) = if backup {
+                ("That backup code has already been used.", "used backup code")
+            } else {
+                ("That code has already been used. Wait for the next one.", "replayed verification code")
+            };
+            locked_message(cx, locked_until, now, msg);
+            cx.log(Level::Notice, &format!("refused: {what}{}", if locked_until.is_some() { "; locked out" } else { "" }));
+            Outcome::Replay
+        }
+        Decision::LockedOut { until } => {
+            let left = until.saturating_sub(now);
+            cx.host.error_msg(&format!("Too many wrong verification codes. Try again in {}.", human_duration(left)));
+            cx.log(Level::Notice, &format!("refused: locked out for another {left} s"));
+            Outcome::LockedOut
+        }
+    }
+}
+
+fn locked_message<H: Host>(cx: &mut Ctx<'_, H>, locked_until: Option<u64>, now: u64, msg: &str) {
+    match locked_until {
+        Some(until) => cx.host.error_msg(&format!(
+            "{msg} Too many wrong verification codes: try again in {}.",
+            human_duration(until.saturating_sub(now))
+        )),
+        None => cx.host.error_msg(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! HOTP (RFC 4226) and TOTP (RFC 6238) as pure functions of (key, counter | time, params).
+//!
+//! Owns: computing a code and comparing an answer to it. Never reads the clock, a file or
+//! the environment; never formats a code into anything but the returned buffer.
+
+use hmac::{Hmac, Mac};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// The HMAC hash function of a secret (the otpauth `algorithm` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Algorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "SHA1",
+            Algorithm::Sha256 => "SHA256",
+            Algorithm::Sha512 => "SHA512",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "SHA1" => Some(Algorithm::Sha1),
+            "SHA256" => Some(Algorithm::Sha256),
+            "SHA512" => Some(Algorithm::Sha512),
+            _ => None,
+        }
+    }
+}
+
+/// Parameters of one TOTP credential. Constructed only through [`Params::new`], which
+/// enforces the ranges every authenticator app supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    algorithm: Algorithm,
+    digits: u32,
+    period: u64,
+}
+
+impl Params {
+    pub const DEFAULT: Params = Params { algorithm: Algorithm::Sha1, digits: 6, period: 30 };
+
+    /// `digits` must be 6 or 8 and `period` 15..=300 seconds.
+    pub fn new(algorithm: Algorithm, digits: u32, period: u64) -> Option<Self> {
+        if !(digits == 6 || digits == 8) || !(15..=300).contains(&period) {
+            return None;
+        }
+        Some(Params { algorithm, digits, period })
+    }
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+    pub fn digits(&self) -> u32 {
+        self.digits
+    }
+    pub fn period(&self) -> u64 {
+        self.period
+    }
+    /// The RFC 6238 time step `T = floor(unix_time / period)`.
+    pub fn step_at(&self, unix_time: u64) -> u64 {
+        unix_time / self.period
+    }
+}
+
+fn hmac_digest(alg: Algorithm, key: &[u8], msg: &[u8]) -> Zeroizing<Vec<u8>> {
+    // new_from_slice only fails for fixed-size-key MACs; HMAC takes any key length.
+    macro_rules! run {
+        ($h:ty) => {{
+            let mut mac = match <Hmac<$h>>::new_from_slice(key) {
+                Ok(m) => m,
+                Err(_) => unreachable!("HMAC accepts keys of any length"),
+            };
+            mac.update(msg);
+            Zeroizing::new(mac.finalize().into_bytes().to_vec())
+        }};
+    }
+    match alg {
+        Algorithm::Sha1 => run!(sha1::Sha1),
+        Algorithm::Sha256 => run!(sha2::Sha256),
+        Algorithm::Sha512 => run!(sha2::Sha512),
+    }
+}
+
+/// RFC 4226 HOTP value for `counter`, as the decimal code with leading zeros.
+pub fn hotp(key: &[u8], counter: u64, alg: Algorithm, digits: u32) -> Zeroizing<String> {
+    let digest = hmac_digest(alg, key, &counter.to_be_bytes());
+    // Dynamic truncation (RFC 4226 section 5.3).
+    let offset = usize::from(digest[digest.len() - 1] & 0x0f);
+    let bin = (u32::from(digest[offset] & 0x7f) << 24)
+        | (u32::from(digest[offset + 1]) << 16)
+        | (u32::from(digest[offset + 2]) << 8)
+        | u32::from(digest[offset + 3]);
+    let value = bin % 10u32.pow(digits);
+    Zeroizing::new(format!("{value:0width$}", width = digits as usize))
+}
+
+/// TOTP code for the time step `step` (see [`Params::step_at`]).
+pub fn totp_at_step(key: &[u8], step: u64, p: &Params) -> Zeroizing<String> {
+    hotp(key, step, p.algorithm, p.digits)
+}
+
+/// Finds the time step in `[step - window, step + window]` whose code equals `answer`.
+///
+/// Every candidate is computed and compared in constant time, so the time taken does not
+/// tell an attacker which step (if any) matched or how many leading digits were right.
+/// Returns the latest matching step (a code matches at most one step in practice).
+pub fn find_step(key: &[u8], answer: &str, now_step: u64, window: u64, p: &Params) -> Option<u64> {
+    let mut found = None;
+    let lo = now_step.saturating_sub(window);
+    let hi = now_step.saturating_add(window);
+    for s in lo..=hi {
+        let code = totp_at_step(key, s, p);
+        // ct_eq on slices of different length returns false without leaking content.
+        if bool::from(code.as_bytes().ct_eq(answer.as_bytes())) {
+            found = Some(s);
+        }
+    }
+    found
+}
+
+/// Decodes an RFC 4648 base32 secret as written by authenticator tooling: case-insensitive,
+/// spaces and hyphens ignored, padding optional. Returns None on any other character.
+pub fn decode_base32(s: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let mut clean = Zeroizing::new(String::with_capacity(s.len()));
+    let mut padding = false;
+    for c in s.chars() {
+        match c {
+            ' ' | '-' => {}
+            '=' => padding = true,
+            c if c.is_ascii_alphanumeric() && !padding => clean.push(c.to_ascii_uppercase()),
+            _ => return None,
+        }
+    }
+    data_encoding::BASE32_NOPAD.decode(clean.as_bytes()).ok().map(Zeroizing::new)
+}
+
+/// Encodes a key as unpadded upper-case base32, the form otpauth URIs use.
+pub fn encode_base32(key: &[u8]) -> Zeroizing<String> {
+    Zeroizing::new(data_encoding::BASE32_NOPAD.encode(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 6238 Appendix B seeds: ASCII "12345678901234567890" repeated to the hash size.
+    const SEED20: &[u8] = b"12345678901234567890";
+    const SEED32: &[u8] = b"12345678901234567890123456789012";
+    const SEED64: &[u8] =
+        b"1234567890123456789012345678901234567890123456789012345678901234";
+
+    #[test]
+    fn rfc6238_appendix_b_vectors_all_algorithms() {
+        let table: &[(u64, &str, &str, &str)] = &[
+            (59, "94287082", "46119246", "90693936"),
+            (1111111109, "07081804", "68084774", "25091201"),
+            (1111111111, "14050471", "67062674", "99943326"),
+            (1234567890, "89005924", "91819424", "93441116"),
+            (2000000000, "69279037", "90698825", "38618901"),
+            (20000000000, "65353130", "77737706", "47863826"),
+        ];
+        for &(t, s1, s256, s512) in table {
+            for (alg, key, want) in [
+                (Algorithm::Sha1, SEED20, s1),
+                (Algorithm::Sha256, SEED32, s256),
+                (Algorithm::Sha512, SEED64, s512),
+            ] {
+                let p = Params::new(alg, 8, 30).unwrap();
+                assert_eq!(totp_at_step(key, p.step_at(t), &p).as_str(), want, "{alg:?} t={t}");
+            }
+        }
+    }
+
+    #[test]
+    fn rfc4226_appendix_d_hotp_vectors() {
+        let want = [
+            "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583",
+            "399871", "520489",
+        ];
+        for (c, w) in want.iter().enumerate() {
+            assert_eq!(hotp(SEED20, c as u64, Algorithm::Sha1, 6).as_str(), *w);
+        }
+    }
+
+    #[test]
+    fn window_edges_are_inclusive_and_nothing_beyond() {
+        let p = Params::DEFAULT;
+        let now = 1_000_000u64;
+        for (offset, window, ok) in
+            [(-1i64, 1u64, true), (1, 1, true), (-2, 1, false), (2, 1, false), (0, 0, true), (1, 0, false), (3, 3, true), (-3, 3, true), (4, 3, false)]
+        {
+            let s = (now as i64 + offset) as u64;
+            let code = totp_at_step(SEED20, s, &p);
+            assert_eq!(find_step(SEED20, &code, now, window, &p), ok.then_some(s), "offset {offset} window {window}");
+        }
+    }
+
+    #[test]
+    fn wrong_length_answer_never_matches() {
+        let p = Params::DEFAULT;
+        let code = totp_at_step(SEED20, 5, &p);
+        assert_eq!(find_step(SEED20, &code[..5], 5, 1, &p), None);
+        assert_eq!(find_step(SEED20, &format!("{}0", code.as_str()), 5, 1, &p), None);
+        assert_eq!(find_step(SEED20, "", 5, 1, &p), None);
+    }
+
+    #[test]
+    fn step_zero_window_does_not_underflow() {
+        let p = Params::DEFAULT;
+        let code = totp_at_step(SEED20, 0, &p);
+        assert_eq!(find_step(SEED20, &code, 0, 5, &p), Some(0));
+    }
+
+    #[test]
+    fn base32_accepts_app_spellings_and_rejects_garbage() {
+        let key = decode_base32("GEZD GNBV-GY3T QOJQ gezdgnbvgy3tqojq====").unwrap();
+        assert_eq!(key.as_slice(), SEED20);
+        assert_eq!(encode_base32(SEED20).as_str(), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        assert!(decode_base32("GEZD1").is_none(), "1 is not in the base32 alphabet");
+        assert!(decode_base32("GEZD\u{0}").is_none());
+        assert!(decode_base32("Ü").is_none());
+        assert!(decode_base32("GE==ZD").is_none(), "padding only at the end");
+    }
+
+    #[test]
+    fn params_reject_unsupported_values() {
+        assert!(Params::new(Algorithm::Sha1, 7, 30).is_none());
+        assert!(Params::new(Algorithm::Sha1, 6, 0).is_none());
+        assert!(Params::new(Algorithm::Sha1, 6, 100_000).is_none());
+        assert!(Params::new(Algorithm::Sha512, 8, 60).is_some());
+        assert_eq!(Algorithm::parse("sha256"), Some(Algorithm::Sha256));
+        assert_eq!(Algorithm::parse("md5"), None);
+    }
+}
