@@ -191,7 +191,7 @@ backup_codes = []
         let cases = [
             ("", "line"),
             ("version = 2\nsecret = \"GEZDGNBVGY3TQOJQ\"", "Version(2)"),
-            ("version = 1\nsecret = \"GEZD\"", "bits"),
+            ("version = 1\nsecret = \"GEZDGNBV\"", "bits"),
             ("version = 1\nsecret = \"GEZDGNBVGY3TQOJ1\"", "base32"),
             ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\ndigits = 7", "digits"),
             ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\ndigits = 99999999999999", "digits"),
