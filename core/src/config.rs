@@ -68,14 +68,30 @@ impl Date {
         }
         let num = |r: std::ops::Range<usize>| -> Option<i64> {
             let part = &s[r];
-            part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
+            part.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| part.parse().ok())
+                .flatten()
         };
         let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
         if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) {
             return None;
         }
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        let days_in_month = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
         if d < 1 || d > days_in_month[(m - 1) as usize] {
             return None;
         }
@@ -187,16 +203,25 @@ impl Config {
         for a in args {
             if let Some(p) = a.strip_prefix("config=") {
                 if p.is_empty() || !p.starts_with('/') {
-                    return Err(err("module arguments", "config", "must be an absolute path"));
+                    return Err(err(
+                        "module arguments",
+                        "config",
+                        "must be an absolute path",
+                    ));
                 }
                 explicit_config = Some(PathBuf::from(p));
             }
         }
-        let path = explicit_config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        let path = explicit_config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
         match read_file(&path)? {
             Some(text) => cfg.apply_file(&path, &text)?,
             None if explicit_config.is_some() => {
-                return Err(Error::Config(format!("config file {} does not exist", path.display())))
+                return Err(Error::Config(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )))
             }
             None => {}
         }
@@ -216,8 +241,12 @@ impl Config {
 
     fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), Error> {
         let origin = path.display().to_string();
-        let table: toml::Table = toml::from_str(text)
-            .map_err(|e| Error::Config(format!("{origin}: {}", crate::secret::toml_error_position(text, &e))))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            Error::Config(format!(
+                "{origin}: {}",
+                crate::secret::toml_error_position(text, &e)
+            ))
+        })?;
         for (name, value) in &table {
             if name == "config" {
                 return Err(err(&origin, name, "only valid as a module argument"));
@@ -228,17 +257,23 @@ impl Config {
     }
 
     fn set(&mut self, origin: &str, name: &str, value: Option<Value<'_>>) -> Result<(), Error> {
-        let spec = OPTIONS
-            .iter()
-            .find(|o| o.name == name)
-            .ok_or_else(|| Error::Config(format!("{origin}: unknown option `{}`", name.escape_debug())))?;
+        let spec = OPTIONS.iter().find(|o| o.name == name).ok_or_else(|| {
+            Error::Config(format!(
+                "{origin}: unknown option `{}`",
+                name.escape_debug()
+            ))
+        })?;
         let e = |why: &str| err(origin, name, why);
         match spec.kind {
             Kind::Flag => {
                 let on = match value {
                     None => true,
                     Some(Value::Toml(toml::Value::Boolean(b))) => *b,
-                    Some(_) => return Err(e("is a flag: write it without a value (or true/false in the file)")),
+                    Some(_) => {
+                        return Err(e(
+                            "is a flag: write it without a value (or true/false in the file)",
+                        ))
+                    }
                 };
                 match name {
                     "nullok" => self.nullok = on,
@@ -249,7 +284,9 @@ impl Config {
             }
             Kind::Number => {
                 let n: u64 = match value {
-                    Some(Value::Text(t)) if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) => {
+                    Some(Value::Text(t))
+                        if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) =>
+                    {
                         t.parse().map_err(|_| e("number too large"))?
                     }
                     Some(Value::Toml(toml::Value::Integer(i))) if *i >= 0 => *i as u64,
@@ -293,7 +330,8 @@ impl Config {
                     }
                     "prompt" => self.prompt = s.to_string(),
                     _ => {
-                        self.enforce_after = Some(Date::parse(s).ok_or_else(|| e("must be a date YYYY-MM-DD"))?);
+                        self.enforce_after =
+                            Some(Date::parse(s).ok_or_else(|| e("must be a date YYYY-MM-DD"))?);
                     }
                 }
             }
@@ -357,14 +395,29 @@ mod tests {
     #[test]
     fn every_option_parses_from_arguments() {
         let c = Config::load(
-            &["secret=/etc/pam-totp/%u.toml", "state_dir=/tmp/st", "window=3", "max_failures=4", "lockout=60", "nullok",
-              "enforce_after=2027-01-31", "enroll_on_login", "remember=3600", "prompt=Code please: ", "forward_pass", "debug"],
+            &[
+                "secret=/etc/pam-totp/%u.toml",
+                "state_dir=/tmp/st",
+                "window=3",
+                "max_failures=4",
+                "lockout=60",
+                "nullok",
+                "enforce_after=2027-01-31",
+                "enroll_on_login",
+                "remember=3600",
+                "prompt=Code please: ",
+                "forward_pass",
+                "debug",
+            ],
             no_file,
         )
         .unwrap();
         assert_eq!(c.secret, "/etc/pam-totp/%u.toml");
         assert_eq!(c.state_dir, PathBuf::from("/tmp/st"));
-        assert_eq!((c.window, c.max_failures, c.lockout, c.remember), (3, 4, 60, 3600));
+        assert_eq!(
+            (c.window, c.max_failures, c.lockout, c.remember),
+            (3, 4, 60, 3600)
+        );
         assert!(c.nullok && c.enroll_on_login && c.forward_pass && c.debug);
         assert_eq!(c.enforce_after.unwrap().to_string(), "2027-01-31");
         assert_eq!(c.prompt, "Code please: ");
@@ -373,19 +426,43 @@ mod tests {
     #[test]
     fn bad_arguments_are_errors() {
         for bad in [
-            "bogus", "window", "window=", "window=-1", "window=11", "window=1x", "window= 1", "max_failures=0",
-            "lockout=0", "lockout=99999999999999999999999", "nullok=1", "secret=relative/path", "secret=/x/%z",
-            "secret=/x/", "state_dir=rel", "enforce_after=2027-02-30", "enforce_after=27-01-01", "enforce_after=2027-1-01",
-            "prompt=", "remember=999999999", "config=relative", "secret",
+            "bogus",
+            "window",
+            "window=",
+            "window=-1",
+            "window=11",
+            "window=1x",
+            "window= 1",
+            "max_failures=0",
+            "lockout=0",
+            "lockout=99999999999999999999999",
+            "nullok=1",
+            "secret=relative/path",
+            "secret=/x/%z",
+            "secret=/x/",
+            "state_dir=rel",
+            "enforce_after=2027-02-30",
+            "enforce_after=27-01-01",
+            "enforce_after=2027-1-01",
+            "prompt=",
+            "remember=999999999",
+            "config=relative",
+            "secret",
         ] {
-            let e = Config::load(&[bad], no_file).err().unwrap_or_else(|| panic!("accepted {bad}"));
+            let e = Config::load(&[bad], no_file)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad}"));
             assert!(matches!(e, Error::Config(_)), "{bad}");
         }
     }
 
     #[test]
     fn file_settings_apply_and_arguments_override_them() {
-        let file = |_: &Path| Ok(Some("window = 2\nnullok = true\nlockout = 120\nprompt = \"OTP: \"\n".to_string()));
+        let file = |_: &Path| {
+            Ok(Some(
+                "window = 2\nnullok = true\nlockout = 120\nprompt = \"OTP: \"\n".to_string(),
+            ))
+        };
         let c = Config::load(&["window=0"], file).unwrap();
         assert_eq!(c.window, 0);
         assert!(c.nullok);
@@ -395,9 +472,20 @@ mod tests {
 
     #[test]
     fn bad_file_settings_are_errors() {
-        for text in ["window = \"2\"", "window = -2", "bogus = 1", "nullok = \"yes\"", "config = \"/x\"", "window = ", "secret = 5"] {
+        for text in [
+            "window = \"2\"",
+            "window = -2",
+            "bogus = 1",
+            "nullok = \"yes\"",
+            "config = \"/x\"",
+            "window = ",
+            "secret = 5",
+        ] {
             let t = text.to_string();
-            assert!(Config::load(&[], move |_: &Path| Ok(Some(t.clone()))).is_err(), "{text}");
+            assert!(
+                Config::load(&[], move |_: &Path| Ok(Some(t.clone()))).is_err(),
+                "{text}"
+            );
         }
     }
 
@@ -417,8 +505,14 @@ mod tests {
     #[test]
     fn templates_expand() {
         let h = Path::new("/home/bob");
-        assert_eq!(expand_template("%h/.config/pam-totp/secret.toml", "bob", h), PathBuf::from("/home/bob/.config/pam-totp/secret.toml"));
-        assert_eq!(expand_template("/etc/totp/%u-100%%.toml", "bob", h), PathBuf::from("/etc/totp/bob-100%.toml"));
+        assert_eq!(
+            expand_template("%h/.config/pam-totp/secret.toml", "bob", h),
+            PathBuf::from("/home/bob/.config/pam-totp/secret.toml")
+        );
+        assert_eq!(
+            expand_template("/etc/totp/%u-100%%.toml", "bob", h),
+            PathBuf::from("/etc/totp/bob-100%.toml")
+        );
     }
 
     #[test]
@@ -426,7 +520,10 @@ mod tests {
         assert_eq!(Date::parse("1970-01-01"), Some(Date(0)));
         assert_eq!(Date::parse("2024-02-29").unwrap().to_string(), "2024-02-29");
         assert!(Date::parse("2023-02-29").is_none());
-        assert_eq!(Date::parse("2026-11-23").unwrap(), Date::from_unix(1795392000));
+        assert_eq!(
+            Date::parse("2026-11-23").unwrap(),
+            Date::from_unix(1795392000)
+        );
         assert_eq!(Date::parse("2026-11-23").unwrap().start_unix(), 1795392000);
     }
 }

@@ -23,11 +23,23 @@ pub enum FileProblem {
     Symlink,
     NotRegular(&'static str),
     NotDirectory,
-    Owner { found: u32, allowed: Vec<u32> },
-    GroupOrOtherAccess { mode: u32 },
-    GroupOrOtherWritable { mode: u32 },
-    HardLinked { links: u64 },
-    TooLarge { size: u64, max: u64 },
+    Owner {
+        found: u32,
+        allowed: Vec<u32>,
+    },
+    GroupOrOtherAccess {
+        mode: u32,
+    },
+    GroupOrOtherWritable {
+        mode: u32,
+    },
+    HardLinked {
+        links: u64,
+    },
+    TooLarge {
+        size: u64,
+        max: u64,
+    },
     /// A syntax or schema error; carries only a position and a reason, never the text.
     Malformed(String),
     UnsupportedVersion(i64),
@@ -37,7 +49,10 @@ pub enum FileProblem {
 
 impl Error {
     pub fn file(path: impl Into<PathBuf>, problem: FileProblem) -> Self {
-        Error::File { path: path.into(), problem }
+        Error::File {
+            path: path.into(),
+            problem,
+        }
     }
     pub fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> Self {
         Error::file(path, FileProblem::Io(describe_io(e)))
@@ -62,12 +77,20 @@ impl fmt::Display for Error {
             Error::File { path, problem } => {
                 let p = path.display();
                 match problem {
-                    FileProblem::Symlink => write!(f, "{p} is a symbolic link; replace it with the real file"),
-                    FileProblem::NotRegular(kind) => write!(f, "{p} is a {kind}, not a regular file"),
+                    FileProblem::Symlink => {
+                        write!(f, "{p} is a symbolic link; replace it with the real file")
+                    }
+                    FileProblem::NotRegular(kind) => {
+                        write!(f, "{p} is a {kind}, not a regular file")
+                    }
                     FileProblem::NotDirectory => write!(f, "{p} is not a directory"),
                     FileProblem::Owner { found, allowed } => {
                         let allowed: Vec<String> = allowed.iter().map(u32::to_string).collect();
-                        write!(f, "{p} is owned by uid {found}; it must be owned by uid {}", allowed.join(" or "))
+                        write!(
+                            f,
+                            "{p} is owned by uid {found}; it must be owned by uid {}",
+                            allowed.join(" or ")
+                        )
                     }
                     FileProblem::GroupOrOtherAccess { mode } => write!(
                         f,
@@ -87,7 +110,10 @@ impl fmt::Display for Error {
                     }
                     FileProblem::Malformed(why) => write!(f, "{p} is malformed: {why}"),
                     FileProblem::UnsupportedVersion(v) => {
-                        write!(f, "{p} has format version {v}; this pam_totp reads version 1")
+                        write!(
+                            f,
+                            "{p} has format version {v}; this pam_totp reads version 1"
+                        )
                     }
                     FileProblem::Io(why) => write!(f, "{p}: {why}"),
                     FileProblem::FsIdentity(why) => {

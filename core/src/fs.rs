@@ -32,7 +32,13 @@ impl Owners {
         if self.0.contains(&uid) {
             Ok(())
         } else {
-            Err(Error::file(path, FileProblem::Owner { found: uid, allowed: self.0.clone() }))
+            Err(Error::file(
+                path,
+                FileProblem::Owner {
+                    found: uid,
+                    allowed: self.0.clone(),
+                },
+            ))
         }
     }
 }
@@ -88,9 +94,15 @@ impl Dir {
         }
         owners.check(path, md.uid())?;
         if md.mode() & 0o022 != 0 {
-            return Err(Error::file(path, FileProblem::GroupOrOtherWritable { mode: md.mode() }));
+            return Err(Error::file(
+                path,
+                FileProblem::GroupOrOtherWritable { mode: md.mode() },
+            ));
         }
-        Ok(Some(Dir { fd: file.into(), path: path.to_path_buf() }))
+        Ok(Some(Dir {
+            fd: file.into(),
+            path: path.to_path_buf(),
+        }))
     }
 
     /// Like [`Dir::open`], creating the directory with `mode` (its parents must exist) if
@@ -104,7 +116,8 @@ impl Dir {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(path, &e)),
         }
-        Dir::open(path, owners)?.ok_or_else(|| Error::file(path, FileProblem::Io("vanished after creation".into())))
+        Dir::open(path, owners)?
+            .ok_or_else(|| Error::file(path, FileProblem::Io("vanished after creation".into())))
     }
 
     pub fn path(&self) -> &Path {
@@ -118,31 +131,69 @@ impl Dir {
     /// Opens `name` for reading without following a symlink or blocking on a FIFO, checks
     /// it with fstat (regular file, owner, no group/other access, one link, size cap) and
     /// reads it. `Ok(None)`: it does not exist.
-    pub fn read_file(&self, name: &str, owners: &Owners) -> Result<Option<Zeroizing<String>>, Error> {
+    pub fn read_file(
+        &self,
+        name: &str,
+        owners: &Owners,
+    ) -> Result<Option<Zeroizing<String>>, Error> {
         let path = self.child(name);
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY;
         let fd = match openat(self.fd.as_fd(), name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
             // O_NOFOLLOW on a symlink gives ELOOP: the classic root-follows-user-link attack.
             Err(Errno::ELOOP) => return Err(Error::file(path, FileProblem::Symlink)),
+            Err(Errno::EACCES) => {
+                // Say why if we can: a file someone else owns is the usual cause.
+                let st = nix::sys::stat::fstatat(
+                    self.fd.as_fd(),
+                    name,
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                );
+                if let Ok(st) = st {
+                    owners.check(&path, st.st_uid)?;
+                }
+                return Err(Error::file(
+                    path,
+                    FileProblem::Io(Errno::EACCES.desc().to_string()),
+                ));
+            }
             Err(e) => return Err(Error::file(path, FileProblem::Io(e.desc().to_string()))),
         };
         let mut file = File::from(fd);
         let md = file.metadata().map_err(|e| Error::io(&path, &e))?;
         if !md.file_type().is_file() {
-            return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
+            return Err(Error::file(
+                path,
+                FileProblem::NotRegular(kind_name(md.file_type())),
+            ));
         }
         owners.check(&path, md.uid())?;
         if md.mode() & 0o077 != 0 {
-            return Err(Error::file(path, FileProblem::GroupOrOtherAccess { mode: md.mode() }));
+            return Err(Error::file(
+                path,
+                FileProblem::GroupOrOtherAccess { mode: md.mode() },
+            ));
         }
         // A second link means someone else's file may be standing in for ours.
         if md.nlink() != 1 {
-            return Err(Error::file(path, FileProblem::HardLinked { links: md.nlink() }));
+            return Err(Error::file(
+                path,
+                FileProblem::HardLinked { links: md.nlink() },
+            ));
         }
         if md.size() > MAX_FILE_SIZE {
-            return Err(Error::file(path, FileProblem::TooLarge { size: md.size(), max: MAX_FILE_SIZE }));
+            return Err(Error::file(
+                path,
+                FileProblem::TooLarge {
+                    size: md.size(),
+                    max: MAX_FILE_SIZE,
+                },
+            ));
         }
         // The file may grow after fstat: read at most one byte past the cap to notice.
         let mut buf = Zeroizing::new(Vec::with_capacity(md.size() as usize));
@@ -151,7 +202,13 @@ impl Dir {
             .read_to_end(&mut buf)
             .map_err(|e| Error::io(&path, &e))?;
         if buf.len() as u64 > MAX_FILE_SIZE {
-            return Err(Error::file(path, FileProblem::TooLarge { size: buf.len() as u64, max: MAX_FILE_SIZE }));
+            return Err(Error::file(
+                path,
+                FileProblem::TooLarge {
+                    size: buf.len() as u64,
+                    max: MAX_FILE_SIZE,
+                },
+            ));
         }
         match std::str::from_utf8(&buf) {
             Ok(s) => Ok(Some(Zeroizing::new(s.to_owned()))),
@@ -166,15 +223,29 @@ impl Dir {
     /// process locks the same inode.
     pub fn open_lock_file(&self, name: &str, owners: &Owners) -> Result<File, Error> {
         let path = self.child(name);
-        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-        let fd = openat(self.fd.as_fd(), name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| match e {
+        let flags = OFlag::O_RDWR
+            | OFlag::O_CREAT
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY;
+        let fd = openat(
+            self.fd.as_fd(),
+            name,
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| match e {
             Errno::ELOOP => Error::file(&path, FileProblem::Symlink),
             e => Error::file(&path, FileProblem::Io(e.desc().to_string())),
         })?;
         let file = File::from(fd);
         let md = file.metadata().map_err(|e| Error::io(&path, &e))?;
         if !md.file_type().is_file() {
-            return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
+            return Err(Error::file(
+                path,
+                FileProblem::NotRegular(kind_name(md.file_type())),
+            ));
         }
         owners.check(&path, md.uid())?;
         Ok(file)
@@ -183,12 +254,28 @@ impl Dir {
     /// Replaces `name` atomically: writes a temporary file in this directory, fsyncs it when
     /// `durable`, renames it over `name`, then fsyncs the directory when `durable`. Readers
     /// see the old or the new content, never a mix; a crash leaves at most a stray temp file.
-    pub fn write_atomic(&self, name: &str, contents: &[u8], mode: u32, durable: bool) -> Result<(), Error> {
+    pub fn write_atomic(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+        durable: bool,
+    ) -> Result<(), Error> {
         let tmp = format!(".{name}.tmp");
         let path = self.child(name);
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-        let fd = openat(self.fd.as_fd(), tmp.as_str(), flags, Mode::from_bits_truncate(mode))
-            .map_err(|e| Error::file(self.child(&tmp), FileProblem::Io(e.desc().to_string())))?;
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_TRUNC
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY;
+        let fd = openat(
+            self.fd.as_fd(),
+            tmp.as_str(),
+            flags,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| Error::file(self.child(&tmp), FileProblem::Io(e.desc().to_string())))?;
         let mut file = File::from(fd);
         let result = (|| -> std::io::Result<()> {
             // O_TRUNC keeps an old mode: set ours explicitly.
@@ -201,23 +288,35 @@ impl Dir {
             Ok(())
         })();
         if let Err(e) = result {
-            let _ = nix::unistd::unlinkat(self.fd.as_fd(), tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            let _ = nix::unistd::unlinkat(
+                self.fd.as_fd(),
+                tmp.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
             return Err(Error::io(path, &e));
         }
         drop(file);
         renameat(self.fd.as_fd(), tmp.as_str(), self.fd.as_fd(), name)
             .map_err(|e| Error::file(&path, FileProblem::Io(e.desc().to_string())))?;
         if durable {
-            nix::unistd::fsync(self.fd.as_fd()).map_err(|e| Error::file(&self.path, FileProblem::Io(e.desc().to_string())))?;
+            nix::unistd::fsync(self.fd.as_fd())
+                .map_err(|e| Error::file(&self.path, FileProblem::Io(e.desc().to_string())))?;
         }
         Ok(())
     }
 
     /// Removes `name` if present.
     pub fn remove(&self, name: &str) -> Result<(), Error> {
-        match nix::unistd::unlinkat(self.fd.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        match nix::unistd::unlinkat(
+            self.fd.as_fd(),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(Error::file(self.child(name), FileProblem::Io(e.desc().to_string()))),
+            Err(e) => Err(Error::file(
+                self.child(name),
+                FileProblem::Io(e.desc().to_string()),
+            )),
         }
     }
 }
@@ -233,7 +332,12 @@ fn libc_flags(f: OFlag) -> i32 {
 /// to files the user could read anyway, and root-squashed NFS homes work. Only effective
 /// when we run as root; otherwise `f` simply runs with our own identity.
 /// setfsuid/setfsgid affect only the calling thread, which is the one running PAM.
-pub fn with_fs_identity<T>(uid: u32, gid: u32, path: &Path, f: impl FnOnce() -> T) -> Result<T, Error> {
+pub fn with_fs_identity<T>(
+    uid: u32,
+    gid: u32,
+    path: &Path,
+    f: impl FnOnce() -> T,
+) -> Result<T, Error> {
     let euid = nix::unistd::geteuid();
     if !euid.is_root() || uid == 0 {
         return Ok(f());
@@ -252,7 +356,10 @@ pub fn with_fs_identity<T>(uid: u32, gid: u32, path: &Path, f: impl FnOnce() -> 
         nix::unistd::setfsgid(egid);
         return Err(fail("setfsuid failed"));
     }
-    let guard = RestoreFsIdentity { uid: euid, gid: egid };
+    let guard = RestoreFsIdentity {
+        uid: euid,
+        gid: egid,
+    };
     let out = f();
     drop(guard);
     Ok(out)
@@ -299,7 +406,9 @@ pub fn read_checked(path: &Path, owners: &Owners) -> Result<Option<Zeroizing<Str
 pub fn read_config(path: &Path) -> Result<Option<String>, Error> {
     let mut file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc_flags(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY))
+        .custom_flags(libc_flags(
+            OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        ))
         .open(path)
     {
         Ok(f) => f,
@@ -308,20 +417,41 @@ pub fn read_config(path: &Path) -> Result<Option<String>, Error> {
     };
     let md = file.metadata().map_err(|e| Error::io(path, &e))?;
     if !md.file_type().is_file() {
-        return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
+        return Err(Error::file(
+            path,
+            FileProblem::NotRegular(kind_name(md.file_type())),
+        ));
     }
     let euid = nix::unistd::geteuid().as_raw();
     Owners(if euid == 0 { vec![0] } else { vec![0, euid] }).check(path, md.uid())?;
     if md.mode() & 0o022 != 0 {
-        return Err(Error::file(path, FileProblem::GroupOrOtherWritable { mode: md.mode() }));
+        return Err(Error::file(
+            path,
+            FileProblem::GroupOrOtherWritable { mode: md.mode() },
+        ));
     }
     if md.size() > MAX_FILE_SIZE {
-        return Err(Error::file(path, FileProblem::TooLarge { size: md.size(), max: MAX_FILE_SIZE }));
+        return Err(Error::file(
+            path,
+            FileProblem::TooLarge {
+                size: md.size(),
+                max: MAX_FILE_SIZE,
+            },
+        ));
     }
     let mut text = String::new();
-    (&mut file).take(MAX_FILE_SIZE + 1).read_to_string(&mut text).map_err(|e| Error::io(path, &e))?;
+    (&mut file)
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(path, &e))?;
     if text.len() as u64 > MAX_FILE_SIZE {
-        return Err(Error::file(path, FileProblem::TooLarge { size: text.len() as u64, max: MAX_FILE_SIZE }));
+        return Err(Error::file(
+            path,
+            FileProblem::TooLarge {
+                size: text.len() as u64,
+                max: MAX_FILE_SIZE,
+            },
+        ));
     }
     Ok(Some(text))
 }
@@ -341,7 +471,11 @@ mod tests {
     }
 
     fn tmpdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("pam-totp-fs-{}-{}", std::process::id(), rand_suffix()));
+        let d = std::env::temp_dir().join(format!(
+            "pam-totp-fs-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
         std::fs::DirBuilder::new().mode(0o700).create(&d).unwrap();
         d
     }
@@ -361,7 +495,10 @@ mod tests {
     fn reads_a_private_regular_file() {
         let d = tmpdir();
         write(&d.join("s"), "hello", 0o600);
-        assert_eq!(read_checked(&d.join("s"), &me()).unwrap().unwrap().as_str(), "hello");
+        assert_eq!(
+            read_checked(&d.join("s"), &me()).unwrap().unwrap().as_str(),
+            "hello"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -369,7 +506,9 @@ mod tests {
     fn missing_file_or_directory_is_not_enrolled() {
         let d = tmpdir();
         assert!(read_checked(&d.join("nope"), &me()).unwrap().is_none());
-        assert!(read_checked(&d.join("nodir/nope"), &me()).unwrap().is_none());
+        assert!(read_checked(&d.join("nodir/nope"), &me())
+            .unwrap()
+            .is_none());
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -379,7 +518,16 @@ mod tests {
         write(&d.join("real"), "x", 0o600);
         std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
         let e = read_checked(&d.join("link"), &me()).unwrap_err();
-        assert!(matches!(e, Error::File { problem: FileProblem::Symlink, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::Symlink,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -389,7 +537,16 @@ mod tests {
         for mode in [0o640, 0o604, 0o620, 0o660] {
             write(&d.join("s"), "x", mode);
             let e = read_checked(&d.join("s"), &me()).unwrap_err();
-            assert!(matches!(e, Error::File { problem: FileProblem::GroupOrOtherAccess { .. }, .. }), "{mode:o}: {e}");
+            assert!(
+                matches!(
+                    e,
+                    Error::File {
+                        problem: FileProblem::GroupOrOtherAccess { .. },
+                        ..
+                    }
+                ),
+                "{mode:o}: {e}"
+            );
             assert!(e.to_string().contains("chmod 600"), "{e}");
         }
         std::fs::remove_dir_all(d).unwrap();
@@ -401,7 +558,16 @@ mod tests {
         write(&d.join("s"), "x", 0o600);
         let e = read_checked(&d.join("s"), &Owners(vec![4242])).unwrap_err();
         // The directory is checked first and is ours, not 4242's.
-        assert!(matches!(e, Error::File { problem: FileProblem::Owner { .. }, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::Owner { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -411,7 +577,16 @@ mod tests {
         write(&d.join("s"), "x", 0o600);
         std::fs::hard_link(d.join("s"), d.join("t")).unwrap();
         let e = read_checked(&d.join("s"), &me()).unwrap_err();
-        assert!(matches!(e, Error::File { problem: FileProblem::HardLinked { links: 2 }, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::HardLinked { links: 2 },
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -420,16 +595,37 @@ mod tests {
         let d = tmpdir();
         nix::unistd::mkfifo(&d.join("f"), Mode::from_bits_truncate(0o600)).unwrap();
         let e = read_checked(&d.join("f"), &me()).unwrap_err();
-        assert!(matches!(e, Error::File { problem: FileProblem::NotRegular("FIFO"), .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::NotRegular("FIFO"),
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
     fn directory_in_place_of_file_is_refused() {
         let d = tmpdir();
-        std::fs::DirBuilder::new().mode(0o700).create(d.join("s")).unwrap();
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(d.join("s"))
+            .unwrap();
         let e = read_checked(&d.join("s"), &me()).unwrap_err();
-        assert!(matches!(e, Error::File { problem: FileProblem::NotRegular("directory"), .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::NotRegular("directory"),
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -438,7 +634,16 @@ mod tests {
         let d = tmpdir();
         write(&d.join("s"), &"a".repeat(MAX_FILE_SIZE as usize + 1), 0o600);
         let e = read_checked(&d.join("s"), &me()).unwrap_err();
-        assert!(matches!(e, Error::File { problem: FileProblem::TooLarge { .. }, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::TooLarge { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -448,7 +653,16 @@ mod tests {
         std::fs::write(d.join("s"), [0xff, 0xfe, 0, 1]).unwrap();
         std::fs::set_permissions(d.join("s"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let e = read_checked(&d.join("s"), &me()).unwrap_err();
-        assert!(matches!(e, Error::File { problem: FileProblem::Malformed(_), .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::Malformed(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -458,7 +672,16 @@ mod tests {
         write(&d.join("s"), "x", 0o600);
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o770)).unwrap();
         let e = read_checked(&d.join("s"), &me()).unwrap_err();
-        assert!(matches!(e, Error::File { problem: FileProblem::GroupOrOtherWritable { .. }, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::GroupOrOtherWritable { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -469,9 +692,15 @@ mod tests {
         dir.write_atomic("st", b"one", 0o600, true).unwrap();
         dir.write_atomic("st", b"two", 0o600, false).unwrap();
         assert_eq!(std::fs::read_to_string(d.join("st")).unwrap(), "two");
-        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("st")]);
-        assert_eq!(std::fs::metadata(d.join("st")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(d.join("st")).unwrap().mode() & 0o777,
+            0o600
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -480,7 +709,13 @@ mod tests {
         let d = tmpdir();
         std::os::unix::fs::symlink("/etc/passwd", d.join("l")).unwrap();
         let dir = Dir::open(&d, &me()).unwrap().unwrap();
-        assert!(matches!(dir.open_lock_file("l", &me()), Err(Error::File { problem: FileProblem::Symlink, .. })));
+        assert!(matches!(
+            dir.open_lock_file("l", &me()),
+            Err(Error::File {
+                problem: FileProblem::Symlink,
+                ..
+            })
+        ));
         std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -57,7 +57,12 @@ pub struct SystemAccounts;
 impl Accounts for SystemAccounts {
     fn lookup(&self, name: &str) -> Result<Option<Account>, Error> {
         match nix::unistd::User::from_name(name) {
-            Ok(Some(u)) => Ok(Some(Account { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), home: u.dir })),
+            Ok(Some(u)) => Ok(Some(Account {
+                name: u.name,
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                home: u.dir,
+            })),
             Ok(None) => Ok(None),
             Err(e) => Err(Error::UserLookup(e.desc().to_string())),
         }
@@ -162,14 +167,23 @@ impl<H: Host> Ctx<'_, H> {
 }
 
 /// Runs one authentication. See [`Outcome`] for what can come out.
-pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn Clock, req: &Request<'_>) -> Outcome {
+pub fn authenticate<H: Host>(
+    host: &mut H,
+    accounts: &dyn Accounts,
+    clock: &dyn Clock,
+    req: &Request<'_>,
+) -> Outcome {
     let who = format!(
         "user={} service={} rhost={}",
         log_quote(req.user),
         log_quote(req.service),
         req.rhost.map(log_quote).unwrap_or_else(|| "-".into())
     );
-    let mut cx = Ctx { host, who, debug: false };
+    let mut cx = Ctx {
+        host,
+        who,
+        debug: false,
+    };
 
     let cfg = match Config::load(req.args, crate::fs::read_config) {
         Ok(c) => c,
@@ -215,7 +229,13 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
             return Outcome::BadSecretFile;
         }
     };
-    cx.debug(&format!("secret file {} read ({:?}, {} digits, {} s)", path.display(), secret.params.algorithm(), secret.params.digits(), secret.params.period()));
+    cx.debug(&format!(
+        "secret file {} read ({}, {} digits, {} s)",
+        path.display(),
+        secret.params.algorithm().name(),
+        secret.params.digits(),
+        secret.params.period()
+    ));
 
     let store = match FileStore::open(&cfg.state_dir, true) {
         Ok(s) => s,
@@ -233,7 +253,9 @@ fn load_secret(path: &Path, account: &Account) -> Result<Option<SecretFile>, Err
     let owners = Owners(vec![account.uid, 0]);
     let in_home = account.home.is_absolute() && path.starts_with(&account.home);
     let text = if in_home {
-        with_fs_identity(account.uid, account.gid, path, || read_checked(path, &owners))??
+        with_fs_identity(account.uid, account.gid, path, || {
+            read_checked(path, &owners)
+        })??
     } else {
         read_checked(path, &owners)?
     };
@@ -253,10 +275,19 @@ fn not_enrolled<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, path: &Path, now: u6
             cx.host.info_msg(&format!(
                 "Two-factor sign-in becomes mandatory on {date}. Run `pam-totp enroll` to set it up now."
             ));
-            cx.log(Level::Notice, &format!("not enrolled; allowed until enforce_after={date}"));
+            cx.log(
+                Level::Notice,
+                &format!("not enrolled; allowed until enforce_after={date}"),
+            );
             return Outcome::NotEnrolledAllowed;
         }
-        cx.log(Level::Notice, &format!("refused: not enrolled (no {}) and enforce_after={date} has passed", path.display()));
+        cx.log(
+            Level::Notice,
+            &format!(
+                "refused: not enrolled (no {}) and enforce_after={date} has passed",
+                path.display()
+            ),
+        );
         return Outcome::NotEnrolled;
     }
     if cfg.nullok {
@@ -264,10 +295,16 @@ fn not_enrolled<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, path: &Path, now: u6
         return Outcome::NotEnrolledAllowed;
     }
     if cfg.enroll_on_login {
-        cx.log(Level::Err, "refused: not enrolled, and enroll_on_login is not available in this version");
+        cx.log(
+            Level::Err,
+            "refused: not enrolled, and enroll_on_login is not available in this version",
+        );
         return Outcome::NotEnrolled;
     }
-    cx.log(Level::Notice, &format!("refused: not enrolled (no {})", path.display()));
+    cx.log(
+        Level::Notice,
+        &format!("refused: not enrolled (no {})", path.display()),
+    );
     Outcome::NotEnrolled
 }
 
@@ -277,7 +314,10 @@ fn not_enrolled<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, path: &Path, now: u6
 fn forward_pass_candidates(answer: &str, digits: usize) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
     for n in [digits, 11, 10, 8] {
-        if answer.len() >= n && answer.is_char_boundary(answer.len() - n) && !out.iter().any(|(_, c): &(&str, &str)| c.len() == n) {
+        if answer.len() >= n
+            && answer.is_char_boundary(answer.len() - n)
+            && !out.iter().any(|(_, c): &(&str, &str)| c.len() == n)
+        {
             let (pw, code) = answer.split_at(answer.len() - n);
             out.push((pw, code));
         }
@@ -312,7 +352,10 @@ fn check_and_prompt<H: Host, S: StateStore>(
             "Too many wrong verification codes. Try again in {}.",
             human_duration(left)
         ));
-        cx.log(Level::Notice, &format!("refused: locked out for another {left} s"));
+        cx.log(
+            Level::Notice,
+            &format!("refused: locked out for another {left} s"),
+        );
         return Outcome::LockedOut;
     }
     let rhost = req.rhost.filter(|h| !h.is_empty());
@@ -325,16 +368,31 @@ fn check_and_prompt<H: Host, S: StateStore>(
         }
     }
 
-    let prompt = if cfg.forward_pass { FORWARD_PASS_PROMPT } else { cfg.prompt.as_str() };
+    let prompt = if cfg.forward_pass {
+        FORWARD_PASS_PROMPT
+    } else {
+        cfg.prompt.as_str()
+    };
     let Ok(answer) = cx.host.prompt_hidden(prompt) else {
-        cx.log(Level::Notice, "refused: conversation failed or was cancelled");
+        cx.log(
+            Level::Notice,
+            "refused: conversation failed or was cancelled",
+        );
         return Outcome::ConversationFailed;
     };
     let digits = secret.params.digits() as usize;
-    let splits = if cfg.forward_pass { forward_pass_candidates(&answer, digits) } else { vec![("", answer.as_str())] };
+    let splits = if cfg.forward_pass {
+        forward_pass_candidates(&answer, digits)
+    } else {
+        vec![("", answer.as_str())]
+    };
     let codes: Vec<&str> = splits.iter().map(|(_, c)| *c).collect();
 
-    let policy = Policy { window: cfg.window, max_failures: cfg.max_failures, lockout: cfg.lockout };
+    let policy = Policy {
+        window: cfg.window,
+        max_failures: cfg.max_failures,
+        lockout: cfg.lockout,
+    };
     // The time is read again: the user may have taken a while to answer.
     let now = clock.now();
     let result = store.update(req.user, |st| {
@@ -351,12 +409,18 @@ fn check_and_prompt<H: Host, S: StateStore>(
         Err(e) => {
             // Nothing was recorded, so nothing may be accepted: the same code could
             // otherwise be used again.
-            cx.log(Level::Err, &format!("refused: could not record the attempt: {e}"));
+            cx.log(
+                Level::Err,
+                &format!("refused: could not record the attempt: {e}"),
+            );
             return Outcome::StateUnavailable;
         }
     };
     if cfg.forward_pass && cx.host.set_authtok(splits[idx].0).is_err() {
-        cx.log(Level::Err, "refused: could not set PAM_AUTHTOK for forward_pass");
+        cx.log(
+            Level::Err,
+            "refused: could not set PAM_AUTHTOK for forward_pass",
+        );
         return Outcome::ConversationFailed;
     }
     match decision {
@@ -368,33 +432,74 @@ fn check_and_prompt<H: Host, S: StateStore>(
             cx.host.info_msg(&format!(
                 "Backup code accepted. {left} backup code{} left{}",
                 if left == 1 { "" } else { "s" },
-                if left <= 3 { "; run `pam-totp backup-codes --regenerate` for a new set." } else { "." }
+                if left <= 3 {
+                    "; run `pam-totp backup-codes --regenerate` for a new set."
+                } else {
+                    "."
+                }
             ));
             cx.log(Level::Notice, &format!("accepted backup code, {left} left"));
             Outcome::Accepted(Accepted::Backup)
         }
-        Decision::Wrong { failures, locked_until } => {
+        Decision::Wrong {
+            failures,
+            locked_until,
+        } => {
             locked_message(cx, locked_until, now, "Wrong verification code.");
             match locked_until {
-                Some(_) => cx.log(Level::Notice, &format!("refused: wrong code; locked out for {} s after {} consecutive failures", cfg.lockout, cfg.max_failures)),
-                None => cx.log(Level::Notice, &format!("refused: wrong code ({failures} consecutive failures)")),
+                Some(_) => cx.log(
+                    Level::Notice,
+                    &format!(
+                        "refused: wrong code; locked out for {} s after {} consecutive failures",
+                        cfg.lockout, cfg.max_failures
+                    ),
+                ),
+                None => cx.log(
+                    Level::Notice,
+                    &format!("refused: wrong code ({failures} consecutive failures)"),
+                ),
             }
             Outcome::WrongCode
         }
-        Decision::Replay { backup, locked_until } => {
+        Decision::Replay {
+            backup,
+            locked_until,
+        } => {
             let (msg, what) = if backup {
-                ("That backup code has already been used.", "used backup code")
+                (
+                    "That backup code has already been used.",
+                    "used backup code",
+                )
             } else {
-                ("That code has already been used. Wait for the next one.", "replayed verification code")
+                (
+                    "That code has already been used. Wait for the next one.",
+                    "replayed verification code",
+                )
             };
             locked_message(cx, locked_until, now, msg);
-            cx.log(Level::Notice, &format!("refused: {what}{}", if locked_until.is_some() { "; locked out" } else { "" }));
+            cx.log(
+                Level::Notice,
+                &format!(
+                    "refused: {what}{}",
+                    if locked_until.is_some() {
+                        "; locked out"
+                    } else {
+                        ""
+                    }
+                ),
+            );
             Outcome::Replay
         }
         Decision::LockedOut { until } => {
             let left = until.saturating_sub(now);
-            cx.host.error_msg(&format!("Too many wrong verification codes. Try again in {}.", human_duration(left)));
-            cx.log(Level::Notice, &format!("refused: locked out for another {left} s"));
+            cx.host.error_msg(&format!(
+                "Too many wrong verification codes. Try again in {}.",
+                human_duration(left)
+            ));
+            cx.log(
+                Level::Notice,
+                &format!("refused: locked out for another {left} s"),
+            );
             Outcome::LockedOut
         }
     }

@@ -45,14 +45,22 @@ pub struct Params {
 }
 
 impl Params {
-    pub const DEFAULT: Params = Params { algorithm: Algorithm::Sha1, digits: 6, period: 30 };
+    pub const DEFAULT: Params = Params {
+        algorithm: Algorithm::Sha1,
+        digits: 6,
+        period: 30,
+    };
 
     /// `digits` must be 6 or 8 and `period` 15..=300 seconds.
     pub fn new(algorithm: Algorithm, digits: u32, period: u64) -> Option<Self> {
         if !(digits == 6 || digits == 8) || !(15..=300).contains(&period) {
             return None;
         }
-        Some(Params { algorithm, digits, period })
+        Some(Params {
+            algorithm,
+            digits,
+            period,
+        })
     }
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
@@ -138,7 +146,10 @@ pub fn decode_base32(s: &str) -> Option<Zeroizing<Vec<u8>>> {
             _ => return None,
         }
     }
-    data_encoding::BASE32_NOPAD.decode(clean.as_bytes()).ok().map(Zeroizing::new)
+    data_encoding::BASE32_NOPAD
+        .decode(clean.as_bytes())
+        .ok()
+        .map(Zeroizing::new)
 }
 
 /// Encodes a key as unpadded upper-case base32, the form otpauth URIs use.
@@ -153,8 +164,7 @@ mod tests {
     // RFC 6238 Appendix B seeds: ASCII "12345678901234567890" repeated to the hash size.
     const SEED20: &[u8] = b"12345678901234567890";
     const SEED32: &[u8] = b"12345678901234567890123456789012";
-    const SEED64: &[u8] =
-        b"1234567890123456789012345678901234567890123456789012345678901234";
+    const SEED64: &[u8] = b"1234567890123456789012345678901234567890123456789012345678901234";
 
     #[test]
     fn rfc6238_appendix_b_vectors_all_algorithms() {
@@ -173,7 +183,11 @@ mod tests {
                 (Algorithm::Sha512, SEED64, s512),
             ] {
                 let p = Params::new(alg, 8, 30).unwrap();
-                assert_eq!(totp_at_step(key, p.step_at(t), &p).as_str(), want, "{alg:?} t={t}");
+                assert_eq!(
+                    totp_at_step(key, p.step_at(t), &p).as_str(),
+                    want,
+                    "{alg:?} t={t}"
+                );
             }
         }
     }
@@ -193,12 +207,24 @@ mod tests {
     fn window_edges_are_inclusive_and_nothing_beyond() {
         let p = Params::DEFAULT;
         let now = 1_000_000u64;
-        for (offset, window, ok) in
-            [(-1i64, 1u64, true), (1, 1, true), (-2, 1, false), (2, 1, false), (0, 0, true), (1, 0, false), (3, 3, true), (-3, 3, true), (4, 3, false)]
-        {
+        for (offset, window, ok) in [
+            (-1i64, 1u64, true),
+            (1, 1, true),
+            (-2, 1, false),
+            (2, 1, false),
+            (0, 0, true),
+            (1, 0, false),
+            (3, 3, true),
+            (-3, 3, true),
+            (4, 3, false),
+        ] {
             let s = (now as i64 + offset) as u64;
             let code = totp_at_step(SEED20, s, &p);
-            assert_eq!(find_step(SEED20, &code, now, window, &p), ok.then_some(s), "offset {offset} window {window}");
+            assert_eq!(
+                find_step(SEED20, &code, now, window, &p),
+                ok.then_some(s),
+                "offset {offset} window {window}"
+            );
         }
     }
 
@@ -207,7 +233,10 @@ mod tests {
         let p = Params::DEFAULT;
         let code = totp_at_step(SEED20, 5, &p);
         assert_eq!(find_step(SEED20, &code[..5], 5, 1, &p), None);
-        assert_eq!(find_step(SEED20, &format!("{}0", code.as_str()), 5, 1, &p), None);
+        assert_eq!(
+            find_step(SEED20, &format!("{}0", code.as_str()), 5, 1, &p),
+            None
+        );
         assert_eq!(find_step(SEED20, "", 5, 1, &p), None);
     }
 
@@ -222,8 +251,14 @@ mod tests {
     fn base32_accepts_app_spellings_and_rejects_garbage() {
         let key = decode_base32("GEZD GNBV-GY3T QOJQ gezdgnbvgy3tqojq====").unwrap();
         assert_eq!(key.as_slice(), SEED20);
-        assert_eq!(encode_base32(SEED20).as_str(), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
-        assert!(decode_base32("GEZD1").is_none(), "1 is not in the base32 alphabet");
+        assert_eq!(
+            encode_base32(SEED20).as_str(),
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+        );
+        assert!(
+            decode_base32("GEZD1").is_none(),
+            "1 is not in the base32 alphabet"
+        );
         assert!(decode_base32("GEZD\u{0}").is_none());
         assert!(decode_base32("Ü").is_none());
         assert!(decode_base32("GE==ZD").is_none(), "padding only at the end");

@@ -91,8 +91,8 @@ pub(crate) fn toml_error_position(text: &str, e: &toml::de::Error) -> String {
 
 impl SecretFile {
     pub fn parse(text: &str) -> Result<SecretFile, ParseError> {
-        let raw: RawSecretFile =
-            toml::from_str(text).map_err(|e| ParseError::Malformed(toml_error_position(text, &e)))?;
+        let raw: RawSecretFile = toml::from_str(text)
+            .map_err(|e| ParseError::Malformed(toml_error_position(text, &e)))?;
         if raw.version != 1 {
             return Err(ParseError::UnsupportedVersion(raw.version));
         }
@@ -106,8 +106,9 @@ impl SecretFile {
                 MAX_KEY_BYTES * 8
             )));
         }
-        let alg = Algorithm::parse(&raw.algorithm)
-            .ok_or_else(|| ParseError::Malformed("algorithm must be SHA1, SHA256 or SHA512".into()))?;
+        let alg = Algorithm::parse(&raw.algorithm).ok_or_else(|| {
+            ParseError::Malformed("algorithm must be SHA1, SHA256 or SHA512".into())
+        })?;
         let digits = u32::try_from(raw.digits).ok();
         let period = u64::try_from(raw.period).ok();
         let params = match (digits, period) {
@@ -118,8 +119,14 @@ impl SecretFile {
         if raw.backup_codes.len() > MAX_BACKUP_CODES {
             return Err(ParseError::Malformed("too many backup codes".into()));
         }
-        if !raw.backup_codes.iter().all(|h| crate::backup::is_valid_hash(h)) {
-            return Err(ParseError::Malformed("a backup code entry is not a v1$salt$hash string".into()));
+        if !raw
+            .backup_codes
+            .iter()
+            .all(|h| crate::backup::is_valid_hash(h))
+        {
+            return Err(ParseError::Malformed(
+                "a backup code entry is not a v1$salt$hash string".into(),
+            ));
         }
         Ok(SecretFile {
             key,
@@ -176,7 +183,10 @@ backup_codes = []
         let again = SecretFile::parse(&s.to_toml()).unwrap();
         assert_eq!(again.key.as_slice(), s.key.as_slice());
         assert_eq!(again.created, 1700000000);
-        assert!(!format!("{s:?}").contains("GEZD"), "Debug must not print the secret");
+        assert!(
+            !format!("{s:?}").contains("GEZD"),
+            "Debug must not print the secret"
+        );
     }
 
     #[test]
@@ -193,18 +203,38 @@ backup_codes = []
             ("version = 2\nsecret = \"GEZDGNBVGY3TQOJQ\"", "Version(2)"),
             ("version = 1\nsecret = \"GEZDGNBV\"", "bits"),
             ("version = 1\nsecret = \"GEZDGNBVGY3TQOJ1\"", "base32"),
-            ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\ndigits = 7", "digits"),
-            ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\ndigits = 99999999999999", "digits"),
-            ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nperiod = -30", "period"),
-            ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nalgorithm = \"MD5\"", "algorithm"),
-            ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nbogus = 1", "line 3"),
-            ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nbackup_codes = [\"x\"]", "backup"),
+            (
+                "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\ndigits = 7",
+                "digits",
+            ),
+            (
+                "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\ndigits = 99999999999999",
+                "digits",
+            ),
+            (
+                "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nperiod = -30",
+                "period",
+            ),
+            (
+                "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nalgorithm = \"MD5\"",
+                "algorithm",
+            ),
+            (
+                "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nbogus = 1",
+                "line 3",
+            ),
+            (
+                "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nbackup_codes = [\"x\"]",
+                "backup",
+            ),
             ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ", "line"),
             ("version = 1\nsecret = 12", "line 2"),
             ("\u{0}\u{0}", "line"),
         ];
         for (text, want) in cases {
-            let e = SecretFile::parse(text).err().unwrap_or_else(|| panic!("accepted: {text:?}"));
+            let e = SecretFile::parse(text)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {text:?}"));
             let msg = format!("{e:?}");
             assert!(msg.contains(want), "{text:?} -> {msg}");
             assert!(!msg.contains("GEZD"), "error quotes the secret: {msg}");

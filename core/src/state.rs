@@ -59,7 +59,10 @@ impl State {
     pub fn parse(text: &str) -> Result<State, String> {
         let st: State = toml::from_str(text).map_err(|e| toml_error_position(text, &e))?;
         if st.version != 1 {
-            return Err(format!("format version {} is not supported (expected 1)", st.version));
+            return Err(format!(
+                "format version {} is not supported (expected 1)",
+                st.version
+            ));
         }
         Ok(st)
     }
@@ -74,13 +77,20 @@ impl State {
 
     /// Whether (rhost, service) was remembered and has not expired.
     pub fn is_remembered(&self, rhost: &str, service: &str, now: u64) -> bool {
-        self.remembered.iter().any(|r| r.rhost == rhost && r.service == service && r.until > now)
+        self.remembered
+            .iter()
+            .any(|r| r.rhost == rhost && r.service == service && r.until > now)
     }
 
     /// Remembers (rhost, service) until `until`, dropping expired and excess entries.
     pub fn remember(&mut self, rhost: &str, service: &str, until: u64, now: u64) {
-        self.remembered.retain(|r| r.until > now && !(r.rhost == rhost && r.service == service));
-        self.remembered.push(Remembered { rhost: rhost.to_string(), service: service.to_string(), until });
+        self.remembered
+            .retain(|r| r.until > now && !(r.rhost == rhost && r.service == service));
+        self.remembered.push(Remembered {
+            rhost: rhost.to_string(),
+            service: service.to_string(),
+            until,
+        });
         if self.remembered.len() > MAX_REMEMBERED {
             self.remembered.sort_by_key(|r| std::cmp::Reverse(r.until));
             self.remembered.truncate(MAX_REMEMBERED);
@@ -94,7 +104,11 @@ mod tests {
 
     #[test]
     fn round_trips_and_defaults() {
-        let mut s = State { last_step: Some(5), failures: 2, ..State::default() };
+        let mut s = State {
+            last_step: Some(5),
+            failures: 2,
+            ..State::default()
+        };
         s.remember("10.0.0.1", "sshd", 100, 0);
         assert_eq!(State::parse(&s.to_toml().unwrap()).unwrap(), s);
         assert_eq!(State::parse("version = 1").unwrap(), State::default());
@@ -102,7 +116,14 @@ mod tests {
 
     #[test]
     fn malformed_state_is_refused() {
-        for bad in ["", "version = 2", "version = 1\nfailures = -1", "version = 1\nlast_step = 99999999999999999999", "version = 1\nx = 1", "\u{0}"] {
+        for bad in [
+            "",
+            "version = 2",
+            "version = 1\nfailures = -1",
+            "version = 1\nlast_step = 99999999999999999999",
+            "version = 1\nx = 1",
+            "\u{0}",
+        ] {
             assert!(State::parse(bad).is_err(), "{bad:?}");
         }
     }

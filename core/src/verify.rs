@@ -27,12 +27,20 @@ pub enum How {
 pub enum Decision {
     Accepted(How),
     /// A wrong or malformed answer; `locked_until` is set when this failure locked the user.
-    Wrong { failures: u32, locked_until: Option<u64> },
+    Wrong {
+        failures: u32,
+        locked_until: Option<u64>,
+    },
     /// A right code for a time step at or before the last accepted one, or a used backup
     /// code. Counts as a failure.
-    Replay { backup: bool, locked_until: Option<u64> },
+    Replay {
+        backup: bool,
+        locked_until: Option<u64>,
+    },
     /// Locked out; the answer was not even looked at.
-    LockedOut { until: u64 },
+    LockedOut {
+        until: u64,
+    },
 }
 
 /// Longest answer we look at; longer ones are wrong without further work.
@@ -55,9 +63,20 @@ fn as_totp(answer: &str, digits: u32) -> Option<zeroize::Zeroizing<String>> {
 /// Decides one answer (or, with `forward_pass`, a few candidate splittings of one answer;
 /// the first that is accepted wins) and updates `state`. Returns the decision and the index
 /// of the candidate it concerns.
-pub fn decide(policy: &Policy, secret: &SecretFile, state: &mut State, candidates: &[&str], now: u64) -> (Decision, usize) {
+pub fn decide(
+    policy: &Policy,
+    secret: &SecretFile,
+    state: &mut State,
+    candidates: &[&str],
+    now: u64,
+) -> (Decision, usize) {
     if state.is_locked(now) {
-        return (Decision::LockedOut { until: state.locked_until }, 0);
+        return (
+            Decision::LockedOut {
+                until: state.locked_until,
+            },
+            0,
+        );
     }
     let mut replay = None;
     for (i, answer) in candidates.iter().enumerate() {
@@ -66,7 +85,9 @@ pub fn decide(policy: &Policy, secret: &SecretFile, state: &mut State, candidate
         }
         if let Some(code) = as_totp(answer, secret.params.digits()) {
             let now_step = secret.params.step_at(now);
-            if let Some(step) = otp::find_step(&secret.key, &code, now_step, policy.window, &secret.params) {
+            if let Some(step) =
+                otp::find_step(&secret.key, &code, now_step, policy.window, &secret.params)
+            {
                 // The replay guard: each time step is accepted once, and never one older than
                 // the newest accepted (an eavesdropped earlier code stays dead).
                 if state.last_step.is_some_and(|last| step <= last) {
@@ -87,15 +108,31 @@ pub fn decide(policy: &Policy, secret: &SecretFile, state: &mut State, candidate
                 }
                 state.used_backup_codes.push(hash.clone());
                 succeed(state, now);
-                let left = secret.backup_codes.iter().filter(|h| !state.used_backup_codes.contains(h)).count();
+                let left = secret
+                    .backup_codes
+                    .iter()
+                    .filter(|h| !state.used_backup_codes.contains(h))
+                    .count();
                 return (Decision::Accepted(How::Backup { left }), i);
             }
         }
     }
     let locked_until = fail(policy, state, now);
     match replay {
-        Some((i, backup)) => (Decision::Replay { backup, locked_until }, i),
-        None => (Decision::Wrong { failures: state.failures, locked_until }, 0),
+        Some((i, backup)) => (
+            Decision::Replay {
+                backup,
+                locked_until,
+            },
+            i,
+        ),
+        None => (
+            Decision::Wrong {
+                failures: state.failures,
+                locked_until,
+            },
+            0,
+        ),
     }
 }
 
@@ -125,7 +162,11 @@ mod tests {
 
     const KEY: &[u8] = b"12345678901234567890";
     const NOW: u64 = 1_700_000_000;
-    const POLICY: Policy = Policy { window: 1, max_failures: 6, lockout: 300 };
+    const POLICY: Policy = Policy {
+        window: 1,
+        max_failures: 6,
+        lockout: 300,
+    };
 
     fn secret(backup_codes: Vec<String>) -> SecretFile {
         SecretFile {
@@ -162,7 +203,13 @@ mod tests {
         let mut st = State::default();
         let c = code_at(NOW);
         assert!(matches!(run(&s, &mut st, &c, NOW), Decision::Accepted(_)));
-        assert_eq!(run(&s, &mut st, &c, NOW + 1), Decision::Replay { backup: false, locked_until: None });
+        assert_eq!(
+            run(&s, &mut st, &c, NOW + 1),
+            Decision::Replay {
+                backup: false,
+                locked_until: None
+            }
+        );
         assert_eq!(st.failures, 1, "a replay counts as a failure");
     }
 
@@ -170,19 +217,43 @@ mod tests {
     fn earlier_step_after_a_later_one_is_refused() {
         let s = secret(vec![]);
         let mut st = State::default();
-        assert!(matches!(run(&s, &mut st, &code_at(NOW + 30), NOW), Decision::Accepted(_)), "next step within skew window");
-        assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Replay { .. }));
-        assert!(matches!(run(&s, &mut st, &code_at(NOW - 30), NOW), Decision::Replay { .. }));
-        assert!(matches!(run(&s, &mut st, &code_at(NOW + 60), NOW + 30), Decision::Accepted(_)));
+        assert!(
+            matches!(
+                run(&s, &mut st, &code_at(NOW + 30), NOW),
+                Decision::Accepted(_)
+            ),
+            "next step within skew window"
+        );
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW), NOW),
+            Decision::Replay { .. }
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW - 30), NOW),
+            Decision::Replay { .. }
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW + 60), NOW + 30),
+            Decision::Accepted(_)
+        ));
     }
 
     #[test]
     fn codes_outside_the_window_are_wrong() {
         let s = secret(vec![]);
         let mut st = State::default();
-        assert!(matches!(run(&s, &mut st, &code_at(NOW + 60), NOW), Decision::Wrong { .. }));
-        assert!(matches!(run(&s, &mut st, &code_at(NOW - 60), NOW), Decision::Wrong { .. }));
-        assert!(matches!(run(&s, &mut st, &code_at(NOW + 86400), NOW), Decision::Wrong { .. }));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW + 60), NOW),
+            Decision::Wrong { .. }
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW - 60), NOW),
+            Decision::Wrong { .. }
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW + 86400), NOW),
+            Decision::Wrong { .. }
+        ));
     }
 
     #[test]
@@ -190,7 +261,10 @@ mod tests {
         let s = secret(vec![]);
         let c = code_at(NOW);
         let spaced = format!(" {} {} ", &c[..3], &c[3..]);
-        assert!(matches!(run(&s, &mut State::default(), &spaced, NOW), Decision::Accepted(_)));
+        assert!(matches!(
+            run(&s, &mut State::default(), &spaced, NOW),
+            Decision::Accepted(_)
+        ));
     }
 
     #[test]
@@ -198,9 +272,26 @@ mod tests {
         let s = secret(vec![]);
         let mut st = State::default();
         let long = "1".repeat(10_000);
-        for (i, a) in ["", "abcdef", "-12345", "12345\n6", "123\u{0}456", long.as_str()].iter().enumerate() {
-            assert!(matches!(run(&s, &mut st, a, NOW), Decision::Wrong { .. }), "{a:?}");
-            assert_eq!(st.failures as usize, (i + 1) % 6, "the sixth locks and restarts the count");
+        for (i, a) in [
+            "",
+            "abcdef",
+            "-12345",
+            "12345\n6",
+            "123\u{0}456",
+            long.as_str(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(
+                matches!(run(&s, &mut st, a, NOW), Decision::Wrong { .. }),
+                "{a:?}"
+            );
+            assert_eq!(
+                st.failures as usize,
+                (i + 1) % 6,
+                "the sixth locks and restarts the count"
+            );
         }
     }
 
@@ -209,12 +300,36 @@ mod tests {
         let s = secret(vec![]);
         let mut st = State::default();
         for i in 1..=5 {
-            assert_eq!(run(&s, &mut st, "000000", NOW), Decision::Wrong { failures: i, locked_until: None });
+            assert_eq!(
+                run(&s, &mut st, "000000", NOW),
+                Decision::Wrong {
+                    failures: i,
+                    locked_until: None
+                }
+            );
         }
-        assert_eq!(run(&s, &mut st, "000000", NOW), Decision::Wrong { failures: 0, locked_until: Some(NOW + 300) });
-        assert_eq!(run(&s, &mut st, &code_at(NOW + 10), NOW + 10), Decision::LockedOut { until: NOW + 300 });
-        assert_eq!(run(&s, &mut st, &code_at(NOW + 299), NOW + 299), Decision::LockedOut { until: NOW + 300 });
-        assert!(matches!(run(&s, &mut st, &code_at(NOW + 300), NOW + 300), Decision::Accepted(_)), "lock ends on time");
+        assert_eq!(
+            run(&s, &mut st, "000000", NOW),
+            Decision::Wrong {
+                failures: 0,
+                locked_until: Some(NOW + 300)
+            }
+        );
+        assert_eq!(
+            run(&s, &mut st, &code_at(NOW + 10), NOW + 10),
+            Decision::LockedOut { until: NOW + 300 }
+        );
+        assert_eq!(
+            run(&s, &mut st, &code_at(NOW + 299), NOW + 299),
+            Decision::LockedOut { until: NOW + 300 }
+        );
+        assert!(
+            matches!(
+                run(&s, &mut st, &code_at(NOW + 300), NOW + 300),
+                Decision::Accepted(_)
+            ),
+            "lock ends on time"
+        );
         assert_eq!((st.failures, st.locked_until), (0, 0));
     }
 
@@ -225,19 +340,45 @@ mod tests {
         for _ in 0..5 {
             run(&s, &mut st, "000000", NOW);
         }
-        assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Accepted(_)));
-        assert!(matches!(run(&s, &mut st, "000000", NOW + 30), Decision::Wrong { failures: 1, .. }));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW), NOW),
+            Decision::Accepted(_)
+        ));
+        assert!(matches!(
+            run(&s, &mut st, "000000", NOW + 30),
+            Decision::Wrong { failures: 1, .. }
+        ));
     }
 
     #[test]
     fn backup_code_works_once_ever() {
         let codes = ["7kq2m-x9d10", "abcde-fghjk"];
-        let s = secret(codes.iter().map(|c| backup::hash(&backup::normalize(c).unwrap()).unwrap()).collect());
+        let s = secret(
+            codes
+                .iter()
+                .map(|c| backup::hash(&backup::normalize(c).unwrap()).unwrap())
+                .collect(),
+        );
         let mut st = State::default();
-        assert_eq!(run(&s, &mut st, "7KQ2M X9D10", NOW), Decision::Accepted(How::Backup { left: 1 }));
-        assert_eq!(run(&s, &mut st, "7kq2m-x9d10", NOW + 9999), Decision::Replay { backup: true, locked_until: None });
-        assert_eq!(run(&s, &mut st, "abcde-fghjk", NOW), Decision::Accepted(How::Backup { left: 0 }));
-        assert!(st.last_step.is_none(), "backup codes do not move the TOTP replay guard");
+        assert_eq!(
+            run(&s, &mut st, "7KQ2M X9D10", NOW),
+            Decision::Accepted(How::Backup { left: 1 })
+        );
+        assert_eq!(
+            run(&s, &mut st, "7kq2m-x9d10", NOW + 9999),
+            Decision::Replay {
+                backup: true,
+                locked_until: None
+            }
+        );
+        assert_eq!(
+            run(&s, &mut st, "abcde-fghjk", NOW),
+            Decision::Accepted(How::Backup { left: 0 })
+        );
+        assert!(
+            st.last_step.is_none(),
+            "backup codes do not move the TOTP replay guard"
+        );
     }
 
     #[test]
@@ -253,7 +394,13 @@ mod tests {
         let mut s = secret(vec![]);
         s.params = Params::new(crate::otp::Algorithm::Sha512, 8, 30).unwrap();
         let c = totp_at_step(KEY, NOW / 30, &s.params);
-        assert!(matches!(run(&s, &mut State::default(), &c[2..], NOW), Decision::Wrong { .. }));
-        assert!(matches!(run(&s, &mut State::default(), &c, NOW), Decision::Accepted(_)));
+        assert!(matches!(
+            run(&s, &mut State::default(), &c[2..], NOW),
+            Decision::Wrong { .. }
+        ));
+        assert!(matches!(
+            run(&s, &mut State::default(), &c, NOW),
+            Decision::Accepted(_)
+        ));
     }
 }

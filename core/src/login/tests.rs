@@ -61,15 +61,28 @@ impl Env {
         let mut b = [0u8; 8];
         getrandom::getrandom(&mut b).unwrap();
         let root = std::env::temp_dir().join(format!("pam-totp-login-{}", u64::from_le_bytes(b)));
-        std::fs::DirBuilder::new().mode(0o700).recursive(true).create(root.join("home/.config/pam-totp")).unwrap();
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(root.join("home/.config/pam-totp"))
+            .unwrap();
         std::fs::write(root.join("pam_totp.conf"), "").unwrap();
         let me = nix::unistd::geteuid().as_raw();
-        let account = Account { name: "alice".into(), uid: me, gid: nix::unistd::getegid().as_raw(), home: root.join("home") };
+        let account = Account {
+            name: "alice".into(),
+            uid: me,
+            gid: nix::unistd::getegid().as_raw(),
+            home: root.join("home"),
+        };
         let args = vec![
             format!("config={}", root.join("pam_totp.conf").display()),
             format!("state_dir={}", root.join("state").display()),
         ];
-        Env { root, accounts: FakeAccounts(account), args }
+        Env {
+            root,
+            accounts: FakeAccounts(account),
+            args,
+        }
     }
 
     fn secret_path(&self) -> PathBuf {
@@ -77,21 +90,48 @@ impl Env {
     }
 
     fn enroll(&self, backup_codes: &[&str]) {
-        let hashes: Vec<String> = backup_codes.iter().map(|c| format!("\"{}\"", backup::hash(&backup::normalize(c).unwrap()).unwrap())).collect();
-        let text = format!("version = 1\nsecret = \"{KEY_B32}\"\nbackup_codes = [{}]\n", hashes.join(","));
+        let hashes: Vec<String> = backup_codes
+            .iter()
+            .map(|c| {
+                format!(
+                    "\"{}\"",
+                    backup::hash(&backup::normalize(c).unwrap()).unwrap()
+                )
+            })
+            .collect();
+        let text = format!(
+            "version = 1\nsecret = \"{KEY_B32}\"\nbackup_codes = [{}]\n",
+            hashes.join(",")
+        );
         std::fs::write(self.secret_path(), text).unwrap();
-        std::fs::set_permissions(self.secret_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(self.secret_path(), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
     }
 
     fn run(&self, extra: &[&str], answers: &[&str], now: u64) -> (Outcome, FakeHost) {
         self.run_as("alice", extra, answers, now, Some("192.0.2.7"))
     }
 
-    fn run_as(&self, user: &str, extra: &[&str], answers: &[&str], now: u64, rhost: Option<&str>) -> (Outcome, FakeHost) {
-        let mut host = FakeHost { answers: answers.iter().map(|a| Ok(a.to_string())).collect(), ..Default::default() };
+    fn run_as(
+        &self,
+        user: &str,
+        extra: &[&str],
+        answers: &[&str],
+        now: u64,
+        rhost: Option<&str>,
+    ) -> (Outcome, FakeHost) {
+        let mut host = FakeHost {
+            answers: answers.iter().map(|a| Ok(a.to_string())).collect(),
+            ..Default::default()
+        };
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
-        let req = Request { user, service: "sshd", rhost, args: &args };
+        let req = Request {
+            user,
+            service: "sshd",
+            rhost,
+            args: &args,
+        };
         let out = authenticate(&mut host, &self.accounts, &FixedClock(now), &req);
         for (_, line) in &host.logs {
             assert!(!line.contains(KEY_B32), "secret in log: {line}");
@@ -120,17 +160,27 @@ fn right_code_is_accepted_with_default_prompt() {
     let (out, host) = env.run(&[], &[&code(NOW)], NOW);
     assert_eq!(out, Outcome::Accepted(Accepted::Totp));
     assert_eq!(host.prompts, vec!["Verification code: "]);
-    assert!(host.logs.iter().any(|(_, l)| l.contains("accepted verification code") && l.contains("user=alice service=sshd rhost=192.0.2.7")));
+    assert!(host
+        .logs
+        .iter()
+        .any(|(_, l)| l.contains("accepted verification code")
+            && l.contains("user=alice service=sshd rhost=192.0.2.7")));
 }
 
 #[test]
 fn same_code_twice_is_a_replay() {
     let env = Env::new();
     env.enroll(&[]);
-    assert_eq!(env.run(&[], &[&code(NOW)], NOW).0, Outcome::Accepted(Accepted::Totp));
+    assert_eq!(
+        env.run(&[], &[&code(NOW)], NOW).0,
+        Outcome::Accepted(Accepted::Totp)
+    );
     let (out, host) = env.run(&[], &[&code(NOW)], NOW + 5);
     assert_eq!(out, Outcome::Replay);
-    assert_eq!(host.errors, vec!["That code has already been used. Wait for the next one."]);
+    assert_eq!(
+        host.errors,
+        vec!["That code has already been used. Wait for the next one."]
+    );
 }
 
 #[test]
@@ -139,7 +189,10 @@ fn not_enrolled_is_refused_by_default_and_ignored_with_nullok() {
     let (out, host) = env.run(&[], &["123456"], NOW);
     assert_eq!(out, Outcome::NotEnrolled);
     assert!(host.prompts.is_empty());
-    assert_eq!(env.run(&["nullok"], &[], NOW).0, Outcome::NotEnrolledAllowed);
+    assert_eq!(
+        env.run(&["nullok"], &[], NOW).0,
+        Outcome::NotEnrolledAllowed
+    );
 }
 
 #[test]
@@ -149,8 +202,17 @@ fn nullok_does_not_cover_a_broken_secret_file() {
     std::fs::set_permissions(env.secret_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
     let (out, host) = env.run(&["nullok"], &[], NOW);
     assert_eq!(out, Outcome::BadSecretFile);
-    assert!(host.logs.iter().any(|(l, m)| *l == Level::Err && m.contains("malformed")), "{:?}", host.logs);
-    assert!(host.logs.iter().all(|(_, m)| !m.contains("garbage")), "file content must not be logged");
+    assert!(
+        host.logs
+            .iter()
+            .any(|(l, m)| *l == Level::Err && m.contains("malformed")),
+        "{:?}",
+        host.logs
+    );
+    assert!(
+        host.logs.iter().all(|(_, m)| !m.contains("garbage")),
+        "file content must not be logged"
+    );
 }
 
 #[test]
@@ -160,17 +222,37 @@ fn readable_secret_file_is_refused_with_the_fix_in_the_log() {
     std::fs::set_permissions(env.secret_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let (out, host) = env.run(&[], &[&code(NOW)], NOW);
     assert_eq!(out, Outcome::BadSecretFile);
-    assert!(host.logs.iter().any(|(_, m)| m.contains("chmod 600")), "{:?}", host.logs);
+    assert!(
+        host.logs.iter().any(|(_, m)| m.contains("chmod 600")),
+        "{:?}",
+        host.logs
+    );
 }
 
 #[test]
 fn enforce_after_lets_unenrolled_users_in_until_the_date() {
     let env = Env::new();
-    let (out, host) = env.run(&["enforce_after=2027-03-01"], &[], Date::parse("2027-02-28").unwrap().start_unix() + 86399);
+    let (out, host) = env.run(
+        &["enforce_after=2027-03-01"],
+        &[],
+        Date::parse("2027-02-28").unwrap().start_unix() + 86399,
+    );
     assert_eq!(out, Outcome::NotEnrolledAllowed);
-    assert!(host.infos[0].contains("mandatory on 2027-03-01"), "{:?}", host.infos);
-    let (out, _) = env.run(&["enforce_after=2027-03-01", "nullok"], &[], Date::parse("2027-03-01").unwrap().start_unix());
-    assert_eq!(out, Outcome::NotEnrolled, "from the date on, even nullok does not let them in");
+    assert!(
+        host.infos[0].contains("mandatory on 2027-03-01"),
+        "{:?}",
+        host.infos
+    );
+    let (out, _) = env.run(
+        &["enforce_after=2027-03-01", "nullok"],
+        &[],
+        Date::parse("2027-03-01").unwrap().start_unix(),
+    );
+    assert_eq!(
+        out,
+        Outcome::NotEnrolled,
+        "from the date on, even nullok does not let them in"
+    );
 }
 
 #[test]
@@ -193,8 +275,14 @@ fn unusable_state_dir_refuses_the_login() {
     let arg = format!("state_dir={}", env.root.join("notadir").display());
     let (out, _) = env.run(&[&arg], &[&code(NOW)], NOW);
     assert_eq!(out, Outcome::StateUnavailable);
-    let arg = format!("state_dir={}", env.root.join("missing/parent/dir").display());
-    assert_eq!(env.run(&[&arg], &[&code(NOW)], NOW).0, Outcome::StateUnavailable);
+    let arg = format!(
+        "state_dir={}",
+        env.root.join("missing/parent/dir").display()
+    );
+    assert_eq!(
+        env.run(&[&arg], &[&code(NOW)], NOW).0,
+        Outcome::StateUnavailable
+    );
 }
 
 #[test]
@@ -202,16 +290,29 @@ fn lockout_is_announced_with_its_duration_and_holds_against_the_right_code() {
     let env = Env::new();
     env.enroll(&[]);
     for _ in 0..5 {
-        assert_eq!(env.run(&["max_failures=6", "lockout=300"], &["000000"], NOW).0, Outcome::WrongCode);
+        assert_eq!(
+            env.run(&["max_failures=6", "lockout=300"], &["000000"], NOW)
+                .0,
+            Outcome::WrongCode
+        );
     }
     let (out, host) = env.run(&["lockout=300"], &["000000"], NOW);
     assert_eq!(out, Outcome::WrongCode);
-    assert_eq!(host.errors, vec!["Wrong verification code. Too many wrong verification codes: try again in 5 minutes."]);
+    assert_eq!(
+        host.errors,
+        vec!["Wrong verification code. Too many wrong verification codes: try again in 5 minutes."]
+    );
     let (out, host) = env.run(&["lockout=300"], &[&code(NOW + 60)], NOW + 60);
     assert_eq!(out, Outcome::LockedOut);
     assert!(host.prompts.is_empty(), "no prompt while locked");
-    assert_eq!(host.errors, vec!["Too many wrong verification codes. Try again in 4 minutes."]);
-    assert_eq!(env.run(&["lockout=300"], &[&code(NOW + 300)], NOW + 300).0, Outcome::Accepted(Accepted::Totp));
+    assert_eq!(
+        host.errors,
+        vec!["Too many wrong verification codes. Try again in 4 minutes."]
+    );
+    assert_eq!(
+        env.run(&["lockout=300"], &[&code(NOW + 300)], NOW + 300).0,
+        Outcome::Accepted(Accepted::Totp)
+    );
 }
 
 #[test]
@@ -220,8 +321,15 @@ fn backup_code_is_accepted_once_and_tells_how_many_are_left() {
     env.enroll(&["7kq2m-x9d10", "abcde-fghjk"]);
     let (out, host) = env.run(&[], &["7kq2m-x9d10"], NOW);
     assert_eq!(out, Outcome::Accepted(Accepted::Backup));
-    assert!(host.infos[0].starts_with("Backup code accepted. 1 backup code left"), "{:?}", host.infos);
-    assert!(host.logs.iter().any(|(_, m)| m.contains("accepted backup code, 1 left")));
+    assert!(
+        host.infos[0].starts_with("Backup code accepted. 1 backup code left"),
+        "{:?}",
+        host.infos
+    );
+    assert!(host
+        .logs
+        .iter()
+        .any(|(_, m)| m.contains("accepted backup code, 1 left")));
     assert_eq!(env.run(&[], &["7kq2m-x9d10"], NOW + 100).0, Outcome::Replay);
 }
 
@@ -239,7 +347,11 @@ fn forward_pass_splits_password_and_code() {
     assert_eq!(host.authtok.as_deref(), Some("hunter2-"));
     let (out, host) = env.run(&["forward_pass"], &["hunter2000000"], NOW + 60);
     assert_eq!(out, Outcome::WrongCode);
-    assert_eq!(host.authtok.as_deref(), Some("hunter2"), "password still forwarded so the stack fails the same way");
+    assert_eq!(
+        host.authtok.as_deref(),
+        Some("hunter2"),
+        "password still forwarded so the stack fails the same way"
+    );
 }
 
 #[test]
@@ -257,7 +369,11 @@ fn unknown_and_invalid_user_names_are_refused() {
     for user in ["bob", "../alice", "alice\nfake log line", "", ".."] {
         let (out, host) = env.run_as(user, &[], &[&code(NOW)], NOW, None);
         assert_eq!(out, Outcome::UnknownUser, "{user:?}");
-        assert!(host.logs.iter().all(|(_, m)| !m.contains('\n')), "log injection: {:?}", host.logs);
+        assert!(
+            host.logs.iter().all(|(_, m)| !m.contains('\n')),
+            "log injection: {:?}",
+            host.logs
+        );
     }
 }
 
@@ -265,27 +381,60 @@ fn unknown_and_invalid_user_names_are_refused() {
 fn remembered_host_skips_the_prompt_only_for_that_host_and_service() {
     let env = Env::new();
     env.enroll(&[]);
-    assert_eq!(env.run(&["remember=3600"], &[&code(NOW)], NOW).0, Outcome::Accepted(Accepted::Totp));
+    assert_eq!(
+        env.run(&["remember=3600"], &[&code(NOW)], NOW).0,
+        Outcome::Accepted(Accepted::Totp)
+    );
     let (out, host) = env.run(&["remember=3600"], &[], NOW + 100);
     assert_eq!(out, Outcome::Accepted(Accepted::RememberedHost));
     assert!(host.prompts.is_empty());
-    let (out, _) = env.run_as("alice", &["remember=3600"], &[], NOW + 100, Some("198.51.100.1"));
-    assert_eq!(out, Outcome::ConversationFailed, "another host is asked for a code");
+    let (out, _) = env.run_as(
+        "alice",
+        &["remember=3600"],
+        &[],
+        NOW + 100,
+        Some("198.51.100.1"),
+    );
+    assert_eq!(
+        out,
+        Outcome::ConversationFailed,
+        "another host is asked for a code"
+    );
     let (out, _) = env.run_as("alice", &["remember=3600"], &[], NOW + 100, None);
-    assert_eq!(out, Outcome::ConversationFailed, "no remote host, no remembering");
-    assert_eq!(env.run(&["remember=3600"], &[], NOW + 3600).0, Outcome::ConversationFailed, "expired");
+    assert_eq!(
+        out,
+        Outcome::ConversationFailed,
+        "no remote host, no remembering"
+    );
+    assert_eq!(
+        env.run(&["remember=3600"], &[], NOW + 3600).0,
+        Outcome::ConversationFailed,
+        "expired"
+    );
 }
 
 #[test]
 fn state_that_cannot_be_written_refuses_a_right_code() {
     let env = Env::new();
     env.enroll(&[]);
-    assert_eq!(env.run(&[], &[&code(NOW)], NOW).0, Outcome::Accepted(Accepted::Totp));
+    assert_eq!(
+        env.run(&[], &[&code(NOW)], NOW).0,
+        Outcome::Accepted(Accepted::Totp)
+    );
     // A directory where the temporary file would go makes the atomic write fail.
-    std::fs::DirBuilder::new().mode(0o700).create(env.root.join("state/.alice.state.tmp")).unwrap();
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(env.root.join("state/.alice.state.tmp"))
+        .unwrap();
     let (out, host) = env.run(&[], &[&code(NOW + 30)], NOW + 30);
     assert_eq!(out, Outcome::StateUnavailable);
-    assert!(host.logs.iter().any(|(_, m)| m.contains("could not record")), "{:?}", host.logs);
+    assert!(
+        host.logs
+            .iter()
+            .any(|(_, m)| m.contains("could not record")),
+        "{:?}",
+        host.logs
+    );
 }
 
 #[test]

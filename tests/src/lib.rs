@@ -1,0 +1,319 @@
+//! Helpers for the integration tests: temporary PAM service directories, real test users
+//! (created with useradd, removed on drop), secret files, codes from oathtool, and a runner
+//! for the `pam-harness` binary. Tests must run as root (they create users and read
+//! /etc/shadow through pam_unix); `.ci/run` does.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// The module under test: $PAM_TOTP_MODULE, else the workspace's debug build.
+pub fn module_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("PAM_TOTP_MODULE") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/libpam_totp.so");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first (.ci/run does)",
+        p.display()
+    );
+    p.canonicalize().unwrap()
+}
+
+/// The pam-harness binary built next to the running test executable.
+pub fn harness_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/pam-harness
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("pam-harness");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    getrandom::getrandom(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn random_key_b32() -> String {
+    let mut b = [0u8; 20];
+    getrandom::getrandom(&mut b).unwrap();
+    pam_totp_core::otp::encode_base32(&b).to_string()
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// An independent TOTP generator: `oathtool --totp` at unix time `t`.
+pub fn oathtool(key_b32: &str, t: u64, algorithm: &str, digits: u32) -> String {
+    let totp = format!("--totp={algorithm}");
+    let digits = format!("--digits={digits}");
+    let when = format!("--now=@{t}");
+    let out = run("oathtool", &[&totp, "--base32", &digits, &when, key_b32]);
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub fn code_now(key_b32: &str) -> String {
+    oathtool(key_b32, now(), "sha1", 6)
+}
+
+/// A 6-digit answer that is not the code of any step near now.
+pub fn wrong_code(key_b32: &str) -> String {
+    let t = now();
+    let near: Vec<String> = (0..7)
+        .map(|i| oathtool(key_b32, t + i * 30 - 90, "sha1", 6))
+        .collect();
+    (0..)
+        .map(|i: u32| format!("{:06}", (i * 7919 + 13) % 1_000_000))
+        .find(|c| !near.contains(c))
+        .unwrap()
+}
+
+static USERDB: Mutex<()> = Mutex::new(());
+
+/// A real local user with a home directory, removed (with the home) on drop.
+#[derive(Debug)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl TestUser {
+    pub fn create() -> TestUser {
+        let name = format!("ptt{}", random_hex(4));
+        {
+            let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+            run("useradd", &["--create-home", "--shell", "/bin/sh", &name]);
+        }
+        let u = pam_totp_core::login::SystemAccounts;
+        use pam_totp_core::login::Accounts;
+        let a = u.lookup(&name).unwrap().unwrap();
+        TestUser {
+            name,
+            uid: a.uid,
+            gid: a.gid,
+            home: a.home,
+        }
+    }
+
+    pub fn set_password(&self, password: &str) {
+        use std::io::Write;
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        let mut child = Command::new("chpasswd")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{}:{password}\n", self.name).as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    pub fn secret_dir(&self) -> PathBuf {
+        self.home.join(".config/pam-totp")
+    }
+
+    pub fn secret_path(&self) -> PathBuf {
+        self.secret_dir().join("secret.toml")
+    }
+
+    /// Writes a secret file the way `pam-totp enroll` does: owned by the user, 0600, in
+    /// 0700 directories.
+    pub fn enroll(&self, key_b32: &str, extra: &str) {
+        self.write_secret(&format!("version = 1\nsecret = \"{key_b32}\"\n{extra}"));
+    }
+
+    pub fn write_secret(&self, text: &str) {
+        for d in [self.home.join(".config"), self.secret_dir()] {
+            let _ = std::fs::DirBuilder::new().mode(0o700).create(&d);
+            std::os::unix::fs::chown(&d, Some(self.uid), Some(self.gid)).unwrap();
+        }
+        let p = self.secret_path();
+        let _ = std::fs::remove_file(&p);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&p, Some(self.uid), Some(self.gid)).unwrap();
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = Command::new("userdel")
+            .args(["--remove", &self.name])
+            .output();
+    }
+}
+
+/// A temporary PAM configuration directory (for pam_start_confdir), a state directory and
+/// an empty pam_totp.conf, so the host's own files are never read or touched.
+#[derive(Debug)]
+pub struct Fixture {
+    pub root: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let root = std::env::temp_dir().join(format!("pam-totp-it-{}", random_hex(6)));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&root)
+            .unwrap();
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(root.join("pam.d"))
+            .unwrap();
+        std::fs::write(root.join("pam_totp.conf"), "").unwrap();
+        std::fs::write(root.join("pam.d/other"), "auth required pam_deny.so\n").unwrap();
+        // libpam names a module after its file: link it as pam_totp.so, as installed.
+        std::os::unix::fs::symlink(module_path(), root.join("pam_totp.so")).unwrap();
+        Fixture { root }
+    }
+
+    pub fn confdir(&self) -> PathBuf {
+        self.root.join("pam.d")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// The module line's path and the arguments that isolate it in this fixture.
+    pub fn module(&self, args: &str) -> String {
+        format!(
+            "{} config={} state_dir={} {args}",
+            self.root.join("pam_totp.so").display(),
+            self.root.join("pam_totp.conf").display(),
+            self.state_dir().display()
+        )
+    }
+
+    /// Writes a service whose auth stack is `lines` (`{module}` expands to `module(args)`).
+    pub fn service(&self, name: &str, lines: &str) {
+        std::fs::write(self.confdir().join(name), lines).unwrap();
+    }
+
+    /// The usual service: `auth required pam_totp.so ARGS`.
+    pub fn simple(&self, name: &str, args: &str) {
+        self.service(name, &format!("auth required {}\n", self.module(args)));
+    }
+
+    pub fn auth(&self, service: &str, user: &str, answers: &[&str]) -> PamRun {
+        self.auth_with(service, user, answers, &[])
+    }
+
+    pub fn auth_with(&self, service: &str, user: &str, answers: &[&str], flags: &[&str]) -> PamRun {
+        let out = self
+            .harness(service, user, answers, flags)
+            .output()
+            .unwrap();
+        PamRun::parse(&out)
+    }
+
+    pub fn harness(&self, service: &str, user: &str, answers: &[&str], flags: &[&str]) -> Command {
+        let mut c = Command::new(harness_path());
+        c.arg(self.confdir())
+            .arg(service)
+            .arg(user)
+            .args(flags)
+            .args(answers);
+        c
+    }
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Fixture::new()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub const PAM_SUCCESS: i32 = 0;
+pub const PAM_SERVICE_ERR: i32 = 3;
+pub const PAM_AUTH_ERR: i32 = 7;
+pub const PAM_CONV_ERR: i32 = 19;
+
+/// What one harness run showed.
+#[derive(Debug)]
+pub struct PamRun {
+    pub rc: i32,
+    pub prompts: Vec<String>,
+    pub errors: Vec<String>,
+    pub infos: Vec<String>,
+    /// Lines the module sent to syslog during this run.
+    pub logs: Vec<String>,
+    pub stderr: String,
+}
+
+impl PamRun {
+    pub fn parse(out: &Output) -> PamRun {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut r = PamRun {
+            rc: -1,
+            prompts: vec![],
+            errors: vec![],
+            infos: vec![],
+            logs: vec![],
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        };
+        for line in stdout.lines() {
+            if let Some(t) = line.strip_prefix("PROMPT ") {
+                r.prompts.push(t.into());
+            } else if let Some(t) = line.strip_prefix("ERROR ") {
+                r.errors.push(t.into());
+            } else if let Some(t) = line.strip_prefix("INFO ") {
+                r.infos.push(t.into());
+            } else if let Some(t) = line.strip_prefix("LOG ") {
+                r.logs.push(t.into());
+            } else if let Some(t) = line.strip_prefix("RESULT ") {
+                r.rc = t.trim().parse().unwrap_or(-2);
+            }
+        }
+        assert_ne!(r.rc, -1, "harness printed no result: {stdout} {}", r.stderr);
+        r
+    }
+
+    /// Whether some log line contains all of `parts`.
+    pub fn logged(&self, parts: &[&str]) -> bool {
+        self.logs
+            .iter()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
+    }
+}
