@@ -27,14 +27,18 @@ pub enum Level {
     Debug,
 }
 
+/// The conversation with the user failed or was cancelled, or PAM refused an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvError;
+
 /// What the module (or a test) provides around the core.
 pub trait Host {
     /// Asks a question without echo; `Err` when the conversation fails or is cancelled.
-    fn prompt_hidden(&mut self, text: &str) -> Result<Zeroizing<String>, ()>;
+    fn prompt_hidden(&mut self, text: &str) -> Result<Zeroizing<String>, ConvError>;
     fn error_msg(&mut self, text: &str);
     fn info_msg(&mut self, text: &str);
     /// Sets PAM_AUTHTOK for the modules after us (forward_pass).
-    fn set_authtok(&mut self, password: &str) -> Result<(), ()>;
+    fn set_authtok(&mut self, password: &str) -> Result<(), ConvError>;
     fn log(&mut self, level: Level, msg: &str);
 }
 

@@ -4,7 +4,7 @@ use std::ffi::{CStr, CString};
 use std::os::raw::c_void;
 use std::ptr;
 
-use pam_totp_core::login::{Host, Level};
+use pam_totp_core::login::{ConvError, Host, Level};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::ffi::*;
@@ -129,8 +129,10 @@ unsafe fn take_response(resp: *mut PamResponse) -> Option<Zeroizing<String>> {
 }
 
 impl Host for PamHost {
-    fn prompt_hidden(&mut self, text: &str) -> Result<Zeroizing<String>, ()> {
-        self.converse(PAM_PROMPT_ECHO_OFF, text)?.ok_or(())
+    fn prompt_hidden(&mut self, text: &str) -> Result<Zeroizing<String>, ConvError> {
+        self.converse(PAM_PROMPT_ECHO_OFF, text)
+            .map_err(|()| ConvError)?
+            .ok_or(ConvError)
     }
 
     fn error_msg(&mut self, text: &str) {
@@ -145,10 +147,10 @@ impl Host for PamHost {
         }
     }
 
-    fn set_authtok(&mut self, password: &str) -> Result<(), ()> {
+    fn set_authtok(&mut self, password: &str) -> Result<(), ConvError> {
         let mut bytes = Zeroizing::new(password.as_bytes().to_vec());
         if bytes.contains(&0) {
-            return Err(());
+            return Err(ConvError);
         }
         bytes.push(0);
         // SAFETY: `bytes` is NUL-terminated without interior NULs; libpam copies the string
@@ -158,7 +160,7 @@ impl Host for PamHost {
         if rc == PAM_SUCCESS {
             Ok(())
         } else {
-            Err(())
+            Err(ConvError)
         }
     }
 

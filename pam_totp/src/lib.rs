@@ -68,10 +68,16 @@ fn guard(pamh: *mut PamHandle, f: impl FnOnce() -> c_int) -> c_int {
 /// `argv` must point to `argc` valid NUL-terminated strings (libpam's contract).
 unsafe fn args<'a>(argc: c_int, argv: *const *const c_char) -> Option<Vec<&'a str>> {
     let n = usize::try_from(argc).ok()?;
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    if argv.is_null() {
+        return None;
+    }
+    // SAFETY: argv is non-null and has argc entries (caller's contract).
+    let ptrs = unsafe { std::slice::from_raw_parts(argv, n) };
     let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        // SAFETY: i < argc, and argv has argc entries (caller's contract).
-        let p = unsafe { *argv.add(i) };
+    for &p in ptrs {
         if p.is_null() {
             return None;
         }

@@ -12,7 +12,7 @@ const NOW: u64 = 1_800_000_000;
 
 #[derive(Default)]
 struct FakeHost {
-    answers: Vec<Result<String, ()>>,
+    answers: Vec<Result<String, ConvError>>,
     prompts: Vec<String>,
     errors: Vec<String>,
     infos: Vec<String>,
@@ -21,10 +21,10 @@ struct FakeHost {
 }
 
 impl Host for FakeHost {
-    fn prompt_hidden(&mut self, text: &str) -> Result<Zeroizing<String>, ()> {
+    fn prompt_hidden(&mut self, text: &str) -> Result<Zeroizing<String>, ConvError> {
         self.prompts.push(text.to_string());
         if self.answers.is_empty() {
-            return Err(());
+            return Err(ConvError);
         }
         self.answers.remove(0).map(Zeroizing::new)
     }
@@ -34,7 +34,7 @@ impl Host for FakeHost {
     fn info_msg(&mut self, text: &str) {
         self.infos.push(text.to_string());
     }
-    fn set_authtok(&mut self, password: &str) -> Result<(), ()> {
+    fn set_authtok(&mut self, password: &str) -> Result<(), ConvError> {
         self.authtok = Some(password.to_string());
         Ok(())
     }
