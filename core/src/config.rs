@@ -53,6 +53,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "prompt", kind: Kind::Text, default: DEFAULT_PROMPT, doc: "Prompt text. Use [prompt=Text with spaces] in PAM files." },
     OptionSpec { name: "forward_pass", kind: Kind::Flag, default: "off", doc: "Ask once for password followed by the code; the code is checked here and the password is passed as PAM_AUTHTOK to the next module (use_first_pass)." },
     OptionSpec { name: "debug", kind: Kind::Flag, default: "off", doc: "Log more detail (never codes or secrets)." },
+    OptionSpec { name: "issuer", kind: Kind::Text, default: "the host name", doc: "Issuer shown in the authenticator app for new enrollments (pam-totp enroll)." },
+    OptionSpec { name: "digits", kind: Kind::Number, default: "6", doc: "Code length for new enrollments, 6 or 8 (pam-totp enroll)." },
+    OptionSpec { name: "algorithm", kind: Kind::Text, default: "SHA1", doc: "HMAC algorithm for new enrollments: SHA1 (what every app supports), SHA256 or SHA512 (pam-totp enroll)." },
 ];
 
 /// A calendar date as days since 1970-01-01.
@@ -158,6 +161,10 @@ pub struct Config {
     pub prompt: String,
     pub forward_pass: bool,
     pub debug: bool,
+    /// Defaults for `pam-totp enroll`; the module does not use them.
+    pub issuer: Option<String>,
+    pub digits: u32,
+    pub algorithm: crate::otp::Algorithm,
 }
 
 impl Default for Config {
@@ -176,6 +183,9 @@ impl Default for Config {
             prompt: DEFAULT_PROMPT.into(),
             forward_pass: false,
             debug: false,
+            issuer: None,
+            digits: 6,
+            algorithm: crate::otp::Algorithm::Sha1,
         }
     }
 }
@@ -296,6 +306,7 @@ impl Config {
                     "window" => (0, MAX_WINDOW),
                     "max_failures" => (1, 1_000_000),
                     "lockout" => (1, MAX_LOCKOUT),
+                    "digits" => (6, 8),
                     _ => (0, MAX_REMEMBER),
                 };
                 if !(lo..=hi).contains(&n) {
@@ -305,6 +316,8 @@ impl Config {
                     "window" => self.window = n,
                     "max_failures" => self.max_failures = n as u32,
                     "lockout" => self.lockout = n,
+                    "digits" if n == 7 => return Err(e("must be 6 or 8")),
+                    "digits" => self.digits = n as u32,
                     _ => self.remember = n,
                 }
             }
@@ -329,6 +342,11 @@ impl Config {
                         self.state_dir = PathBuf::from(s);
                     }
                     "prompt" => self.prompt = s.to_string(),
+                    "issuer" => self.issuer = Some(s.to_string()),
+                    "algorithm" => {
+                        self.algorithm = crate::otp::Algorithm::parse(s)
+                            .ok_or_else(|| e("must be SHA1, SHA256 or SHA512"))?
+                    }
                     _ => {
                         self.enforce_after =
                             Some(Date::parse(s).ok_or_else(|| e("must be a date YYYY-MM-DD"))?);

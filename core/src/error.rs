@@ -45,6 +45,7 @@ pub enum FileProblem {
     UnsupportedVersion(i64),
     Io(String),
     FsIdentity(String),
+    AlreadyExists,
 }
 
 impl Error {
@@ -116,6 +117,7 @@ impl fmt::Display for Error {
                         )
                     }
                     FileProblem::Io(why) => write!(f, "{p}: {why}"),
+                    FileProblem::AlreadyExists => write!(f, "{p} already exists"),
                     FileProblem::FsIdentity(why) => {
                         write!(f, "{p}: could not switch file-system identity: {why}")
                     }

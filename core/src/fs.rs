@@ -261,6 +261,19 @@ impl Dir {
         mode: u32,
         durable: bool,
     ) -> Result<(), Error> {
+        self.write_file(name, contents, mode, durable, true)
+    }
+
+    /// [`Dir::write_atomic`] with a choice: `replace == false` fails with
+    /// [`FileProblem::AlreadyExists`] if `name` exists (RENAME_NOREPLACE, so no race).
+    pub fn write_file(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+        durable: bool,
+        replace: bool,
+    ) -> Result<(), Error> {
         let tmp = format!(".{name}.tmp");
         let path = self.child(name);
         let flags = OFlag::O_WRONLY
@@ -296,8 +309,32 @@ impl Dir {
             return Err(Error::io(path, &e));
         }
         drop(file);
-        renameat(self.fd.as_fd(), tmp.as_str(), self.fd.as_fd(), name)
-            .map_err(|e| Error::file(&path, FileProblem::Io(e.desc().to_string())))?;
+        let renamed = if replace {
+            renameat(self.fd.as_fd(), tmp.as_str(), self.fd.as_fd(), name)
+        } else {
+            nix::fcntl::renameat2(
+                self.fd.as_fd(),
+                tmp.as_str(),
+                self.fd.as_fd(),
+                name,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+        };
+        if let Err(e) = renamed {
+            let _ = nix::unistd::unlinkat(
+                self.fd.as_fd(),
+                tmp.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            return Err(Error::file(
+                &path,
+                if e == Errno::EEXIST {
+                    FileProblem::AlreadyExists
+                } else {
+                    FileProblem::Io(e.desc().to_string())
+                },
+            ));
+        }
         if durable {
             nix::unistd::fsync(self.fd.as_fd())
                 .map_err(|e| Error::file(&self.path, FileProblem::Io(e.desc().to_string())))?;

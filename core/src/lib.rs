@@ -10,6 +10,8 @@
 //! | `store.rs` | locked, atomic state updates (the only writer of state) |
 //! | `fs.rs` | safe opening of files in places others can write |
 //! | `config.rs` | options: module arguments + pam_totp.conf |
+//! | `enroll.rs` | a new secret, its otpauth URI, and the one secret-file reader and writer |
+//! | `import.rs` | reading google-authenticator files |
 //! | `verify.rs` | the decision for one answer |
 //! | `login.rs` | one login attempt, start to finish; the [`login::Outcome`] |
 //! | `error.rs` | the error type |
@@ -18,8 +20,10 @@
 pub mod backup;
 pub mod clock;
 pub mod config;
+pub mod enroll;
 pub mod error;
 pub mod fs;
+pub mod import;
 pub mod login;
 pub mod otp;
 pub mod secret;

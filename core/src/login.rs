@@ -13,9 +13,9 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::config::{expand_template, Config, Date, FORWARD_PASS_PROMPT};
+use crate::enroll::load_secret;
 use crate::error::Error;
-use crate::fs::{read_checked, with_fs_identity, Owners};
-use crate::secret::{ParseError, SecretFile};
+use crate::secret::SecretFile;
 use crate::store::{FileStore, StateStore};
 use crate::verify::{decide, Decision, How, Policy};
 
@@ -249,28 +249,6 @@ pub fn authenticate<H: Host>(
         }
     };
     check_and_prompt(&mut cx, &cfg, &secret, &store, req, clock)
-}
-
-/// Reads and parses the secret file, with the user's file-system identity when it lies in
-/// their home. `Ok(None)`: no such file.
-fn load_secret(path: &Path, account: &Account) -> Result<Option<SecretFile>, Error> {
-    let owners = Owners(vec![account.uid, 0]);
-    let in_home = account.home.is_absolute() && path.starts_with(&account.home);
-    let text = if in_home {
-        with_fs_identity(account.uid, account.gid, path, || {
-            read_checked(path, &owners)
-        })??
-    } else {
-        read_checked(path, &owners)?
-    };
-    let Some(text) = text else { return Ok(None) };
-    SecretFile::parse(&text).map(Some).map_err(|e| {
-        let problem = match e {
-            ParseError::Malformed(why) => crate::error::FileProblem::Malformed(why),
-            ParseError::UnsupportedVersion(v) => crate::error::FileProblem::UnsupportedVersion(v),
-        };
-        Error::file(path, problem)
-    })
 }
 
 fn not_enrolled<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, path: &Path, now: u64) -> Outcome {

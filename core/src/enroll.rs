@@ -1,0 +1,250 @@
+//! A new secret, its otpauth URI, and the one place secret files are read, written and
+//! removed — shared by the module (reads only) and the `pam-totp` command line.
+//!
+//! Never: writes a secret file that is group/other-readable, follows a symlink at the
+//! file, or replaces an enrollment unless asked to. Files in a user's home are read and
+//! written with the user's file-system identity, so they end up owned by the user and root
+//! never acts on a path the user could redirect.
+
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::config::{expand_template, Config};
+use crate::error::{Error, FileProblem};
+use crate::fs::{read_checked, split_path, with_fs_identity, Dir, Owners};
+use crate::login::Account;
+use crate::otp::Params;
+use crate::secret::{ParseError, SecretFile};
+
+/// 160-bit keys, as RFC 4226 recommends and every app supports.
+pub const KEY_BYTES: usize = 20;
+pub const DEFAULT_BACKUP_CODES: usize = 10;
+
+/// The secret file path for `account` under `cfg`.
+pub fn secret_path(cfg: &Config, account: &Account) -> PathBuf {
+    expand_template(&cfg.secret, &account.name, &account.home)
+}
+
+fn in_home(path: &Path, account: &Account) -> bool {
+    account.home.is_absolute() && account.home != Path::new("/") && path.starts_with(&account.home)
+}
+
+/// Runs `f` as the user (file-system identity) when `path` is in their home.
+fn as_owner<T>(
+    path: &Path,
+    account: &Account,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    if in_home(path, account) {
+        with_fs_identity(account.uid, account.gid, path, f)?
+    } else {
+        f()
+    }
+}
+
+/// Reads and parses a secret file (see fs.rs for the checks). `Ok(None)`: no such file.
+pub fn load_secret(path: &Path, account: &Account) -> Result<Option<SecretFile>, Error> {
+    let owners = Owners(vec![account.uid, 0]);
+    let Some(text) = as_owner(path, account, || read_checked(path, &owners))? else {
+        return Ok(None);
+    };
+    SecretFile::parse(&text).map(Some).map_err(|e| {
+        let problem = match e {
+            ParseError::Malformed(why) => FileProblem::Malformed(why),
+            ParseError::UnsupportedVersion(v) => FileProblem::UnsupportedVersion(v),
+        };
+        Error::file(path, problem)
+    })
+}
+
+/// A fresh secret with `n_backup` backup codes; returns the file and the codes in clear
+/// (to be shown once).
+pub fn new_secret(
+    params: Params,
+    issuer: &str,
+    label: &str,
+    now: u64,
+    n_backup: usize,
+) -> Result<(SecretFile, Vec<Zeroizing<String>>), Error> {
+    let rng = |e: getrandom::Error| Error::Config(format!("the OS random source failed: {e}"));
+    let mut key = Zeroizing::new(vec![0u8; KEY_BYTES]);
+    getrandom::getrandom(&mut key).map_err(rng)?;
+    let (codes, hashes) = new_backup_codes(n_backup)?;
+    let file = SecretFile {
+        key,
+        params,
+        issuer: issuer.to_string(),
+        label: label.to_string(),
+        created: now,
+        backup_codes: hashes,
+    };
+    Ok((file, codes))
+}
+
+/// `n` new backup codes: (codes in clear for display, hashes to store).
+pub fn new_backup_codes(n: usize) -> Result<(Vec<Zeroizing<String>>, Vec<String>), Error> {
+    let rng = |e: getrandom::Error| Error::Config(format!("the OS random source failed: {e}"));
+    let codes = crate::backup::generate(n).map_err(rng)?;
+    let mut hashes = Vec::with_capacity(n);
+    for c in &codes {
+        let canonical = crate::backup::normalize(c)
+            .ok_or_else(|| Error::Config("generated an invalid backup code".into()))?;
+        hashes.push(crate::backup::hash(&canonical).map_err(rng)?);
+    }
+    Ok((codes, hashes))
+}
+
+fn uri_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The Key URI (`otpauth://totp/ISSUER:LABEL?secret=…&issuer=…&algorithm=…&digits=…&period=…`).
+/// Every parameter is spelled out: apps that miss one silently assume a default and then
+/// show wrong codes.
+pub fn otpauth_uri(s: &SecretFile) -> Zeroizing<String> {
+    let secret = crate::otp::encode_base32(&s.key);
+    let name = if s.issuer.is_empty() {
+        uri_escape(&s.label)
+    } else {
+        format!("{}:{}", uri_escape(&s.issuer), uri_escape(&s.label))
+    };
+    Zeroizing::new(format!(
+        "otpauth://totp/{name}?secret={}&issuer={}&algorithm={}&digits={}&period={}",
+        secret.as_str(),
+        uri_escape(&s.issuer),
+        s.params.algorithm().name(),
+        s.params.digits(),
+        s.params.period()
+    ))
+}
+
+/// Writes the secret file atomically (temp file, fsync, rename, directory fsync), mode
+/// 0600, creating its directory 0700 (and `~/.config` when the file is under the home).
+/// In the user's home this runs with the user's file-system identity, so the files belong
+/// to the user; elsewhere (an administrator's central directory) they belong to root.
+/// Without `replace`, an existing file is an [`FileProblem::AlreadyExists`] error.
+pub fn save_secret(
+    path: &Path,
+    account: &Account,
+    secret: &SecretFile,
+    replace: bool,
+) -> Result<(), Error> {
+    let (dir, name) = split_path(path)
+        .ok_or_else(|| Error::file(path, FileProblem::Io("not an absolute file path".into())))?;
+    let owners = Owners(vec![account.uid, 0]);
+    let text = secret.to_toml();
+    as_owner(path, account, || {
+        if in_home(path, account) {
+            // Intermediate directories between the home and ours (usually ~/.config).
+            if let Ok(rest) = dir.strip_prefix(&account.home) {
+                let mut p = account.home.clone();
+                for c in rest.components() {
+                    p.push(c);
+                    match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(Error::io(&p, &e)),
+                    }
+                }
+            }
+        }
+        let d = Dir::open_or_create(dir, &owners, 0o700)?;
+        d.write_file(name, text.as_bytes(), 0o600, true, replace)
+    })
+}
+
+/// Removes a secret file. Returns whether there was one.
+pub fn remove_secret(path: &Path, account: &Account) -> Result<bool, Error> {
+    let (dir, name) = split_path(path)
+        .ok_or_else(|| Error::file(path, FileProblem::Io("not an absolute file path".into())))?;
+    let owners = Owners(vec![account.uid, 0]);
+    as_owner(path, account, || {
+        let Some(d) = Dir::open(dir, &owners)? else {
+            return Ok(false);
+        };
+        let existed = d
+            .read_file(name, &owners)
+            .map(|o| o.is_some())
+            .unwrap_or(true);
+        d.remove(name)?;
+        Ok(existed)
+    })
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(home: &Path) -> Account {
+        Account {
+            name: "alice".into(),
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            home: home.to_path_buf(),
+        }
+    }
+
+    fn tmp() -> PathBuf {
+        let mut b = [0u8; 8];
+        getrandom::getrandom(&mut b).unwrap();
+        let p = std::env::temp_dir().join(format!("pam-totp-enroll-{}", u64::from_le_bytes(b)));
+        std::fs::DirBuilder::new().mode(0o700).create(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn uri_carries_every_parameter_and_escapes_names() {
+        let (mut s, _) = new_secret(Params::DEFAULT, "ACME Corp", "bob@web 1", 0, 0).unwrap();
+        s.key = Zeroizing::new(b"12345678901234567890".to_vec());
+        assert_eq!(
+            otpauth_uri(&s).as_str(),
+            "otpauth://totp/ACME%20Corp:bob@web%201?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME%20Corp&algorithm=SHA1&digits=6&period=30"
+        );
+    }
+
+    #[test]
+    fn save_creates_private_files_and_refuses_to_overwrite() {
+        use std::os::unix::fs::MetadataExt;
+        let home = tmp();
+        let a = account(&home);
+        let path = home.join(".config/pam-totp/secret.toml");
+        let (s, codes) = new_secret(Params::DEFAULT, "host", "alice@host", 5, 10).unwrap();
+        assert_eq!(codes.len(), 10);
+        save_secret(&path, &a, &s, false).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
+            0o700
+        );
+        let e = save_secret(&path, &a, &s, false).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::AlreadyExists,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        save_secret(&path, &a, &s, true).unwrap();
+        let back = load_secret(&path, &a).unwrap().unwrap();
+        assert_eq!(back.key.as_slice(), s.key.as_slice());
+        assert_eq!(back.backup_codes.len(), 10);
+        assert!(remove_secret(&path, &a).unwrap());
+        assert!(load_secret(&path, &a).unwrap().is_none());
+        assert!(!remove_secret(&path, &a).unwrap());
+        std::fs::remove_dir_all(home).unwrap();
+    }
+}

@@ -1,0 +1,238 @@
+//! `pam-totp enroll`: new secret, QR code, confirmation, save, backup codes.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use pam_totp_core::enroll::{
+    new_secret, otpauth_uri, save_secret, secret_path, DEFAULT_BACKUP_CODES,
+};
+use pam_totp_core::error::{Error, FileProblem};
+use pam_totp_core::otp::{self, Algorithm, Params};
+use pam_totp_core::secret::SecretFile;
+use zeroize::Zeroizing;
+
+use crate::context::{hostname, Ctx};
+use crate::qr::{self, QrMode};
+
+#[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    /// Enroll this user (root only for other users).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Issuer shown in the app (default: `issuer` in pam_totp.conf, else the host name).
+    #[arg(long, value_name = "TEXT")]
+    issuer: Option<String>,
+    /// Account label shown in the app (default: user@host).
+    #[arg(long, value_name = "TEXT")]
+    label: Option<String>,
+    /// Code length.
+    #[arg(long, value_parser = ["6", "8"])]
+    digits: Option<String>,
+    /// HMAC algorithm (SHA1 works with every app).
+    #[arg(long, value_parser = ["SHA1", "SHA256", "SHA512"], ignore_case = true)]
+    algorithm: Option<String>,
+    /// How to draw the QR code.
+    #[arg(long, value_enum, default_value = "utf8")]
+    qr: QrMode,
+    /// Save without asking for a code from the app first.
+    #[arg(long)]
+    no_confirm: bool,
+    /// Replace an existing enrollment (the old app entry and backup codes stop working).
+    #[arg(long)]
+    force: bool,
+    /// Print one JSON object (otpauth_uri, secret, backup_codes, file ...) and nothing else;
+    /// implies --no-confirm and --qr none.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn group4(s: &str) -> String {
+    s.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
+    let account = ctx.target(a.user.as_deref(), "enroll")?;
+    let path = secret_path(&ctx.cfg, &account);
+    if !a.force {
+        match pam_totp_core::enroll::load_secret(&path, &account) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return Err(format!(
+                    "{} is already enrolled ({}); use --force to replace it (the current app entry and backup codes will stop working)",
+                    account.name,
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(format!("{e}; fix it or use --force to replace it")),
+        }
+    }
+    let algorithm = match &a.algorithm {
+        Some(s) => Algorithm::parse(s).ok_or("unknown algorithm")?,
+        None => ctx.cfg.algorithm,
+    };
+    let digits = a
+        .digits
+        .as_deref()
+        .map(|d| if d == "8" { 8 } else { 6 })
+        .unwrap_or(ctx.cfg.digits);
+    let params = Params::new(algorithm, digits, 30).ok_or("digits must be 6 or 8")?;
+    let host = hostname();
+    let issuer = a
+        .issuer
+        .clone()
+        .or_else(|| ctx.cfg.issuer.clone())
+        .unwrap_or_else(|| host.clone());
+    let label = a
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("{}@{host}", account.name));
+    let (secret, codes) = new_secret(params, &issuer, &label, ctx.now(), DEFAULT_BACKUP_CODES)
+        .map_err(|e| e.to_string())?;
+    let uri = otpauth_uri(&secret);
+    let b32 = otp::encode_base32(&secret.key);
+
+    if a.json {
+        save(&path, &account, &secret, a.force)?;
+        let obj = serde_json::json!({
+            "user": account.name,
+            "file": path,
+            "otpauth_uri": uri.as_str(),
+            "secret": b32.as_str(),
+            "issuer": issuer,
+            "label": label,
+            "algorithm": algorithm.name(),
+            "digits": digits,
+            "period": params.period(),
+            "backup_codes": codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        });
+        println!("{obj}");
+        return Ok(());
+    }
+
+    let mut out = std::io::stdout().lock();
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let w = |out: &mut std::io::StdoutLock<'_>, s: &str| {
+        writeln!(out, "{s}").map_err(|e| format!("cannot write to the terminal: {e}"))
+    };
+    if a.qr != QrMode::None {
+        w(&mut out, "Scan this QR code with your authenticator app (Google Authenticator, Microsoft Authenticator, FreeOTP, ...):\n")?;
+        w(&mut out, &qr::render(&uri, a.qr, ansi)?)?;
+    }
+    w(
+        &mut out,
+        &format!("Or add it by hand:  key {}", group4(&b32)),
+    )?;
+    w(
+        &mut out,
+        &format!(
+            "                    time-based, {}, {} digits, every {} seconds",
+            algorithm.name(),
+            digits,
+            params.period()
+        ),
+    )?;
+    w(&mut out, &format!("Issuer: {issuer}    Account: {label}"))?;
+    w(&mut out, &format!("URI: {}", uri.as_str()))?;
+    w(&mut out, "")?;
+
+    if !a.no_confirm {
+        confirm(&mut out, &secret, ctx.now())?;
+    }
+    save(&path, &account, &secret, a.force)?;
+    w(&mut out, &format!("Saved {}.\n", path.display()))?;
+    w(
+        &mut out,
+        "Backup codes. Each works once, if you lose your phone. Keep them somewhere safe;",
+    )?;
+    w(
+        &mut out,
+        "they are not shown again (`pam-totp backup-codes --regenerate` makes a new set):\n",
+    )?;
+    for pair in codes.chunks(2) {
+        let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
+        w(&mut out, &format!("    {}", line.join("    ")))?;
+    }
+    w(
+        &mut out,
+        "\nDone. From now on you will be asked for a verification code when you log in.",
+    )?;
+    Ok(())
+}
+
+fn save(
+    path: &std::path::Path,
+    account: &pam_totp_core::login::Account,
+    secret: &SecretFile,
+    force: bool,
+) -> Result<(), String> {
+    save_secret(path, account, secret, force).map_err(|e| match e {
+        Error::File {
+            problem: FileProblem::AlreadyExists,
+            ..
+        } => {
+            format!(
+                "{} is already enrolled ({}); use --force to replace it",
+                account.name,
+                path.display()
+            )
+        }
+        e => format!("could not save the secret: {e}"),
+    })
+}
+
+/// Three tries to type the code the app shows; nothing is saved unless one matches.
+fn confirm(
+    out: &mut std::io::StdoutLock<'_>,
+    secret: &SecretFile,
+    _start: u64,
+) -> Result<(), String> {
+    let stdin = std::io::stdin();
+    let digits = secret.params.digits();
+    for tries_left in (0..3).rev() {
+        write!(
+            out,
+            "Enter the {digits}-digit code shown in the app to confirm: "
+        )
+        .map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        let mut line = Zeroizing::new(String::new());
+        let n = stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the code: {e}"))?;
+        if n == 0 {
+            return Err(
+                "no code entered; nothing was saved (use --no-confirm to skip the check)".into(),
+            );
+        }
+        let answer: Zeroizing<String> =
+            Zeroizing::new(line.chars().filter(|c| !c.is_whitespace()).collect());
+        let now = pam_totp_core::clock::Clock::now(&pam_totp_core::clock::SystemClock);
+        let ok = answer.len() == digits as usize
+            && otp::find_step(
+                &secret.key,
+                &answer,
+                secret.params.step_at(now),
+                1,
+                &secret.params,
+            )
+            .is_some();
+        if ok {
+            writeln!(out, "Code confirmed.").map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        if tries_left > 0 {
+            writeln!(
+                out,
+                "That code does not match. Codes change every {} seconds: type the one shown now ({tries_left} {} left).",
+                secret.params.period(),
+                if tries_left == 1 { "try" } else { "tries" }
+            )
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    Err("the code did not match three times; nothing was saved. Check that the phone sets its time automatically, then run `pam-totp enroll` again".into())
+}

@@ -1,0 +1,95 @@
+//! `pam-totp import google-authenticator`: keep the phone's entry, bring the scratch codes.
+
+use std::path::PathBuf;
+
+use pam_totp_core::enroll::{load_secret, save_secret, secret_path};
+use pam_totp_core::fs::{read_checked, with_fs_identity, Owners};
+use pam_totp_core::import::parse_google_authenticator;
+use pam_totp_core::otp::{Algorithm, Params};
+use pam_totp_core::secret::SecretFile;
+
+use crate::context::{hostname, syslog, Ctx};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ImportFrom {
+    /// A ~/.google_authenticator file (google-authenticator-libpam). TOTP only.
+    GoogleAuthenticator {
+        /// Import for this user (root only for other users).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// The file to read (default: the user's ~/.google_authenticator).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Replace an existing pam_totp enrollment.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
+    let ImportFrom::GoogleAuthenticator { user, file, force } = from;
+    let account = ctx.target(user.as_deref(), "import for")?;
+    let src = match file {
+        Some(f) => std::path::absolute(&f).map_err(|e| format!("{}: {e}", f.display()))?,
+        None => account.home.join(".google_authenticator"),
+    };
+    // Read it the way the module reads secrets: as the user, no symlinks, private file.
+    let owners = Owners(vec![account.uid, 0]);
+    let text = with_fs_identity(account.uid, account.gid, &src, || {
+        read_checked(&src, &owners)
+    })
+    .and_then(|r| r)
+    .map_err(|e| e.to_string())?
+    .ok_or_else(|| format!("{} does not exist", src.display()))?;
+    let ga = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", src.display()))?;
+
+    let path = secret_path(&ctx.cfg, &account);
+    if !force
+        && load_secret(&path, &account)
+            .map(|s| s.is_some())
+            .unwrap_or(true)
+    {
+        return Err(format!(
+            "{} is already enrolled ({}); use --force to replace it",
+            account.name,
+            path.display()
+        ));
+    }
+    let mut hashes = Vec::with_capacity(ga.scratch_codes.len());
+    for c in &ga.scratch_codes {
+        hashes.push(
+            pam_totp_core::backup::hash(c)
+                .map_err(|e| format!("the OS random source failed: {e}"))?,
+        );
+    }
+    let host = hostname();
+    let secret = SecretFile {
+        key: ga.key,
+        params: Params::new(Algorithm::Sha1, 6, ga.period).ok_or("unsupported step size")?,
+        issuer: ctx.cfg.issuer.clone().unwrap_or_else(|| host.clone()),
+        label: format!("{}@{host}", account.name),
+        created: ctx.now(),
+        backup_codes: hashes,
+    };
+    save_secret(&path, &account, &secret, force)
+        .map_err(|e| format!("could not save the secret: {e}"))?;
+    syslog(&format!(
+        "imported google-authenticator secret for user={} by uid={}",
+        account.name, ctx.me.uid
+    ));
+    println!(
+        "Imported {} into {}: same secret, so the app keeps working; {} scratch code{} became backup codes.",
+        src.display(),
+        path.display(),
+        secret.backup_codes.len(),
+        if secret.backup_codes.len() == 1 { "" } else { "s" }
+    );
+    if let Some(w) = ga.window_size.filter(|&w| w > 3) {
+        println!("Note: the file allowed WINDOW_SIZE {w}; pam_totp's window is set for the whole host (module option window=N, steps either side; now {}).", ctx.cfg.window);
+    }
+    if !ga.ignored.is_empty() {
+        println!("Note: not carried over (pam_totp always refuses reuse and locks out after repeated failures): {}.", ga.ignored.join(", "));
+    }
+    println!("The old file was left in place; remove it once logins with pam_totp work.");
+    Ok(())
+}
