@@ -82,12 +82,8 @@ fn parse_hash(stored: &str) -> Option<(Vec<u8>, Vec<u8>)> {
     if parts.next()? != "v1" {
         return None;
     }
-    let salt = data_encoding::HEXLOWER
-        .decode(parts.next()?.as_bytes())
-        .ok()?;
-    let h = data_encoding::HEXLOWER
-        .decode(parts.next()?.as_bytes())
-        .ok()?;
+    let salt = data_encoding::HEXLOWER.decode(parts.next()?.as_bytes()).ok()?;
+    let h = data_encoding::HEXLOWER.decode(parts.next()?.as_bytes()).ok()?;
     (parts.next().is_none() && salt.len() == 16 && h.len() == 32).then_some((salt, h))
 }
 
@@ -136,19 +132,13 @@ mod tests {
         }
         assert!(normalize("7kq2m-x9d1").is_none(), "too short");
         assert!(normalize("7kq2m-x9d100").is_none(), "too long");
-        assert!(
-            normalize("7kq2m-x9du0").is_none(),
-            "u is not in the alphabet"
-        );
+        assert!(normalize("7kq2m-x9du0").is_none(), "u is not in the alphabet");
         assert_eq!(
             normalize("1234 5678").unwrap().as_str(),
             "12345678",
             "imported scratch code"
         );
-        assert!(
-            normalize("1234567a").is_none(),
-            "8 chars only when all digits"
-        );
+        assert!(normalize("1234567a").is_none(), "8 chars only when all digits");
         assert!(normalize("").is_none());
     }
 
@@ -161,11 +151,7 @@ mod tests {
         assert_eq!(find(&stored, "7kq2mx9d10"), Some(0));
         assert_eq!(find(&stored, "12345678"), Some(1));
         assert_eq!(find(&stored, "7kq2mx9d11"), None);
-        assert_ne!(
-            hash("7kq2mx9d10").unwrap(),
-            a,
-            "salted: same code, different hash"
-        );
+        assert_ne!(hash("7kq2mx9d10").unwrap(), a, "salted: same code, different hash");
     }
 
     #[test]

@@ -81,20 +81,7 @@ impl Date {
             return None;
         }
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let days_in_month = [
-            31,
-            if leap { 29 } else { 28 },
-            31,
-            30,
-            31,
-            30,
-            31,
-            31,
-            30,
-            31,
-            30,
-            31,
-        ];
+        let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
         if d < 1 || d > days_in_month[(m - 1) as usize] {
             return None;
         }
@@ -204,20 +191,13 @@ impl Config {
     /// Builds the configuration: defaults, then the config file (the one named by a
     /// `config=` argument, else the default path if it exists), then the arguments.
     /// `read_file(path)` returns `Ok(None)` when the file does not exist.
-    pub fn load(
-        args: &[&str],
-        read_file: impl Fn(&Path) -> Result<Option<String>, Error>,
-    ) -> Result<Config, Error> {
+    pub fn load(args: &[&str], read_file: impl Fn(&Path) -> Result<Option<String>, Error>) -> Result<Config, Error> {
         let mut cfg = Config::default();
         let mut explicit_config = None;
         for a in args {
             if let Some(p) = a.strip_prefix("config=") {
                 if p.is_empty() || !p.starts_with('/') {
-                    return Err(err(
-                        "module arguments",
-                        "config",
-                        "must be an absolute path",
-                    ));
+                    return Err(err("module arguments", "config", "must be an absolute path"));
                 }
                 explicit_config = Some(PathBuf::from(p));
             }
@@ -228,10 +208,7 @@ impl Config {
         match read_file(&path)? {
             Some(text) => cfg.apply_file(&path, &text)?,
             None if explicit_config.is_some() => {
-                return Err(Error::Config(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )))
+                return Err(Error::Config(format!("config file {} does not exist", path.display())))
             }
             None => {}
         }
@@ -251,12 +228,8 @@ impl Config {
 
     fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), Error> {
         let origin = path.display().to_string();
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            Error::Config(format!(
-                "{origin}: {}",
-                crate::secret::toml_error_position(text, &e)
-            ))
-        })?;
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{origin}: {}", crate::secret::toml_error_position(text, &e))))?;
         for (name, value) in &table {
             if name == "config" {
                 return Err(err(&origin, name, "only valid as a module argument"));
@@ -267,23 +240,17 @@ impl Config {
     }
 
     fn set(&mut self, origin: &str, name: &str, value: Option<Value<'_>>) -> Result<(), Error> {
-        let spec = OPTIONS.iter().find(|o| o.name == name).ok_or_else(|| {
-            Error::Config(format!(
-                "{origin}: unknown option `{}`",
-                name.escape_debug()
-            ))
-        })?;
+        let spec = OPTIONS
+            .iter()
+            .find(|o| o.name == name)
+            .ok_or_else(|| Error::Config(format!("{origin}: unknown option `{}`", name.escape_debug())))?;
         let e = |why: &str| err(origin, name, why);
         match spec.kind {
             Kind::Flag => {
                 let on = match value {
                     None => true,
                     Some(Value::Toml(toml::Value::Boolean(b))) => *b,
-                    Some(_) => {
-                        return Err(e(
-                            "is a flag: write it without a value (or true/false in the file)",
-                        ))
-                    }
+                    Some(_) => return Err(e("is a flag: write it without a value (or true/false in the file)")),
                 };
                 match name {
                     "nullok" => self.nullok = on,
@@ -294,9 +261,7 @@ impl Config {
             }
             Kind::Number => {
                 let n: u64 = match value {
-                    Some(Value::Text(t))
-                        if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) =>
-                    {
+                    Some(Value::Text(t)) if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) => {
                         t.parse().map_err(|_| e("number too large"))?
                     }
                     Some(Value::Toml(toml::Value::Integer(i))) if *i >= 0 => *i as u64,
@@ -344,12 +309,11 @@ impl Config {
                     "prompt" => self.prompt = s.to_string(),
                     "issuer" => self.issuer = Some(s.to_string()),
                     "algorithm" => {
-                        self.algorithm = crate::otp::Algorithm::parse(s)
-                            .ok_or_else(|| e("must be SHA1, SHA256 or SHA512"))?
+                        self.algorithm =
+                            crate::otp::Algorithm::parse(s).ok_or_else(|| e("must be SHA1, SHA256 or SHA512"))?
                     }
                     _ => {
-                        self.enforce_after =
-                            Some(Date::parse(s).ok_or_else(|| e("must be a date YYYY-MM-DD"))?);
+                        self.enforce_after = Some(Date::parse(s).ok_or_else(|| e("must be a date YYYY-MM-DD"))?);
                     }
                 }
             }
@@ -432,10 +396,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.secret, "/etc/pam-totp/%u.toml");
         assert_eq!(c.state_dir, PathBuf::from("/tmp/st"));
-        assert_eq!(
-            (c.window, c.max_failures, c.lockout, c.remember),
-            (3, 4, 60, 3600)
-        );
+        assert_eq!((c.window, c.max_failures, c.lockout, c.remember), (3, 4, 60, 3600));
         assert!(c.nullok && c.enroll_on_login && c.forward_pass && c.debug);
         assert_eq!(c.enforce_after.unwrap().to_string(), "2027-01-31");
         assert_eq!(c.prompt, "Code please: ");
@@ -538,10 +499,7 @@ mod tests {
         assert_eq!(Date::parse("1970-01-01"), Some(Date(0)));
         assert_eq!(Date::parse("2024-02-29").unwrap().to_string(), "2024-02-29");
         assert!(Date::parse("2023-02-29").is_none());
-        assert_eq!(
-            Date::parse("2026-11-23").unwrap(),
-            Date::from_unix(1795392000)
-        );
+        assert_eq!(Date::parse("2026-11-23").unwrap(), Date::from_unix(1795392000));
         assert_eq!(Date::parse("2026-11-23").unwrap().start_unix(), 1795392000);
     }
 }

@@ -31,11 +31,7 @@ fn in_home(path: &Path, account: &Account) -> bool {
 }
 
 /// Runs `f` as the user (file-system identity) when `path` is in their home.
-fn as_owner<T>(
-    path: &Path,
-    account: &Account,
-    f: impl FnOnce() -> Result<T, Error>,
-) -> Result<T, Error> {
+fn as_owner<T>(path: &Path, account: &Account, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     if in_home(path, account) {
         with_fs_identity(account.uid, account.gid, path, f)?
     } else {
@@ -88,8 +84,8 @@ pub fn new_backup_codes(n: usize) -> Result<(Vec<Zeroizing<String>>, Vec<String>
     let codes = crate::backup::generate(n).map_err(rng)?;
     let mut hashes = Vec::with_capacity(n);
     for c in &codes {
-        let canonical = crate::backup::normalize(c)
-            .ok_or_else(|| Error::Config("generated an invalid backup code".into()))?;
+        let canonical =
+            crate::backup::normalize(c).ok_or_else(|| Error::Config("generated an invalid backup code".into()))?;
         hashes.push(crate::backup::hash(&canonical).map_err(rng)?);
     }
     Ok((codes, hashes))
@@ -132,49 +128,57 @@ pub fn otpauth_uri(s: &SecretFile) -> Zeroizing<String> {
 /// In the user's home this runs with the user's file-system identity, so the files belong
 /// to the user; elsewhere (an administrator's central directory) they belong to root.
 /// Without `replace`, an existing file is an [`FileProblem::AlreadyExists`] error.
-pub fn save_secret(
-    path: &Path,
-    account: &Account,
-    secret: &SecretFile,
-    replace: bool,
-) -> Result<(), Error> {
-    let (dir, name) = split_path(path)
-        .ok_or_else(|| Error::file(path, FileProblem::Io("not an absolute file path".into())))?;
-    let owners = Owners(vec![account.uid, 0]);
+pub fn save_secret(path: &Path, account: &Account, secret: &SecretFile, replace: bool) -> Result<(), Error> {
+    let (_, name) = split_path(path).ok_or_else(|| not_a_file(path))?;
     let text = secret.to_toml();
     as_owner(path, account, || {
-        if in_home(path, account) {
-            // Intermediate directories between the home and ours (usually ~/.config).
-            if let Ok(rest) = dir.strip_prefix(&account.home) {
-                let mut p = account.home.clone();
-                for c in rest.components() {
-                    p.push(c);
-                    match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(Error::io(&p, &e)),
-                    }
+        open_secret_dir(path, account)?.write_file(name, text.as_bytes(), 0o600, true, replace)
+    })
+}
+
+/// Checks, before a new secret is shown to anyone, that [`save_secret`] will be able to
+/// write it: creates the directory and creates and removes a probe file in it.
+pub fn check_writable(path: &Path, account: &Account) -> Result<(), Error> {
+    as_owner(path, account, || {
+        let d = open_secret_dir(path, account)?;
+        d.write_file(".pam-totp-probe", b"", 0o600, false, true)?;
+        d.remove(".pam-totp-probe")
+    })
+}
+
+fn not_a_file(path: &Path) -> Error {
+    Error::file(path, FileProblem::Io("not an absolute file path".into()))
+}
+
+/// Opens (creating it 0700, and in the home any missing directories between, usually
+/// ~/.config) the secret file's directory. Runs inside [`as_owner`].
+fn open_secret_dir(path: &Path, account: &Account) -> Result<Dir, Error> {
+    let (dir, _) = split_path(path).ok_or_else(|| not_a_file(path))?;
+    if in_home(path, account) {
+        if let Ok(rest) = dir.strip_prefix(&account.home) {
+            let mut p = account.home.clone();
+            for c in rest.components() {
+                p.push(c);
+                match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Error::io(&p, &e)),
                 }
             }
         }
-        let d = Dir::open_or_create(dir, &owners, 0o700)?;
-        d.write_file(name, text.as_bytes(), 0o600, true, replace)
-    })
+    }
+    Dir::open_or_create(dir, &Owners(vec![account.uid, 0]), 0o700)
 }
 
 /// Removes a secret file. Returns whether there was one.
 pub fn remove_secret(path: &Path, account: &Account) -> Result<bool, Error> {
-    let (dir, name) = split_path(path)
-        .ok_or_else(|| Error::file(path, FileProblem::Io("not an absolute file path".into())))?;
+    let (dir, name) = split_path(path).ok_or_else(|| not_a_file(path))?;
     let owners = Owners(vec![account.uid, 0]);
     as_owner(path, account, || {
         let Some(d) = Dir::open(dir, &owners)? else {
             return Ok(false);
         };
-        let existed = d
-            .read_file(name, &owners)
-            .map(|o| o.is_some())
-            .unwrap_or(true);
+        let existed = d.read_file(name, &owners).map(|o| o.is_some()).unwrap_or(true);
         d.remove(name)?;
         Ok(existed)
     })
@@ -223,10 +227,7 @@ mod tests {
         assert_eq!(codes.len(), 10);
         save_secret(&path, &a, &s, false).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(
-            std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
         let e = save_secret(&path, &a, &s, false).unwrap_err();
         assert!(
             matches!(

@@ -111,10 +111,7 @@ impl fmt::Display for Error {
                     }
                     FileProblem::Malformed(why) => write!(f, "{p} is malformed: {why}"),
                     FileProblem::UnsupportedVersion(v) => {
-                        write!(
-                            f,
-                            "{p} has format version {v}; this pam_totp reads version 1"
-                        )
+                        write!(f, "{p} has format version {v}; this pam_totp reads version 1")
                     }
                     FileProblem::Io(why) => write!(f, "{p}: {why}"),
                     FileProblem::AlreadyExists => write!(f, "{p} already exists"),

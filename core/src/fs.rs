@@ -94,10 +94,7 @@ impl Dir {
         }
         owners.check(path, md.uid())?;
         if md.mode() & 0o022 != 0 {
-            return Err(Error::file(
-                path,
-                FileProblem::GroupOrOtherWritable { mode: md.mode() },
-            ));
+            return Err(Error::file(path, FileProblem::GroupOrOtherWritable { mode: md.mode() }));
         }
         Ok(Some(Dir {
             fd: file.into(),
@@ -116,8 +113,7 @@ impl Dir {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(path, &e)),
         }
-        Dir::open(path, owners)?
-            .ok_or_else(|| Error::file(path, FileProblem::Io("vanished after creation".into())))
+        Dir::open(path, owners)?.ok_or_else(|| Error::file(path, FileProblem::Io("vanished after creation".into())))
     }
 
     pub fn path(&self) -> &Path {
@@ -131,17 +127,9 @@ impl Dir {
     /// Opens `name` for reading without following a symlink or blocking on a FIFO, checks
     /// it with fstat (regular file, owner, no group/other access, one link, size cap) and
     /// reads it. `Ok(None)`: it does not exist.
-    pub fn read_file(
-        &self,
-        name: &str,
-        owners: &Owners,
-    ) -> Result<Option<Zeroizing<String>>, Error> {
+    pub fn read_file(&self, name: &str, owners: &Owners) -> Result<Option<Zeroizing<String>>, Error> {
         let path = self.child(name);
-        let flags = OFlag::O_RDONLY
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_CLOEXEC
-            | OFlag::O_NOCTTY;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
         let fd = match openat(self.fd.as_fd(), name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
@@ -149,42 +137,26 @@ impl Dir {
             Err(Errno::ELOOP) => return Err(Error::file(path, FileProblem::Symlink)),
             Err(Errno::EACCES) => {
                 // Say why if we can: a file someone else owns is the usual cause.
-                let st = nix::sys::stat::fstatat(
-                    self.fd.as_fd(),
-                    name,
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                );
+                let st = nix::sys::stat::fstatat(self.fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
                 if let Ok(st) = st {
                     owners.check(&path, st.st_uid)?;
                 }
-                return Err(Error::file(
-                    path,
-                    FileProblem::Io(Errno::EACCES.desc().to_string()),
-                ));
+                return Err(Error::file(path, FileProblem::Io(Errno::EACCES.desc().to_string())));
             }
             Err(e) => return Err(Error::file(path, FileProblem::Io(e.desc().to_string()))),
         };
         let mut file = File::from(fd);
         let md = file.metadata().map_err(|e| Error::io(&path, &e))?;
         if !md.file_type().is_file() {
-            return Err(Error::file(
-                path,
-                FileProblem::NotRegular(kind_name(md.file_type())),
-            ));
+            return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
         }
         owners.check(&path, md.uid())?;
         if md.mode() & 0o077 != 0 {
-            return Err(Error::file(
-                path,
-                FileProblem::GroupOrOtherAccess { mode: md.mode() },
-            ));
+            return Err(Error::file(path, FileProblem::GroupOrOtherAccess { mode: md.mode() }));
         }
         // A second link means someone else's file may be standing in for ours.
         if md.nlink() != 1 {
-            return Err(Error::file(
-                path,
-                FileProblem::HardLinked { links: md.nlink() },
-            ));
+            return Err(Error::file(path, FileProblem::HardLinked { links: md.nlink() }));
         }
         if md.size() > MAX_FILE_SIZE {
             return Err(Error::file(
@@ -223,29 +195,16 @@ impl Dir {
     /// process locks the same inode.
     pub fn open_lock_file(&self, name: &str, owners: &Owners) -> Result<File, Error> {
         let path = self.child(name);
-        let flags = OFlag::O_RDWR
-            | OFlag::O_CREAT
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_CLOEXEC
-            | OFlag::O_NOCTTY;
-        let fd = openat(
-            self.fd.as_fd(),
-            name,
-            flags,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| match e {
+        let flags =
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let fd = openat(self.fd.as_fd(), name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| match e {
             Errno::ELOOP => Error::file(&path, FileProblem::Symlink),
             e => Error::file(&path, FileProblem::Io(e.desc().to_string())),
         })?;
         let file = File::from(fd);
         let md = file.metadata().map_err(|e| Error::io(&path, &e))?;
         if !md.file_type().is_file() {
-            return Err(Error::file(
-                path,
-                FileProblem::NotRegular(kind_name(md.file_type())),
-            ));
+            return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
         }
         owners.check(&path, md.uid())?;
         Ok(file)
@@ -254,13 +213,7 @@ impl Dir {
     /// Replaces `name` atomically: writes a temporary file in this directory, fsyncs it when
     /// `durable`, renames it over `name`, then fsyncs the directory when `durable`. Readers
     /// see the old or the new content, never a mix; a crash leaves at most a stray temp file.
-    pub fn write_atomic(
-        &self,
-        name: &str,
-        contents: &[u8],
-        mode: u32,
-        durable: bool,
-    ) -> Result<(), Error> {
+    pub fn write_atomic(&self, name: &str, contents: &[u8], mode: u32, durable: bool) -> Result<(), Error> {
         self.write_file(name, contents, mode, durable, true)
     }
 
@@ -276,19 +229,10 @@ impl Dir {
     ) -> Result<(), Error> {
         let tmp = format!(".{name}.tmp");
         let path = self.child(name);
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_TRUNC
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC
-            | OFlag::O_NOCTTY;
-        let fd = openat(
-            self.fd.as_fd(),
-            tmp.as_str(),
-            flags,
-            Mode::from_bits_truncate(mode),
-        )
-        .map_err(|e| Error::file(self.child(&tmp), FileProblem::Io(e.desc().to_string())))?;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let fd = openat(self.fd.as_fd(), tmp.as_str(), flags, Mode::from_bits_truncate(mode))
+            .map_err(|e| Error::file(self.child(&tmp), FileProblem::Io(e.desc().to_string())))?;
         let mut file = File::from(fd);
         let result = (|| -> std::io::Result<()> {
             // O_TRUNC keeps an old mode: set ours explicitly.
@@ -301,11 +245,7 @@ impl Dir {
             Ok(())
         })();
         if let Err(e) = result {
-            let _ = nix::unistd::unlinkat(
-                self.fd.as_fd(),
-                tmp.as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
+            let _ = nix::unistd::unlinkat(self.fd.as_fd(), tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
             return Err(Error::io(path, &e));
         }
         drop(file);
@@ -321,11 +261,7 @@ impl Dir {
             )
         };
         if let Err(e) = renamed {
-            let _ = nix::unistd::unlinkat(
-                self.fd.as_fd(),
-                tmp.as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
+            let _ = nix::unistd::unlinkat(self.fd.as_fd(), tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
             return Err(Error::file(
                 &path,
                 if e == Errno::EEXIST {
@@ -344,16 +280,9 @@ impl Dir {
 
     /// Removes `name` if present.
     pub fn remove(&self, name: &str) -> Result<(), Error> {
-        match nix::unistd::unlinkat(
-            self.fd.as_fd(),
-            name,
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        ) {
+        match nix::unistd::unlinkat(self.fd.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(Error::file(
-                self.child(name),
-                FileProblem::Io(e.desc().to_string()),
-            )),
+            Err(e) => Err(Error::file(self.child(name), FileProblem::Io(e.desc().to_string()))),
         }
     }
 }
@@ -369,12 +298,7 @@ fn libc_flags(f: OFlag) -> i32 {
 /// to files the user could read anyway, and root-squashed NFS homes work. Only effective
 /// when we run as root; otherwise `f` simply runs with our own identity.
 /// setfsuid/setfsgid affect only the calling thread, which is the one running PAM.
-pub fn with_fs_identity<T>(
-    uid: u32,
-    gid: u32,
-    path: &Path,
-    f: impl FnOnce() -> T,
-) -> Result<T, Error> {
+pub fn with_fs_identity<T>(uid: u32, gid: u32, path: &Path, f: impl FnOnce() -> T) -> Result<T, Error> {
     let euid = nix::unistd::geteuid();
     if !euid.is_root() || uid == 0 {
         return Ok(f());
@@ -393,10 +317,7 @@ pub fn with_fs_identity<T>(
         nix::unistd::setfsgid(egid);
         return Err(fail("setfsuid failed"));
     }
-    let guard = RestoreFsIdentity {
-        uid: euid,
-        gid: egid,
-    };
+    let guard = RestoreFsIdentity { uid: euid, gid: egid };
     let out = f();
     drop(guard);
     Ok(out)
@@ -429,8 +350,8 @@ pub fn split_path(path: &Path) -> Option<(&Path, &str)> {
 /// by group/others; the file must pass [`Dir::read_file`]. `Ok(None)` when the file or its
 /// directory does not exist (the user has not enrolled).
 pub fn read_checked(path: &Path, owners: &Owners) -> Result<Option<Zeroizing<String>>, Error> {
-    let (dir, name) = split_path(path)
-        .ok_or_else(|| Error::file(path, FileProblem::Io("not an absolute file path".into())))?;
+    let (dir, name) =
+        split_path(path).ok_or_else(|| Error::file(path, FileProblem::Io("not an absolute file path".into())))?;
     match Dir::open(dir, owners)? {
         None => Ok(None),
         Some(d) => d.read_file(name, owners),
@@ -443,9 +364,7 @@ pub fn read_checked(path: &Path, owners: &Owners) -> Result<Option<Zeroizing<Str
 pub fn read_config(path: &Path) -> Result<Option<String>, Error> {
     let mut file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc_flags(
-            OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
-        ))
+        .custom_flags(libc_flags(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY))
         .open(path)
     {
         Ok(f) => f,
@@ -454,18 +373,12 @@ pub fn read_config(path: &Path) -> Result<Option<String>, Error> {
     };
     let md = file.metadata().map_err(|e| Error::io(path, &e))?;
     if !md.file_type().is_file() {
-        return Err(Error::file(
-            path,
-            FileProblem::NotRegular(kind_name(md.file_type())),
-        ));
+        return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
     }
     let euid = nix::unistd::geteuid().as_raw();
     Owners(if euid == 0 { vec![0] } else { vec![0, euid] }).check(path, md.uid())?;
     if md.mode() & 0o022 != 0 {
-        return Err(Error::file(
-            path,
-            FileProblem::GroupOrOtherWritable { mode: md.mode() },
-        ));
+        return Err(Error::file(path, FileProblem::GroupOrOtherWritable { mode: md.mode() }));
     }
     if md.size() > MAX_FILE_SIZE {
         return Err(Error::file(
@@ -508,11 +421,7 @@ mod tests {
     }
 
     fn tmpdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "pam-totp-fs-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        let d = std::env::temp_dir().join(format!("pam-totp-fs-{}-{}", std::process::id(), rand_suffix()));
         std::fs::DirBuilder::new().mode(0o700).create(&d).unwrap();
         d
     }
@@ -532,10 +441,7 @@ mod tests {
     fn reads_a_private_regular_file() {
         let d = tmpdir();
         write(&d.join("s"), "hello", 0o600);
-        assert_eq!(
-            read_checked(&d.join("s"), &me()).unwrap().unwrap().as_str(),
-            "hello"
-        );
+        assert_eq!(read_checked(&d.join("s"), &me()).unwrap().unwrap().as_str(), "hello");
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -543,9 +449,7 @@ mod tests {
     fn missing_file_or_directory_is_not_enrolled() {
         let d = tmpdir();
         assert!(read_checked(&d.join("nope"), &me()).unwrap().is_none());
-        assert!(read_checked(&d.join("nodir/nope"), &me())
-            .unwrap()
-            .is_none());
+        assert!(read_checked(&d.join("nodir/nope"), &me()).unwrap().is_none());
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -648,10 +552,7 @@ mod tests {
     #[test]
     fn directory_in_place_of_file_is_refused() {
         let d = tmpdir();
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(d.join("s"))
-            .unwrap();
+        std::fs::DirBuilder::new().mode(0o700).create(d.join("s")).unwrap();
         let e = read_checked(&d.join("s"), &me()).unwrap_err();
         assert!(
             matches!(
@@ -729,15 +630,9 @@ mod tests {
         dir.write_atomic("st", b"one", 0o600, true).unwrap();
         dir.write_atomic("st", b"two", 0o600, false).unwrap();
         assert_eq!(std::fs::read_to_string(d.join("st")).unwrap(), "two");
-        let names: Vec<_> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("st")]);
-        assert_eq!(
-            std::fs::metadata(d.join("st")).unwrap().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(d.join("st")).unwrap().mode() & 0o777, 0o600);
         std::fs::remove_dir_all(d).unwrap();
     }
 

@@ -70,15 +70,11 @@ pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticatorFile,
         } else if line.len() == 8 && line.bytes().all(|b| b.is_ascii_digit()) {
             f.scratch_codes.push(Zeroizing::new(line.to_string()));
         } else {
-            return Err(format!(
-                "line {n} is neither an option nor an 8-digit scratch code"
-            ));
+            return Err(format!("line {n} is neither an option nor an 8-digit scratch code"));
         }
     }
     if !totp {
-        return Err(
-            "the file has no TOTP_AUTH line; only time-based secrets can be imported".into(),
-        );
+        return Err("the file has no TOTP_AUTH line; only time-based secrets can be imported".into());
     }
     Ok(f)
 }
@@ -107,10 +103,7 @@ mod tests {
             ("", "empty"),
             ("not base32!\n\" TOTP_AUTH\n", "base32"),
             ("GEZDGNBVGY3TQOJQ\n\" TOTP_AUTH\nGEZDGNBV\n", "line 3"),
-            (
-                "GEZDGNBVGY3TQOJQ\n\" TOTP_AUTH\n\" STEP_SIZE x\n",
-                "STEP_SIZE",
-            ),
+            ("GEZDGNBVGY3TQOJQ\n\" TOTP_AUTH\n\" STEP_SIZE x\n", "STEP_SIZE"),
             ("GEZDGNBV\n\" TOTP_AUTH\n", "bits"),
         ] {
             let e = parse_google_authenticator(text).unwrap_err();

@@ -171,12 +171,7 @@ impl<H: Host> Ctx<'_, H> {
 }
 
 /// Runs one authentication. See [`Outcome`] for what can come out.
-pub fn authenticate<H: Host>(
-    host: &mut H,
-    accounts: &dyn Accounts,
-    clock: &dyn Clock,
-    req: &Request<'_>,
-) -> Outcome {
+pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn Clock, req: &Request<'_>) -> Outcome {
     let who = format!(
         "user={} service={} rhost={}",
         log_quote(req.user),
@@ -283,10 +278,7 @@ fn not_enrolled<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, path: &Path, now: u6
         );
         return Outcome::NotEnrolled;
     }
-    cx.log(
-        Level::Notice,
-        &format!("refused: not enrolled (no {})", path.display()),
-    );
+    cx.log(Level::Notice, &format!("refused: not enrolled (no {})", path.display()));
     Outcome::NotEnrolled
 }
 
@@ -334,10 +326,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
             "Too many wrong verification codes. Try again in {}.",
             human_duration(left)
         ));
-        cx.log(
-            Level::Notice,
-            &format!("refused: locked out for another {left} s"),
-        );
+        cx.log(Level::Notice, &format!("refused: locked out for another {left} s"));
         return Outcome::LockedOut;
     }
     let rhost = req.rhost.filter(|h| !h.is_empty());
@@ -356,10 +345,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
         cfg.prompt.as_str()
     };
     let Ok(answer) = cx.host.prompt_hidden(prompt) else {
-        cx.log(
-            Level::Notice,
-            "refused: conversation failed or was cancelled",
-        );
+        cx.log(Level::Notice, "refused: conversation failed or was cancelled");
         return Outcome::ConversationFailed;
     };
     let digits = secret.params.digits() as usize;
@@ -391,18 +377,12 @@ fn check_and_prompt<H: Host, S: StateStore>(
         Err(e) => {
             // Nothing was recorded, so nothing may be accepted: the same code could
             // otherwise be used again.
-            cx.log(
-                Level::Err,
-                &format!("refused: could not record the attempt: {e}"),
-            );
+            cx.log(Level::Err, &format!("refused: could not record the attempt: {e}"));
             return Outcome::StateUnavailable;
         }
     };
     if cfg.forward_pass && cx.host.set_authtok(splits[idx].0).is_err() {
-        cx.log(
-            Level::Err,
-            "refused: could not set PAM_AUTHTOK for forward_pass",
-        );
+        cx.log(Level::Err, "refused: could not set PAM_AUTHTOK for forward_pass");
         return Outcome::ConversationFailed;
     }
     match decision {
@@ -423,10 +403,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
             cx.log(Level::Notice, &format!("accepted backup code, {left} left"));
             Outcome::Accepted(Accepted::Backup)
         }
-        Decision::Wrong {
-            failures,
-            locked_until,
-        } => {
+        Decision::Wrong { failures, locked_until } => {
             locked_message(cx, locked_until, now, "Wrong verification code.");
             match locked_until {
                 Some(_) => cx.log(
@@ -443,15 +420,9 @@ fn check_and_prompt<H: Host, S: StateStore>(
             }
             Outcome::WrongCode
         }
-        Decision::Replay {
-            backup,
-            locked_until,
-        } => {
+        Decision::Replay { backup, locked_until } => {
             let (msg, what) = if backup {
-                (
-                    "That backup code has already been used.",
-                    "used backup code",
-                )
+                ("That backup code has already been used.", "used backup code")
             } else {
                 (
                     "That code has already been used. Wait for the next one.",
@@ -463,11 +434,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
                 Level::Notice,
                 &format!(
                     "refused: {what}{}",
-                    if locked_until.is_some() {
-                        "; locked out"
-                    } else {
-                        ""
-                    }
+                    if locked_until.is_some() { "; locked out" } else { "" }
                 ),
             );
             Outcome::Replay
@@ -478,10 +445,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
                 "Too many wrong verification codes. Try again in {}.",
                 human_duration(left)
             ));
-            cx.log(
-                Level::Notice,
-                &format!("refused: locked out for another {left} s"),
-            );
+            cx.log(Level::Notice, &format!("refused: locked out for another {left} s"));
             Outcome::LockedOut
         }
     }

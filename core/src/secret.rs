@@ -91,13 +91,13 @@ pub(crate) fn toml_error_position(text: &str, e: &toml::de::Error) -> String {
 
 impl SecretFile {
     pub fn parse(text: &str) -> Result<SecretFile, ParseError> {
-        let raw: RawSecretFile = toml::from_str(text)
-            .map_err(|e| ParseError::Malformed(toml_error_position(text, &e)))?;
+        let raw: RawSecretFile =
+            toml::from_str(text).map_err(|e| ParseError::Malformed(toml_error_position(text, &e)))?;
         if raw.version != 1 {
             return Err(ParseError::UnsupportedVersion(raw.version));
         }
-        let key = decode_base32(&raw.secret)
-            .ok_or_else(|| ParseError::Malformed("secret is not valid base32".into()))?;
+        let key =
+            decode_base32(&raw.secret).ok_or_else(|| ParseError::Malformed("secret is not valid base32".into()))?;
         if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
             return Err(ParseError::Malformed(format!(
                 "secret is {} bits; it must be between {} and {} bits",
@@ -106,9 +106,8 @@ impl SecretFile {
                 MAX_KEY_BYTES * 8
             )));
         }
-        let alg = Algorithm::parse(&raw.algorithm).ok_or_else(|| {
-            ParseError::Malformed("algorithm must be SHA1, SHA256 or SHA512".into())
-        })?;
+        let alg = Algorithm::parse(&raw.algorithm)
+            .ok_or_else(|| ParseError::Malformed("algorithm must be SHA1, SHA256 or SHA512".into()))?;
         let digits = u32::try_from(raw.digits).ok();
         let period = u64::try_from(raw.period).ok();
         let params = match (digits, period) {
@@ -119,11 +118,7 @@ impl SecretFile {
         if raw.backup_codes.len() > MAX_BACKUP_CODES {
             return Err(ParseError::Malformed("too many backup codes".into()));
         }
-        if !raw
-            .backup_codes
-            .iter()
-            .all(|h| crate::backup::is_valid_hash(h))
-        {
+        if !raw.backup_codes.iter().all(|h| crate::backup::is_valid_hash(h)) {
             return Err(ParseError::Malformed(
                 "a backup code entry is not a v1$salt$hash string".into(),
             ));
@@ -183,10 +178,7 @@ backup_codes = []
         let again = SecretFile::parse(&s.to_toml()).unwrap();
         assert_eq!(again.key.as_slice(), s.key.as_slice());
         assert_eq!(again.created, 1700000000);
-        assert!(
-            !format!("{s:?}").contains("GEZD"),
-            "Debug must not print the secret"
-        );
+        assert!(!format!("{s:?}").contains("GEZD"), "Debug must not print the secret");
     }
 
     #[test]
@@ -203,26 +195,17 @@ backup_codes = []
             ("version = 2\nsecret = \"GEZDGNBVGY3TQOJQ\"", "Version(2)"),
             ("version = 1\nsecret = \"GEZDGNBV\"", "bits"),
             ("version = 1\nsecret = \"GEZDGNBVGY3TQOJ1\"", "base32"),
-            (
-                "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\ndigits = 7",
-                "digits",
-            ),
+            ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\ndigits = 7", "digits"),
             (
                 "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\ndigits = 99999999999999",
                 "digits",
             ),
-            (
-                "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nperiod = -30",
-                "period",
-            ),
+            ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nperiod = -30", "period"),
             (
                 "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nalgorithm = \"MD5\"",
                 "algorithm",
             ),
-            (
-                "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nbogus = 1",
-                "line 3",
-            ),
+            ("version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nbogus = 1", "line 3"),
             (
                 "version = 1\nsecret = \"GEZDGNBVGY3TQOJQ\"\nbackup_codes = [\"x\"]",
                 "backup",

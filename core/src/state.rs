@@ -59,10 +59,7 @@ impl State {
     pub fn parse(text: &str) -> Result<State, String> {
         let st: State = toml::from_str(text).map_err(|e| toml_error_position(text, &e))?;
         if st.version != 1 {
-            return Err(format!(
-                "format version {} is not supported (expected 1)",
-                st.version
-            ));
+            return Err(format!("format version {} is not supported (expected 1)", st.version));
         }
         Ok(st)
     }

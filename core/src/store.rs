@@ -40,10 +40,7 @@ pub struct FileStore {
 pub fn escape_user(user: &str) -> String {
     let mut out = String::with_capacity(user.len());
     for (i, b) in user.bytes().enumerate() {
-        let keep = b.is_ascii_alphanumeric()
-            || b == b'_'
-            || b == b'-'
-            || (i > 0 && (b == b'.' || b == b'@'));
+        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (i > 0 && (b == b'.' || b == b'@'));
         if keep {
             out.push(char::from(b));
         } else {
@@ -59,11 +56,7 @@ impl FileStore {
     pub fn open(path: &Path, durable: bool) -> Result<FileStore, Error> {
         let owner = nix::unistd::geteuid().as_raw();
         let dir = Dir::open_or_create(path, &Owners(vec![owner]), 0o700)?;
-        Ok(FileStore {
-            dir,
-            owner,
-            durable,
-        })
+        Ok(FileStore { dir, owner, durable })
     }
 
     pub fn path(&self) -> &Path {
@@ -82,8 +75,9 @@ impl FileStore {
         let name = format!("{}.state", escape_user(user));
         match self.dir.read_file(&name, &self.owners())? {
             None => Ok(State::default()),
-            Some(text) => State::parse(&text)
-                .map_err(|why| Error::file(self.state_path(user), FileProblem::Malformed(why))),
+            Some(text) => {
+                State::parse(&text).map_err(|why| Error::file(self.state_path(user), FileProblem::Malformed(why)))
+            }
         }
     }
 }
@@ -108,12 +102,8 @@ impl StateStore for FileStore {
             let text = state
                 .to_toml()
                 .map_err(|why| Error::file(self.state_path(user), FileProblem::Malformed(why)))?;
-            self.dir.write_atomic(
-                &format!("{esc}.state"),
-                text.as_bytes(),
-                0o600,
-                self.durable,
-            )?;
+            self.dir
+                .write_atomic(&format!("{esc}.state"), text.as_bytes(), 0o600, self.durable)?;
         }
         drop(lock);
         Ok(out)
@@ -121,9 +111,7 @@ impl StateStore for FileStore {
 
     fn remove(&self, user: &str) -> Result<(), Error> {
         let esc = escape_user(user);
-        let lock = self
-            .dir
-            .open_lock_file(&format!("{esc}.lock"), &self.owners())?;
+        let lock = self.dir.open_lock_file(&format!("{esc}.lock"), &self.owners())?;
         lock.lock().map_err(|e| Error::io(self.dir.path(), &e))?;
         self.dir.remove(&format!("{esc}.state"))
     }
@@ -172,8 +160,7 @@ mod tests {
         let d = tmp();
         let s = FileStore::open(&d, false).unwrap();
         std::fs::write(d.join("bob.state"), "version = 1\nlast_step = \"x\"").unwrap();
-        std::fs::set_permissions(d.join("bob.state"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(d.join("bob.state"), std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(s.peek("bob").is_err());
         assert!(s.update("bob", |_| ()).is_err());
         std::fs::remove_dir_all(d).unwrap();
@@ -197,14 +184,7 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(
-            FileStore::open(&d, false)
-                .unwrap()
-                .peek("bob")
-                .unwrap()
-                .failures,
-            200
-        );
+        assert_eq!(FileStore::open(&d, false).unwrap().peek("bob").unwrap().failures, 200);
         std::fs::remove_dir_all(d).unwrap();
     }
 }

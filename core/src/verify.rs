@@ -85,9 +85,7 @@ pub fn decide(
         }
         if let Some(code) = as_totp(answer, secret.params.digits()) {
             let now_step = secret.params.step_at(now);
-            if let Some(step) =
-                otp::find_step(&secret.key, &code, now_step, policy.window, &secret.params)
-            {
+            if let Some(step) = otp::find_step(&secret.key, &code, now_step, policy.window, &secret.params) {
                 // The replay guard: each time step is accepted once, and never one older than
                 // the newest accepted (an eavesdropped earlier code stays dead).
                 if state.last_step.is_some_and(|last| step <= last) {
@@ -119,13 +117,7 @@ pub fn decide(
     }
     let locked_until = fail(policy, state, now);
     match replay {
-        Some((i, backup)) => (
-            Decision::Replay {
-                backup,
-                locked_until,
-            },
-            i,
-        ),
+        Some((i, backup)) => (Decision::Replay { backup, locked_until }, i),
         None => (
             Decision::Wrong {
                 failures: state.failures,
@@ -218,16 +210,10 @@ mod tests {
         let s = secret(vec![]);
         let mut st = State::default();
         assert!(
-            matches!(
-                run(&s, &mut st, &code_at(NOW + 30), NOW),
-                Decision::Accepted(_)
-            ),
+            matches!(run(&s, &mut st, &code_at(NOW + 30), NOW), Decision::Accepted(_)),
             "next step within skew window"
         );
-        assert!(matches!(
-            run(&s, &mut st, &code_at(NOW), NOW),
-            Decision::Replay { .. }
-        ));
+        assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Replay { .. }));
         assert!(matches!(
             run(&s, &mut st, &code_at(NOW - 30), NOW),
             Decision::Replay { .. }
@@ -272,21 +258,11 @@ mod tests {
         let s = secret(vec![]);
         let mut st = State::default();
         let long = "1".repeat(10_000);
-        for (i, a) in [
-            "",
-            "abcdef",
-            "-12345",
-            "12345\n6",
-            "123\u{0}456",
-            long.as_str(),
-        ]
-        .iter()
-        .enumerate()
+        for (i, a) in ["", "abcdef", "-12345", "12345\n6", "123\u{0}456", long.as_str()]
+            .iter()
+            .enumerate()
         {
-            assert!(
-                matches!(run(&s, &mut st, a, NOW), Decision::Wrong { .. }),
-                "{a:?}"
-            );
+            assert!(matches!(run(&s, &mut st, a, NOW), Decision::Wrong { .. }), "{a:?}");
             assert_eq!(
                 st.failures as usize,
                 (i + 1) % 6,
@@ -324,10 +300,7 @@ mod tests {
             Decision::LockedOut { until: NOW + 300 }
         );
         assert!(
-            matches!(
-                run(&s, &mut st, &code_at(NOW + 300), NOW + 300),
-                Decision::Accepted(_)
-            ),
+            matches!(run(&s, &mut st, &code_at(NOW + 300), NOW + 300), Decision::Accepted(_)),
             "lock ends on time"
         );
         assert_eq!((st.failures, st.locked_until), (0, 0));
@@ -340,10 +313,7 @@ mod tests {
         for _ in 0..5 {
             run(&s, &mut st, "000000", NOW);
         }
-        assert!(matches!(
-            run(&s, &mut st, &code_at(NOW), NOW),
-            Decision::Accepted(_)
-        ));
+        assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Accepted(_)));
         assert!(matches!(
             run(&s, &mut st, "000000", NOW + 30),
             Decision::Wrong { failures: 1, .. }
@@ -375,10 +345,7 @@ mod tests {
             run(&s, &mut st, "abcde-fghjk", NOW),
             Decision::Accepted(How::Backup { left: 0 })
         );
-        assert!(
-            st.last_step.is_none(),
-            "backup codes do not move the TOTP replay guard"
-        );
+        assert!(st.last_step.is_none(), "backup codes do not move the TOTP replay guard");
     }
 
     #[test]
@@ -398,9 +365,6 @@ mod tests {
             run(&s, &mut State::default(), &c[2..], NOW),
             Decision::Wrong { .. }
         ));
-        assert!(matches!(
-            run(&s, &mut State::default(), &c, NOW),
-            Decision::Accepted(_)
-        ));
+        assert!(matches!(run(&s, &mut State::default(), &c, NOW), Decision::Accepted(_)));
     }
 }

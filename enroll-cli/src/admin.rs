@@ -7,12 +7,7 @@ use pam_totp_core::store::StateStore;
 
 use crate::context::{lookup, syslog, Ctx};
 
-pub fn backup_codes(
-    ctx: &Ctx,
-    user: Option<&str>,
-    regenerate: bool,
-    json: bool,
-) -> Result<(), String> {
+pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool) -> Result<(), String> {
     let account = ctx.target(user, "change the backup codes of")?;
     let path = secret_path(&ctx.cfg, &account);
     let mut secret = load_secret(&path, &account)
@@ -27,10 +22,7 @@ pub fn backup_codes(
     if !regenerate {
         let total = secret.backup_codes.len();
         let left = if ctx.root {
-            let st = ctx
-                .store()?
-                .peek(&account.name)
-                .map_err(|e| e.to_string())?;
+            let st = ctx.store()?.peek(&account.name).map_err(|e| e.to_string())?;
             Some(
                 secret
                     .backup_codes
@@ -48,7 +40,9 @@ pub fn backup_codes(
             );
         } else {
             match left {
-                Some(l) => println!("{l} of {total} backup codes left. `pam-totp backup-codes --regenerate` makes a new set."),
+                Some(l) => {
+                    println!("{l} of {total} backup codes left. `pam-totp backup-codes --regenerate` makes a new set.")
+                }
                 None => println!("{total} backup codes issued. `pam-totp backup-codes --regenerate` makes a new set."),
             }
         }
@@ -56,20 +50,19 @@ pub fn backup_codes(
     }
     let (codes, hashes) = new_backup_codes(DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?;
     secret.backup_codes = hashes;
-    save_secret(&path, &account, &secret, true)
-        .map_err(|e| format!("could not save the new codes: {e}"))?;
+    save_secret(&path, &account, &secret, true).map_err(|e| format!("could not save the new codes: {e}"))?;
     syslog(&format!(
         "new backup codes for user={} by uid={}",
         account.name, ctx.me.uid
     ));
     if json {
         let list: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
-        println!(
-            "{}",
-            serde_json::json!({"user": account.name, "backup_codes": list})
-        );
+        println!("{}", serde_json::json!({"user": account.name, "backup_codes": list}));
     } else {
-        println!("New backup codes for {} (the old ones no longer work). Each works once; keep them safe:\n", account.name);
+        println!(
+            "New backup codes for {} (the old ones no longer work). Each works once; keep them safe:\n",
+            account.name
+        );
         for pair in codes.chunks(2) {
             let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
             println!("    {}", line.join("    "));
@@ -82,8 +75,7 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), String> {
     ctx.require_root("reset a user")?;
     let account = lookup(user)?;
     let path = secret_path(&ctx.cfg, &account);
-    let had_secret =
-        remove_secret(&path, &account).map_err(|e| format!("could not remove the secret: {e}"))?;
+    let had_secret = remove_secret(&path, &account).map_err(|e| format!("could not remove the secret: {e}"))?;
     ctx.store()?
         .remove(&account.name)
         .map_err(|e| format!("could not remove the state: {e}"))?;
@@ -120,10 +112,7 @@ pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), String> {
             was
         })
         .map_err(|e| e.to_string())?;
-    syslog(&format!(
-        "unlock user={} by uid={}",
-        account.name, ctx.me.uid
-    ));
+    syslog(&format!("unlock user={} by uid={}", account.name, ctx.me.uid));
     println!(
         "{} {}; failure count cleared.",
         account.name,

@@ -22,8 +22,7 @@ impl Ctx {
             args.push(format!("config={}", c.display()));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cfg =
-            Config::load(&args, pam_totp_core::fs::read_config).map_err(|e| e.to_string())?;
+        let mut cfg = Config::load(&args, pam_totp_core::fs::read_config).map_err(|e| e.to_string())?;
         if let Some(d) = state_dir {
             cfg.state_dir = std::path::absolute(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
@@ -96,11 +95,7 @@ pub fn hostname() -> String {
 pub fn format_time(t: u64) -> String {
     let (y, m, d) = Date::from_unix(t).to_ymd();
     let s = t % 86400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        s / 3600,
-        (s % 3600) / 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", s / 3600, (s % 3600) / 60)
 }
 
 /// Sends one line to syslog (authpriv.notice) for administrative actions; best effort.

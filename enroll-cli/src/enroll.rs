@@ -2,9 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use pam_totp_core::enroll::{
-    new_secret, otpauth_uri, save_secret, secret_path, DEFAULT_BACKUP_CODES,
-};
+use pam_totp_core::enroll::{new_secret, otpauth_uri, save_secret, secret_path, DEFAULT_BACKUP_CODES};
 use pam_totp_core::error::{Error, FileProblem};
 use pam_totp_core::otp::{self, Algorithm, Params};
 use pam_totp_core::secret::SecretFile;
@@ -69,6 +67,8 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
             Err(e) => return Err(format!("{e}; fix it or use --force to replace it")),
         }
     }
+    // Before anything secret is shown: will we be able to save it?
+    pam_totp_core::enroll::check_writable(&path, &account).map_err(|e| format!("could not save the secret: {e}"))?;
     let algorithm = match &a.algorithm {
         Some(s) => Algorithm::parse(s).ok_or("unknown algorithm")?,
         None => ctx.cfg.algorithm,
@@ -85,12 +85,9 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         .clone()
         .or_else(|| ctx.cfg.issuer.clone())
         .unwrap_or_else(|| host.clone());
-    let label = a
-        .label
-        .clone()
-        .unwrap_or_else(|| format!("{}@{host}", account.name));
-    let (secret, codes) = new_secret(params, &issuer, &label, ctx.now(), DEFAULT_BACKUP_CODES)
-        .map_err(|e| e.to_string())?;
+    let label = a.label.clone().unwrap_or_else(|| format!("{}@{host}", account.name));
+    let (secret, codes) =
+        new_secret(params, &issuer, &label, ctx.now(), DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?;
     let uri = otpauth_uri(&secret);
     let b32 = otp::encode_base32(&secret.key);
 
@@ -121,10 +118,7 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         w(&mut out, "Scan this QR code with your authenticator app (Google Authenticator, Microsoft Authenticator, FreeOTP, ...):\n")?;
         w(&mut out, &qr::render(&uri, a.qr, ansi)?)?;
     }
-    w(
-        &mut out,
-        &format!("Or add it by hand:  key {}", group4(&b32)),
-    )?;
+    w(&mut out, &format!("Or add it by hand:  key {}", group4(&b32)))?;
     w(
         &mut out,
         &format!(
@@ -184,19 +178,11 @@ fn save(
 }
 
 /// Three tries to type the code the app shows; nothing is saved unless one matches.
-fn confirm(
-    out: &mut std::io::StdoutLock<'_>,
-    secret: &SecretFile,
-    _start: u64,
-) -> Result<(), String> {
+fn confirm(out: &mut std::io::StdoutLock<'_>, secret: &SecretFile, _start: u64) -> Result<(), String> {
     let stdin = std::io::stdin();
     let digits = secret.params.digits();
     for tries_left in (0..3).rev() {
-        write!(
-            out,
-            "Enter the {digits}-digit code shown in the app to confirm: "
-        )
-        .map_err(|e| e.to_string())?;
+        write!(out, "Enter the {digits}-digit code shown in the app to confirm: ").map_err(|e| e.to_string())?;
         out.flush().map_err(|e| e.to_string())?;
         let mut line = Zeroizing::new(String::new());
         let n = stdin
@@ -204,22 +190,12 @@ fn confirm(
             .read_line(&mut line)
             .map_err(|e| format!("cannot read the code: {e}"))?;
         if n == 0 {
-            return Err(
-                "no code entered; nothing was saved (use --no-confirm to skip the check)".into(),
-            );
+            return Err("no code entered; nothing was saved (use --no-confirm to skip the check)".into());
         }
-        let answer: Zeroizing<String> =
-            Zeroizing::new(line.chars().filter(|c| !c.is_whitespace()).collect());
+        let answer: Zeroizing<String> = Zeroizing::new(line.chars().filter(|c| !c.is_whitespace()).collect());
         let now = pam_totp_core::clock::Clock::now(&pam_totp_core::clock::SystemClock);
         let ok = answer.len() == digits as usize
-            && otp::find_step(
-                &secret.key,
-                &answer,
-                secret.params.step_at(now),
-                1,
-                &secret.params,
-            )
-            .is_some();
+            && otp::find_step(&secret.key, &answer, secret.params.step_at(now), 1, &secret.params).is_some();
         if ok {
             writeln!(out, "Code confirmed.").map_err(|e| e.to_string())?;
             return Ok(());

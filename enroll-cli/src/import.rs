@@ -35,20 +35,14 @@ pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
     };
     // Read it the way the module reads secrets: as the user, no symlinks, private file.
     let owners = Owners(vec![account.uid, 0]);
-    let text = with_fs_identity(account.uid, account.gid, &src, || {
-        read_checked(&src, &owners)
-    })
-    .and_then(|r| r)
-    .map_err(|e| e.to_string())?
-    .ok_or_else(|| format!("{} does not exist", src.display()))?;
+    let text = with_fs_identity(account.uid, account.gid, &src, || read_checked(&src, &owners))
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} does not exist", src.display()))?;
     let ga = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", src.display()))?;
 
     let path = secret_path(&ctx.cfg, &account);
-    if !force
-        && load_secret(&path, &account)
-            .map(|s| s.is_some())
-            .unwrap_or(true)
-    {
+    if !force && load_secret(&path, &account).map(|s| s.is_some()).unwrap_or(true) {
         return Err(format!(
             "{} is already enrolled ({}); use --force to replace it",
             account.name,
@@ -57,10 +51,7 @@ pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
     }
     let mut hashes = Vec::with_capacity(ga.scratch_codes.len());
     for c in &ga.scratch_codes {
-        hashes.push(
-            pam_totp_core::backup::hash(c)
-                .map_err(|e| format!("the OS random source failed: {e}"))?,
-        );
+        hashes.push(pam_totp_core::backup::hash(c).map_err(|e| format!("the OS random source failed: {e}"))?);
     }
     let host = hostname();
     let secret = SecretFile {
@@ -71,8 +62,7 @@ pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
         created: ctx.now(),
         backup_codes: hashes,
     };
-    save_secret(&path, &account, &secret, force)
-        .map_err(|e| format!("could not save the secret: {e}"))?;
+    save_secret(&path, &account, &secret, force).map_err(|e| format!("could not save the secret: {e}"))?;
     syslog(&format!(
         "imported google-authenticator secret for user={} by uid={}",
         account.name, ctx.me.uid
@@ -88,7 +78,10 @@ pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
         println!("Note: the file allowed WINDOW_SIZE {w}; pam_totp's window is set for the whole host (module option window=N, steps either side; now {}).", ctx.cfg.window);
     }
     if !ga.ignored.is_empty() {
-        println!("Note: not carried over (pam_totp always refuses reuse and locks out after repeated failures): {}.", ga.ignored.join(", "));
+        println!(
+            "Note: not carried over (pam_totp always refuses reuse and locks out after repeated failures): {}.",
+            ga.ignored.join(", ")
+        );
     }
     println!("The old file was left in place; remove it once logins with pam_totp work.");
     Ok(())

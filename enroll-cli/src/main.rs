@@ -73,11 +73,7 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Enroll(args) => enroll::run(&ctx, args),
         Command::Status { user, json } => status::run(&ctx, user.as_deref(), json),
-        Command::BackupCodes {
-            regenerate,
-            user,
-            json,
-        } => admin::backup_codes(&ctx, user.as_deref(), regenerate, json),
+        Command::BackupCodes { regenerate, user, json } => admin::backup_codes(&ctx, user.as_deref(), regenerate, json),
         Command::Reset { user } => admin::reset(&ctx, &user),
         Command::Unlock { user } => admin::unlock(&ctx, &user),
         Command::Import { from } => import::run(&ctx, from),

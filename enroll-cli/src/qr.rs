@@ -93,7 +93,8 @@ mod tests {
 
     #[test]
     fn utf8_rendering_round_trips_to_the_module_matrix() {
-        let uri = "otpauth://totp/h:a@h?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=h&algorithm=SHA1&digits=6&period=30";
+        let uri =
+            "otpauth://totp/h:a@h?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=h&algorithm=SHA1&digits=6&period=30";
         let m = matrix(uri).unwrap();
         for ansi in [false, true] {
             let back = parse_utf8(&render(uri, QrMode::Utf8, ansi).unwrap());

@@ -12,11 +12,7 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
     let secret = load_secret(&path, &account);
     // The state directory is root-only: users see the rest without it.
     let state = if ctx.root {
-        Some(
-            ctx.store()?
-                .peek(&account.name)
-                .map_err(|e| e.to_string())?,
-        )
+        Some(ctx.store()?.peek(&account.name).map_err(|e| e.to_string())?)
     } else {
         None
     };
@@ -64,10 +60,7 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
                         .filter(|h| !st.used_backup_codes.contains(h))
                         .count();
                     j["backup_codes_left"] = left.into();
-                    lines.push(format!(
-                        "Backup codes:     {left} of {} left",
-                        s.backup_codes.len()
-                    ));
+                    lines.push(format!("Backup codes:     {left} of {} left", s.backup_codes.len()));
                 }
                 None => lines.push(format!(
                     "Backup codes:     {} issued (run as root to see how many are used)",
@@ -124,9 +117,7 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
             ));
         }
     } else {
-        lines.push(
-            "Lockout, last login: only root can read the state (sudo pam-totp status)".into(),
-        );
+        lines.push("Lockout, last login: only root can read the state (sudo pam-totp status)".into());
     }
     if json {
         println!("{j}");

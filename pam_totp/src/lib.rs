@@ -54,9 +54,7 @@ fn guard(pamh: *mut PamHandle, f: impl FnOnce() -> c_int) -> c_int {
         Ok(rc) => rc,
         Err(_) => {
             // Logging itself must not unwind out of here.
-            let _ = catch_unwind(|| {
-                host::log(pamh, Level::Err, "internal error (panic); login refused")
-            });
+            let _ = catch_unwind(|| host::log(pamh, Level::Err, "internal error (panic); login refused"));
             PAM_SERVICE_ERR
         }
     }
@@ -87,12 +85,7 @@ unsafe fn args<'a>(argc: c_int, argv: *const *const c_char) -> Option<Vec<&'a st
     Some(out)
 }
 
-fn run_authenticate(
-    pamh: *mut PamHandle,
-    flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
+fn run_authenticate(pamh: *mut PamHandle, flags: c_int, argc: c_int, argv: *const *const c_char) -> c_int {
     // SAFETY: pamh is the non-null handle of this call (checked in `guard`), and `host`
     // lives only until this function returns.
     let mut host = unsafe { PamHost::new(pamh, flags) };
@@ -102,11 +95,7 @@ fn run_authenticate(
     }
     // SAFETY: argc/argv come straight from libpam for this call.
     let Some(args) = (unsafe { args(argc, argv) }) else {
-        host::log(
-            pamh,
-            Level::Err,
-            "refused: a module argument is not valid UTF-8",
-        );
+        host::log(pamh, Level::Err, "refused: a module argument is not valid UTF-8");
         return PAM_SERVICE_ERR;
     };
     let user = match host.user() {
@@ -185,16 +174,8 @@ mod tests {
         ];
         for o in &all {
             let rc = pam_code(o);
-            assert_eq!(
-                rc == PAM_SUCCESS,
-                matches!(o, Outcome::Accepted(_)),
-                "{o:?}"
-            );
-            assert_eq!(
-                rc == PAM_IGNORE,
-                matches!(o, Outcome::NotEnrolledAllowed),
-                "{o:?}"
-            );
+            assert_eq!(rc == PAM_SUCCESS, matches!(o, Outcome::Accepted(_)), "{o:?}");
+            assert_eq!(rc == PAM_IGNORE, matches!(o, Outcome::NotEnrolledAllowed), "{o:?}");
         }
     }
 }

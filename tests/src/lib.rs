@@ -26,17 +26,34 @@ pub fn module_path() -> PathBuf {
 pub fn harness_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test>-<hash> -> target/<profile>/pam-harness
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("pam-harness");
+    let p = exe.parent().and_then(Path::parent).unwrap().join("pam-harness");
     assert!(
         p.exists(),
         "{} is missing: run `cargo build --workspace` first",
         p.display()
     );
     p
+}
+
+/// The pam-totp binary built next to the running test executable.
+pub fn cli_path() -> PathBuf {
+    let p = harness_path().with_file_name("pam-totp");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+/// Runs a command and returns (exit code, stdout, stderr).
+pub fn output(mut c: Command) -> (i32, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn random_hex(bytes: usize) -> String {
@@ -87,9 +104,7 @@ pub fn code_now(key_b32: &str) -> String {
 /// A 6-digit answer that is not the code of any step near now.
 pub fn wrong_code(key_b32: &str) -> String {
     let t = now();
-    let near: Vec<String> = (0..7)
-        .map(|i| oathtool(key_b32, t + i * 30 - 90, "sha1", 6))
-        .collect();
+    let near: Vec<String> = (0..7).map(|i| oathtool(key_b32, t + i * 30 - 90, "sha1", 6)).collect();
     (0..)
         .map(|i: u32| format!("{:06}", (i * 7919 + 13) % 1_000_000))
         .find(|c| !near.contains(c))
@@ -171,9 +186,7 @@ impl TestUser {
 impl Drop for TestUser {
     fn drop(&mut self) {
         let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = Command::new("userdel")
-            .args(["--remove", &self.name])
-            .output();
+        let _ = Command::new("userdel").args(["--remove", &self.name]).output();
     }
 }
 
@@ -187,15 +200,16 @@ pub struct Fixture {
 impl Fixture {
     pub fn new() -> Fixture {
         let root = std::env::temp_dir().join(format!("pam-totp-it-{}", random_hex(6)));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&root)
-            .unwrap();
+        // 0755 and a 0644 config so the CLI can also run as the test user; the state
+        // directory inside is created 0700 by the module.
+        std::fs::DirBuilder::new().mode(0o755).create(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(root.join("pam.d"))
             .unwrap();
         std::fs::write(root.join("pam_totp.conf"), "").unwrap();
+        std::fs::set_permissions(root.join("pam_totp.conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::write(root.join("pam.d/other"), "auth required pam_deny.so\n").unwrap();
         // libpam names a module after its file: link it as pam_totp.so, as installed.
         std::os::unix::fs::symlink(module_path(), root.join("pam_totp.so")).unwrap();
@@ -235,20 +249,36 @@ impl Fixture {
     }
 
     pub fn auth_with(&self, service: &str, user: &str, answers: &[&str], flags: &[&str]) -> PamRun {
-        let out = self
-            .harness(service, user, answers, flags)
-            .output()
-            .unwrap();
+        let out = self.harness(service, user, answers, flags).output().unwrap();
         PamRun::parse(&out)
+    }
+
+    /// `pam-totp --config <fixture conf> --state-dir <fixture state> ARGS`, run as root.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(cli_path());
+        c.arg("--config")
+            .arg(self.root.join("pam_totp.conf"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(args);
+        c
+    }
+
+    /// The same, run as `user` (through runuser).
+    pub fn cli_as(&self, user: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("runuser");
+        c.args(["-u", user, "--"]).arg(cli_path());
+        c.arg("--config")
+            .arg(self.root.join("pam_totp.conf"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(args);
+        c
     }
 
     pub fn harness(&self, service: &str, user: &str, answers: &[&str], flags: &[&str]) -> Command {
         let mut c = Command::new(harness_path());
-        c.arg(self.confdir())
-            .arg(service)
-            .arg(user)
-            .args(flags)
-            .args(answers);
+        c.arg(self.confdir()).arg(service).arg(user).args(flags).args(answers);
         c
     }
 }
@@ -312,8 +342,6 @@ impl PamRun {
 
     /// Whether some log line contains all of `parts`.
     pub fn logged(&self, parts: &[&str]) -> bool {
-        self.logs
-            .iter()
-            .any(|l| parts.iter().all(|p| l.contains(p)))
+        self.logs.iter().any(|l| parts.iter().all(|p| l.contains(p)))
     }
 }

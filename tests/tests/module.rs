@@ -55,11 +55,7 @@ fn same_code_twice_is_refused_as_replay() {
         r.errors,
         vec!["That code has already been used. Wait for the next one."]
     );
-    assert!(
-        r.logged(&["refused: replayed verification code"]),
-        "{:?}",
-        r.logs
-    );
+    assert!(r.logged(&["refused: replayed verification code"]), "{:?}", r.logs);
     assert_clean_logs(&r, &[&key, &code]);
 }
 
@@ -151,18 +147,12 @@ fn not_enrolled_is_refused_without_nullok_and_ignored_with_it() {
     f.simple("strict", "");
     let r = f.auth("strict", &u.name, &["123456"]);
     assert_eq!(r.rc, PAM_AUTH_ERR);
-    assert!(
-        r.prompts.is_empty(),
-        "no prompt for a user who cannot answer"
-    );
+    assert!(r.prompts.is_empty(), "no prompt for a user who cannot answer");
     assert!(r.logged(&["refused: not enrolled"]), "{:?}", r.logs);
     // nullok returns PAM_IGNORE: the rest of the stack decides.
     f.service(
         "lenient",
-        &format!(
-            "auth required {}\nauth required pam_permit.so\n",
-            f.module("nullok")
-        ),
+        &format!("auth required {}\nauth required pam_permit.so\n", f.module("nullok")),
     );
     let r = f.auth("lenient", &u.name, &[]);
     assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
@@ -211,30 +201,16 @@ fn bad_file_case(name: &str, prepare: impl FnOnce(&TestUser, &str), want_log: &s
     prepare(&u, &key);
     let start = std::time::Instant::now();
     let r = f.auth("svc", &u.name, &[&code_now(&key)]);
-    assert!(
-        start.elapsed().as_secs() < 10,
-        "{name}: took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed().as_secs() < 10, "{name}: took {:?}", start.elapsed());
     assert_eq!(r.rc, PAM_AUTH_ERR, "{name}: {r:?}");
-    assert!(
-        r.logged(&["refused: secret file", want_log]),
-        "{name}: {:?}",
-        r.logs
-    );
+    assert!(r.logged(&["refused: secret file", want_log]), "{name}: {:?}", r.logs);
     assert_clean_logs(&r, &[&key]);
 }
 
 #[test]
 fn each_bad_secret_file_is_refused_and_logged_even_with_nullok() {
-    let chmod = |p: &std::path::Path, m: u32| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
-    };
-    bad_file_case(
-        "group-readable",
-        |u, _| chmod(&u.secret_path(), 0o640),
-        "chmod 600",
-    );
+    let chmod = |p: &std::path::Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    bad_file_case("group-readable", |u, _| chmod(&u.secret_path(), 0o640), "chmod 600");
     bad_file_case(
         "world-readable",
         |u, _| chmod(&u.secret_path(), 0o604),
@@ -322,22 +298,14 @@ fn unknown_or_malformed_option_refuses_and_logs() {
         let r = f.auth("svc", &u.name, &[&code_now(&key)]);
         assert_eq!(r.rc, PAM_SERVICE_ERR, "{arg}: {r:?}");
         assert!(r.prompts.is_empty());
-        assert!(
-            r.logged(&["configuration error", want]),
-            "{arg}: {:?}",
-            r.logs
-        );
+        assert!(r.logged(&["configuration error", want]), "{arg}: {:?}", r.logs);
     }
 }
 
 #[test]
 fn options_come_from_the_config_file_and_arguments_override_it() {
     let (f, u, key) = setup("");
-    std::fs::write(
-        f.root.join("pam_totp.conf"),
-        "prompt = \"OTP from the file: \"\n",
-    )
-    .unwrap();
+    std::fs::write(f.root.join("pam_totp.conf"), "prompt = \"OTP from the file: \"\n").unwrap();
     let r = f.auth("svc", &u.name, &[&code_now(&key)]);
     assert_eq!(r.prompts, vec!["OTP from the file: "]);
     f.simple("svc2", "[prompt=Argument prompt: ]");
@@ -377,27 +345,18 @@ fn forward_pass_hands_the_password_to_pam_unix() {
     u.set_password("correct horse 42");
     let key = random_key_b32();
     u.enroll(&key, "");
-    let r = f.auth(
-        "fp",
-        &u.name,
-        &[&format!("correct horse 42{}", code_now(&key))],
-    );
+    let r = f.auth("fp", &u.name, &[&format!("correct horse 42{}", code_now(&key))]);
     assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
     assert_eq!(r.prompts, vec!["Password & verification code: "]);
     assert_clean_logs(&r, &["correct horse 42"]);
     std::thread::sleep(std::time::Duration::from_secs(0));
     let next = oathtool(&key, now() + 30, "sha1", 6);
     assert_eq!(
-        f.auth("fp", &u.name, &[&format!("wrong horse 42{next}")])
-            .rc,
+        f.auth("fp", &u.name, &[&format!("wrong horse 42{next}")]).rc,
         PAM_AUTH_ERR,
         "wrong password"
     );
-    let r = f.auth(
-        "fp",
-        &u.name,
-        &[&format!("correct horse 42{}", wrong_code(&key))],
-    );
+    let r = f.auth("fp", &u.name, &[&format!("correct horse 42{}", wrong_code(&key))]);
     assert_eq!(r.rc, PAM_AUTH_ERR, "wrong code");
 }
 
@@ -429,9 +388,7 @@ fn sixteen_concurrent_logins_with_one_code_let_exactly_one_in() {
         "{results:?}"
     );
     assert!(
-        results
-            .iter()
-            .all(|&rc| rc == PAM_SUCCESS || rc == PAM_AUTH_ERR),
+        results.iter().all(|&rc| rc == PAM_SUCCESS || rc == PAM_AUTH_ERR),
         "{results:?}"
     );
 }
@@ -474,23 +431,12 @@ fn secret_in_home_is_read_with_the_users_identity() {
     std::fs::set_permissions(u.secret_dir(), std::fs::Permissions::from_mode(0o000)).unwrap();
     let r = f.auth("svc", &u.name, &[&code_now(&key)]);
     assert_eq!(r.rc, PAM_AUTH_ERR);
-    assert!(
-        r.logged(&["refused: secret file", "Permission denied"]),
-        "{:?}",
-        r.logs
-    );
+    assert!(r.logged(&["refused: secret file", "Permission denied"]), "{:?}", r.logs);
 }
 
 #[test]
 fn only_pam_sm_functions_are_exported() {
-    let out = run(
-        "nm",
-        &[
-            "--dynamic",
-            "--defined-only",
-            module_path().to_str().unwrap(),
-        ],
-    );
+    let out = run("nm", &["--dynamic", "--defined-only", module_path().to_str().unwrap()]);
     let mut syms: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -513,15 +459,7 @@ fn a_panic_inside_the_module_becomes_an_error_with_nothing_on_the_terminal() {
         .unwrap();
     let r = PamRun::parse(&out);
     assert_eq!(r.rc, PAM_SERVICE_ERR);
-    assert!(
-        r.stderr.is_empty(),
-        "panic text reached the terminal: {}",
-        r.stderr
-    );
+    assert!(r.stderr.is_empty(), "panic text reached the terminal: {}", r.stderr);
     assert!(r.prompts.is_empty() && r.errors.is_empty());
-    assert!(
-        r.logged(&["internal error (panic); login refused"]),
-        "{:?}",
-        r.logs
-    );
+    assert!(r.logged(&["internal error (panic); login refused"]), "{:?}", r.logs);
 }

@@ -92,20 +92,14 @@ impl Env {
     fn enroll(&self, backup_codes: &[&str]) {
         let hashes: Vec<String> = backup_codes
             .iter()
-            .map(|c| {
-                format!(
-                    "\"{}\"",
-                    backup::hash(&backup::normalize(c).unwrap()).unwrap()
-                )
-            })
+            .map(|c| format!("\"{}\"", backup::hash(&backup::normalize(c).unwrap()).unwrap()))
             .collect();
         let text = format!(
             "version = 1\nsecret = \"{KEY_B32}\"\nbackup_codes = [{}]\n",
             hashes.join(",")
         );
         std::fs::write(self.secret_path(), text).unwrap();
-        std::fs::set_permissions(self.secret_path(), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(self.secret_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     fn run(&self, extra: &[&str], answers: &[&str], now: u64) -> (Outcome, FakeHost) {
@@ -160,21 +154,16 @@ fn right_code_is_accepted_with_default_prompt() {
     let (out, host) = env.run(&[], &[&code(NOW)], NOW);
     assert_eq!(out, Outcome::Accepted(Accepted::Totp));
     assert_eq!(host.prompts, vec!["Verification code: "]);
-    assert!(host
-        .logs
-        .iter()
-        .any(|(_, l)| l.contains("accepted verification code")
-            && l.contains("user=alice service=sshd rhost=192.0.2.7")));
+    assert!(host.logs.iter().any(
+        |(_, l)| l.contains("accepted verification code") && l.contains("user=alice service=sshd rhost=192.0.2.7")
+    ));
 }
 
 #[test]
 fn same_code_twice_is_a_replay() {
     let env = Env::new();
     env.enroll(&[]);
-    assert_eq!(
-        env.run(&[], &[&code(NOW)], NOW).0,
-        Outcome::Accepted(Accepted::Totp)
-    );
+    assert_eq!(env.run(&[], &[&code(NOW)], NOW).0, Outcome::Accepted(Accepted::Totp));
     let (out, host) = env.run(&[], &[&code(NOW)], NOW + 5);
     assert_eq!(out, Outcome::Replay);
     assert_eq!(
@@ -189,10 +178,7 @@ fn not_enrolled_is_refused_by_default_and_ignored_with_nullok() {
     let (out, host) = env.run(&[], &["123456"], NOW);
     assert_eq!(out, Outcome::NotEnrolled);
     assert!(host.prompts.is_empty());
-    assert_eq!(
-        env.run(&["nullok"], &[], NOW).0,
-        Outcome::NotEnrolledAllowed
-    );
+    assert_eq!(env.run(&["nullok"], &[], NOW).0, Outcome::NotEnrolledAllowed);
 }
 
 #[test]
@@ -238,11 +224,7 @@ fn enforce_after_lets_unenrolled_users_in_until_the_date() {
         Date::parse("2027-02-28").unwrap().start_unix() + 86399,
     );
     assert_eq!(out, Outcome::NotEnrolledAllowed);
-    assert!(
-        host.infos[0].contains("mandatory on 2027-03-01"),
-        "{:?}",
-        host.infos
-    );
+    assert!(host.infos[0].contains("mandatory on 2027-03-01"), "{:?}", host.infos);
     let (out, _) = env.run(
         &["enforce_after=2027-03-01", "nullok"],
         &[],
@@ -275,14 +257,8 @@ fn unusable_state_dir_refuses_the_login() {
     let arg = format!("state_dir={}", env.root.join("notadir").display());
     let (out, _) = env.run(&[&arg], &[&code(NOW)], NOW);
     assert_eq!(out, Outcome::StateUnavailable);
-    let arg = format!(
-        "state_dir={}",
-        env.root.join("missing/parent/dir").display()
-    );
-    assert_eq!(
-        env.run(&[&arg], &[&code(NOW)], NOW).0,
-        Outcome::StateUnavailable
-    );
+    let arg = format!("state_dir={}", env.root.join("missing/parent/dir").display());
+    assert_eq!(env.run(&[&arg], &[&code(NOW)], NOW).0, Outcome::StateUnavailable);
 }
 
 #[test]
@@ -291,8 +267,7 @@ fn lockout_is_announced_with_its_duration_and_holds_against_the_right_code() {
     env.enroll(&[]);
     for _ in 0..5 {
         assert_eq!(
-            env.run(&["max_failures=6", "lockout=300"], &["000000"], NOW)
-                .0,
+            env.run(&["max_failures=6", "lockout=300"], &["000000"], NOW).0,
             Outcome::WrongCode
         );
     }
@@ -388,24 +363,10 @@ fn remembered_host_skips_the_prompt_only_for_that_host_and_service() {
     let (out, host) = env.run(&["remember=3600"], &[], NOW + 100);
     assert_eq!(out, Outcome::Accepted(Accepted::RememberedHost));
     assert!(host.prompts.is_empty());
-    let (out, _) = env.run_as(
-        "alice",
-        &["remember=3600"],
-        &[],
-        NOW + 100,
-        Some("198.51.100.1"),
-    );
-    assert_eq!(
-        out,
-        Outcome::ConversationFailed,
-        "another host is asked for a code"
-    );
+    let (out, _) = env.run_as("alice", &["remember=3600"], &[], NOW + 100, Some("198.51.100.1"));
+    assert_eq!(out, Outcome::ConversationFailed, "another host is asked for a code");
     let (out, _) = env.run_as("alice", &["remember=3600"], &[], NOW + 100, None);
-    assert_eq!(
-        out,
-        Outcome::ConversationFailed,
-        "no remote host, no remembering"
-    );
+    assert_eq!(out, Outcome::ConversationFailed, "no remote host, no remembering");
     assert_eq!(
         env.run(&["remember=3600"], &[], NOW + 3600).0,
         Outcome::ConversationFailed,
@@ -417,10 +378,7 @@ fn remembered_host_skips_the_prompt_only_for_that_host_and_service() {
 fn state_that_cannot_be_written_refuses_a_right_code() {
     let env = Env::new();
     env.enroll(&[]);
-    assert_eq!(
-        env.run(&[], &[&code(NOW)], NOW).0,
-        Outcome::Accepted(Accepted::Totp)
-    );
+    assert_eq!(env.run(&[], &[&code(NOW)], NOW).0, Outcome::Accepted(Accepted::Totp));
     // A directory where the temporary file would go makes the atomic write fail.
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -429,9 +387,7 @@ fn state_that_cannot_be_written_refuses_a_right_code() {
     let (out, host) = env.run(&[], &[&code(NOW + 30)], NOW + 30);
     assert_eq!(out, Outcome::StateUnavailable);
     assert!(
-        host.logs
-            .iter()
-            .any(|(_, m)| m.contains("could not record")),
+        host.logs.iter().any(|(_, m)| m.contains("could not record")),
         "{:?}",
         host.logs
     );

@@ -31,12 +31,7 @@ struct PamResponse {
 }
 #[repr(C)]
 struct PamConv {
-    conv: unsafe extern "C" fn(
-        c_int,
-        *mut *const PamMessage,
-        *mut *mut PamResponse,
-        *mut c_void,
-    ) -> c_int,
+    conv: unsafe extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
     appdata_ptr: *mut c_void,
 }
 
@@ -72,15 +67,12 @@ unsafe extern "C" fn conv(
     let script = unsafe { &mut *data.cast::<Script>() };
     let n = n as usize;
     // SAFETY: calloc returns zeroed memory for n responses, freed by the module.
-    let replies =
-        unsafe { libc::calloc(n, std::mem::size_of::<PamResponse>()) }.cast::<PamResponse>();
+    let replies = unsafe { libc::calloc(n, std::mem::size_of::<PamResponse>()) }.cast::<PamResponse>();
     for i in 0..n {
         // SAFETY: i < n pointers, each to a valid message with a C string.
         let m = unsafe { &**msgs.add(i) };
         // SAFETY: msg is a NUL-terminated string owned by the module.
-        let text = unsafe { CStr::from_ptr(m.msg) }
-            .to_string_lossy()
-            .into_owned();
+        let text = unsafe { CStr::from_ptr(m.msg) }.to_string_lossy().into_owned();
         match m.msg_style {
             1 | 2 => {
                 script.out.push(format!("PROMPT {text}"));
@@ -124,13 +116,7 @@ fn capture_syslog() -> std::os::unix::net::UnixDatagram {
     unsafe {
         check(libc::unshare(libc::CLONE_NEWNS), "unshare");
         check(
-            libc::mount(
-                none,
-                root.as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                ptr::null(),
-            ),
+            libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, ptr::null()),
             "make-rprivate",
         );
         check(
@@ -175,9 +161,7 @@ fn capture_syslog() -> std::os::unix::net::UnixDatagram {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
-        eprintln!(
-            "usage: pam-harness CONFDIR SERVICE USER [--rhost H] [--start-at NANOS] [ANSWER ...]"
-        );
+        eprintln!("usage: pam-harness CONFDIR SERVICE USER [--rhost H] [--start-at NANOS] [ANSWER ...]");
         std::process::exit(2);
     }
     let confdir = CString::new(args.remove(0)).unwrap();
@@ -208,15 +192,7 @@ fn main() {
     };
     let mut pamh = ptr::null_mut();
     // SAFETY: all strings are NUL-terminated; `c` and `script` outlive the transaction.
-    let rc = unsafe {
-        pam_start_confdir(
-            service.as_ptr(),
-            user.as_ptr(),
-            &c,
-            confdir.as_ptr(),
-            &mut pamh,
-        )
-    };
+    let rc = unsafe { pam_start_confdir(service.as_ptr(), user.as_ptr(), &c, confdir.as_ptr(), &mut pamh) };
     if rc != 0 {
         println!("RESULT start-failed {rc}");
         return;
@@ -246,10 +222,7 @@ fn main() {
     syslog.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 8192];
     while let Ok(n) = syslog.recv(&mut buf) {
-        println!(
-            "LOG {}",
-            String::from_utf8_lossy(&buf[..n]).replace('\n', "\\n")
-        );
+        println!("LOG {}", String::from_utf8_lossy(&buf[..n]).replace('\n', "\\n"));
     }
     println!("RESULT {rc}");
 }
