@@ -503,3 +503,31 @@ mod tests {
         assert_eq!(Date::parse("2026-11-23").unwrap().start_unix(), 1795392000);
     }
 }
+
+#[cfg(test)]
+mod readme_tests {
+    /// The README's options table lists exactly the options of [`super::OPTIONS`], with their
+    /// descriptions, so the documentation cannot drift from the parser.
+    #[test]
+    fn readme_lists_every_option_with_its_description() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `") && l.matches(" | ").count() == 2)
+            .collect();
+        for o in super::OPTIONS {
+            let row = rows
+                .iter()
+                .find(|r| r.starts_with(&format!("| `{}", o.name)) && r.contains(o.doc))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "README.md has no row for option `{}` with its current description",
+                        o.name
+                    )
+                });
+            assert!(row.contains(o.name));
+        }
+        let documented = rows.iter().filter(|r| r.ends_with(" |") && r.contains("` | `")).count();
+        assert_eq!(documented, super::OPTIONS.len(), "README options table has extra rows");
+    }
+}

@@ -426,7 +426,10 @@ fn errors_are_one_line_on_stderr_with_a_nonzero_exit() {
             f.cli(&["import", "google-authenticator", "--user", &other.name]),
             "does not exist",
         ),
-        (f.cli(&["enroll", "--user", "../etc", "--no-confirm"]), "is not a valid user name"),
+        (
+            f.cli(&["enroll", "--user", "../etc", "--no-confirm"]),
+            "is not a valid user name",
+        ),
     ];
     for (cmd, want) in cases {
         let desc = format!("{cmd:?}");
