@@ -6,6 +6,7 @@
 //! written with the user's file-system identity, so they end up owned by the user and root
 //! never acts on a path the user could redirect.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -183,8 +184,6 @@ pub fn remove_secret(path: &Path, account: &Account) -> Result<bool, Error> {
         Ok(existed)
     })
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 #[cfg(test)]
 mod tests {

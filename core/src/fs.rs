@@ -229,13 +229,20 @@ impl Dir {
     ) -> Result<(), Error> {
         let tmp = format!(".{name}.tmp");
         let path = self.child(name);
+        // A stale temp file (a crash) is removed and ours created with O_EXCL: never open
+        // something already there, which in a directory its owner can write could be a hard
+        // link to another file that we would then overwrite.
+        match nix::unistd::unlinkat(self.fd.as_fd(), tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(Error::file(self.child(&tmp), FileProblem::Io(e.desc().to_string()))),
+        }
         let flags =
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
         let fd = openat(self.fd.as_fd(), tmp.as_str(), flags, Mode::from_bits_truncate(mode))
             .map_err(|e| Error::file(self.child(&tmp), FileProblem::Io(e.desc().to_string())))?;
         let mut file = File::from(fd);
         let result = (|| -> std::io::Result<()> {
-            // O_TRUNC keeps an old mode: set ours explicitly.
+            // The umask may have narrowed the mode; set exactly ours.
             use std::os::unix::fs::PermissionsExt;
             file.set_permissions(std::fs::Permissions::from_mode(mode))?;
             file.write_all(contents)?;
@@ -633,6 +640,18 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("st")]);
         assert_eq!(std::fs::metadata(d.join("st")).unwrap().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_planted_temp_file_is_replaced_not_written_through() {
+        let d = tmpdir();
+        write(&d.join("victim"), "precious", 0o600);
+        std::fs::hard_link(d.join("victim"), d.join(".st.tmp")).unwrap();
+        let dir = Dir::open(&d, &me()).unwrap().unwrap();
+        dir.write_atomic("st", b"new", 0o600, false).unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("victim")).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(d.join("st")).unwrap(), "new");
         std::fs::remove_dir_all(d).unwrap();
     }
 
