@@ -30,7 +30,7 @@ pub trait StateStore {
 pub struct FileStore {
     dir: Dir,
     owner: u32,
-    /// fsync the file and the directory on every write (survives a power cut).
+    /// fsync the file and the directory when a write spends a credential (see `update`).
     durable: bool,
 }
 
@@ -102,8 +102,13 @@ impl StateStore for FileStore {
             let text = state
                 .to_toml()
                 .map_err(|why| Error::file(self.state_path(user), FileProblem::Malformed(why)))?;
+            // Every write is atomic (rename); only a spent credential — a newly accepted time
+            // step or backup code — is also fsync'd, so that a power cut cannot bring back a
+            // code that was already used. A lost failure count or lockout only resets a counter,
+            // and skipping its fsync keeps the wrong-code path (a brute-force storm) cheap.
+            let spends = state.last_step != before.last_step || state.used_backup_codes != before.used_backup_codes;
             self.dir
-                .write_atomic(&format!("{esc}.state"), text.as_bytes(), 0o600, self.durable)?;
+                .write_atomic(&format!("{esc}.state"), text.as_bytes(), 0o600, self.durable && spends)?;
         }
         drop(lock);
         Ok(out)

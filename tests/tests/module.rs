@@ -463,3 +463,14 @@ fn a_panic_inside_the_module_becomes_an_error_with_nothing_on_the_terminal() {
     assert!(r.prompts.is_empty() && r.errors.is_empty());
     assert!(r.logged(&["internal error (panic); login refused"]), "{:?}", r.logs);
 }
+
+#[test]
+fn module_loads_like_a_c_module_without_libgcc_s_and_stays_mapped() {
+    let out = run("readelf", &["--dynamic", module_path().to_str().unwrap()]);
+    let dynamic = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !dynamic.contains("libgcc_s"),
+        "libgcc_s.so.1 would be loaded on every pam_start:\n{dynamic}"
+    );
+    assert!(dynamic.contains("NODELETE"), "{dynamic}");
+}

@@ -1,0 +1,31 @@
+//! Link choices that make pam_totp.so load like a C PAM module (see README, "Benchmarks").
+//!
+//! 1. The unwinder is linked statically (libgcc_eh.a) instead of depending on libgcc_s.so.1.
+//!    Rust's std needs an unwinder for `catch_unwind`, our panic containment; with the
+//!    shared libgcc_s every pam_start in a C host (sshd, sudo, login) also had to load and
+//!    relocate that library, which cost more than the whole pam_permit floor. Our own native
+//!    libraries come before std's `-lgcc_s` on the link line and LTO makes all of the
+//!    crate one object, so every `_Unwind_*` reference is resolved from the archive and
+//!    `--as-needed` drops libgcc_s. The version script of a cdylib keeps those symbols
+//!    local: the module still exports only `pam_sm_*`.
+//! 2. `-z nodelete`: the module stays mapped after pam_end's dlclose, so a process that
+//!    authenticates repeatedly pays the load once, and code a thread-local destructor may
+//!    still point to is never unmapped.
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let found = std::process::Command::new(&cc)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .ok()
+        .map(|o| std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_absolute() && p.exists());
+    match found.as_ref().and_then(|p| p.parent()) {
+        Some(dir) => {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+            println!("cargo:rustc-link-lib=static:-bundle,+verbatim=libgcc_eh.a");
+        }
+        None => println!("cargo:warning=libgcc_eh.a not found with {cc}; pam_totp.so will depend on libgcc_s.so.1"),
+    }
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+}
