@@ -8,11 +8,20 @@
 //!    crate one object, so every `_Unwind_*` reference is resolved from the archive and
 //!    `--as-needed` drops libgcc_s. The version script of a cdylib keeps those symbols
 //!    local: the module still exports only `pam_sm_*`.
+//!    The static unwinder of GCC 12 calls `_dl_find_object` (glibc 2.35). For older glibc
+//!    (RHEL 9 has 2.34) build with PAM_TOTP_SHARED_UNWINDER=1 to keep libgcc_s instead;
+//!    packaging/build does so for the .rpm.
 //! 2. `-z nodelete`: the module stays mapped after pam_end's dlclose, so a process that
 //!    authenticates repeatedly pays the load once, and code a thread-local destructor may
 //!    still point to is never unmapped.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=PAM_TOTP_SHARED_UNWINDER");
+    println!("cargo:rerun-if-env-changed=CC");
+    if std::env::var_os("PAM_TOTP_SHARED_UNWINDER").is_some_and(|v| v == "1") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+        return;
+    }
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let found = std::process::Command::new(&cc)
         .arg("-print-file-name=libgcc_eh.a")

@@ -36,27 +36,55 @@ pub struct OptionSpec {
     pub kind: Kind,
     pub default: &'static str,
     pub doc: &'static str,
+    /// A TOML value for the commented example in pam_totp.conf ("" = not valid in the file).
+    pub example: &'static str,
 }
 
 /// Every option, in the order the documentation lists them.
 pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec { name: "secret", kind: Kind::Path, default: DEFAULT_SECRET_TEMPLATE, doc: "Path template of the user's secret file: %u is the user name, %h the home directory, %% a percent sign. Files under the user's home are read with the user's file-system identity." },
-    OptionSpec { name: "state_dir", kind: Kind::Path, default: DEFAULT_STATE_DIR, doc: "Root-only directory for per-user state (replay guard, failures, lockout, used backup codes, remembered hosts). Created 0700 if missing." },
-    OptionSpec { name: "config", kind: Kind::Path, default: DEFAULT_CONFIG_PATH, doc: "Configuration file to read instead of the default (module argument only). It must exist when given." },
-    OptionSpec { name: "window", kind: Kind::Number, default: "1", doc: "Time steps accepted either side of the current one, for clock skew (0-10)." },
-    OptionSpec { name: "max_failures", kind: Kind::Number, default: "6", doc: "Consecutive wrong answers that lock the user out (1-1000000)." },
-    OptionSpec { name: "lockout", kind: Kind::Number, default: "300", doc: "Seconds a lockout lasts (1-604800)." },
-    OptionSpec { name: "nullok", kind: Kind::Flag, default: "off", doc: "Users without a secret file are not asked for a code (the module returns PAM_IGNORE). Any other problem with the file still refuses the login." },
-    OptionSpec { name: "enforce_after", kind: Kind::Date, default: "none", doc: "YYYY-MM-DD (UTC). Before this date users without a secret file are let through with a warning; from it they are refused." },
-    OptionSpec { name: "enroll_on_login", kind: Kind::Flag, default: "off", doc: "Users without a secret file are offered enrollment at login (not available in this version: the login is refused and logged)." },
-    OptionSpec { name: "remember", kind: Kind::Number, default: "0", doc: "Seconds during which the same user from the same remote host on the same service is not asked again (0 = off, at most 90 days)." },
-    OptionSpec { name: "prompt", kind: Kind::Text, default: DEFAULT_PROMPT, doc: "Prompt text. Use [prompt=Text with spaces] in PAM files." },
-    OptionSpec { name: "forward_pass", kind: Kind::Flag, default: "off", doc: "Ask once for password followed by the code; the code is checked here and the password is passed as PAM_AUTHTOK to the next module (use_first_pass)." },
-    OptionSpec { name: "debug", kind: Kind::Flag, default: "off", doc: "Log more detail (never codes or secrets)." },
-    OptionSpec { name: "issuer", kind: Kind::Text, default: "the host name", doc: "Issuer shown in the authenticator app for new enrollments (pam-totp enroll)." },
-    OptionSpec { name: "digits", kind: Kind::Number, default: "6", doc: "Code length for new enrollments, 6 or 8 (pam-totp enroll)." },
-    OptionSpec { name: "algorithm", kind: Kind::Text, default: "SHA1", doc: "HMAC algorithm for new enrollments: SHA1 (what every app supports), SHA256 or SHA512 (pam-totp enroll)." },
+    OptionSpec { name: "secret", kind: Kind::Path, default: DEFAULT_SECRET_TEMPLATE, doc: "Path template of the user's secret file: %u is the user name, %h the home directory, %% a percent sign. Files under the user's home are read with the user's file-system identity.", example: "\"%h/.config/pam-totp/secret.toml\"" },
+    OptionSpec { name: "state_dir", kind: Kind::Path, default: DEFAULT_STATE_DIR, doc: "Root-only directory for per-user state (replay guard, failures, lockout, used backup codes, remembered hosts). Created 0700 if missing.", example: "\"/var/lib/pam-totp\"" },
+    OptionSpec { name: "config", kind: Kind::Path, default: DEFAULT_CONFIG_PATH, doc: "Configuration file to read instead of the default (module argument only). It must exist when given.", example: "" },
+    OptionSpec { name: "window", kind: Kind::Number, default: "1", doc: "Time steps accepted either side of the current one, for clock skew (0-10).", example: "1" },
+    OptionSpec { name: "max_failures", kind: Kind::Number, default: "6", doc: "Consecutive wrong answers that lock the user out (1-1000000).", example: "6" },
+    OptionSpec { name: "lockout", kind: Kind::Number, default: "300", doc: "Seconds a lockout lasts (1-604800).", example: "300" },
+    OptionSpec { name: "nullok", kind: Kind::Flag, default: "off", doc: "Users without a secret file are not asked for a code (the module returns PAM_IGNORE). Any other problem with the file still refuses the login.", example: "false" },
+    OptionSpec { name: "enforce_after", kind: Kind::Date, default: "none", doc: "YYYY-MM-DD (UTC). Before this date users without a secret file are let through with a warning; from it they are refused.", example: "\"2027-01-01\"" },
+    OptionSpec { name: "enroll_on_login", kind: Kind::Flag, default: "off", doc: "Users without a secret file are offered enrollment at login (not available in this version: the login is refused and logged).", example: "false" },
+    OptionSpec { name: "remember", kind: Kind::Number, default: "0", doc: "Seconds during which the same user from the same remote host on the same service is not asked again (0 = off, at most 90 days).", example: "0" },
+    OptionSpec { name: "prompt", kind: Kind::Text, default: DEFAULT_PROMPT, doc: "Prompt text. Use [prompt=Text with spaces] in PAM files.", example: "\"Verification code: \"" },
+    OptionSpec { name: "forward_pass", kind: Kind::Flag, default: "off", doc: "Ask once for password followed by the code; the code is checked here and the password is passed as PAM_AUTHTOK to the next module (use_first_pass).", example: "false" },
+    OptionSpec { name: "debug", kind: Kind::Flag, default: "off", doc: "Log more detail (never codes or secrets).", example: "false" },
+    OptionSpec { name: "issuer", kind: Kind::Text, default: "the host name", doc: "Issuer shown in the authenticator app for new enrollments (pam-totp enroll).", example: "\"example.org\"" },
+    OptionSpec { name: "digits", kind: Kind::Number, default: "6", doc: "Code length for new enrollments, 6 or 8 (pam-totp enroll).", example: "6" },
+    OptionSpec { name: "algorithm", kind: Kind::Text, default: "SHA1", doc: "HMAC algorithm for new enrollments: SHA1 (what every app supports), SHA256 or SHA512 (pam-totp enroll).", example: "\"SHA1\"" },
 ];
+
+/// The shipped /etc/security/pam_totp.conf: every option that may appear in the file,
+/// commented out with its default or an example, and its description.
+pub fn commented_config_file() -> String {
+    let mut out = String::from(
+        "# /etc/security/pam_totp.conf: defaults for pam_totp.so and the pam-totp command (TOML).\n\
+         # Arguments on a module line override these settings. See pam_totp.conf(5) and pam_totp(8).\n\
+         # An unknown or malformed setting makes pam_totp refuse every login and log why.\n",
+    );
+    for o in OPTIONS.iter().filter(|o| !o.example.is_empty()) {
+        out.push('\n');
+        let mut line = String::from("#");
+        for word in format!("{} (default: {})", o.doc, o.default).split_whitespace() {
+            if line.len() + word.len() > 88 {
+                out.push_str(&line);
+                out.push('\n');
+                line = String::from("#");
+            }
+            line.push(' ');
+            line.push_str(word);
+        }
+        out.push_str(&line);
+        out.push_str(&format!("\n#{} = {}\n", o.name, o.example));
+    }
+    out
+}
 
 /// A calendar date as days since 1970-01-01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -492,6 +520,34 @@ mod tests {
             expand_template("/etc/totp/%u-100%%.toml", "bob", h),
             PathBuf::from("/etc/totp/bob-100%.toml")
         );
+    }
+
+    #[test]
+    fn shipped_config_file_parses_as_is_and_with_every_example_uncommented() {
+        let text = commented_config_file();
+        assert_eq!(
+            Config::load(&[], |_: &Path| Ok(Some(text.clone()))).unwrap(),
+            Config { ..Config::default() }
+        );
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("#") && l.contains(" = ") && !l.starts_with("# ") {
+                    &l[1..]
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::load(&[], |_: &Path| Ok(Some(uncommented.clone()))).unwrap();
+        assert_eq!(c.enforce_after.unwrap().to_string(), "2027-01-01");
+        assert_eq!(c.issuer.as_deref(), Some("example.org"));
+        let settings = uncommented
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(" = "))
+            .count();
+        assert_eq!(settings, OPTIONS.len() - 1, "every option but config= is in the file");
     }
 
     #[test]

@@ -1,0 +1,133 @@
+//! pam-totp-docs OUTDIR: writes the man pages and the default pam_totp.conf from the one
+//! source of each: `pam-totp(1)` and its subcommand pages from the clap definitions,
+//! `pam_totp(8)` and `pam_totp.conf(5)` from the core's option table. Used by
+//! packaging/build; not installed.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use pam_totp_cli::clap::CommandFactory;
+use pam_totp_cli::Cli;
+use pam_totp_core::config::{commented_config_file, Kind, OPTIONS};
+
+/// Escapes text for roff: backslashes, hyphens, and a leading dot or quote.
+fn esc(s: &str) -> String {
+    let s = s.replace('\\', "\\e").replace('-', "\\-");
+    if s.starts_with('.') || s.starts_with('\'') {
+        format!("\\&{s}")
+    } else {
+        s
+    }
+}
+
+fn value_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Flag => "",
+        Kind::Number => "N",
+        Kind::Path => "PATH",
+        Kind::Text => "TEXT",
+        Kind::Date => "YYYY\\-MM\\-DD",
+    }
+}
+
+fn header(name: &str, section: u8, title: &str) -> String {
+    format!(
+        ".TH {} {section} \"\" \"pam_totp {}\" \"{title}\"\n",
+        name.to_uppercase().replace('-', "\\-"),
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn module_page() -> String {
+    let mut m = header("pam_totp", 8, "Linux-PAM Manual");
+    m.push_str(".SH NAME\npam_totp \\- time\\-based one\\-time codes (TOTP) as a second factor\n");
+    m.push_str(".SH SYNOPSIS\n.B pam_totp.so\n[\\fIoptions\\fR]\n");
+    m.push_str(
+        ".SH DESCRIPTION\n\
+         After the password (or the SSH key), pam_totp asks for the 6\\-digit code from the user's \
+         authenticator app (RFC 6238) and accepts each time step at most once, also when logins race. \
+         Consecutive wrong answers lock the user out for a while. Users enroll with \\fBpam\\-totp\\fR(1). \
+         The module only reads the user's secret file; it writes only its own root\\-only state directory.\n\
+         .PP\n\
+         It fails closed: a secret file that is a symbolic link, not a regular file, owned by someone other than \
+         the user or root, readable or writable by group or others, hard\\-linked, larger than 64 KiB or malformed; \
+         an unusable state directory; an unknown or malformed option; an internal error \\(em each refuses the login \
+         and is logged to syslog (authpriv), never with a code or a secret.\n",
+    );
+    m.push_str(".SH OPTIONS\nEach option can also be set in \\fBpam_totp.conf\\fR(5); arguments override it.\n");
+    for o in OPTIONS.iter().filter(|o| !o.doc.contains("(pam-totp enroll)")) {
+        let v = value_name(o.kind);
+        if v.is_empty() {
+            let _ = writeln!(m, ".TP\n.B {}", esc(o.name));
+        } else {
+            let _ = writeln!(m, ".TP\n\\fB{}\\fR=\\fI{v}\\fR", esc(o.name));
+        }
+        let _ = writeln!(m, "{} Default: {}.", esc(o.doc), esc(o.default));
+    }
+    m.push_str(
+        ".SH MODULE TYPES PROVIDED\nOnly \\fBauth\\fR. \\fBpam_sm_setcred\\fR always succeeds.\n\
+         .SH RETURN VALUES\n\
+         .TP\n.B PAM_SUCCESS\nA right code, an unused backup code, or a remembered host.\n\
+         .TP\n.B PAM_IGNORE\nThe user has no secret file and \\fBnullok\\fR or a future \\fBenforce_after\\fR date lets them through.\n\
+         .TP\n.B PAM_AUTH_ERR\nA wrong or replayed code, a lockout, an unknown user, a bad secret file, an unusable state.\n\
+         .TP\n.B PAM_CONV_ERR\nThe conversation failed or was cancelled.\n\
+         .TP\n.B PAM_SERVICE_ERR\nAn unknown or malformed option, or an internal error.\n\
+         .SH FILES\n\
+         .TP\n.I ~/.config/pam\\-totp/secret.toml\nThe user's secret (option \\fBsecret\\fR).\n\
+         .TP\n.I /var/lib/pam\\-totp/\nPer\\-user state, root only (option \\fBstate_dir\\fR).\n\
+         .TP\n.I /etc/security/pam_totp.conf\nShared defaults.\n\
+         .SH EXAMPLES\n\
+         Password, then code (the password module must be \\fBrequisite\\fR):\n\
+         .PP\n.nf\nauth requisite pam_unix.so\nauth required  pam_totp.so\n.fi\n\
+         .PP\nOne prompt for clients that send a single password:\n\
+         .PP\n.nf\nauth requisite pam_totp.so forward_pass\nauth required  pam_unix.so use_first_pass\n.fi\n\
+         .SH SEE ALSO\n\\fBpam\\-totp\\fR(1), \\fBpam_totp.conf\\fR(5), \\fBpam.conf\\fR(5), \\fBpam.d\\fR(5), \\fBpam\\fR(7)\n",
+    );
+    m
+}
+
+fn config_page() -> String {
+    let mut m = header("pam_totp.conf", 5, "File Formats Manual");
+    m.push_str(".SH NAME\npam_totp.conf \\- defaults for pam_totp and pam\\-totp\n");
+    m.push_str(
+        ".SH DESCRIPTION\n\
+         \\fI/etc/security/pam_totp.conf\\fR is a TOML file read by \\fBpam_totp\\fR(8) and \\fBpam\\-totp\\fR(1). \
+         Keys are named like the module arguments; flags are \\fBtrue\\fR or \\fBfalse\\fR, numbers are integers, \
+         everything else is a quoted string. Arguments on a module line override the file; \\fBconfig=\\fR on a module \
+         line names another file. The file must be owned by root and not writable by group or others. An unknown or \
+         malformed key makes the module refuse every login and log why.\n.SH SETTINGS\n",
+    );
+    for o in OPTIONS.iter().filter(|o| !o.example.is_empty()) {
+        let _ = writeln!(m, ".TP\n\\fB{}\\fR = \\fI{}\\fR", esc(o.name), esc(o.example));
+        let _ = writeln!(m, "{} Default: {}.", esc(o.doc), esc(o.default));
+    }
+    m.push_str(".SH EXAMPLE\n.nf\nwindow = 1\nlockout = 600\nenforce_after = \"2027\\-01\\-01\"\nissuer = \"ACME web servers\"\n.fi\n");
+    m.push_str(".SH SEE ALSO\n\\fBpam_totp\\fR(8), \\fBpam\\-totp\\fR(1)\n");
+    m
+}
+
+fn write(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
+    std::fs::write(dir.join(name), body)
+}
+
+fn main() -> std::io::Result<()> {
+    let out = std::env::args().nth(1).expect("usage: pam-totp-docs OUTDIR");
+    let out = Path::new(&out);
+    std::fs::create_dir_all(out)?;
+    let cmd = Cli::command();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    write(out, "pam-totp.1", &buf)?;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("pam-totp-{}", sub.get_name());
+        // clap names are &'static str; this short-lived tool may leak a few.
+        let sub = sub.clone().name(&*Box::leak(name.clone().into_boxed_str()));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(sub).render(&mut buf)?;
+        write(out, &format!("{name}.1"), &buf)?;
+    }
+    write(out, "pam_totp.8", module_page().as_bytes())?;
+    write(out, "pam_totp.conf.5", config_page().as_bytes())?;
+    write(out, "pam_totp.conf", commented_config_file().as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! The pam-totp command line as a library: the argument definitions ([`Cli`], also the source
+//! of the man pages) and [`run`]. `main.rs` only calls it.
+
+mod admin;
+mod context;
+mod enroll;
+mod import;
+mod qr;
+mod status;
+
+pub use clap;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "pam-totp", version, about = "Time-based one-time codes (TOTP) for Linux logins: enroll, status, backup codes, reset, unlock, import.", long_about = None)]
+pub struct Cli {
+    /// Configuration file (default /etc/security/pam_totp.conf); use the same as the module line.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// State directory (default /var/lib/pam-totp); use the same as the module line.
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a secret, show it as a QR code, confirm a code from the app, save backup codes.
+    Enroll(enroll::EnrollArgs),
+    /// Show whether a user is enrolled, their backup codes, lockout and last login.
+    Status {
+        /// The user to show (root only for other users).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show how many backup codes are left, or make a new set.
+    BackupCodes {
+        /// Replace all backup codes with a new set (the old ones stop working).
+        #[arg(long)]
+        regenerate: bool,
+        /// The user (root only for other users).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user's secret and state, so they must enroll again (root only).
+    Reset {
+        #[arg(long, value_name = "NAME")]
+        user: String,
+    },
+    /// Clear a user's lockout and failure count (root only).
+    Unlock {
+        #[arg(long, value_name = "NAME")]
+        user: String,
+    },
+    /// Import a secret from another TOTP module.
+    Import {
+        #[command(subcommand)]
+        from: import::ImportFrom,
+    },
+}
+
+/// Runs one command. `Err` is the one line to print on stderr.
+pub fn run(cli: Cli) -> Result<(), String> {
+    let ctx = context::Ctx::new(cli.config.as_deref(), cli.state_dir.as_deref())?;
+    match cli.command {
+        Command::Enroll(args) => enroll::run(&ctx, args),
+        Command::Status { user, json } => status::run(&ctx, user.as_deref(), json),
+        Command::BackupCodes { regenerate, user, json } => admin::backup_codes(&ctx, user.as_deref(), regenerate, json),
+        Command::Reset { user } => admin::reset(&ctx, &user),
+        Command::Unlock { user } => admin::unlock(&ctx, &user),
+        Command::Import { from } => import::run(&ctx, from),
+    }
+}
+
+/// Keeps clap's own checks of the argument definitions in the test suite.
+#[cfg(test)]
+#[test]
+fn cli_definition_is_consistent() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+}

@@ -1,0 +1,217 @@
+//! The built packages (scripts/test runs packaging/build first): their file lists, lintian,
+//! the .rpm's modes and owners, and the .deb really installed, used and removed.
+
+use pam_totp_tests::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn package(ext: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/packages");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; run packaging/build first (scripts/test does)", dir.display()))
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == ext))
+        .unwrap_or_else(|| panic!("no .{ext} in {}", dir.display()))
+}
+
+fn lines(cmd: &str, args: &[&str]) -> Vec<String> {
+    String::from_utf8(run(cmd, args).stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+const COMMON: &[(&str, &str)] = &[
+    ("usr/bin/pam-totp", "rwxr-xr-x"),
+    ("etc/security/pam_totp.conf", "rw-r--r--"),
+    ("var/lib/pam-totp/", "rwx------"),
+    ("usr/share/man/man1/pam-totp.1.gz", "rw-r--r--"),
+    ("usr/share/man/man1/pam-totp-enroll.1.gz", "rw-r--r--"),
+    ("usr/share/man/man5/pam_totp.conf.5.gz", "rw-r--r--"),
+    ("usr/share/man/man8/pam_totp.8.gz", "rw-r--r--"),
+    (
+        "usr/share/doc/pam-totp/examples/sshd_config.d-pam-totp.conf",
+        "rw-r--r--",
+    ),
+    ("usr/share/doc/pam-totp/copyright", "rw-r--r--"),
+];
+
+#[test]
+fn deb_contains_the_expected_files_with_root_ownership() {
+    let listing = lines("dpkg-deb", &["--contents", package("deb").to_str().unwrap()]);
+    let find = |path: &str| listing.iter().find(|l| l.ends_with(&format!("./{path}"))).cloned();
+    let mut want: Vec<(&str, &str)> = COMMON.to_vec();
+    want.push(("usr/lib/x86_64-linux-gnu/security/pam_totp.so", "rw-r--r--"));
+    want.push(("usr/share/pam-configs/pam-totp", "rw-r--r--"));
+    for (path, mode) in want {
+        let l = find(path).unwrap_or_else(|| panic!("{path} missing from the .deb:\n{}", listing.join("\n")));
+        assert!(l[1..].starts_with(mode), "{path}: {l}");
+        assert!(l.contains(" root/root "), "{path}: {l}");
+    }
+    assert!(listing.iter().all(|l| l.contains(" root/root ")));
+    let control = String::from_utf8(
+        run(
+            "dpkg-deb",
+            &["--field", package("deb").to_str().unwrap(), "Depends", "Version"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(control.contains("libpam0g") && control.contains("libc6"), "{control}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(control.contains(&format!("Version: {version}")), "{control}");
+    let conffiles =
+        String::from_utf8(run("dpkg-deb", &["--info", package("deb").to_str().unwrap(), "conffiles"]).stdout).unwrap();
+    assert_eq!(conffiles.trim(), "/etc/security/pam_totp.conf");
+}
+
+#[test]
+fn lintian_finds_no_errors_or_warnings() {
+    let out = Command::new("lintian")
+        .args(["--tag-display-limit", "0"])
+        .arg(package("deb"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+        .collect();
+    assert!(bad.is_empty(), "lintian:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn rpm_files_modes_and_owners() {
+    let rpm = package("rpm");
+    let listing = lines("rpm", &["-qlpv", rpm.to_str().unwrap()]);
+    let mut want: Vec<(&str, &str)> = COMMON.to_vec();
+    want.push(("usr/lib64/security/pam_totp.so", "rwxr-xr-x"));
+    for (path, mode) in &want {
+        let path = path.trim_end_matches('/');
+        let l = listing
+            .iter()
+            .find(|l| l.ends_with(&format!(" /{path}")))
+            .unwrap_or_else(|| panic!("/{path} missing from the .rpm:\n{}", listing.join("\n")));
+        assert!(l[1..].starts_with(mode), "{path}: {l}");
+        assert!(l.contains(" root     root "), "{path}: {l}");
+    }
+    // Extracted, the files really have those modes and owners.
+    let dir = std::env::temp_dir().join(format!("pam-totp-rpm-{}", random_hex(4)));
+    std::fs::create_dir(&dir).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "rpm2cpio '{}' | cpio -idm --quiet --no-absolute-filenames",
+            rpm.display()
+        ))
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (path, mode) in &want {
+        let md = std::fs::symlink_metadata(dir.join(path.trim_end_matches('/'))).unwrap();
+        let bits = md.mode() & 0o777;
+        let text: String = (0..9)
+            .map(|i| {
+                if bits & (1 << (8 - i)) != 0 {
+                    "rwx".as_bytes()[i % 3] as char
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        assert_eq!(&text, mode, "{path}");
+        assert_eq!((md.uid(), md.gid()), (0, 0), "{path}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let requires = lines("rpm", &["-qp", "--requires", rpm.to_str().unwrap()]);
+    assert!(requires.iter().any(|r| r == "pam"), "{requires:?}");
+    assert!(
+        !requires
+            .iter()
+            .any(|r| r.contains("GLIBC_2.35") || r.contains("GLIBC_2.36")),
+        "needs a newer glibc than RHEL 9's 2.34: {requires:?}"
+    );
+}
+
+/// Purges the package on drop, whatever happened in the test.
+struct Installed;
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "pam-totp"]).output();
+    }
+}
+
+#[test]
+fn deb_installs_works_through_the_systems_libpam_and_removes_cleanly() {
+    let deb = package("deb");
+    let _guard = Installed;
+    let out = Command::new("dpkg").arg("--install").arg(&deb).output().unwrap();
+    assert!(
+        out.status.success(),
+        "dpkg -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let module = Path::new("/usr/lib/x86_64-linux-gnu/security/pam_totp.so");
+    assert!(module.exists());
+    assert_eq!(std::fs::metadata("/var/lib/pam-totp").unwrap().mode() & 0o7777, 0o700);
+    // Installing enables nothing: the profile is registered but not in common-auth.
+    let common_auth = std::fs::read_to_string("/etc/pam.d/common-auth").unwrap();
+    assert!(
+        !common_auth.contains("pam_totp"),
+        "installing must not enable pam_totp:\n{common_auth}"
+    );
+    assert!(Path::new("/usr/share/pam-configs/pam-totp").exists());
+
+    // The installed CLI with its defaults (/etc/security/pam_totp.conf, /var/lib/pam-totp).
+    let u = TestUser::create();
+    let (rc, out, err) = output({
+        let mut c = Command::new("/usr/bin/pam-totp");
+        c.args(["enroll", "--user", &u.name, "--json"]);
+        c
+    });
+    assert_eq!(rc, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let secret = j["secret"].as_str().unwrap().to_string();
+    // A service naming the module only as pam_totp.so, found by libpam in its own directory,
+    // with no arguments: the packaged defaults.
+    let f = Fixture::new();
+    f.service("installed", "auth required pam_totp.so\n");
+    let code = code_now(&secret);
+    let r = f.auth("installed", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    assert!(
+        r.logged(&["pam_totp(installed:auth): accepted verification code"]),
+        "{:?}",
+        r.logs
+    );
+    assert_eq!(f.auth("installed", &u.name, &[&code]).rc, PAM_AUTH_ERR, "replay");
+    assert!(Path::new("/var/lib/pam-totp")
+        .join(format!("{}.state", u.name))
+        .exists());
+    let man = Command::new("man").args(["-w", "pam_totp"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&man.stdout).contains("pam_totp.8"),
+        "man page installed"
+    );
+
+    // Remove: binaries gone, the conffile and the state stay.
+    run("dpkg", &["--remove", "pam-totp"]);
+    assert!(!module.exists());
+    assert!(!Path::new("/usr/bin/pam-totp").exists());
+    assert!(
+        Path::new("/etc/security/pam_totp.conf").exists(),
+        "conffile kept until purge"
+    );
+    assert!(Path::new("/var/lib/pam-totp").exists(), "state kept until purge");
+    // Purge: the conffile and the state directory go; the user's own secret stays.
+    run("dpkg", &["--purge", "pam-totp"]);
+    assert!(!Path::new("/etc/security/pam_totp.conf").exists());
+    assert!(!Path::new("/var/lib/pam-totp").exists());
+    assert!(
+        u.secret_path().exists(),
+        "users' secret files are theirs and are not removed"
+    );
+}
