@@ -135,10 +135,12 @@ impl Host for PamHost {
             .ok_or(ConvError)
     }
 
+    /// Sent even under PAM_SILENT: these say why an answer was refused (wrong, already
+    /// used, locked out and for how long), part of the exchange the user started, and sudo
+    /// passes PAM_SILENT on every call, which would otherwise leave its users unable to tell
+    /// a lockout from a typo. Informational messages do honour PAM_SILENT.
     fn error_msg(&mut self, text: &str) {
-        if !self.silent {
-            let _ = self.converse(PAM_ERROR_MSG, text);
-        }
+        let _ = self.converse(PAM_ERROR_MSG, text);
     }
 
     fn info_msg(&mut self, text: &str) {

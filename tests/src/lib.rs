@@ -345,3 +345,150 @@ impl PamRun {
         self.logs.iter().any(|l| parts.iter().all(|p| l.contains(p)))
     }
 }
+
+/// A command run in a private mount namespace where each `(source, target)` is bind-mounted
+/// first (e.g. a test copy of /etc/pam.d over /etc/pam.d): the host never sees the change.
+pub fn in_namespace(binds: &[(&Path, &str)], program: &str, args: &[&str]) -> Command {
+    let mut script = String::from("set -e; mount --make-rprivate /; ");
+    for (i, _) in binds.iter().enumerate() {
+        script.push_str(&format!("mount --bind \"$BIND_SRC_{i}\" \"$BIND_DST_{i}\"; "));
+    }
+    script.push_str("exec \"$@\"");
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--", "sh", "-c", &script, "sh", program]).args(args);
+    for (i, (src, dst)) in binds.iter().enumerate() {
+        c.env(format!("BIND_SRC_{i}"), src).env(format!("BIND_DST_{i}"), dst);
+    }
+    c
+}
+
+/// A copy of the host's /etc/pam.d in the fixture, with `files` replaced.
+pub fn pam_dir_copy(f: &Fixture, files: &[(&str, &str)]) -> PathBuf {
+    let d = f.root.join("etc-pam.d");
+    run("cp", &["-a", "/etc/pam.d/.", &format!("{}/", d.display())]);
+    for (name, body) in files {
+        std::fs::write(d.join(name), body).unwrap();
+    }
+    d
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real OpenSSH sshd on 127.0.0.1, inside a private mount namespace whose /etc/pam.d is
+/// the fixture's copy. Stopped on drop.
+#[derive(Debug)]
+pub struct Sshd {
+    pub port: u16,
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Sshd {
+    pub fn start(f: &Fixture, pam_d: &Path, extra_config: &str) -> Sshd {
+        let dir = f.root.join("sshd");
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("host_ed25519");
+        if !key.exists() {
+            run(
+                "ssh-keygen",
+                &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+            );
+        }
+        // The privilege-separation directory the openssh-server package creates at start.
+        let _ = std::fs::create_dir("/run/sshd");
+        let port = free_port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM yes\n\
+                 KbdInteractiveAuthentication yes\nPasswordAuthentication no\nPermitRootLogin no\n\
+                 LogLevel VERBOSE\n{extra_config}\n",
+                key.display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("sshd-{port}.log"));
+        let child = in_namespace(
+            &[(pam_d, "/etc/pam.d")],
+            "/usr/sbin/sshd",
+            &["-D", "-e", "-f", config.to_str().unwrap()],
+        )
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Sshd {
+                    port,
+                    child,
+                    log: log.with_extension("err"),
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "sshd did not start: {}",
+            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        // unshare exec'd sh, which exec'd sshd: the child is sshd itself.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// What an interactive client showed and how it ended.
+#[derive(Debug)]
+pub struct Session {
+    pub transcript: String,
+    pub exit: i32,
+}
+
+/// Drives an interactive program through a pty with expect: each time the output ends with
+/// a prompt matching one of `answers`' patterns (Tcl regexps), that answer is typed.
+/// With `binds`, expect (and so the spawned program) runs in a private mount namespace.
+pub fn expect_session(f: &Fixture, spawn: &[&str], answers: &[(&str, &str)], binds: &[(&Path, &str)]) -> Session {
+    let script = f.root.join(format!("session-{}.exp", random_hex(3)));
+    let mut body = String::from("set timeout 20\nlog_user 1\n");
+    body.push_str(&format!(
+        "spawn {}\n",
+        spawn.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(" ")
+    ));
+    body.push_str("expect {\n");
+    for (pattern, answer) in answers {
+        body.push_str(&format!(
+            "  -re {{{pattern}$}} {{ send -- {{{answer}}}; send \"\\r\"; exp_continue }}\n"
+        ));
+    }
+    body.push_str("  timeout { puts \"\\nEXPECT-TIMEOUT\"; exit 99 }\n  eof\n}\n");
+    body.push_str("catch wait result\nputs \"\\nEXIT=[lindex $result 3]\"\n");
+    std::fs::write(&script, body).unwrap();
+    let mut cmd = in_namespace(binds, "expect", &[script.to_str().unwrap()]);
+    let out = cmd.output().unwrap();
+    let mut transcript = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    transcript.push_str(&String::from_utf8_lossy(&out.stderr));
+    let exit = transcript
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("EXIT="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1);
+    Session { transcript, exit }
+}

@@ -1,0 +1,301 @@
+//! End to end with real programs: OpenSSH sshd and ssh (keyboard-interactive answered
+//! through a pty), sudo and su — each in a private mount namespace whose /etc/pam.d (and
+//! /etc/sudoers) are test copies, so the host's files are never touched.
+
+use pam_totp_tests::*;
+use std::path::Path;
+
+const PASSWORD: &str = "pw-Secret-42";
+
+fn ssh_args(port: u16, user: &str, key: Option<&Path>) -> Vec<String> {
+    let mut a: Vec<String> = vec!["ssh".into(), "-p".into(), port.to_string()];
+    for o in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "LogLevel=ERROR",
+        "NumberOfPasswordPrompts=1",
+    ] {
+        a.push("-o".into());
+        a.push(o.into());
+    }
+    match key {
+        Some(k) => {
+            a.extend([
+                "-i".into(),
+                k.display().to_string(),
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+            ]);
+            a.extend([
+                "-o".into(),
+                "PreferredAuthentications=publickey,keyboard-interactive".into(),
+            ]);
+        }
+        None => a.extend([
+            "-o".into(),
+            "PubkeyAuthentication=no".into(),
+            "-o".into(),
+            "PreferredAuthentications=keyboard-interactive".into(),
+        ]),
+    }
+    a.push(format!("{user}@127.0.0.1"));
+    a.push("echo LOGGED-IN-AS-$(id -un)".into());
+    a
+}
+
+fn ssh(f: &Fixture, sshd: &Sshd, user: &TestUser, key: Option<&Path>, password: &str, code: &str) -> Session {
+    let args = ssh_args(sshd.port, &user.name, key);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    expect_session(
+        f,
+        &args,
+        &[("Password: ?", password), ("Verification code: ?", code)],
+        &[],
+    )
+}
+
+fn logged_in(s: &Session, user: &TestUser) -> bool {
+    s.transcript.contains(&format!("LOGGED-IN-AS-{}", user.name)) && s.exit == 0
+}
+
+fn pam_sshd(f: &Fixture, auth: &str) -> std::path::PathBuf {
+    pam_dir_copy(
+        f,
+        &[(
+            "sshd",
+            &format!(
+                "{auth}\naccount required pam_unix.so\nsession required pam_permit.so\npassword required pam_deny.so\n"
+            ),
+        )],
+    )
+}
+
+fn enrolled_user(f: &Fixture) -> (TestUser, String) {
+    let u = TestUser::create();
+    u.set_password(PASSWORD);
+    let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--json"]));
+    assert_eq!(rc, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (u, j["secret"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn ssh_password_then_code() {
+    let f = Fixture::new();
+    let pam_d = pam_sshd(
+        &f,
+        &format!("auth requisite pam_unix.so\nauth required {}", f.module("")),
+    );
+    let sshd = Sshd::start(&f, &pam_d, "AuthenticationMethods keyboard-interactive");
+    let (u, secret) = enrolled_user(&f);
+
+    let code = code_now(&secret);
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
+    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    // The prompts the user sees, in order, as documented.
+    let p = s.transcript.find("Password:").unwrap();
+    let c = s.transcript.find("Verification code:").unwrap();
+    assert!(p < c, "{}", s.transcript);
+
+    // OpenSSH forwards PAM messages only together with a following prompt, so a refusal's
+    // message ("already used", "wrong code") never reaches the client: assert the outcome.
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
+    assert!(!logged_in(&s, &u), "replayed code let them in: {}", s.transcript);
+    assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
+
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, &wrong_code(&secret));
+    assert!(!logged_in(&s, &u), "{}", s.transcript);
+
+    // Without the password, the code is never asked (requisite) and nothing is counted.
+    let s = ssh(
+        &f,
+        &sshd,
+        &u,
+        None,
+        "not-the-password",
+        &oathtool(&secret, now() + 30, "sha1", 6),
+    );
+    assert!(!logged_in(&s, &u), "{}", s.transcript);
+    assert!(!s.transcript.contains("Verification code"), "{}", s.transcript);
+    assert!(sshd
+        .log()
+        .contains(&format!("Accepted keyboard-interactive/pam for {}", u.name)));
+}
+
+#[test]
+fn ssh_key_then_code() {
+    let f = Fixture::new();
+    let pam_d = pam_sshd(&f, &format!("auth required {}", f.module("")));
+    let sshd = Sshd::start(
+        &f,
+        &pam_d,
+        "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive",
+    );
+    let (u, secret) = enrolled_user(&f);
+    let key = f.root.join("id_ed25519");
+    run(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+    );
+    let ssh_dir = u.home.join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    std::fs::copy(key.with_extension("pub"), ssh_dir.join("authorized_keys")).unwrap();
+    run(
+        "chown",
+        &["-R", &format!("{}:{}", u.uid, u.gid), ssh_dir.to_str().unwrap()],
+    );
+    run("chmod", &["-R", "go-rwx", ssh_dir.to_str().unwrap()]);
+
+    let s = ssh(&f, &sshd, &u, Some(&key), "unused", &code_now(&secret));
+    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    assert!(
+        !s.transcript.contains("Password:"),
+        "key + code asks no password: {}",
+        s.transcript
+    );
+    assert!(
+        sshd.log().contains(&format!("Partial publickey for {}", u.name)),
+        "{}",
+        sshd.log()
+    );
+
+    let s = ssh(&f, &sshd, &u, Some(&key), "unused", &wrong_code(&secret));
+    assert!(!logged_in(&s, &u), "{}", s.transcript);
+    assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
+}
+
+fn sudo_env(f: &Fixture, user: &TestUser, module_args: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pam_d = pam_dir_copy(
+        f,
+        &[(
+            "sudo",
+            &format!(
+                "auth requisite pam_unix.so\nauth required {}\naccount required pam_unix.so\nsession required pam_permit.so\n",
+                f.module(module_args)
+            ),
+        )],
+    );
+    let sudoers = f.root.join("sudoers");
+    std::fs::write(
+        &sudoers,
+        format!(
+            "Defaults !lecture, passwd_tries=1, !fqdn\nroot ALL=(ALL:ALL) ALL\n{} ALL=(ALL:ALL) ALL\n",
+            user.name
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sudoers, std::os::unix::fs::PermissionsExt::from_mode(0o440)).unwrap();
+    (pam_d, sudoers)
+}
+
+/// sudo on a terminal (through expect), as a person runs it.
+fn sudo(f: &Fixture, pam_d: &Path, sudoers: &Path, user: &TestUser, code: &str) -> Session {
+    expect_session(
+        f,
+        &[
+            "runuser",
+            "-u",
+            &user.name,
+            "--",
+            "sudo",
+            "-k",
+            "sh",
+            "-c",
+            "echo SUDO-AS-$(id -un)",
+        ],
+        &[("password for [^:]*: ?", PASSWORD), ("Verification code: ?", code)],
+        &[(pam_d, "/etc/pam.d"), (sudoers, "/etc/sudoers")],
+    )
+}
+
+#[test]
+fn sudo_asks_for_the_code_and_locks_out() {
+    let f = Fixture::new();
+    let (u, secret) = enrolled_user(&f);
+    let (pam_d, sudoers) = sudo_env(&f, &u, "max_failures=2 lockout=300");
+    let ran = |s: &Session| s.transcript.contains("SUDO-AS-root");
+
+    let s = sudo(&f, &pam_d, &sudoers, &u, &code_now(&secret));
+    assert!(ran(&s) && s.exit == 0, "{}", s.transcript);
+    assert!(
+        s.transcript.find("password for") < s.transcript.find("Verification code:"),
+        "{}",
+        s.transcript
+    );
+
+    let s = sudo(&f, &pam_d, &sudoers, &u, &wrong_code(&secret));
+    assert!(!ran(&s) && s.exit != 0, "the command must not run: {}", s.transcript);
+    assert!(s.transcript.contains("Wrong verification code."), "{}", s.transcript);
+
+    let s = sudo(&f, &pam_d, &sudoers, &u, &wrong_code(&secret));
+    assert!(
+        s.transcript
+            .contains("Too many wrong verification codes: try again in 5 minutes."),
+        "{}",
+        s.transcript
+    );
+    let s = sudo(&f, &pam_d, &sudoers, &u, &oathtool(&secret, now() + 30, "sha1", 6));
+    assert!(!ran(&s) && s.exit != 0, "locked out: {}", s.transcript);
+    assert!(
+        s.transcript.contains("Too many wrong verification codes. Try again in"),
+        "{}",
+        s.transcript
+    );
+}
+
+#[test]
+fn su_on_a_terminal_asks_for_password_and_code() {
+    let f = Fixture::new();
+    let (target, secret) = enrolled_user(&f);
+    let caller = TestUser::create();
+    let pam_d = pam_dir_copy(
+        &f,
+        &[(
+            "su",
+            &format!(
+                "auth requisite pam_unix.so\nauth required {}\naccount required pam_unix.so\nsession required pam_permit.so\n",
+                f.module("")
+            ),
+        )],
+    );
+    let su = |code: &str| {
+        expect_session(
+            &f,
+            &[
+                "runuser",
+                "-u",
+                &caller.name,
+                "--",
+                "su",
+                &target.name,
+                "-c",
+                "echo SU-AS-$(id -un)",
+            ],
+            &[("Password: ?", PASSWORD), ("Verification code: ?", code)],
+            &[(&pam_d, "/etc/pam.d")],
+        )
+    };
+    let s = su(&code_now(&secret));
+    assert!(
+        s.transcript.contains(&format!("SU-AS-{}", target.name)),
+        "{}",
+        s.transcript
+    );
+    assert!(
+        s.transcript.find("Password:") < s.transcript.find("Verification code:"),
+        "{}",
+        s.transcript
+    );
+    let s = su(&wrong_code(&secret));
+    assert!(
+        !s.transcript.contains(&format!("SU-AS-{}", target.name)),
+        "{}",
+        s.transcript
+    );
+    assert!(s.transcript.contains("Wrong verification code."), "{}", s.transcript);
+    assert!(
+        s.transcript.contains("su: Authentication failure") && s.exit != 0,
+        "{}",
+        s.transcript
+    );
+}
