@@ -416,7 +416,7 @@ impl Sshd {
         )
         .unwrap();
         let log = dir.join(format!("sshd-{port}.log"));
-        let child = in_namespace(
+        let mut child = in_namespace(
             &[(pam_d, "/etc/pam.d")],
             "/usr/sbin/sshd",
             &["-D", "-e", "-f", config.to_str().unwrap()],
@@ -435,6 +435,9 @@ impl Sshd {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        // Never leave it behind, even when failing.
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "sshd did not start: {}",
             std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
