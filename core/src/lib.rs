@@ -10,6 +10,7 @@
 //! | `store.rs` | locked, atomic state updates (the only writer of state) |
 //! | `fs.rs` | safe opening of files in places others can write |
 //! | `config.rs` | options: module arguments + pam_totp.conf |
+//! | `doctor.rs` | the configuration checks of `pam-totp doctor` |
 //! | `enroll.rs` | a new secret, its otpauth URI, and the one secret-file reader and writer |
 //! | `import.rs` | reading google-authenticator files |
 //! | `verify.rs` | the decision for one answer |
@@ -20,6 +21,7 @@
 pub mod backup;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod enroll;
 pub mod error;
 pub mod fs;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod context;
+mod doctor;
 mod enroll;
 mod import;
 mod qr;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "pam-totp", version, about = "Time-based one-time codes (TOTP) for Linux logins: enroll, status, backup codes, reset, unlock, import.", long_about = None)]
+#[command(name = "pam-totp", version, about = "Time-based one-time codes (TOTP) for Linux logins: enroll, status, backup codes, reset, unlock, import, doctor.", long_about = None)]
 pub struct Cli {
     /// Configuration file (default /etc/security/pam_totp.conf); use the same as the module line.
     #[arg(long, global = true, value_name = "PATH")]
@@ -62,6 +63,10 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         user: String,
     },
+    /// Check the PAM stacks, sshd, pam_totp.conf, the state directory, your secret file and
+    /// the clock for the usual mistakes; exits non-zero if one would lock users out or let
+    /// them in without a code.
+    Doctor(doctor::DoctorArgs),
     /// Import a secret from another TOTP module.
     Import {
         #[command(subcommand)]
@@ -79,6 +84,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Reset { user } => admin::reset(&ctx, &user),
         Command::Unlock { user } => admin::unlock(&ctx, &user),
         Command::Import { from } => import::run(&ctx, from),
+        Command::Doctor(args) => doctor::run(&ctx, args),
     }
 }
 

@@ -1,0 +1,244 @@
+//! `pam-totp doctor`: gathers the configuration (PAM files, `sshd -T` or sshd_config,
+//! pam_totp.conf, state directory, your secret file, clock) and prints the core's findings.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pam_totp_core::doctor::{self, Finding, Severity};
+use pam_totp_core::enroll::{load_secret, secret_path};
+use pam_totp_core::fs::{Dir, Owners};
+
+use crate::context::Ctx;
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// PAM configuration directory to check.
+    #[arg(long, value_name = "DIR", default_value = "/etc/pam.d")]
+    pam_dir: PathBuf,
+    /// sshd configuration file to check (`sshd -T` reads it when it can; else it is parsed).
+    #[arg(long, value_name = "FILE", default_value = "/etc/ssh/sshd_config")]
+    sshd_config: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+const SERVICES: &[&str] = &["sshd", "sudo", "login", "su"];
+
+fn glob(pattern: &str) -> Vec<String> {
+    let p = Path::new(pattern);
+    let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+        return vec![];
+    };
+    let Some((pre, post)) = name.split_once('*') else {
+        return if p.exists() { vec![pattern.to_string()] } else { vec![] };
+    };
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(pre) && n.ends_with(post) && n.len() >= pre.len() + post.len())
+                .map(|n| dir.join(n).display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn sshd_config(path: &Path) -> Option<(doctor::SshdConfig, String)> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if sshd.exists() {
+        if let Ok(out) = Command::new(sshd).arg("-T").arg("-f").arg(path).output() {
+            if out.status.success() {
+                return Some((
+                    doctor::parse_sshd_t(&String::from_utf8_lossy(&out.stdout)),
+                    "sshd -T".into(),
+                ));
+            }
+        }
+    }
+    if !path.exists() {
+        return None;
+    }
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let cfg = doctor::parse_sshd_files(&path.display().to_string(), &read, &glob);
+    Some((cfg, format!("{} (parsed; `sshd -T` was not usable)", path.display())))
+}
+
+fn push(f: &mut Vec<Finding>, severity: Severity, check: &'static str, message: String) {
+    f.push(Finding {
+        severity,
+        check,
+        message,
+        location: None,
+    });
+}
+
+pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
+    let mut f = Vec::new();
+    let read = |name: &str| -> Option<String> {
+        if name.contains('/') {
+            return None;
+        }
+        std::fs::read_to_string(a.pam_dir.join(name)).ok()
+    };
+    let mut sshd_uses_totp = false;
+    for service in SERVICES {
+        match doctor::auth_stack(service, &read) {
+            None => push(
+                &mut f,
+                Severity::Info,
+                "no-service",
+                format!("{} does not exist", a.pam_dir.join(service).display()),
+            ),
+            Some(stack) => {
+                let used = doctor::check_stack(service, &stack, &mut f);
+                if *service == "sshd" {
+                    sshd_uses_totp = used;
+                }
+            }
+        }
+    }
+    if !f.iter().any(|x| x.check == "enabled") {
+        push(
+            &mut f,
+            Severity::Warning,
+            "not-enabled-anywhere",
+            format!(
+                "pam_totp is not enabled for any of {} in {}",
+                SERVICES.join(", "),
+                a.pam_dir.display()
+            ),
+        );
+    }
+    match sshd_config(&a.sshd_config) {
+        Some((cfg, source)) => {
+            let before = f.len();
+            doctor::check_sshd(&cfg, sshd_uses_totp, &mut f);
+            if sshd_uses_totp && f.len() == before {
+                push(
+                    &mut f,
+                    Severity::Ok,
+                    "sshd",
+                    format!("sshd settings fit pam_totp ({source})"),
+                );
+            }
+        }
+        None if sshd_uses_totp => push(
+            &mut f,
+            Severity::Warning,
+            "sshd-config",
+            format!("cannot read {}", a.sshd_config.display()),
+        ),
+        None => {}
+    }
+
+    match pam_totp_core::fs::read_config(&ctx.cfg.config_path) {
+        // Its settings were parsed when this command started (a bad one stops it there).
+        Ok(Some(_)) => push(
+            &mut f,
+            Severity::Ok,
+            "config-file",
+            format!("{} is valid", ctx.cfg.config_path.display()),
+        ),
+        Ok(None) => push(
+            &mut f,
+            Severity::Info,
+            "config-file",
+            format!("{} does not exist; the defaults apply", ctx.cfg.config_path.display()),
+        ),
+        Err(e) => push(
+            &mut f,
+            Severity::Error,
+            "config-file",
+            format!("{e}; every login through pam_totp is refused"),
+        ),
+    }
+    match Dir::open(&ctx.cfg.state_dir, &Owners(vec![0])) {
+        Ok(Some(_)) => push(
+            &mut f,
+            Severity::Ok,
+            "state-dir",
+            format!("{} is root's and private", ctx.cfg.state_dir.display()),
+        ),
+        Ok(None) => push(
+            &mut f,
+            Severity::Info,
+            "state-dir",
+            format!(
+                "{} does not exist yet; the module creates it (0700) at the first login",
+                ctx.cfg.state_dir.display()
+            ),
+        ),
+        Err(e) if !ctx.root => push(
+            &mut f,
+            Severity::Info,
+            "state-dir",
+            format!("cannot check the state directory as a user ({e}); run doctor as root"),
+        ),
+        Err(e) => push(
+            &mut f,
+            Severity::Error,
+            "state-dir",
+            format!("state directory: {e}; every login through pam_totp is refused"),
+        ),
+    }
+    let mine = secret_path(&ctx.cfg, &ctx.me);
+    match load_secret(&mine, &ctx.me) {
+        Ok(Some(_)) => push(
+            &mut f,
+            Severity::Ok,
+            "your-secret",
+            format!("your secret file {} is usable", mine.display()),
+        ),
+        Ok(None) => push(
+            &mut f,
+            Severity::Info,
+            "your-secret",
+            format!("you ({}) are not enrolled", ctx.me.name),
+        ),
+        Err(e) => push(
+            &mut f,
+            Severity::Error,
+            "your-secret",
+            format!("your secret file: {e}; your logins are refused"),
+        ),
+    }
+    match Command::new("timedatectl").args(["show", "--property=NTPSynchronized", "--value"]).output() {
+        Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "yes" => {
+            push(&mut f, Severity::Ok, "clock", "the system clock is synchronized".into())
+        }
+        Ok(o) if o.status.success() => push(&mut f, Severity::Warning, "clock", "the system clock is not synchronized (timedatectl): codes fail when it drifts by more than the window; enable NTP (`timedatectl set-ntp true`)".into()),
+        _ => push(&mut f, Severity::Warning, "clock", "cannot tell whether the clock is synchronized (no timedatectl); codes fail when it drifts by more than the window".into()),
+    }
+
+    let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
+    let warnings = f.iter().filter(|x| x.severity == Severity::Warning).count();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "errors": errors, "warnings": warnings, "findings": f })
+        );
+    } else {
+        for x in &f {
+            let sev = match x.severity {
+                Severity::Ok => "ok",
+                Severity::Info => "info",
+                Severity::Warning => "WARNING",
+                Severity::Error => "ERROR",
+            };
+            match &x.location {
+                Some(l) => println!("{sev:8} {}  [{l}]", x.message),
+                None => println!("{sev:8} {}", x.message),
+            }
+        }
+        println!("{errors} error(s), {warnings} warning(s)");
+    }
+    if errors > 0 {
+        return Err(format!(
+            "{errors} problem(s) would lock users out or let them in without a code"
+        ));
+    }
+    Ok(())
+}
