@@ -68,6 +68,11 @@ impl State {
         toml::to_string(self).map_err(|e| format!("cannot serialize state: {e}"))
     }
 
+    /// How many of `issued` (the secret file's backup code hashes) have not been used.
+    pub fn backup_codes_left(&self, issued: &[String]) -> usize {
+        issued.iter().filter(|h| !self.used_backup_codes.contains(h)).count()
+    }
+
     pub fn is_locked(&self, now: u64) -> bool {
         self.locked_until > now
     }

@@ -106,11 +106,7 @@ pub fn decide(
                 }
                 state.used_backup_codes.push(hash.clone());
                 succeed(state, now);
-                let left = secret
-                    .backup_codes
-                    .iter()
-                    .filter(|h| !state.used_backup_codes.contains(h))
-                    .count();
+                let left = state.backup_codes_left(&secret.backup_codes);
                 return (Decision::Accepted(How::Backup { left }), i);
             }
         }

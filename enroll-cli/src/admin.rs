@@ -23,13 +23,7 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool)
         let total = secret.backup_codes.len();
         let left = if ctx.root {
             let st = ctx.store()?.peek(&account.name).map_err(|e| e.to_string())?;
-            Some(
-                secret
-                    .backup_codes
-                    .iter()
-                    .filter(|h| !st.used_backup_codes.contains(h))
-                    .count(),
-            )
+            Some(st.backup_codes_left(&secret.backup_codes))
         } else {
             None
         };

@@ -54,11 +54,7 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
             ));
             match &state {
                 Some(st) => {
-                    let left = s
-                        .backup_codes
-                        .iter()
-                        .filter(|h| !st.used_backup_codes.contains(h))
-                        .count();
+                    let left = st.backup_codes_left(&s.backup_codes);
                     j["backup_codes_left"] = left.into();
                     lines.push(format!("Backup codes:     {left} of {} left", s.backup_codes.len()));
                 }
