@@ -76,15 +76,37 @@ impl Dir {
     /// owned by one of `owners` and not writable by group or others (the attack: another
     /// user swaps our file for theirs). Returns `Ok(None)` if it does not exist.
     pub fn open(path: &Path, owners: &Owners) -> Result<Option<Dir>, Error> {
+        Dir::open_with(path, owners, true)
+    }
+
+    /// [`Dir::open`]; with `follow_last == false` the last component must not be a symlink
+    /// (for directories root writes to: a symlink planted there could send root's files
+    /// anywhere).
+    pub fn open_with(path: &Path, owners: &Owners, follow_last: bool) -> Result<Option<Dir>, Error> {
+        let mut flags = OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        if !follow_last {
+            flags |= OFlag::O_NOFOLLOW;
+        }
         let file = match std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc_flags(OFlag::O_DIRECTORY | OFlag::O_CLOEXEC))
+            .custom_flags(libc_flags(flags))
             .open(path)
         {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
+                return Err(Error::file(path, FileProblem::Symlink))
+            }
             Err(e) if e.raw_os_error() == Some(Errno::ENOTDIR as i32) => {
-                return Err(Error::file(path, FileProblem::NotDirectory))
+                let symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+                return Err(Error::file(
+                    path,
+                    if symlink {
+                        FileProblem::Symlink
+                    } else {
+                        FileProblem::NotDirectory
+                    },
+                ));
             }
             Err(e) => return Err(Error::io(path, &e)),
         };
@@ -104,8 +126,9 @@ impl Dir {
 
     /// Like [`Dir::open`], creating the directory with `mode` (its parents must exist) if
     /// it is missing.
+    /// The directory itself must not be a symlink.
     pub fn open_or_create(path: &Path, owners: &Owners, mode: u32) -> Result<Dir, Error> {
-        if let Some(d) = Dir::open(path, owners)? {
+        if let Some(d) = Dir::open_with(path, owners, false)? {
             return Ok(d);
         }
         match std::fs::DirBuilder::new().mode(mode).create(path) {
@@ -113,7 +136,8 @@ impl Dir {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(path, &e)),
         }
-        Dir::open(path, owners)?.ok_or_else(|| Error::file(path, FileProblem::Io("vanished after creation".into())))
+        Dir::open_with(path, owners, false)?
+            .ok_or_else(|| Error::file(path, FileProblem::Io("vanished after creation".into())))
     }
 
     pub fn path(&self) -> &Path {
@@ -652,6 +676,29 @@ mod tests {
         dir.write_atomic("st", b"new", 0o600, false).unwrap();
         assert_eq!(std::fs::read_to_string(d.join("victim")).unwrap(), "precious");
         assert_eq!(std::fs::read_to_string(d.join("st")).unwrap(), "new");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn symlinked_directory_is_refused_where_root_writes() {
+        let d = tmpdir();
+        std::fs::DirBuilder::new().mode(0o700).create(d.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        let e = Dir::open_or_create(&d.join("link"), &me(), 0o700).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::File {
+                    problem: FileProblem::Symlink,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            Dir::open(&d.join("link"), &me()).unwrap().is_some(),
+            "readers may follow it"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 

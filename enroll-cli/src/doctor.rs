@@ -155,7 +155,7 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
             format!("{e}; every login through pam_totp is refused"),
         ),
     }
-    match Dir::open(&ctx.cfg.state_dir, &Owners(vec![0])) {
+    match Dir::open_with(&ctx.cfg.state_dir, &Owners(vec![0]), false) {
         Ok(Some(_)) => push(
             &mut f,
             Severity::Ok,

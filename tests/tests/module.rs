@@ -474,3 +474,21 @@ fn module_loads_like_a_c_module_without_libgcc_s_and_stays_mapped() {
     );
     assert!(dynamic.contains("NODELETE"), "{dynamic}");
 }
+
+#[test]
+fn symlinked_state_dir_is_refused() {
+    // A state_dir someone replaced with a link to a root-owned directory (say /etc) must not
+    // make the module write its files there.
+    let (f, u, key) = setup("");
+    let target = f.root.join("elsewhere");
+    std::fs::create_dir(&target).unwrap();
+    std::os::unix::fs::symlink(&target, f.state_dir()).unwrap();
+    let r = f.auth("svc", &u.name, &[&code_now(&key)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR);
+    assert!(r.logged(&["refused: state directory", "symbolic link"]), "{:?}", r.logs);
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+}
