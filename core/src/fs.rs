@@ -108,6 +108,13 @@ impl Dir {
                     },
                 ));
             }
+            Err(e) if e.raw_os_error() == Some(Errno::EACCES as i32) => {
+                // Say why if we can: a directory someone else owns is the usual cause.
+                if let Ok(md) = std::fs::metadata(path) {
+                    owners.check(path, md.uid())?;
+                }
+                return Err(Error::io(path, &e));
+            }
             Err(e) => return Err(Error::io(path, &e)),
         };
         let md = file.metadata().map_err(|e| Error::io(path, &e))?;

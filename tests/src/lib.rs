@@ -65,7 +65,48 @@ pub fn random_hex(bytes: usize) -> String {
 pub fn random_key_b32() -> String {
     let mut b = [0u8; 20];
     getrandom::getrandom(&mut b).unwrap();
-    pam_totp_core::otp::encode_base32(&b).to_string()
+    let key = pam_totp_core::otp::encode_base32(&b).to_string();
+    register_secret(&key);
+    key
+}
+
+/// Every secret and backup code the tests create; no captured syslog line may contain one.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn register_secret(s: &str) {
+    let mut all = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    all.push(s.to_string());
+    all.push(s.to_lowercase());
+    if s.contains('-') {
+        all.push(s.replace('-', ""));
+    }
+}
+
+/// Registers the secret and backup codes of a `pam-totp enroll --json` result.
+pub fn register_enrollment(j: &serde_json::Value) {
+    if let Some(s) = j["secret"].as_str() {
+        register_secret(s);
+    }
+    for c in j["backup_codes"].as_array().into_iter().flatten() {
+        if let Some(c) = c.as_str() {
+            register_secret(c);
+        }
+    }
+}
+
+/// Panics if a log line contains a registered secret or one of `answers` (6+ characters).
+pub fn assert_no_secrets_in(logs: &[String], answers: &[&str]) {
+    let all = SECRETS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for line in logs {
+        for s in all
+            .iter()
+            .map(String::as_str)
+            .chain(answers.iter().copied())
+            .filter(|s| s.len() >= 6)
+        {
+            assert!(!line.contains(s), "secret material reached syslog: {line}");
+        }
+    }
 }
 
 pub fn now() -> u64 {
@@ -250,7 +291,9 @@ impl Fixture {
 
     pub fn auth_with(&self, service: &str, user: &str, answers: &[&str], flags: &[&str]) -> PamRun {
         let out = self.harness(service, user, answers, flags).output().unwrap();
-        PamRun::parse(&out)
+        let r = PamRun::parse(&out);
+        assert_no_secrets_in(&r.logs, answers);
+        r
     }
 
     /// `pam-totp --config <fixture conf> --state-dir <fixture state> ARGS`, run as root.
@@ -337,6 +380,7 @@ impl PamRun {
             }
         }
         assert_ne!(r.rc, -1, "harness printed no result: {stdout} {}", r.stderr);
+        assert_no_secrets_in(&r.logs, &[]);
         r
     }
 

@@ -9,7 +9,9 @@ use std::process::Command;
 fn enroll_json(f: &Fixture, u: &TestUser) -> serde_json::Value {
     let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--json"]));
     assert_eq!(rc, 0, "{err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}"))
+    let j = serde_json::from_str(&out).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}"));
+    register_enrollment(&j);
+    j
 }
 
 #[test]
@@ -262,6 +264,7 @@ fn reset_unlock_and_regenerate_take_effect_on_the_module() {
     let (rc, out, err) = output(f.cli_as(&u.name, &["backup-codes", "--regenerate", "--json"]));
     assert_eq!(rc, 0, "{err}");
     let new: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&new);
     let new_code = new["backup_codes"][0].as_str().unwrap();
     assert_eq!(f.auth("svc", &u.name, &[&old_code]).rc, PAM_AUTH_ERR);
     assert_eq!(f.auth("svc", &u.name, &[new_code]).rc, PAM_SUCCESS);
@@ -310,6 +313,7 @@ fn import_from_a_real_google_authenticator_file() {
     assert!(status.success());
     let text = std::fs::read_to_string(&ga).unwrap();
     let ga_secret = text.lines().next().unwrap().to_string();
+    register_secret(&ga_secret);
     let scratch: Vec<String> = text
         .lines()
         .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))

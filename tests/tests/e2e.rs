@@ -76,6 +76,7 @@ fn enrolled_user(f: &Fixture) -> (TestUser, String) {
     let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--json"]));
     assert_eq!(rc, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&j);
     (u, j["secret"].as_str().unwrap().to_string())
 }
 

@@ -174,6 +174,7 @@ fn deb_installs_works_through_the_systems_libpam_and_removes_cleanly() {
     });
     assert_eq!(rc, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&j);
     let secret = j["secret"].as_str().unwrap().to_string();
     // A service naming the module only as pam_totp.so, found by libpam in its own directory,
     // with no arguments: the packaged defaults.
