@@ -149,7 +149,7 @@ fn killed_mid_update_the_state_always_parses_and_keeps_every_committed_step() {
             "iteration {i}: lock stuck"
         );
     }
-    assert!(committed > 300, "the writer made progress: {committed}");
+    assert!(committed > 50, "the writer made progress: {committed}");
     eprintln!("{committed} steps committed, {mid_write_kills} kills between write and report");
 }
 
