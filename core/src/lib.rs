@@ -12,6 +12,7 @@
 //! | `config.rs` | options: module arguments + pam_totp.conf |
 //! | `doctor.rs` | the configuration checks of `pam-totp doctor` |
 //! | `enroll.rs` | a new secret, its otpauth URI, and the one secret-file reader and writer |
+//! | `fuzzing.rs` | properties checked by the fuzz targets and the corpus regression test |
 //! | `import.rs` | reading google-authenticator files |
 //! | `verify.rs` | the decision for one answer |
 //! | `login.rs` | one login attempt, start to finish; the [`login::Outcome`] |
@@ -25,6 +26,8 @@ pub mod doctor;
 pub mod enroll;
 pub mod error;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod login;
 pub mod otp;

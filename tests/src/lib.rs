@@ -393,7 +393,23 @@ impl PamRun {
 /// A command run in a private mount namespace where each `(source, target)` is bind-mounted
 /// first (e.g. a test copy of /etc/pam.d over /etc/pam.d): the host never sees the change.
 pub fn in_namespace(binds: &[(&Path, &str)], program: &str, args: &[&str]) -> Command {
+    in_namespace_logged(binds, None, program, args)
+}
+
+/// [`in_namespace`], and with `log` the programs' syslog goes to that socket: /dev is a
+/// private tmpfs holding the usual device nodes (bind-mounted from the real /dev), the
+/// ptys, and `log` bind-mounted at /dev/log.
+pub fn in_namespace_logged(binds: &[(&Path, &str)], log: Option<&Path>, program: &str, args: &[&str]) -> Command {
     let mut script = String::from("set -e; mount --make-rprivate /; ");
+    if log.is_some() {
+        script.push_str(
+            "D=$(mktemp -d); mount --rbind /dev \"$D\"; mount -t tmpfs -o mode=755 tmpfs /dev; \
+             for n in null zero full random urandom tty; do touch /dev/$n; mount --bind \"$D/$n\" /dev/$n; done; \
+             mkdir /dev/pts; mount --rbind \"$D/pts\" /dev/pts; ln -s pts/ptmx /dev/ptmx; \
+             ln -s /proc/self/fd /dev/fd; ln -s fd/0 /dev/stdin; ln -s fd/1 /dev/stdout; ln -s fd/2 /dev/stderr; \
+             touch /dev/log; mount --bind \"$LOG_SOCKET\" /dev/log; umount -l \"$D\"; rmdir \"$D\"; ",
+        );
+    }
     for (i, _) in binds.iter().enumerate() {
         script.push_str(&format!("mount --bind \"$BIND_SRC_{i}\" \"$BIND_DST_{i}\"; "));
     }
@@ -403,7 +419,58 @@ pub fn in_namespace(binds: &[(&Path, &str)], program: &str, args: &[&str]) -> Co
     for (i, (src, dst)) in binds.iter().enumerate() {
         c.env(format!("BIND_SRC_{i}"), src).env(format!("BIND_DST_{i}"), dst);
     }
+    if let Some(l) = log {
+        c.env("LOG_SOCKET", l);
+    }
     c
+}
+
+/// A syslog socket the tests listen on; lines are collected by a thread.
+#[derive(Debug)]
+pub struct LogSink {
+    pub path: PathBuf,
+    lines: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl LogSink {
+    pub fn new(f: &Fixture) -> LogSink {
+        let path = f.root.join(format!("log-{}.sock", random_hex(3)));
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        // Programs in the namespace log as root or as the test users.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => sink
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        if std::sync::Arc::strong_count(&sink) == 1 {
+                            return; // the LogSink is gone
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        LogSink { path, lines }
+    }
+
+    /// The lines so far, after checking that none holds a registered secret or `answers`.
+    pub fn lines(&self, answers: &[&str]) -> Vec<String> {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let lines = self.lines.lock().unwrap().clone();
+        assert_no_secrets_in(&lines, answers);
+        lines
+    }
 }
 
 /// A copy of the host's /etc/pam.d in the fixture, with `files` replaced.
@@ -434,7 +501,8 @@ pub struct Sshd {
 }
 
 impl Sshd {
-    pub fn start(f: &Fixture, pam_d: &Path, extra_config: &str) -> Sshd {
+    /// With `log`, sshd and the PAM modules it runs log to that socket (see [`LogSink`]).
+    pub fn start(f: &Fixture, pam_d: &Path, extra_config: &str, syslog: Option<&Path>) -> Sshd {
         let dir = f.root.join("sshd");
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("host_ed25519");
@@ -460,8 +528,9 @@ impl Sshd {
         )
         .unwrap();
         let log = dir.join(format!("sshd-{port}.log"));
-        let mut child = in_namespace(
+        let mut child = in_namespace_logged(
             &[(pam_d, "/etc/pam.d")],
+            syslog,
             "/usr/sbin/sshd",
             &["-D", "-e", "-f", config.to_str().unwrap()],
         )
@@ -511,7 +580,13 @@ pub struct Session {
 /// Drives an interactive program through a pty with expect: each time the output ends with
 /// a prompt matching one of `answers`' patterns (Tcl regexps), that answer is typed.
 /// With `binds`, expect (and so the spawned program) runs in a private mount namespace.
-pub fn expect_session(f: &Fixture, spawn: &[&str], answers: &[(&str, &str)], binds: &[(&Path, &str)]) -> Session {
+pub fn expect_session(
+    f: &Fixture,
+    spawn: &[&str],
+    answers: &[(&str, &str)],
+    binds: &[(&Path, &str)],
+    log: Option<&Path>,
+) -> Session {
     let script = f.root.join(format!("session-{}.exp", random_hex(3)));
     let mut body = String::from("set timeout 20\nlog_user 1\n");
     body.push_str(&format!(
@@ -527,7 +602,7 @@ pub fn expect_session(f: &Fixture, spawn: &[&str], answers: &[(&str, &str)], bin
     body.push_str("  timeout { puts \"\\nEXPECT-TIMEOUT\"; exit 99 }\n  eof\n}\n");
     body.push_str("catch wait result\nputs \"\\nEXIT=[lindex $result 3]\"\n");
     std::fs::write(&script, body).unwrap();
-    let mut cmd = in_namespace(binds, "expect", &[script.to_str().unwrap()]);
+    let mut cmd = in_namespace_logged(binds, log, "expect", &[script.to_str().unwrap()]);
     let out = cmd.output().unwrap();
     let mut transcript = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     transcript.push_str(&String::from_utf8_lossy(&out.stderr));

@@ -51,7 +51,15 @@ fn ssh(f: &Fixture, sshd: &Sshd, user: &TestUser, key: Option<&Path>, password: 
         &args,
         &[("Password: ?", password), ("Verification code: ?", code)],
         &[],
+        None,
     )
+}
+
+/// Whether the module logged `what` for `user` (and no line holds a secret or a password).
+fn logged(log: &LogSink, what: &str, user: &TestUser) -> bool {
+    log.lines(&[PASSWORD])
+        .iter()
+        .any(|l| l.contains("pam_totp(") && l.contains(what) && l.contains(&format!("user={}", user.name)))
 }
 
 fn logged_in(s: &Session, user: &TestUser) -> bool {
@@ -87,7 +95,13 @@ fn ssh_password_then_code() {
         &f,
         &format!("auth requisite pam_unix.so\nauth required {}", f.module("")),
     );
-    let sshd = Sshd::start(&f, &pam_d, "AuthenticationMethods keyboard-interactive");
+    let log = LogSink::new(&f);
+    let sshd = Sshd::start(
+        &f,
+        &pam_d,
+        "AuthenticationMethods keyboard-interactive",
+        Some(&log.path),
+    );
     let (u, secret) = enrolled_user(&f);
 
     let code = code_now(&secret);
@@ -97,12 +111,25 @@ fn ssh_password_then_code() {
     let p = s.transcript.find("Password:").unwrap();
     let c = s.transcript.find("Verification code:").unwrap();
     assert!(p < c, "{}", s.transcript);
+    assert!(logged(&log, "accepted verification code", &u), "{:?}", log.lines(&[]));
+    assert!(
+        log.lines(&[])
+            .iter()
+            .any(|l| l.contains("service=sshd rhost=127.0.0.1")),
+        "{:?}",
+        log.lines(&[])
+    );
 
     // OpenSSH forwards PAM messages only together with a following prompt, so a refusal's
     // message ("already used", "wrong code") never reaches the client: assert the outcome.
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
     assert!(!logged_in(&s, &u), "replayed code let them in: {}", s.transcript);
     assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
+    assert!(
+        logged(&log, "refused: replayed verification code", &u),
+        "{:?}",
+        log.lines(&[])
+    );
 
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &wrong_code(&secret));
     assert!(!logged_in(&s, &u), "{}", s.transcript);
@@ -127,10 +154,12 @@ fn ssh_password_then_code() {
 fn ssh_key_then_code() {
     let f = Fixture::new();
     let pam_d = pam_sshd(&f, &format!("auth required {}", f.module("")));
+    let log = LogSink::new(&f);
     let sshd = Sshd::start(
         &f,
         &pam_d,
         "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive",
+        Some(&log.path),
     );
     let (u, secret) = enrolled_user(&f);
     let key = f.root.join("id_ed25519");
@@ -163,6 +192,7 @@ fn ssh_key_then_code() {
     let s = ssh(&f, &sshd, &u, Some(&key), "unused", &wrong_code(&secret));
     assert!(!logged_in(&s, &u), "{}", s.transcript);
     assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
+    assert!(logged(&log, "refused: wrong code", &u), "{:?}", log.lines(&[]));
 }
 
 fn sudo_env(f: &Fixture, user: &TestUser, module_args: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -190,7 +220,7 @@ fn sudo_env(f: &Fixture, user: &TestUser, module_args: &str) -> (std::path::Path
 }
 
 /// sudo on a terminal (through expect), as a person runs it.
-fn sudo(f: &Fixture, pam_d: &Path, sudoers: &Path, user: &TestUser, code: &str) -> Session {
+fn sudo(f: &Fixture, pam_d: &Path, sudoers: &Path, user: &TestUser, code: &str, log: &LogSink) -> Session {
     expect_session(
         f,
         &[
@@ -206,6 +236,7 @@ fn sudo(f: &Fixture, pam_d: &Path, sudoers: &Path, user: &TestUser, code: &str) 
         ],
         &[("password for [^:]*: ?", PASSWORD), ("Verification code: ?", code)],
         &[(pam_d, "/etc/pam.d"), (sudoers, "/etc/sudoers")],
+        Some(&log.path),
     )
 }
 
@@ -215,8 +246,9 @@ fn sudo_asks_for_the_code_and_locks_out() {
     let (u, secret) = enrolled_user(&f);
     let (pam_d, sudoers) = sudo_env(&f, &u, "max_failures=2 lockout=300");
     let ran = |s: &Session| s.transcript.contains("SUDO-AS-root");
+    let log = LogSink::new(&f);
 
-    let s = sudo(&f, &pam_d, &sudoers, &u, &code_now(&secret));
+    let s = sudo(&f, &pam_d, &sudoers, &u, &code_now(&secret), &log);
     assert!(ran(&s) && s.exit == 0, "{}", s.transcript);
     assert!(
         s.transcript.find("password for") < s.transcript.find("Verification code:"),
@@ -224,18 +256,25 @@ fn sudo_asks_for_the_code_and_locks_out() {
         s.transcript
     );
 
-    let s = sudo(&f, &pam_d, &sudoers, &u, &wrong_code(&secret));
+    let s = sudo(&f, &pam_d, &sudoers, &u, &wrong_code(&secret), &log);
     assert!(!ran(&s) && s.exit != 0, "the command must not run: {}", s.transcript);
     assert!(s.transcript.contains("Wrong verification code."), "{}", s.transcript);
 
-    let s = sudo(&f, &pam_d, &sudoers, &u, &wrong_code(&secret));
+    let s = sudo(&f, &pam_d, &sudoers, &u, &wrong_code(&secret), &log);
     assert!(
         s.transcript
             .contains("Too many wrong verification codes: try again in 5 minutes."),
         "{}",
         s.transcript
     );
-    let s = sudo(&f, &pam_d, &sudoers, &u, &oathtool(&secret, now() + 30, "sha1", 6));
+    let s = sudo(
+        &f,
+        &pam_d,
+        &sudoers,
+        &u,
+        &oathtool(&secret, now() + 30, "sha1", 6),
+        &log,
+    );
     assert!(!ran(&s) && s.exit != 0, "locked out: {}", s.transcript);
     assert!(
         s.transcript.contains("Too many wrong verification codes. Try again in"),
@@ -259,6 +298,7 @@ fn su_on_a_terminal_asks_for_password_and_code() {
             ),
         )],
     );
+    let log = LogSink::new(&f);
     let su = |code: &str| {
         expect_session(
             &f,
@@ -274,6 +314,7 @@ fn su_on_a_terminal_asks_for_password_and_code() {
             ],
             &[("Password: ?", PASSWORD), ("Verification code: ?", code)],
             &[(&pam_d, "/etc/pam.d")],
+            Some(&log.path),
         )
     };
     let s = su(&code_now(&secret));

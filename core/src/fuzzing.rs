@@ -1,0 +1,96 @@
+//! Properties checked by the fuzz targets (fuzz/) and, on the saved corpus, by a regression
+//! test on stable Rust in CI (core/tests/fuzz_corpus.rs). Each function must never panic on
+//! any input; the asserts inside are the properties.
+
+use crate::config::Config;
+use crate::secret::SecretFile;
+use crate::state::State;
+use crate::verify::{decide, Decision, Policy};
+
+/// Secret file parser: no panic; what parses survives a write and a re-read unchanged;
+/// an error never quotes the file.
+pub fn secret_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match SecretFile::parse(text) {
+        Ok(s) => {
+            let again = SecretFile::parse(&s.to_toml()).expect("a parsed secret file re-parses after writing");
+            assert_eq!(again.key.as_slice(), s.key.as_slice());
+            assert_eq!(again.params, s.params);
+            assert_eq!(again.backup_codes, s.backup_codes);
+        }
+        Err(e) => {
+            let msg = format!("{e:?}");
+            for line in text.lines().map(str::trim).filter(|l| l.len() >= 12) {
+                assert!(!msg.contains(line), "error quotes the file: {msg}");
+            }
+        }
+    }
+}
+
+/// State file parser: no panic; round trip.
+pub fn state_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(st) = State::parse(text) {
+        if let Ok(written) = st.to_toml() {
+            assert_eq!(State::parse(&written).expect("re-parse"), st);
+        }
+    }
+}
+
+/// Options: the first line is the module arguments (split on spaces), the rest the config
+/// file. No panic; whatever is accepted is in range.
+pub fn options(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let (args, file) = text.split_once('\n').unwrap_or((text, ""));
+    let args: Vec<&str> = args.split(' ').filter(|a| !a.is_empty()).collect();
+    let file = file.to_string();
+    if let Ok(c) = Config::load(&args, move |_| Ok(Some(file.clone()))) {
+        assert!(c.window <= crate::config::MAX_WINDOW);
+        assert!(c.max_failures >= 1 && c.lockout >= 1);
+        assert!(c.digits == 6 || c.digits == 8);
+        assert!(c.state_dir.is_absolute());
+    }
+}
+
+/// An answer at the prompt (first byte picks the clock): no panic; accepted only if it is
+/// the right code for a step in the window (or the one backup code).
+pub fn answer(data: &[u8]) {
+    let Some((&t, rest)) = data.split_first() else { return };
+    let answer = String::from_utf8_lossy(rest);
+    let key = b"12345678901234567890";
+    let params = crate::otp::Params::DEFAULT;
+    let now = 1_800_000_000 + u64::from(t) * 7;
+    let backup = "7kq2mx9d10";
+    let secret = SecretFile {
+        key: zeroize::Zeroizing::new(key.to_vec()),
+        params,
+        issuer: String::new(),
+        label: String::new(),
+        created: 0,
+        backup_codes: vec![crate::backup::hash(backup).expect("random source")],
+    };
+    let mut state = State::default();
+    let policy = Policy {
+        window: 1,
+        max_failures: 6,
+        lockout: 300,
+    };
+    let (d, _) = decide(&policy, &secret, &mut state, &[&answer], now);
+    if let Decision::Accepted(_) = d {
+        let digits: String = answer.chars().filter(|c| !c.is_whitespace()).collect();
+        let step = params.step_at(now);
+        let is_code = (step - 1..=step + 1).any(|s| crate::otp::totp_at_step(key, s, &params).as_str() == digits);
+        let is_backup = crate::backup::normalize(&answer).is_some_and(|c| c.as_str() == backup);
+        assert!(is_code || is_backup, "accepted a wrong answer: {answer:?}");
+    }
+}
+
+/// google-authenticator file import: no panic; errors never quote the secret line.
+pub fn google_authenticator_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Err(e) = crate::import::parse_google_authenticator(text) {
+        if let Some(first) = text.lines().next().map(str::trim).filter(|l| l.len() >= 8) {
+            assert!(!e.contains(first), "error quotes the secret: {e}");
+        }
+    }
+}
