@@ -589,6 +589,9 @@ pub fn expect_session(
 ) -> Session {
     let script = f.root.join(format!("session-{}.exp", random_hex(3)));
     let mut body = String::from("set timeout 20\nlog_user 1\n");
+    if std::env::var_os("PTT_EXPECT_DEBUG").is_some() {
+        body.push_str("exp_internal 1\n");
+    }
     body.push_str(&format!(
         "spawn {}\n",
         spawn.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(" ")

@@ -44,15 +44,30 @@ fn ssh_args(port: u16, user: &str, key: Option<&Path>) -> Vec<String> {
 }
 
 fn ssh(f: &Fixture, sshd: &Sshd, user: &TestUser, key: Option<&Path>, password: &str, code: &str) -> Session {
-    let args = ssh_args(sshd.port, &user.name, key);
+    ssh_opts(f, sshd, user, key, password, code, false)
+}
+
+/// With `tty`, the session gets a terminal (`ssh -tt`), as an interactive login does: only
+/// then does sshd print the messages PAM left at success (like the motd).
+fn ssh_opts(
+    f: &Fixture,
+    sshd: &Sshd,
+    user: &TestUser,
+    key: Option<&Path>,
+    password: &str,
+    code: &str,
+    tty: bool,
+) -> Session {
+    let mut args = ssh_args(sshd.port, &user.name, key);
+    let mut answers = vec![("Password: ?", password), ("Verification code: ?", code)];
+    if tty {
+        // An interactive login: no command; type it at the shell prompt.
+        args.insert(1, "-tt".into());
+        args.pop();
+        answers.push(("[$#] ?", "echo LOGGED-IN-AS-$(id -un); exit"));
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    expect_session(
-        f,
-        &args,
-        &[("Password: ?", password), ("Verification code: ?", code)],
-        &[],
-        None,
-    )
+    expect_session(f, &args, &answers, &[], None)
 }
 
 /// Whether the module logged `what` for `user` (and no line holds a secret or a password).
@@ -340,4 +355,104 @@ fn su_on_a_terminal_asks_for_password_and_code() {
         "{}",
         s.transcript
     );
+}
+
+fn date_in_days(days: i64) -> String {
+    pam_totp_core::config::Date(pam_totp_core::config::Date::from_unix(now()).0 + days).to_string()
+}
+
+#[test]
+fn ssh_enforce_after_warns_until_the_date_then_refuses() {
+    let f = Fixture::new();
+    let u = TestUser::create();
+    u.set_password(PASSWORD);
+    for (days, allowed) in [(30, true), (0, false), (-1, false)] {
+        let date = date_in_days(days);
+        let pam_d = pam_sshd(
+            &f,
+            &format!(
+                "auth requisite pam_unix.so\nauth required {}",
+                f.module(&format!("enforce_after={date}"))
+            ),
+        );
+        let log = LogSink::new(&f);
+        let sshd = Sshd::start(
+            &f,
+            &pam_d,
+            "AuthenticationMethods keyboard-interactive",
+            Some(&log.path),
+        );
+        let s = ssh_opts(&f, &sshd, &u, None, PASSWORD, "000000", true);
+        assert_eq!(logged_in(&s, &u), allowed, "{date}: {}", s.transcript);
+        assert!(
+            !s.transcript.contains("Verification code"),
+            "not enrolled: no code prompt: {}",
+            s.transcript
+        );
+        if allowed {
+            assert!(
+                s.transcript
+                    .contains(&format!("Two-factor sign-in becomes mandatory on {date}")),
+                "{}",
+                s.transcript
+            );
+            assert!(s.transcript.contains("pam-totp enroll"), "{}", s.transcript);
+            assert!(
+                logged(&log, &format!("not enrolled; allowed until enforce_after={date}"), &u),
+                "{:?}",
+                log.lines(&[])
+            );
+        } else {
+            assert!(logged(&log, "refused: not enrolled", &u), "{:?}", log.lines(&[]));
+        }
+    }
+}
+
+#[test]
+fn ssh_remember_skips_the_code_for_the_same_host_until_reset() {
+    let f = Fixture::new();
+    let pam_d = pam_sshd(
+        &f,
+        &format!(
+            "auth requisite pam_unix.so\nauth required {}",
+            f.module("remember=3600")
+        ),
+    );
+    let log = LogSink::new(&f);
+    let sshd = Sshd::start(
+        &f,
+        &pam_d,
+        "AuthenticationMethods keyboard-interactive",
+        Some(&log.path),
+    );
+    let (u, secret) = enrolled_user(&f);
+
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, &code_now(&secret));
+    assert!(logged_in(&s, &u), "{}", s.transcript);
+    // Same user, same host, same service: only the password.
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, "000000");
+    assert!(logged_in(&s, &u), "{}", s.transcript);
+    assert!(!s.transcript.contains("Verification code"), "{}", s.transcript);
+    assert!(
+        logged(&log, "accepted: remembered host, no code asked", &u),
+        "{:?}",
+        log.lines(&[])
+    );
+    // The password is still required.
+    let s = ssh(&f, &sshd, &u, None, "wrong password", "000000");
+    assert!(!logged_in(&s, &u), "{}", s.transcript);
+
+    let (_, out, _) = output(f.cli(&["status", "--user", &u.name]));
+    assert!(out.contains("Remembered host:  127.0.0.1 on sshd until"), "{out}");
+    let (_, out, _) = output(f.cli(&["status", "--user", &u.name, "--json"]));
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["remembered_hosts"][0]["rhost"], "127.0.0.1");
+
+    // reset clears it (and the enrollment): the next login is not let through.
+    let (rc, _, err) = output(f.cli(&["reset", "--user", &u.name]));
+    assert_eq!(rc, 0, "{err}");
+    let (_, out, _) = output(f.cli(&["status", "--user", &u.name]));
+    assert!(!out.contains("Remembered host"), "{out}");
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, "000000");
+    assert!(!logged_in(&s, &u), "{}", s.transcript);
 }
