@@ -129,6 +129,27 @@ pub fn auth_stack(service: &str, read: &dyn Fn(&str) -> Option<String>) -> Optio
     walk(service, read, 0, &mut out).then_some(out)
 }
 
+/// Whether a failed password stops the stack before pam_totp runs: a password module before
+/// it that is `requisite` (or `[... default=die ...]`), or — Debian's pam-auth-update layout —
+/// one whose success jumps over a `requisite pam_deny.so` that comes before pam_totp.
+/// `enroll_on_login` is offered only then: otherwise anyone who knows a user name could
+/// enroll their own phone for an account without a secret.
+pub fn password_gates_totp(stack: &[AuthLine]) -> bool {
+    let Some(ti) = stack.iter().position(AuthLine::is_totp) else {
+        return false;
+    };
+    let before = &stack[..ti];
+    let stops = |c: &str| c == "requisite" || (c.starts_with('[') && c.contains("default=die"));
+    let password_stops = before.iter().any(|l| l.is_password_module() && stops(&l.control));
+    let debian = before
+        .iter()
+        .any(|l| l.is_password_module() && l.control.contains("success="))
+        && before
+            .iter()
+            .any(|l| l.control == "requisite" && l.module.rsplit('/').next() == Some("pam_deny.so"));
+    password_stops || debian
+}
+
 /// Effective sshd settings, keyed by lower-case keyword (as `sshd -T` prints them).
 pub type SshdConfig = HashMap<String, String>;
 
@@ -270,6 +291,9 @@ pub fn check_stack(service: &str, stack: &[AuthLine], findings: &mut Vec<Finding
             format!("{service}: {e}; every login through this line is refused"),
             loc.clone(),
         ));
+    }
+    if args.contains(&"enroll_on_login") && !password_gates_totp(stack) {
+        findings.push(finding(Severity::Error, "enroll-without-password", format!("{service}: enroll_on_login needs a `requisite` password module before pam_totp (pam_totp will not offer enrollment here; users without a secret are refused)"), loc.clone()));
     }
     if args.contains(&"nullok") && args.iter().any(|a| a.starts_with("enforce_after=")) {
         findings.push(finding(
@@ -416,6 +440,44 @@ mod tests {
         let mut f = Vec::new();
         check_stack("svc", &stack, &mut f);
         assert!(!f.iter().any(|x| x.check == "code-before-password"), "{f:?}");
+    }
+
+    #[test]
+    fn enrollment_is_offered_only_behind_a_password_that_stops_the_stack() {
+        let gated = |text: &'static str| password_gates_totp(&auth_stack("s", &move |_| Some(text.into())).unwrap());
+        assert!(gated(DEBIAN_COMMON_AUTH));
+        assert!(gated(
+            "auth requisite pam_unix.so\nauth required pam_totp.so enroll_on_login\n"
+        ));
+        assert!(gated(
+            "auth [success=ok default=die] pam_sss.so\nauth required pam_totp.so\n"
+        ));
+        assert!(
+            !gated("auth required pam_unix.so\nauth required pam_totp.so\n"),
+            "required does not stop"
+        );
+        assert!(
+            !gated("auth required pam_totp.so\nauth requisite pam_unix.so\n"),
+            "password after the code"
+        );
+        assert!(
+            !gated("auth required pam_totp.so\n"),
+            "key + code: the module cannot tell"
+        );
+        assert!(!gated(
+            "auth [success=1 default=ignore] pam_unix.so\nauth required pam_totp.so\nauth requisite pam_deny.so\n"
+        ));
+        let stack = auth_stack("s", &|_| {
+            Some("auth required pam_unix.so\nauth required pam_totp.so enroll_on_login\n".into())
+        })
+        .unwrap();
+        let mut f = Vec::new();
+        check_stack("s", &stack, &mut f);
+        assert!(
+            f.iter()
+                .any(|x| x.check == "enroll-without-password" && x.severity == Severity::Error),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `otp.rs` | HOTP/TOTP codes, base32 |
 //! | `clock.rs` | the one reader of the system time |
+//! | `qr.rs` | terminal QR codes |
 //! | `secret.rs` | secret file v1 format |
 //! | `backup.rs` | backup code format and hashing |
 //! | `state.rs` | state file v1 format |
@@ -31,6 +32,7 @@ pub mod fuzzing;
 pub mod import;
 pub mod login;
 pub mod otp;
+pub mod qr;
 pub mod secret;
 pub mod state;
 pub mod store;

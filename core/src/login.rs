@@ -80,6 +80,9 @@ pub struct Request<'a> {
     pub service: &'a str,
     pub rhost: Option<&'a str>,
     pub args: &'a [&'a str],
+    /// Where the service's PAM files are (`/etc/pam.d`), read to decide whether
+    /// `enroll_on_login` is safe; None: never offer it.
+    pub pam_dir: Option<&'a Path>,
 }
 
 /// How a login ended. The module maps each variant to a PAM return code in one `match`;
@@ -108,6 +111,8 @@ pub enum Accepted {
     Totp,
     Backup,
     RememberedHost,
+    /// The user enrolled at this login (`enroll_on_login`) and confirmed a code.
+    EnrolledAtLogin,
 }
 
 /// A user name we are willing to look up and put into paths and logs: non-empty, at most
@@ -222,7 +227,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     let path = expand_template(&cfg.secret, req.user, &account.home);
     let secret = match load_secret(&path, &account) {
         Ok(Some(s)) => s,
-        Ok(None) => return not_enrolled(&mut cx, &cfg, &path, clock.now()),
+        Ok(None) => return not_enrolled(&mut cx, &cfg, req, &account, &path, clock),
         Err(e) => {
             cx.log(Level::Err, &format!("refused: secret file: {e}"));
             return Outcome::BadSecretFile;
@@ -246,7 +251,15 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     check_and_prompt(&mut cx, &cfg, &secret, &store, req, clock)
 }
 
-fn not_enrolled<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, path: &Path, now: u64) -> Outcome {
+fn not_enrolled<H: Host>(
+    cx: &mut Ctx<'_, H>,
+    cfg: &Config,
+    req: &Request<'_>,
+    account: &Account,
+    path: &Path,
+    clock: &dyn Clock,
+) -> Outcome {
+    let now = clock.now();
     if let Some(date) = cfg.enforce_after {
         if Date::from_unix(now) < date {
             cx.host.info_msg(&format!(
@@ -258,6 +271,20 @@ fn not_enrolled<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, path: &Path, now: u6
             );
             return Outcome::NotEnrolledAllowed;
         }
+    }
+    if cfg.enroll_on_login {
+        if password_gate(req) {
+            return enroll_at_login(cx, cfg, req, account, path, clock);
+        }
+        cx.log(
+            Level::Err,
+            &format!(
+                "enroll_on_login not offered: no requisite password module before pam_totp in the {} stack (anyone knowing the user name could enroll their own phone)",
+                log_quote(req.service)
+            ),
+        );
+    }
+    if let Some(date) = cfg.enforce_after {
         cx.log(
             Level::Notice,
             &format!(
@@ -271,15 +298,157 @@ fn not_enrolled<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, path: &Path, now: u6
         cx.log(Level::Info, "not enrolled; allowed by nullok");
         return Outcome::NotEnrolledAllowed;
     }
-    if cfg.enroll_on_login {
-        cx.log(
-            Level::Err,
-            "refused: not enrolled, and enroll_on_login is not available in this version",
-        );
-        return Outcome::NotEnrolled;
-    }
     cx.log(Level::Notice, &format!("refused: not enrolled (no {})", path.display()));
     Outcome::NotEnrolled
+}
+
+/// Whether the service's auth stack (read from the root-owned PAM directory) stops on a
+/// wrong password before pam_totp: see [`crate::doctor::password_gates_totp`].
+fn password_gate(req: &Request<'_>) -> bool {
+    let Some(dir) = req.pam_dir else { return false };
+    let read = |name: &str| -> Option<String> {
+        if name.contains('/') || name.starts_with('.') {
+            return None;
+        }
+        crate::fs::read_config(&dir.join(name)).ok().flatten()
+    };
+    crate::doctor::auth_stack(req.service, &read).is_some_and(|stack| crate::doctor::password_gates_totp(&stack))
+}
+
+/// `enroll_on_login`: show a new secret (QR code, key, URI), ask for a code from the app
+/// (three tries), save the secret with the same writer as `pam-totp enroll`, record the
+/// accepted step, and show the backup codes once, behind a last prompt so that every client
+/// displays them (OpenSSH only forwards messages together with a prompt).
+fn enroll_at_login<H: Host>(
+    cx: &mut Ctx<'_, H>,
+    cfg: &Config,
+    req: &Request<'_>,
+    account: &Account,
+    path: &Path,
+    clock: &dyn Clock,
+) -> Outcome {
+    let refuse = |cx: &mut Ctx<'_, H>, why: String| {
+        cx.log(Level::Err, &format!("refused: enrollment at login failed: {why}"));
+        Outcome::NotEnrolled
+    };
+    let store = match FileStore::open(&cfg.state_dir, true) {
+        Ok(s) => s,
+        Err(e) => return refuse(cx, format!("state directory: {e}")),
+    };
+    if let Ok(st) = store.peek(req.user) {
+        if st.is_locked(clock.now()) {
+            cx.host.error_msg("Too many wrong verification codes. Try again later.");
+            cx.log(Level::Notice, "refused: locked out (enrollment at login)");
+            return Outcome::LockedOut;
+        }
+    }
+    // Nothing secret is shown before we know it can be saved.
+    if let Err(e) = crate::enroll::check_writable(path, account) {
+        return refuse(cx, format!("cannot write the secret file: {e}"));
+    }
+    let Some(params) = crate::otp::Params::new(cfg.algorithm, cfg.digits, 30) else {
+        return refuse(cx, "unsupported digits".into());
+    };
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let issuer = cfg.issuer.clone().unwrap_or_else(|| host.clone());
+    let label = format!("{}@{host}", account.name);
+    let (secret, codes) = match crate::enroll::new_secret(
+        params,
+        &issuer,
+        &label,
+        clock.now(),
+        crate::enroll::DEFAULT_BACKUP_CODES,
+    ) {
+        Ok(s) => s,
+        Err(e) => return refuse(cx, e.to_string()),
+    };
+    let uri = crate::enroll::otpauth_uri(&secret);
+    let b32 = crate::otp::encode_base32(&secret.key);
+    let grouped: Vec<String> = b32
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let qr = crate::qr::render(&uri, crate::qr::QrMode::Utf8, false).unwrap_or_default();
+    let intro = zeroize::Zeroizing::new(format!(
+        "Two-factor sign-in is required for this account and you have not set it up yet.\n\
+         Scan this QR code with your authenticator app (Google Authenticator, Microsoft Authenticator, FreeOTP, ...):\n\n\
+         {qr}\nOr add the key by hand: {}  (time-based, {}, {} digits, every 30 seconds)\nURI: {}\n",
+        grouped.join(" "),
+        params.algorithm().name(),
+        params.digits(),
+        uri.as_str()
+    ));
+    cx.host.info_msg(&intro);
+    cx.log(Level::Notice, "not enrolled; enrollment at login offered");
+
+    let mut matched = None;
+    for tries_left in (0..3).rev() {
+        let Ok(answer) = cx.host.prompt_hidden("Verification code from the app: ") else {
+            cx.log(Level::Notice, "refused: enrollment at login cancelled");
+            return Outcome::ConversationFailed;
+        };
+        let digits: zeroize::Zeroizing<String> =
+            zeroize::Zeroizing::new(answer.chars().filter(|c| !c.is_whitespace()).collect());
+        let now = clock.now();
+        if digits.len() == params.digits() as usize {
+            matched = crate::otp::find_step(&secret.key, &digits, params.step_at(now), cfg.window, &params);
+        }
+        if matched.is_some() {
+            break;
+        }
+        if tries_left > 0 {
+            cx.host
+                .error_msg("That code does not match. Codes change every 30 seconds: type the one shown now.");
+        }
+    }
+    let Some(step) = matched else {
+        cx.host.error_msg(
+            "The code did not match three times; nothing was saved. Check that the phone sets its time automatically.",
+        );
+        cx.log(
+            Level::Notice,
+            "refused: enrollment at login not confirmed (3 wrong codes)",
+        );
+        return Outcome::WrongCode;
+    };
+    if let Err(e) = crate::enroll::save_secret(path, account, &secret, false) {
+        return refuse(cx, format!("could not save the secret: {e}"));
+    }
+    // The confirming code is spent like any accepted code.
+    let now = clock.now();
+    if let Err(e) = store.update(req.user, |st| {
+        st.last_step = Some(st.last_step.map_or(step, |l| l.max(step)));
+        st.last_success = now;
+        st.failures = 0;
+    }) {
+        return refuse(cx, format!("could not record the attempt: {e}"));
+    }
+    let mut list = String::from(
+        "Two-factor sign-in is set up. Backup codes (each works once, if you lose your phone; they are not shown again):\n\n",
+    );
+    for pair in codes.chunks(2) {
+        let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
+        list.push_str(&format!("    {}\n", line.join("    ")));
+    }
+    let list = zeroize::Zeroizing::new(list);
+    cx.host.info_msg(&list);
+    // The answer does not matter; the prompt makes every client show the codes.
+    let _ = cx
+        .host
+        .prompt_hidden("Press Enter once you have saved the backup codes: ");
+    cx.log(
+        Level::Notice,
+        &format!(
+            "enrolled at login: secret file {} written, {} backup codes issued",
+            path.display(),
+            codes.len()
+        ),
+    );
+    Outcome::Accepted(Accepted::EnrolledAtLogin)
 }
 
 /// Splits "password + code" into (password, code) candidates: the last `digits`

@@ -116,7 +116,7 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     };
     if a.qr != QrMode::None {
         w(&mut out, "Scan this QR code with your authenticator app (Google Authenticator, Microsoft Authenticator, FreeOTP, ...):\n")?;
-        w(&mut out, &qr::render(&uri, a.qr, ansi)?)?;
+        w(&mut out, &qr::render(&uri, a.qr.into(), ansi)?)?;
     }
     w(&mut out, &format!("Or add it by hand:  key {}", group4(&b32)))?;
     w(

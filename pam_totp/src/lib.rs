@@ -119,6 +119,7 @@ fn run_authenticate(pamh: *mut PamHandle, flags: c_int, argc: c_int, argv: *cons
         service: &service,
         rhost: rhost.as_deref(),
         args: &args,
+        pam_dir: Some(std::path::Path::new("/etc/pam.d")),
     };
     let outcome = authenticate(&mut host, &SystemAccounts, &SystemClock, &req);
     pam_code(&outcome)
@@ -161,6 +162,7 @@ mod tests {
             Outcome::Accepted(Accepted::Totp),
             Outcome::Accepted(Accepted::Backup),
             Outcome::Accepted(Accepted::RememberedHost),
+            Outcome::Accepted(Accepted::EnrolledAtLogin),
             Outcome::NotEnrolledAllowed,
             Outcome::NotEnrolled,
             Outcome::WrongCode,

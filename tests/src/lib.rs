@@ -570,6 +570,10 @@ impl Drop for Sshd {
     }
 }
 
+/// As an answer to [`expect_session`]: the current code for the `secret=` shown on screen
+/// (the phone scanning the QR code).
+pub const TOTP_FROM_SCREEN: &str = "@totp-from-screen";
+
 /// What an interactive client showed and how it ended.
 #[derive(Debug)]
 pub struct Session {
@@ -598,6 +602,13 @@ pub fn expect_session(
     ));
     body.push_str("expect {\n");
     for (pattern, answer) in answers {
+        if *answer == TOTP_FROM_SCREEN {
+            body.push_str(&format!(
+                "  -re {{{pattern}$}} {{ regexp {{secret=([A-Z2-7]+)}} $expect_out(buffer) -> sec; \
+                 send -- [exec oathtool --totp --base32 $sec]; send \"\\r\"; exp_continue }}\n"
+            ));
+            continue;
+        }
         body.push_str(&format!(
             "  -re {{{pattern}$}} {{ send -- {{{answer}}}; send \"\\r\"; exp_continue }}\n"
         ));
@@ -616,4 +627,52 @@ pub fn expect_session(
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(-1);
     Session { transcript, exit }
+}
+
+/// Turns a half-block (or ascii) QR code shown on a terminal back into pixels (a PGM image, 8 px per
+/// module) the way a screen shows it, and decodes it with zbarimg.
+pub fn decode_terminal_qr(stdout: &str, ascii: bool) -> String {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("Scan this QR code"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("Or add"))
+        .filter(|l| !l.trim().is_empty() || ascii)
+        .collect();
+    let mut rows: Vec<Vec<bool>> = Vec::new();
+    for l in &lines {
+        if ascii {
+            let cells: Vec<char> = l.chars().collect();
+            rows.push(cells.chunks(2).map(|c| c[0] == '#').collect());
+        } else {
+            rows.push(l.chars().map(|c| c == '█' || c == '▀').collect());
+            rows.push(l.chars().map(|c| c == '█' || c == '▄').collect());
+        }
+    }
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0) + 8;
+    let height = rows.len() + 8;
+    let scale = 8;
+    let mut img = format!("P5\n{} {}\n255\n", width * scale, height * scale).into_bytes();
+    for y in 0..height * scale {
+        for x in 0..width * scale {
+            let (my, mx) = ((y / scale) as isize - 4, (x / scale) as isize - 4);
+            let dark = my >= 0
+                && mx >= 0
+                && rows
+                    .get(my as usize)
+                    .and_then(|r| r.get(mx as usize))
+                    .copied()
+                    .unwrap_or(false);
+            img.push(if dark { 0 } else { 255 });
+        }
+    }
+    let path = std::env::temp_dir().join(format!("pam-totp-qr-{}.pgm", random_hex(4)));
+    std::fs::write(&path, img).unwrap();
+    let out = Command::new("zbarimg")
+        .args(["--raw", "-q"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

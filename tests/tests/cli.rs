@@ -59,54 +59,6 @@ fn json_enrollment_is_accepted_by_the_module_and_a_backup_code_works_once() {
     assert!(st["last_success"].as_u64().unwrap() > 0);
 }
 
-/// Turns the half-block QR the CLI printed back into pixels (a PGM image, 8 px per
-/// module) the way a screen shows it, and decodes it with zbarimg.
-fn decode_terminal_qr(stdout: &str, ascii: bool) -> String {
-    let lines: Vec<&str> = stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("Scan this QR code"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("Or add it by hand"))
-        .filter(|l| !l.trim().is_empty() || ascii)
-        .collect();
-    let mut rows: Vec<Vec<bool>> = Vec::new();
-    for l in &lines {
-        if ascii {
-            let cells: Vec<char> = l.chars().collect();
-            rows.push(cells.chunks(2).map(|c| c[0] == '#').collect());
-        } else {
-            rows.push(l.chars().map(|c| c == '█' || c == '▀').collect());
-            rows.push(l.chars().map(|c| c == '█' || c == '▄').collect());
-        }
-    }
-    let width = rows.iter().map(Vec::len).max().unwrap_or(0) + 8;
-    let height = rows.len() + 8;
-    let scale = 8;
-    let mut img = format!("P5\n{} {}\n255\n", width * scale, height * scale).into_bytes();
-    for y in 0..height * scale {
-        for x in 0..width * scale {
-            let (my, mx) = ((y / scale) as isize - 4, (x / scale) as isize - 4);
-            let dark = my >= 0
-                && mx >= 0
-                && rows
-                    .get(my as usize)
-                    .and_then(|r| r.get(mx as usize))
-                    .copied()
-                    .unwrap_or(false);
-            img.push(if dark { 0 } else { 255 });
-        }
-    }
-    let path = std::env::temp_dir().join(format!("pam-totp-qr-{}.pgm", random_hex(4)));
-    std::fs::write(&path, img).unwrap();
-    let out = Command::new("zbarimg")
-        .args(["--raw", "-q"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn terminal_qr_code_decodes_to_the_exact_uri() {
     for (mode, ascii) in [("utf8", false), ("ascii", true)] {

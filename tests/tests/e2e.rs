@@ -456,3 +456,122 @@ fn ssh_remember_skips_the_code_for_the_same_host_until_reset() {
     let s = ssh(&f, &sshd, &u, None, PASSWORD, "000000");
     assert!(!logged_in(&s, &u), "{}", s.transcript);
 }
+
+fn enroll_session(f: &Fixture, sshd: &Sshd, u: &TestUser) -> Session {
+    let args = ssh_args(sshd.port, &u.name, None);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A UTF-8 terminal, as users have: OpenSSH escapes non-ASCII otherwise.
+    args.splice(0..0, ["env", "LC_ALL=C.UTF-8"]);
+    expect_session(
+        f,
+        &args,
+        &[
+            ("Password: ?", PASSWORD),
+            ("Verification code from the app: ?", TOTP_FROM_SCREEN),
+            ("Press Enter once you have saved the backup codes: ?", ""),
+            ("Verification code: ?", "000000"),
+        ],
+        &[],
+        None,
+    )
+}
+
+#[test]
+fn ssh_enroll_on_login_shows_a_scannable_qr_and_saves_the_secret() {
+    let f = Fixture::new();
+    let pam_d = pam_sshd(
+        &f,
+        &format!(
+            "auth requisite pam_unix.so\nauth required {}",
+            f.module("enroll_on_login")
+        ),
+    );
+    let log = LogSink::new(&f);
+    let sshd = Sshd::start(
+        &f,
+        &pam_d,
+        "AuthenticationMethods keyboard-interactive",
+        Some(&log.path),
+    );
+    let u = TestUser::create();
+    u.set_password(PASSWORD);
+
+    let s = enroll_session(&f, &sshd, &u);
+    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    // The QR code is on screen before the prompt, and a real decoder reads the URI from it.
+    let t = &s.transcript;
+    assert!(
+        t.find("Scan this QR code") < t.find("Verification code from the app"),
+        "{t}"
+    );
+    let uri = t
+        .lines()
+        .find_map(|l| l.strip_prefix("URI: "))
+        .unwrap_or_else(|| panic!("{t}"))
+        .trim()
+        .to_string();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    assert_eq!(decode_terminal_qr(t, false), uri);
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    register_secret(&secret);
+    let codes: Vec<&str> = t
+        .split_whitespace()
+        .filter(|w| {
+            w.len() == 11 && w.as_bytes()[5] == b'-' && w.chars().all(|c| c == '-' || c.is_ascii_alphanumeric())
+        })
+        .collect();
+    assert_eq!(codes.len(), 10, "backup codes shown: {t}");
+    codes.iter().for_each(|c| register_secret(c));
+    // Saved as the user's own private file, the same as `pam-totp enroll` writes it.
+    let md = std::fs::metadata(u.secret_path()).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&md),
+            std::os::unix::fs::MetadataExt::mode(&md) & 0o777
+        ),
+        (u.uid, 0o600)
+    );
+    assert!(logged(&log, "enrolled at login", &u), "{:?}", log.lines(&[]));
+
+    // From now on: a normal code login, and the enrollment is not offered again.
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, &oathtool(&secret, now() + 30, "sha1", 6));
+    assert!(logged_in(&s, &u), "{}", s.transcript);
+    assert!(!s.transcript.contains("Scan this QR code"), "{}", s.transcript);
+}
+
+#[test]
+fn ssh_enroll_on_login_is_not_offered_when_the_password_does_not_stop_the_stack() {
+    let f = Fixture::new();
+    let pam_d = pam_sshd(
+        &f,
+        &format!(
+            "auth required pam_unix.so\nauth required {}",
+            f.module("enroll_on_login")
+        ),
+    );
+    let log = LogSink::new(&f);
+    let sshd = Sshd::start(
+        &f,
+        &pam_d,
+        "AuthenticationMethods keyboard-interactive",
+        Some(&log.path),
+    );
+    let u = TestUser::create();
+    u.set_password(PASSWORD);
+    let s = enroll_session(&f, &sshd, &u);
+    assert!(!logged_in(&s, &u), "{}", s.transcript);
+    assert!(
+        !s.transcript.contains("Scan this QR code") && !s.transcript.contains("secret="),
+        "{}",
+        s.transcript
+    );
+    assert!(!u.secret_path().exists());
+    assert!(logged(&log, "enroll_on_login not offered", &u), "{:?}", log.lines(&[]));
+}

@@ -67,6 +67,10 @@ impl Env {
             .create(root.join("home/.config/pam-totp"))
             .unwrap();
         std::fs::write(root.join("pam_totp.conf"), "").unwrap();
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(root.join("pam.d"))
+            .unwrap();
         let me = nix::unistd::geteuid().as_raw();
         let account = Account {
             name: "alice".into(),
@@ -120,11 +124,13 @@ impl Env {
         };
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
+        let pam_dir = self.root.join("pam.d");
         let req = Request {
             user,
             service: "sshd",
             rhost,
             args: &args,
+            pam_dir: Some(&pam_dir),
         };
         let out = authenticate(&mut host, &self.accounts, &FixedClock(now), &req);
         for (_, line) in &host.logs {
@@ -400,4 +406,129 @@ fn outcome_helpers() {
     assert_eq!(human_duration(0), "0 seconds");
     assert_eq!(human_duration(3600), "1 hour");
     assert_eq!(log_quote("a\nb c\u{1b}"), "a\\nb c\\u{1b}");
+}
+
+impl Env {
+    fn pam_stack(&self, text: &str) {
+        std::fs::write(self.root.join("pam.d/sshd"), text).unwrap();
+        std::fs::set_permissions(self.root.join("pam.d/sshd"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+/// Answers the enrollment prompt with the code for the secret the module just showed.
+struct EnrollingHost {
+    inner: FakeHost,
+    answer_with: fn(&str) -> String,
+}
+
+impl Host for EnrollingHost {
+    fn prompt_hidden(&mut self, text: &str) -> Result<Zeroizing<String>, ConvError> {
+        self.inner.prompts.push(text.to_string());
+        if text.starts_with("Verification code from the app") {
+            let shown = self.inner.infos.join("\n");
+            return Ok(Zeroizing::new((self.answer_with)(&shown)));
+        }
+        Ok(Zeroizing::new(String::new()))
+    }
+    fn error_msg(&mut self, text: &str) {
+        self.inner.error_msg(text)
+    }
+    fn info_msg(&mut self, text: &str) {
+        self.inner.info_msg(text)
+    }
+    fn set_authtok(&mut self, p: &str) -> Result<(), ConvError> {
+        self.inner.set_authtok(p)
+    }
+    fn log(&mut self, level: Level, msg: &str) {
+        self.inner.log(level, msg)
+    }
+}
+
+fn code_for_shown_secret(shown: &str) -> String {
+    let secret = shown.split("secret=").nth(1).unwrap().split('&').next().unwrap();
+    let key = crate::otp::decode_base32(secret).unwrap();
+    totp_at_step(&key, NOW / 30, &Params::DEFAULT).to_string()
+}
+
+fn enroll_run(env: &Env, answer_with: fn(&str) -> String) -> (Outcome, FakeHost) {
+    let mut host = EnrollingHost {
+        inner: FakeHost::default(),
+        answer_with,
+    };
+    let mut args: Vec<&str> = env.args.iter().map(String::as_str).collect();
+    args.push("enroll_on_login");
+    let pam_dir = env.root.join("pam.d");
+    let req = Request {
+        user: "alice",
+        service: "sshd",
+        rhost: None,
+        args: &args,
+        pam_dir: Some(&pam_dir),
+    };
+    let out = authenticate(&mut host, &env.accounts, &FixedClock(NOW), &req);
+    (out, host.inner)
+}
+
+#[test]
+fn enroll_on_login_behind_a_requisite_password_saves_the_secret_and_spends_the_code() {
+    let env = Env::new();
+    std::fs::remove_dir(env.root.join("home/.config/pam-totp")).unwrap();
+    env.pam_stack("auth requisite pam_unix.so\nauth required pam_totp.so enroll_on_login\n");
+    let (out, host) = enroll_run(&env, code_for_shown_secret);
+    assert_eq!(out, Outcome::Accepted(Accepted::EnrolledAtLogin), "{:?}", host.logs);
+    assert!(
+        host.infos[0].contains("Scan this QR code") && host.infos[0].contains('\u{2580}'),
+        "QR shown first"
+    );
+    assert!(host.infos[1].contains("Backup codes"), "{:?}", host.infos);
+    assert_eq!(
+        host.prompts.last().unwrap(),
+        "Press Enter once you have saved the backup codes: "
+    );
+    let saved = crate::enroll::load_secret(&env.secret_path(), &env.accounts.0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.backup_codes.len(), 10);
+    // The confirming code cannot be used again.
+    let code = code_for_shown_secret(&host.infos[0]);
+    assert_eq!(env.run(&[], &[&code], NOW).0, Outcome::Replay);
+}
+
+#[test]
+fn enroll_on_login_is_not_offered_without_a_password_that_stops_the_stack() {
+    for stack in [
+        "auth required pam_unix.so\nauth required pam_totp.so\n",
+        "auth required pam_totp.so\n",
+        "",
+    ] {
+        let env = Env::new();
+        env.pam_stack(stack);
+        let (out, host) = enroll_run(&env, code_for_shown_secret);
+        assert_eq!(out, Outcome::NotEnrolled, "{stack:?}");
+        assert!(
+            host.infos.is_empty() && host.prompts.is_empty(),
+            "nothing shown: {:?}",
+            host.infos
+        );
+        assert!(
+            host.logs.iter().any(|(_, l)| l.contains("enroll_on_login not offered")),
+            "{:?}",
+            host.logs
+        );
+        assert!(!env.secret_path().exists());
+    }
+}
+
+#[test]
+fn enroll_on_login_saves_nothing_after_three_wrong_codes() {
+    let env = Env::new();
+    env.pam_stack("auth requisite pam_unix.so\nauth required pam_totp.so\n");
+    let (out, host) = enroll_run(&env, |_| "000000".into());
+    assert_eq!(out, Outcome::WrongCode);
+    assert_eq!(host.prompts.len(), 3);
+    assert!(!env.secret_path().exists());
+    assert!(
+        host.logs.iter().all(|(_, l)| !l.contains("secret=")),
+        "no URI in the log"
+    );
 }
