@@ -10,7 +10,8 @@
  *   RESET   before each round, outside the timed region, RESET_PATH is overwritten with the
  *           contents of RESET_SRC: this erases the module's replay record, so a right code
  *           is accepted again and every timed round does the real read, check and write.
- * Prints: "<mean ns> <median ns> <accepted rounds> <maxrss KiB after warm-up> <maxrss KiB at end>".
+ * Prints: "<mean ns> <median ns> <accepted rounds> <peak RSS KiB after warm-up> <peak RSS KiB at end>
+ *          <current RSS KiB after warm-up> <current RSS KiB at end>".
  * C on purpose: a Rust driver would already have libgcc_s.so.1 loaded and hide its cost.
  */
 #include <security/pam_appl.h>
@@ -70,6 +71,17 @@ static int cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Resident set size now (KiB), from /proc/self/statm: a leak makes this grow. */
+static long rss_now(void) {
+    long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = 0;
+        fclose(f);
+    }
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 static long maxrss(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -93,11 +105,18 @@ int main(int argc, char **argv) {
     }
     int want = strcmp(mode, "right") == 0 ? PAM_SUCCESS : -1;
     int warmup = rounds / 10 + 5;
-    long long *samples = calloc(rounds, sizeof *samples);
+    long long *samples = malloc(rounds * sizeof *samples);
+    if (!samples) return 2;
+    /* Touch every page now: the array growing into RSS must not count as the module's.
+     * (Not zero: the compiler would turn malloc + memset(0) into an untouched calloc.) */
+    memset(samples, 0xff, rounds * sizeof *samples);
     int n = 0, accepted = 0;
-    long rss_warm = 0;
+    long rss_warm = 0, now_warm = 0;
     for (int i = 0; i < warmup + rounds; i++) {
-        if (i == warmup) rss_warm = maxrss();
+        if (i == warmup) {
+            rss_warm = maxrss();
+            now_warm = rss_now();
+        }
         if (reset_path) {
             int fd = open(reset_path, O_WRONLY | O_TRUNC);
             if (fd < 0 || write(fd, reset_buf, reset_len) != reset_len) { perror(reset_path); return 2; }
@@ -133,6 +152,7 @@ int main(int argc, char **argv) {
     long long sum = 0;
     for (int i = 0; i < n; i++) sum += samples[i];
     qsort(samples, n, sizeof *samples, cmp);
-    printf("%lld %lld %d %ld %ld\n", sum / n, samples[n / 2], accepted, rss_warm, maxrss());
+    printf("%lld %lld %d %ld %ld %ld %ld\n", sum / n, samples[n / 2], accepted, rss_warm, maxrss(), now_warm, rss_now());
+    free(samples);
     return 0;
 }
