@@ -18,7 +18,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 use zeroize::Zeroizing;
 
-use crate::error::{describe_io, Error, FileProblem};
+use crate::error::{Error, FileProblem};
 
 /// Largest secret or state file we read (64 KiB): a file this big is not ours.
 pub const MAX_FILE_SIZE: u64 = 64 * 1024;
@@ -442,11 +442,6 @@ pub fn read_config(path: &Path) -> Result<Option<String>, Error> {
         ));
     }
     Ok(Some(text))
-}
-
-/// `describe_io` re-exported for callers that report plain io errors.
-pub fn io_reason(e: &std::io::Error) -> String {
-    describe_io(e)
 }
 
 #[cfg(test)]
