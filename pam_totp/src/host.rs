@@ -63,7 +63,9 @@ impl PamHost {
     /// reply for prompts. The reply buffer, allocated by the application, is wiped before
     /// it is freed.
     fn converse(&mut self, style: i32, text: &str) -> Result<Option<Zeroizing<String>>, ()> {
-        let text = CString::new(text.replace('\0', "")).map_err(|_| ())?;
+        // NUL-terminated copy, wiped on drop: the enrollment message carries the secret.
+        let mut text: Zeroizing<Vec<u8>> = Zeroizing::new(text.bytes().filter(|&b| b != 0).collect());
+        text.push(0);
         let mut conv: *const c_void = ptr::null();
         // SAFETY: pamh is valid; libpam writes a pointer to the application's pam_conv.
         let rc = unsafe { pam_get_item(self.pamh, PAM_CONV, &mut conv) };
@@ -78,7 +80,7 @@ impl PamHost {
         };
         let msg = PamMessage {
             msg_style: style,
-            msg: text.as_ptr(),
+            msg: text.as_ptr().cast(),
         };
         let mut msg_ptr: *const PamMessage = &msg;
         let mut resp: *mut PamResponse = ptr::null_mut();
