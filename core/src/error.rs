@@ -104,7 +104,7 @@ impl fmt::Display for Error {
                         mode & 0o7777
                     ),
                     FileProblem::HardLinked { links } => {
-                        write!(f, "{p} has {links} hard links; it must have exactly one")
+                        write!(f, "{p} has {links} hard links; it must have only one")
                     }
                     FileProblem::TooLarge { size, max } => {
                         write!(f, "{p} is {size} bytes, larger than the {max}-byte limit")

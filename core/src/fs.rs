@@ -185,8 +185,10 @@ impl Dir {
         if md.mode() & 0o077 != 0 {
             return Err(Error::file(path, FileProblem::GroupOrOtherAccess { mode: md.mode() }));
         }
-        // A second link means someone else's file may be standing in for ours.
-        if md.nlink() != 1 {
+        // A second link means someone else's file may be standing in for ours. Zero links is
+        // fine: the file was replaced (renamed over) after we opened it, and what we read is
+        // the complete old version — a concurrent login's atomic update, not an attack.
+        if md.nlink() > 1 {
             return Err(Error::file(path, FileProblem::HardLinked { links: md.nlink() }));
         }
         if md.size() > MAX_FILE_SIZE {

@@ -20,6 +20,10 @@ fn setup(args: &str) -> (Fixture, TestUser, String) {
 
 /// Runs `answers.len()` logins at the same instant, one process each.
 fn race(f: &Fixture, user: &str, answers: &[String]) -> Vec<i32> {
+    race_runs(f, user, answers).into_iter().map(|r| r.rc).collect()
+}
+
+fn race_runs(f: &Fixture, user: &str, answers: &[String]) -> Vec<PamRun> {
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -37,7 +41,7 @@ fn race(f: &Fixture, user: &str, answers: &[String]) -> Vec<i32> {
         .collect();
     children
         .into_iter()
-        .map(|c| PamRun::parse(&c.wait_with_output().unwrap()).rc)
+        .map(|c| PamRun::parse(&c.wait_with_output().unwrap()))
         .collect()
 }
 
@@ -97,8 +101,15 @@ fn distinct_wrong_codes(key: &str, n: usize) -> Vec<String> {
 #[test]
 fn sixty_four_racing_wrong_codes_are_all_counted_and_lock_the_user() {
     let (f, u, key) = setup("max_failures=1000");
-    let results = race(&f, &u.name, &distinct_wrong_codes(&key, 64));
-    assert!(results.iter().all(|&r| r == PAM_AUTH_ERR), "{results:?}");
+    let runs = race_runs(&f, &u.name, &distinct_wrong_codes(&key, 64));
+    for r in &runs {
+        assert_eq!(r.rc, PAM_AUTH_ERR, "{r:?}");
+        assert!(
+            r.logged(&["refused: wrong code"]),
+            "every attempt is decided and counted: {:?}",
+            r.logs
+        );
+    }
     assert_eq!(state_of(&f, &u.name).failures, 64, "no lost update");
 
     let (f, u, key) = setup("");
