@@ -133,8 +133,10 @@ fn killed_mid_update_the_state_always_parses_and_keeps_every_committed_step() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).last());
-        // Kill after a pseudo-random delay, usually in the middle of some write.
-        std::thread::sleep(std::time::Duration::from_micros((i * 7919) % 3000));
+        // Kill after a pseudo-random delay, usually in the middle of some write; every tenth
+        // run lives longer, so the writer makes progress even on a slow machine.
+        let delay = if i % 10 == 9 { 30_000 } else { (i * 7919) % 3000 };
+        std::thread::sleep(std::time::Duration::from_micros(delay));
         child.kill().unwrap();
         child.wait().unwrap();
         if let Some(last) = reader.join().unwrap() {
@@ -174,6 +176,12 @@ fn killed_mid_update_the_state_always_parses_and_keeps_every_committed_step() {
 fn killed_enrollment_leaves_the_old_or_the_new_secret_never_a_broken_one() {
     let f = Fixture::new();
     let u = TestUser::create();
+    // How long one enrollment takes here: kills are spread over 1.5 times that, so some land
+    // mid-write and some runs complete, on a fast machine or a slow one.
+    let t = std::time::Instant::now();
+    let (rc, _, err) = output(f.cli(&["enroll", "--user", &u.name, "--no-confirm", "--force", "--qr", "none"]));
+    assert_eq!(rc, 0, "{err}");
+    let span = (t.elapsed().as_micros() as u64 * 3 / 2).max(1000);
     let mut saw = (0, 0); // (complete runs, killed runs)
     for i in 0..200u64 {
         let mut child = f
@@ -182,7 +190,7 @@ fn killed_enrollment_leaves_the_old_or_the_new_secret_never_a_broken_one() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_micros((i * 104_729) % 4000));
+        std::thread::sleep(std::time::Duration::from_micros((i * 104_729) % span));
         let _ = child.kill();
         let status = child.wait().unwrap();
         if status.success() {
