@@ -22,6 +22,44 @@ use crate::secret::{ParseError, SecretFile};
 pub const KEY_BYTES: usize = 20;
 pub const DEFAULT_BACKUP_CODES: usize = 10;
 
+/// This host's name (the default issuer and the part after `@` in labels).
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The issuer shown in the app: `issuer` from the configuration, else the host name.
+pub fn default_issuer(cfg: &Config) -> String {
+    cfg.issuer.clone().unwrap_or_else(host_name)
+}
+
+/// The account label shown in the app: `user@host`.
+pub fn default_label(user: &str) -> String {
+    format!("{user}@{}", host_name())
+}
+
+/// A base32 key in groups of four, for typing it in by hand.
+pub fn grouped(key_b32: &str) -> Zeroizing<String> {
+    let groups: Vec<&str> = key_b32
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    Zeroizing::new(groups.join(" "))
+}
+
+/// Backup codes two per line, indented, as every place that shows them prints them.
+pub fn backup_code_lines(codes: &[Zeroizing<String>]) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::new());
+    for pair in codes.chunks(2) {
+        let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
+        out.push_str(&format!("    {}\n", line.join("    ")));
+    }
+    out
+}
+
 /// The secret file path for `account` under `cfg`.
 pub fn secret_path(cfg: &Config, account: &Account) -> PathBuf {
     expand_template(&cfg.secret, &account.name, &account.home)
@@ -204,6 +242,14 @@ mod tests {
         let p = std::env::temp_dir().join(format!("pam-totp-enroll-{}", u64::from_le_bytes(b)));
         std::fs::DirBuilder::new().mode(0o700).create(&p).unwrap();
         p
+    }
+
+    #[test]
+    fn keys_and_backup_codes_are_laid_out_for_reading() {
+        assert_eq!(grouped("GEZDGNBVGY").as_str(), "GEZD GNBV GY");
+        let codes: Vec<Zeroizing<String>> = ["a", "b", "c"].iter().map(|c| Zeroizing::new(c.to_string())).collect();
+        assert_eq!(backup_code_lines(&codes).as_str(), "    a    b\n    c\n");
+        assert!(default_label("bob").starts_with("bob@"));
     }
 
     #[test]

@@ -335,12 +335,16 @@ fn enroll_at_login<H: Host>(
         Ok(s) => s,
         Err(e) => return refuse(cx, format!("state directory: {e}")),
     };
-    if let Ok(st) = store.peek(req.user) {
-        if st.is_locked(clock.now()) {
+    // The state must be usable before anything is shown or written: the confirming code is
+    // recorded there, and a secret saved without that record would be a half enrollment.
+    match store.peek(req.user) {
+        Err(e) => return refuse(cx, format!("state: {e}")),
+        Ok(st) if st.is_locked(clock.now()) => {
             cx.host.error_msg("Too many wrong verification codes. Try again later.");
             cx.log(Level::Notice, "refused: locked out (enrollment at login)");
             return Outcome::LockedOut;
         }
+        Ok(_) => {}
     }
     // Nothing secret is shown before we know it can be saved.
     if let Err(e) = crate::enroll::check_writable(path, account) {
@@ -349,12 +353,8 @@ fn enroll_at_login<H: Host>(
     let Some(params) = crate::otp::Params::new(cfg.algorithm, cfg.digits, 30) else {
         return refuse(cx, "unsupported digits".into());
     };
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
-    let issuer = cfg.issuer.clone().unwrap_or_else(|| host.clone());
-    let label = format!("{}@{host}", account.name);
+    let issuer = crate::enroll::default_issuer(cfg);
+    let label = crate::enroll::default_label(&account.name);
     let (secret, codes) = match crate::enroll::new_secret(
         params,
         &issuer,
@@ -367,17 +367,12 @@ fn enroll_at_login<H: Host>(
     };
     let uri = crate::enroll::otpauth_uri(&secret);
     let b32 = crate::otp::encode_base32(&secret.key);
-    let grouped: Vec<String> = b32
-        .as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect();
     let qr = crate::qr::render(&uri, crate::qr::QrMode::Utf8, false).unwrap_or_default();
     let intro = zeroize::Zeroizing::new(format!(
         "Two-factor sign-in is required for this account and you have not set it up yet.\n\
          Scan this QR code with your authenticator app (Google Authenticator, Microsoft Authenticator, FreeOTP, ...):\n\n\
          {qr}\nOr add the key by hand: {}  (time-based, {}, {} digits, every 30 seconds)\nURI: {}\n",
-        grouped.join(" "),
+        crate::enroll::grouped(&b32).as_str(),
         params.algorithm().name(),
         params.digits(),
         uri.as_str()
@@ -427,14 +422,10 @@ fn enroll_at_login<H: Host>(
     }) {
         return refuse(cx, format!("could not record the attempt: {e}"));
     }
-    let mut list = String::from(
-        "Two-factor sign-in is set up. Backup codes (each works once, if you lose your phone; they are not shown again):\n\n",
-    );
-    for pair in codes.chunks(2) {
-        let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
-        list.push_str(&format!("    {}\n", line.join("    ")));
-    }
-    let list = zeroize::Zeroizing::new(list);
+    let list = zeroize::Zeroizing::new(format!(
+        "Two-factor sign-in is set up. Backup codes (each works once, if you lose your phone; they are not shown again):\n\n{}",
+        crate::enroll::backup_code_lines(&codes).as_str()
+    ));
     cx.host.info_msg(&list);
     // The answer does not matter; the prompt makes every client show the codes.
     let _ = cx

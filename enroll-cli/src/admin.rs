@@ -57,10 +57,7 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool)
             "New backup codes for {} (the old ones no longer work). Each works once; keep them safe:\n",
             account.name
         );
-        for pair in codes.chunks(2) {
-            let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
-            println!("    {}", line.join("    "));
-        }
+        print!("{}", pam_totp_core::enroll::backup_code_lines(&codes).as_str());
     }
     Ok(())
 }

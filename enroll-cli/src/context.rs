@@ -84,13 +84,6 @@ pub fn lookup(name: &str) -> Result<Account, String> {
         .ok_or_else(|| format!("no such user: {name}"))
 }
 
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// `2026-11-23 06:40 UTC`
 pub fn format_time(t: u64) -> String {
     let (y, m, d) = Date::from_unix(t).to_ymd();

@@ -2,13 +2,16 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use pam_totp_core::enroll::{new_secret, otpauth_uri, save_secret, secret_path, DEFAULT_BACKUP_CODES};
+use pam_totp_core::enroll::{
+    backup_code_lines, default_issuer, default_label, grouped, new_secret, otpauth_uri, save_secret, secret_path,
+    DEFAULT_BACKUP_CODES,
+};
 use pam_totp_core::error::{Error, FileProblem};
 use pam_totp_core::otp::{self, Algorithm, Params};
 use pam_totp_core::secret::SecretFile;
 use zeroize::Zeroizing;
 
-use crate::context::{hostname, Ctx};
+use crate::context::Ctx;
 use crate::qr::{self, QrMode};
 
 #[derive(Debug, clap::Args)]
@@ -43,14 +46,6 @@ pub struct EnrollArgs {
     json: bool,
 }
 
-pub fn group4(s: &str) -> String {
-    s.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     let account = ctx.target(a.user.as_deref(), "enroll")?;
     let path = secret_path(&ctx.cfg, &account);
@@ -79,13 +74,8 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         .map(|d| if d == "8" { 8 } else { 6 })
         .unwrap_or(ctx.cfg.digits);
     let params = Params::new(algorithm, digits, 30).ok_or("digits must be 6 or 8")?;
-    let host = hostname();
-    let issuer = a
-        .issuer
-        .clone()
-        .or_else(|| ctx.cfg.issuer.clone())
-        .unwrap_or_else(|| host.clone());
-    let label = a.label.clone().unwrap_or_else(|| format!("{}@{host}", account.name));
+    let issuer = a.issuer.clone().unwrap_or_else(|| default_issuer(&ctx.cfg));
+    let label = a.label.clone().unwrap_or_else(|| default_label(&account.name));
     let (secret, codes) =
         new_secret(params, &issuer, &label, ctx.now(), DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?;
     let uri = otpauth_uri(&secret);
@@ -118,7 +108,7 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         w(&mut out, "Scan this QR code with your authenticator app (Google Authenticator, Microsoft Authenticator, FreeOTP, ...):\n")?;
         w(&mut out, &qr::render(&uri, a.qr.into(), ansi)?)?;
     }
-    w(&mut out, &format!("Or add it by hand:  key {}", group4(&b32)))?;
+    w(&mut out, &format!("Or add it by hand:  key {}", grouped(&b32).as_str()))?;
     w(
         &mut out,
         &format!(
@@ -145,10 +135,7 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         &mut out,
         "they are not shown again (`pam-totp backup-codes --regenerate` makes a new set):\n",
     )?;
-    for pair in codes.chunks(2) {
-        let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
-        w(&mut out, &format!("    {}", line.join("    ")))?;
-    }
+    w(&mut out, backup_code_lines(&codes).trim_end_matches('\n'))?;
     w(
         &mut out,
         "\nDone. From now on you will be asked for a verification code when you log in.",

@@ -8,7 +8,7 @@ use pam_totp_core::import::parse_google_authenticator;
 use pam_totp_core::otp::{Algorithm, Params};
 use pam_totp_core::secret::SecretFile;
 
-use crate::context::{hostname, syslog, Ctx};
+use crate::context::{syslog, Ctx};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImportFrom {
@@ -53,12 +53,11 @@ pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
     for c in &ga.scratch_codes {
         hashes.push(pam_totp_core::backup::hash(c).map_err(|e| format!("the OS random source failed: {e}"))?);
     }
-    let host = hostname();
     let secret = SecretFile {
         key: ga.key,
         params: Params::new(Algorithm::Sha1, 6, ga.period).ok_or("unsupported step size")?,
-        issuer: ctx.cfg.issuer.clone().unwrap_or_else(|| host.clone()),
-        label: format!("{}@{host}", account.name),
+        issuer: pam_totp_core::enroll::default_issuer(&ctx.cfg),
+        label: pam_totp_core::enroll::default_label(&account.name),
         created: ctx.now(),
         backup_codes: hashes,
     };

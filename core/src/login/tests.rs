@@ -532,3 +532,34 @@ fn enroll_on_login_saves_nothing_after_three_wrong_codes() {
         "no URI in the log"
     );
 }
+
+#[test]
+fn enroll_on_login_with_an_unreadable_state_shows_and_writes_nothing() {
+    let env = Env::new();
+    env.pam_stack("auth requisite pam_unix.so\nauth required pam_totp.so\n");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(env.root.join("state"))
+        .unwrap();
+    std::fs::write(env.root.join("state/alice.state"), "not toml").unwrap();
+    std::fs::set_permissions(
+        env.root.join("state/alice.state"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let (out, host) = enroll_run(&env, code_for_shown_secret);
+    assert_eq!(out, Outcome::NotEnrolled);
+    assert!(
+        host.infos.is_empty() && host.prompts.is_empty(),
+        "nothing shown: {:?}",
+        host.infos
+    );
+    assert!(!env.secret_path().exists(), "no half enrollment");
+    assert!(
+        host.logs
+            .iter()
+            .any(|(_, l)| l.contains("enrollment at login failed: state")),
+        "{:?}",
+        host.logs
+    );
+}
