@@ -370,7 +370,7 @@ fn check_template(t: &str) -> Result<(), String> {
 }
 
 /// Expands a secret path template for a user. The user name must already have passed
-/// [`crate::login::valid_user_name`] (no `/`, no `..`, no control characters).
+/// [`crate::account::valid_user_name`] (no `/`, no `..`, no control characters).
 pub fn expand_template(t: &str, user: &str, home: &Path) -> PathBuf {
     let mut out = String::new();
     let mut chars = t.chars();

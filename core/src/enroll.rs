@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+use crate::account::Account;
 use crate::config::{expand_template, Config};
 use crate::error::{Error, FileProblem};
 use crate::fs::{read_checked, split_path, with_fs_identity, Dir, Owners};
-use crate::login::Account;
 use crate::otp::Params;
 use crate::secret::{ParseError, SecretFile};
 

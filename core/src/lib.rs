@@ -2,6 +2,7 @@
 //!
 //! | file | owns |
 //! |---|---|
+//! | `account.rs` | user name -> account (the canonical name every key uses) |
 //! | `otp.rs` | HOTP/TOTP codes, base32 |
 //! | `clock.rs` | the one reader of the system time |
 //! | `qr.rs` | terminal QR codes |
@@ -20,6 +21,7 @@
 //! | `error.rs` | the error type |
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod backup;
 pub mod clock;
 pub mod config;

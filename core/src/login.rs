@@ -7,14 +7,14 @@
 //! unit-tested without PAM, root or the real clock.
 //! Never: returns an accepting outcome on an error path; logs a code, secret or password.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zeroize::Zeroizing;
 
+use crate::account::{resolve, Account, Accounts, Unresolved};
 use crate::clock::Clock;
 use crate::config::{expand_template, Config, Date, FORWARD_PASS_PROMPT};
 use crate::enroll::load_secret;
-use crate::error::Error;
 use crate::secret::SecretFile;
 use crate::store::{FileStore, StateStore};
 use crate::verify::{decide, Decision, How, Policy};
@@ -40,37 +40,6 @@ pub trait Host {
     /// Sets PAM_AUTHTOK for the modules after us (forward_pass).
     fn set_authtok(&mut self, password: &str) -> Result<(), ConvError>;
     fn log(&mut self, level: Level, msg: &str);
-}
-
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-}
-
-pub trait Accounts {
-    fn lookup(&self, name: &str) -> Result<Option<Account>, Error>;
-}
-
-/// The system user database (getpwnam_r through nix).
-#[derive(Debug, Default)]
-pub struct SystemAccounts;
-
-impl Accounts for SystemAccounts {
-    fn lookup(&self, name: &str) -> Result<Option<Account>, Error> {
-        match nix::unistd::User::from_name(name) {
-            Ok(Some(u)) => Ok(Some(Account {
-                name: u.name,
-                uid: u.uid.as_raw(),
-                gid: u.gid.as_raw(),
-                home: u.dir,
-            })),
-            Ok(None) => Ok(None),
-            Err(e) => Err(Error::UserLookup(e.desc().to_string())),
-        }
-    }
 }
 
 /// Where the module is called from.
@@ -115,17 +84,6 @@ pub enum Accepted {
     EnrolledAtLogin,
 }
 
-/// A user name we are willing to look up and put into paths and logs: non-empty, at most
-/// 256 bytes, no `/`, no control characters, not `.` or `..`.
-pub fn valid_user_name(user: &str) -> bool {
-    !user.is_empty()
-        && user.len() <= 256
-        && user != "."
-        && user != ".."
-        && !user.contains('/')
-        && !user.chars().any(|c| c.is_control())
-}
-
 /// Quotes text from outside (user names, host names) for a log line: control characters
 /// and non-ASCII are escaped so nobody can forge a second log line.
 pub fn log_quote(s: &str) -> String {
@@ -157,6 +115,17 @@ pub fn human_duration(secs: u64) -> String {
     parts.join(" ")
 }
 
+/// `user=NAME [pam_user=TYPED] service=S rhost=H`, every part quoted for the log.
+fn who_line(user: &str, typed: Option<&str>, req: &Request<'_>) -> String {
+    format!(
+        "user={}{} service={} rhost={}",
+        log_quote(user),
+        typed.map(|t| format!(" pam_user={}", log_quote(t))).unwrap_or_default(),
+        log_quote(req.service),
+        req.rhost.map(log_quote).unwrap_or_else(|| "-".into())
+    )
+}
+
 struct Ctx<'h, H: Host> {
     host: &'h mut H,
     who: String,
@@ -177,12 +146,7 @@ impl<H: Host> Ctx<'_, H> {
 
 /// Runs one authentication. See [`Outcome`] for what can come out.
 pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn Clock, req: &Request<'_>) -> Outcome {
-    let who = format!(
-        "user={} service={} rhost={}",
-        log_quote(req.user),
-        log_quote(req.service),
-        req.rhost.map(log_quote).unwrap_or_else(|| "-".into())
-    );
+    let who = who_line(req.user, None, req);
     let mut cx = Ctx {
         host,
         who,
@@ -208,23 +172,40 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         cfg.remember
     ));
 
-    if !valid_user_name(req.user) {
-        cx.log(Level::Notice, "refused: invalid user name");
-        return Outcome::UnknownUser;
-    }
-    let account = match accounts.lookup(req.user) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
+    // Everything from here on is keyed by the account's own name, never by the spelling
+    // the client typed (see account.rs): one replay guard, lockout and secret per account.
+    let account = match resolve(accounts, req.user) {
+        Ok(a) => a,
+        Err(Unresolved::Invalid) => {
+            cx.log(Level::Notice, "refused: invalid user name");
+            return Outcome::UnknownUser;
+        }
+        Err(Unresolved::Unknown) => {
             cx.log(Level::Notice, "refused: unknown user");
             return Outcome::UnknownUser;
         }
-        Err(e) => {
+        Err(Unresolved::BadCanonicalName) => {
+            cx.log(
+                Level::Err,
+                "refused: the user database returned an unusable account name",
+            );
+            return Outcome::UnknownUser;
+        }
+        Err(Unresolved::Lookup(e)) => {
             cx.log(Level::Err, &format!("refused: {e}"));
             return Outcome::UnknownUser;
         }
     };
+    if account.name != req.user {
+        // Logged once here; every later line names the account.
+        cx.who = who_line(&account.name, Some(req.user), req);
+        cx.log(
+            Level::Info,
+            "the PAM user name is another spelling of this account; using the account name",
+        );
+    }
 
-    let path = expand_template(&cfg.secret, req.user, &account.home);
+    let path = expand_template(&cfg.secret, &account.name, &account.home);
     let secret = match load_secret(&path, &account) {
         Ok(Some(s)) => s,
         Ok(None) => return not_enrolled(&mut cx, &cfg, req, &account, &path, clock),
@@ -248,7 +229,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
             return Outcome::StateUnavailable;
         }
     };
-    check_and_prompt(&mut cx, &cfg, &secret, &store, req, clock)
+    check_and_prompt(&mut cx, &cfg, &secret, &store, &account.name, req, clock)
 }
 
 fn not_enrolled<H: Host>(
@@ -274,7 +255,7 @@ fn not_enrolled<H: Host>(
     }
     if cfg.enroll_on_login {
         if password_gate(req) {
-            return enroll_at_login(cx, cfg, req, account, path, clock);
+            return enroll_at_login(cx, cfg, account, path, clock);
         }
         cx.log(
             Level::Err,
@@ -322,7 +303,6 @@ fn password_gate(req: &Request<'_>) -> bool {
 fn enroll_at_login<H: Host>(
     cx: &mut Ctx<'_, H>,
     cfg: &Config,
-    req: &Request<'_>,
     account: &Account,
     path: &Path,
     clock: &dyn Clock,
@@ -337,7 +317,7 @@ fn enroll_at_login<H: Host>(
     };
     // The state must be usable before anything is shown or written: the confirming code is
     // recorded there, and a secret saved without that record would be a half enrollment.
-    match store.peek(req.user) {
+    match store.peek(&account.name) {
         Err(e) => return refuse(cx, format!("state: {e}")),
         Ok(st) if st.is_locked(clock.now()) => {
             cx.host.error_msg("Too many wrong verification codes. Try again later.");
@@ -415,7 +395,7 @@ fn enroll_at_login<H: Host>(
     }
     // The confirming code is spent like any accepted code.
     let now = clock.now();
-    if let Err(e) = store.update(req.user, |st| {
+    if let Err(e) = store.update(&account.name, |st| {
         st.last_step = Some(st.last_step.map_or(step, |l| l.max(step)));
         st.last_success = now;
         st.failures = 0;
@@ -467,12 +447,13 @@ fn check_and_prompt<H: Host, S: StateStore>(
     cfg: &Config,
     secret: &SecretFile,
     store: &S,
+    user: &str,
     req: &Request<'_>,
     clock: &dyn Clock,
 ) -> Outcome {
     // A lockout or remembered host is checked before prompting, from a snapshot; the
     // decision itself re-reads under the lock.
-    let snapshot = match store.peek(req.user) {
+    let snapshot = match store.peek(user) {
         Ok(s) => s,
         Err(e) => {
             cx.log(Level::Err, &format!("refused: state: {e}"));
@@ -523,7 +504,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
     };
     // The time is read again: the user may have taken a while to answer.
     let now = clock.now();
-    let result = store.update(req.user, |st| {
+    let result = store.update(user, |st| {
         let (d, i) = decide(&policy, secret, st, &codes, now);
         if let Decision::Accepted(_) = d {
             if let (true, Some(h)) = (cfg.remember > 0, rhost) {

@@ -59,6 +59,15 @@ impl FileStore {
         Ok(FileStore { dir, owner, durable })
     }
 
+    /// Opens an existing state directory (same checks as [`FileStore::open`]) without ever
+    /// creating it: for the command line, which must not create root-owned directories
+    /// wherever a caller points `--state-dir` (the package and the module create it).
+    /// `Ok(None)`: it does not exist.
+    pub fn open_existing(path: &Path, durable: bool) -> Result<Option<FileStore>, Error> {
+        let owner = nix::unistd::geteuid().as_raw();
+        Ok(Dir::open_with(path, &Owners(vec![owner]), false)?.map(|dir| FileStore { dir, owner, durable }))
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
+use pam_totp_core::account::{Account, Accounts, SystemAccounts};
 use pam_totp_core::clock::{Clock, SystemClock};
 use pam_totp_core::config::{Config, Date};
-use pam_totp_core::login::{Account, Accounts, SystemAccounts};
 use pam_totp_core::store::FileStore;
 
 #[derive(Debug)]
@@ -75,7 +75,7 @@ impl Ctx {
 }
 
 pub fn lookup(name: &str) -> Result<Account, String> {
-    if !pam_totp_core::login::valid_user_name(name) {
+    if !pam_totp_core::account::valid_user_name(name) {
         return Err(format!("{:?} is not a valid user name", name));
     }
     SystemAccounts

@@ -145,7 +145,7 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
 
 fn save(
     path: &std::path::Path,
-    account: &pam_totp_core::login::Account,
+    account: &pam_totp_core::account::Account,
     secret: &SecretFile,
     force: bool,
 ) -> Result<(), String> {

@@ -13,8 +13,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ffi::*;
 use host::PamHost;
+use pam_totp_core::account::SystemAccounts;
 use pam_totp_core::clock::SystemClock;
-use pam_totp_core::login::{authenticate, Level, Outcome, Request, SystemAccounts};
+use pam_totp_core::login::{authenticate, Level, Outcome, Request};
 
 /// The only place a PAM return code is chosen. Reading this match answers "what can ever
 /// return PAM_SUCCESS or PAM_IGNORE": `Accepted` and, by `nullok`/`enforce_after`,

@@ -170,8 +170,8 @@ impl TestUser {
             let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
             run("useradd", &["--create-home", "--shell", "/bin/sh", &name]);
         }
-        let u = pam_totp_core::login::SystemAccounts;
-        use pam_totp_core::login::Accounts;
+        let u = pam_totp_core::account::SystemAccounts;
+        use pam_totp_core::account::Accounts;
         let a = u.lookup(&name).unwrap().unwrap();
         TestUser {
             name,

@@ -1,10 +1,13 @@
 //! The login flow with a scripted conversation, a fixed clock and a fake user database.
 
 use super::*;
+use crate::account::{Account, Accounts};
 use crate::backup;
 use crate::clock::FixedClock;
+use crate::error::Error;
 use crate::otp::{totp_at_step, Params};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::PathBuf;
 
 const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const KEY: &[u8] = b"12345678901234567890";
@@ -46,7 +49,9 @@ impl Host for FakeHost {
 struct FakeAccounts(Account);
 impl Accounts for FakeAccounts {
     fn lookup(&self, name: &str) -> Result<Option<Account>, Error> {
-        Ok((name == self.0.name).then(|| self.0.clone()))
+        // Matches loosely, as SSSD with case_sensitive = false does: every spelling of the
+        // name reaches the one account, whose own name is lower case.
+        Ok(name.eq_ignore_ascii_case(&self.0.name).then(|| self.0.clone()))
     }
 }
 
@@ -562,4 +567,33 @@ fn enroll_on_login_with_an_unreadable_state_shows_and_writes_nothing() {
         "{:?}",
         host.logs
     );
+}
+
+#[test]
+fn another_spelling_of_the_user_name_shares_the_accounts_replay_guard_and_lockout() {
+    let env = Env::new();
+    env.enroll(&[]);
+    assert_eq!(env.run(&[], &[&code(NOW)], NOW).0, Outcome::Accepted(Accepted::Totp));
+    let (out, host) = env.run_as("ALICE", &[], &[&code(NOW)], NOW + 5, None);
+    assert_eq!(out, Outcome::Replay, "a code spent as alice is spent for ALICE");
+    assert!(
+        host.logs.iter().any(|(_, l)| l.contains("user=alice pam_user=ALICE")),
+        "{:?}",
+        host.logs
+    );
+    for _ in 0..6 {
+        env.run_as("AliCE", &["max_failures=6"], &["000000"], NOW + 10, None);
+    }
+    assert_eq!(
+        env.run(&[], &[&code(NOW + 60)], NOW + 60).0,
+        Outcome::LockedOut,
+        "wrong codes as AliCE locked out alice"
+    );
+    let st = std::fs::read_dir(env.root.join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".state"))
+        .collect::<Vec<_>>();
+    assert_eq!(st, vec!["alice.state"], "one state file per account");
 }

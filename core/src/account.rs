@@ -1,0 +1,122 @@
+//! Accounts: the one place a user name becomes an account.
+//!
+//! Owns: which names we look up at all ([`valid_user_name`]), the lookup itself
+//! ([`Accounts`], [`SystemAccounts`]), and the rule that everything pam_totp keys by a
+//! user — state file, lock, `%u` in the secret path, log lines — uses the account's own
+//! name (`pw_name`), never the spelling the client typed. Where the user database matches
+//! names loosely (SSSD `case_sensitive = false`, winbind, LDAP with case-insensitive
+//! matching), `ALICE` and `alice` reach one account, and keying by the typed name would
+//! give each spelling its own replay guard, lockout and enrollment.
+
+use std::path::PathBuf;
+
+use crate::error::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The account's own name (`pw_name`): the key for state, `%u` and logs.
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+pub trait Accounts {
+    /// Looks `name` up as the system's user database does (it may match loosely);
+    /// `Ok(None)`: no such user.
+    fn lookup(&self, name: &str) -> Result<Option<Account>, Error>;
+}
+
+/// The system user database (getpwnam_r through nix, so NSS modules apply).
+#[derive(Debug, Default)]
+pub struct SystemAccounts;
+
+impl Accounts for SystemAccounts {
+    fn lookup(&self, name: &str) -> Result<Option<Account>, Error> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(Some(Account {
+                name: u.name,
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                home: u.dir,
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(Error::UserLookup(e.desc().to_string())),
+        }
+    }
+}
+
+/// A user name we are willing to look up and put into paths and logs: non-empty, at most
+/// 256 bytes, no `/`, no control characters, not `.` or `..`.
+pub fn valid_user_name(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= 256
+        && user != "."
+        && user != ".."
+        && !user.contains('/')
+        && !user.chars().any(|c| c.is_control())
+}
+
+/// Why [`resolve`] found no usable account.
+#[derive(Debug)]
+pub enum Unresolved {
+    /// Not a name we look up (see [`valid_user_name`]).
+    Invalid,
+    /// The database has no such user.
+    Unknown,
+    /// The database answered with a name that is not one we can use as a key.
+    BadCanonicalName,
+    /// The database could not be read.
+    Lookup(Error),
+}
+
+/// Looks `name` up and returns the account, whose `name` is the canonical one (which may
+/// differ from `name` in case or form). Every caller keys by `account.name`.
+pub fn resolve(accounts: &dyn Accounts, name: &str) -> Result<Account, Unresolved> {
+    if !valid_user_name(name) {
+        return Err(Unresolved::Invalid);
+    }
+    match accounts.lookup(name) {
+        Ok(Some(a)) if valid_user_name(&a.name) => Ok(a),
+        Ok(Some(_)) => Err(Unresolved::BadCanonicalName),
+        Ok(None) => Err(Unresolved::Unknown),
+        Err(e) => Err(Unresolved::Lookup(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory that matches names case-insensitively, like SSSD with
+    /// `case_sensitive = false`.
+    struct Loose;
+    impl Accounts for Loose {
+        fn lookup(&self, name: &str) -> Result<Option<Account>, Error> {
+            Ok((name.eq_ignore_ascii_case("alice")).then(|| Account {
+                name: "alice".into(),
+                uid: 1000,
+                gid: 1000,
+                home: "/home/alice".into(),
+            }))
+        }
+    }
+
+    #[test]
+    fn every_spelling_resolves_to_the_account_name() {
+        for typed in ["alice", "ALICE", "AliCE"] {
+            assert_eq!(resolve(&Loose, typed).unwrap().name, "alice", "{typed}");
+        }
+        assert!(matches!(resolve(&Loose, "bob"), Err(Unresolved::Unknown)));
+        assert!(matches!(resolve(&Loose, "a/b"), Err(Unresolved::Invalid)));
+        assert!(matches!(resolve(&Loose, ".."), Err(Unresolved::Invalid)));
+    }
+
+    #[test]
+    fn names_we_never_look_up() {
+        for bad in ["", ".", "..", "a/b", "x\ny", "x\u{0}", &"a".repeat(257)] {
+            assert!(!valid_user_name(bad), "{bad:?}");
+        }
+        assert!(valid_user_name("bob.smith@corp"));
+    }
+}
