@@ -18,6 +18,7 @@
 //! | `import.rs` | reading google-authenticator files |
 //! | `verify.rs` | the decision for one answer |
 //! | `login.rs` | one login attempt, start to finish; the [`login::Outcome`] |
+//! | `text.rs` | outside text made safe for a terminal |
 //! | `error.rs` | the error type |
 #![forbid(unsafe_code)]
 
@@ -38,4 +39,5 @@ pub mod qr;
 pub mod secret;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod verify;
