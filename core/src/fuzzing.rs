@@ -85,7 +85,14 @@ pub fn answer(data: &[u8]) {
         max_failures: 6,
         lockout: 300,
     };
-    let (d, _) = decide(&policy, &secret, &mut state, &[&answer], now);
+    let (d, _) = decide(
+        &policy,
+        &secret,
+        &mut state,
+        &[&answer],
+        now,
+        crate::verify::Count::Failures,
+    );
     if let Decision::Accepted(_) = d {
         let digits: String = answer.chars().filter(|c| !c.is_whitespace()).collect();
         let step = params.step_at(now);

@@ -17,7 +17,7 @@ use crate::config::{expand_template, Config, Date, FORWARD_PASS_PROMPT};
 use crate::enroll::load_secret;
 use crate::secret::SecretFile;
 use crate::store::{FileStore, StateStore};
-use crate::verify::{decide, Decision, How, Policy};
+use crate::verify::{decide, Count, Decision, How, Policy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -39,8 +39,37 @@ pub trait Host {
     fn info_msg(&mut self, text: &str);
     /// Sets PAM_AUTHTOK for the modules after us (forward_pass).
     fn set_authtok(&mut self, password: &str) -> Result<(), ConvError>;
+    /// Keeps (or with None, clears) what the forward_pass line leaves for the pam_totp line
+    /// after the password module (PAM data of this handle).
+    fn keep_code(&mut self, kept: Option<KeptCode>) -> Result<(), ConvError>;
+    /// Takes (and clears) what a forward_pass line earlier in the stack kept.
+    fn take_kept_code(&mut self) -> Option<KeptCode>;
     fn log(&mut self, level: Level, msg: &str);
 }
+
+/// What the `forward_pass` line leaves for the pam_totp line after the password module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptCode {
+    /// The account (canonical name) it was kept for.
+    pub user: String,
+    /// Unix seconds it was kept.
+    pub at: u64,
+    pub verdict: Kept,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// The code was right and is spent; the next line only has to see that the password
+    /// module let the user through.
+    Accepted(Accepted),
+    /// The code was not accepted and nothing was counted: the next line, reached only by
+    /// someone who knows the password, decides it again and counts the failure.
+    Pending(Zeroizing<String>),
+}
+
+/// How long a kept code stays usable by the next pam_totp line (one pam_authenticate call
+/// takes far less; this only stops a leftover from an earlier attempt in the same handle).
+pub const KEPT_CODE_MAX_AGE: u64 = 300;
 
 /// Where the module is called from.
 #[derive(Debug)]
@@ -68,6 +97,9 @@ pub enum Outcome {
     UnknownUser,
     /// The secret file exists but failed a check or did not parse.
     BadSecretFile,
+    /// No secret file, but the state records that this user enrolled: the file was removed
+    /// or is not reachable (home not mounted). Refused even under nullok.
+    SecretMissing,
     /// The state could not be read, locked or written.
     StateUnavailable,
     ConversationFailed,
@@ -172,43 +204,46 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         cfg.remember
     ));
 
-    // Everything from here on is keyed by the account's own name, never by the spelling
-    // the client typed (see account.rs): one replay guard, lockout and secret per account.
-    let account = match resolve(accounts, req.user) {
-        Ok(a) => a,
-        Err(Unresolved::Invalid) => {
-            cx.log(Level::Notice, "refused: invalid user name");
-            return Outcome::UnknownUser;
-        }
-        Err(Unresolved::Unknown) => {
-            cx.log(Level::Notice, "refused: unknown user");
-            return Outcome::UnknownUser;
-        }
-        Err(Unresolved::BadCanonicalName) => {
+    if cfg.forward_pass {
+        return split_line(&mut cx, &cfg, accounts, clock, req);
+    }
+    // What a forward_pass line earlier in the stack left; taken (and so cleared) whether or
+    // not it is used, so it can never serve twice.
+    let kept = cx.host.take_kept_code();
+
+    let Some(account) = account_for(&mut cx, accounts, req) else {
+        return Outcome::UnknownUser;
+    };
+    if let Some(k) = &kept {
+        if k.user != account.name {
             cx.log(
                 Level::Err,
-                "refused: the user database returned an unusable account name",
+                "refused: the code kept by the forward_pass line was for another user",
             );
             return Outcome::UnknownUser;
         }
-        Err(Unresolved::Lookup(e)) => {
-            cx.log(Level::Err, &format!("refused: {e}"));
-            return Outcome::UnknownUser;
-        }
-    };
-    if account.name != req.user {
-        // Logged once here; every later line names the account.
-        cx.who = who_line(&account.name, Some(req.user), req);
+    }
+    let kept = kept.filter(|k| clock.now().saturating_sub(k.at) <= KEPT_CODE_MAX_AGE);
+    if let Some(KeptCode {
+        verdict: Kept::Accepted(how),
+        ..
+    }) = &kept
+    {
         cx.log(
             Level::Info,
-            "the PAM user name is another spelling of this account; using the account name",
+            "accepted: the forward_pass line accepted the code and the password module after it let the user through",
         );
+        return Outcome::Accepted(*how);
     }
+    let pending = kept.and_then(|k| match k.verdict {
+        Kept::Pending(code) => Some(code),
+        Kept::Accepted(_) => None,
+    });
 
     let path = expand_template(&cfg.secret, &account.name, &account.home);
     let secret = match load_secret(&path, &account) {
         Ok(Some(s)) => s,
-        Ok(None) => return not_enrolled(&mut cx, &cfg, req, &account, &path, clock),
+        Ok(None) => return not_enrolled(&mut cx, &cfg, req, &account, &path, clock, true),
         Err(e) => {
             cx.log(Level::Err, &format!("refused: secret file: {e}"));
             return Outcome::BadSecretFile;
@@ -229,7 +264,44 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
             return Outcome::StateUnavailable;
         }
     };
-    check_and_prompt(&mut cx, &cfg, &secret, &store, &account.name, req, clock)
+    check_and_prompt(&mut cx, &cfg, &secret, &store, &account.name, req, clock, pending)
+}
+
+/// Resolves the PAM user to its account (logging why not); from then on the log lines
+/// name the account, and the typed spelling if it differs.
+fn account_for<H: Host>(cx: &mut Ctx<'_, H>, accounts: &dyn Accounts, req: &Request<'_>) -> Option<Account> {
+    // Everything from here on is keyed by the account's own name, never by the spelling
+    // the client typed (see account.rs): one replay guard, lockout and secret per account.
+    let account = match resolve(accounts, req.user) {
+        Ok(a) => a,
+        Err(Unresolved::Invalid) => {
+            cx.log(Level::Notice, "refused: invalid user name");
+            return None;
+        }
+        Err(Unresolved::Unknown) => {
+            cx.log(Level::Notice, "refused: unknown user");
+            return None;
+        }
+        Err(Unresolved::BadCanonicalName) => {
+            cx.log(
+                Level::Err,
+                "refused: the user database returned an unusable account name",
+            );
+            return None;
+        }
+        Err(Unresolved::Lookup(e)) => {
+            cx.log(Level::Err, &format!("refused: {e}"));
+            return None;
+        }
+    };
+    if account.name != req.user {
+        cx.who = who_line(&account.name, Some(req.user), req);
+        cx.log(
+            Level::Info,
+            "the PAM user name is another spelling of this account; using the account name",
+        );
+    }
+    Some(account)
 }
 
 fn not_enrolled<H: Host>(
@@ -239,7 +311,37 @@ fn not_enrolled<H: Host>(
     account: &Account,
     path: &Path,
     clock: &dyn Clock,
+    may_enroll: bool,
 ) -> Outcome {
+    // A user pam_totp has seen enrolled is never "not enrolled" again because the file is
+    // gone: renaming it would otherwise undo a lockout under nullok, and a home that is not
+    // mounted yet (pam_mount, ecryptfs) would skip the code. Only `pam-totp reset` clears it.
+    let recorded = FileStore::open(&cfg.state_dir, true).and_then(|st| st.peek(&account.name));
+    match recorded {
+        Err(e) => {
+            cx.log(
+                Level::Err,
+                &format!("refused: no secret file, and the state cannot be read: {e}"),
+            );
+            return Outcome::StateUnavailable;
+        }
+        Ok(st) if st.enrolled > 0 => {
+            cx.host.error_msg(
+                "Your two-factor secret is missing on this host. Ask an administrator to reset your enrollment.",
+            );
+            cx.log(
+                Level::Err,
+                &format!(
+                    "refused: {} is missing but this user enrolled on {}; if the secret is really gone, `pam-totp reset --user {}` lets them enroll again",
+                    path.display(),
+                    Date::from_unix(st.enrolled),
+                    log_quote(&account.name)
+                ),
+            );
+            return Outcome::SecretMissing;
+        }
+        Ok(_) => {}
+    }
     let now = clock.now();
     if let Some(date) = cfg.enforce_after {
         if Date::from_unix(now) < date {
@@ -253,7 +355,12 @@ fn not_enrolled<H: Host>(
             return Outcome::NotEnrolledAllowed;
         }
     }
-    if cfg.enroll_on_login {
+    if cfg.enroll_on_login && !may_enroll {
+        cx.log(
+            Level::Notice,
+            "enroll_on_login is not offered on a forward_pass line (the password is not verified yet)",
+        );
+    } else if cfg.enroll_on_login {
         if password_gate(req) {
             return enroll_at_login(cx, cfg, account, path, clock);
         }
@@ -396,9 +503,8 @@ fn enroll_at_login<H: Host>(
     // The confirming code is spent like any accepted code.
     let now = clock.now();
     if let Err(e) = store.update(&account.name, |st| {
-        st.last_step = Some(st.last_step.map_or(step, |l| l.max(step)));
-        st.last_success = now;
-        st.failures = 0;
+        st.spend_step(&secret.key, step, params.period(), now);
+        st.record_success(now);
     }) {
         return refuse(cx, format!("could not record the attempt: {e}"));
     }
@@ -442,6 +548,158 @@ fn forward_pass_candidates(answer: &str, digits: usize) -> Vec<(&str, &str)> {
     out
 }
 
+/// The forward_pass line: one prompt for password and code, the same for every user
+/// (enrolled or not, known or not, so the prompt tells nobody who has enrolled); the
+/// password part becomes PAM_AUTHTOK for the password module after us (`use_first_pass`).
+/// A right code is spent here. A wrong one is NOT counted — nobody has proven the password
+/// yet, and counting here would let anyone who knows a user name lock them out — but kept
+/// for the pam_totp line after the password module, which counts it. Nothing is shown to the
+/// user here; that line says why a code was refused.
+fn split_line<H: Host>(
+    cx: &mut Ctx<'_, H>,
+    cfg: &Config,
+    accounts: &dyn Accounts,
+    clock: &dyn Clock,
+    req: &Request<'_>,
+) -> Outcome {
+    // Leftovers of an earlier attempt in the same PAM handle must not reach the next line.
+    let _ = cx.host.keep_code(None);
+    let Ok(answer) = cx.host.prompt_hidden(FORWARD_PASS_PROMPT) else {
+        cx.log(Level::Notice, "refused: conversation failed or was cancelled");
+        return Outcome::ConversationFailed;
+    };
+    // Users without a code typed only their password.
+    let whole = |cx: &mut Ctx<'_, H>, outcome: Outcome| {
+        if cx.host.set_authtok(&answer).is_err() {
+            cx.log(Level::Err, "refused: could not set PAM_AUTHTOK for forward_pass");
+            return Outcome::ConversationFailed;
+        }
+        outcome
+    };
+    let Some(account) = account_for(cx, accounts, req) else {
+        return whole(cx, Outcome::UnknownUser);
+    };
+    let path = expand_template(&cfg.secret, &account.name, &account.home);
+    let secret = match load_secret(&path, &account) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let outcome = not_enrolled(cx, cfg, req, &account, &path, clock, false);
+            return whole(cx, outcome);
+        }
+        Err(e) => {
+            cx.log(Level::Err, &format!("refused: secret file: {e}"));
+            return whole(cx, Outcome::BadSecretFile);
+        }
+    };
+    let store = match FileStore::open(&cfg.state_dir, true) {
+        Ok(s) => s,
+        Err(e) => {
+            cx.log(Level::Err, &format!("refused: state directory: {e}"));
+            return whole(cx, Outcome::StateUnavailable);
+        }
+    };
+    let splits = forward_pass_candidates(&answer, secret.params.digits() as usize);
+    let codes: Vec<&str> = splits.iter().map(|(_, c)| *c).collect();
+    let rhost = req.rhost.filter(|h| !h.is_empty());
+    let now = clock.now();
+    let result = store.update(&account.name, |st| {
+        let enrollment = st.enrollment_id(&secret);
+        let remembered = cfg.remember > 0 && rhost.is_some_and(|h| st.is_remembered(h, req.service, &enrollment, now));
+        let (d, i) = decide(&policy(cfg), &secret, st, &codes, now, Count::Nothing);
+        if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
+            st.remember(h, req.service, &enrollment, now.saturating_add(cfg.remember), now);
+        }
+        (d, i, remembered)
+    });
+    let keep = |cx: &mut Ctx<'_, H>, verdict: Kept| {
+        cx.host
+            .keep_code(Some(KeptCode {
+                user: account.name.clone(),
+                at: now,
+                verdict,
+            }))
+            .is_ok()
+    };
+    let (pw, outcome) = match result {
+        Err(e) => {
+            cx.log(Level::Err, &format!("refused: could not record the attempt: {e}"));
+            return whole(cx, Outcome::StateUnavailable);
+        }
+        Ok((Decision::Accepted(how), i, _)) => {
+            let how = match how {
+                How::Totp { .. } => Accepted::Totp,
+                How::Backup { .. } => Accepted::Backup,
+            };
+            if !keep(cx, Kept::Accepted(how)) {
+                cx.log(
+                    Level::Err,
+                    "refused: could not keep the verdict for the next pam_totp line",
+                );
+                return Outcome::ConversationFailed;
+            }
+            cx.log(
+                Level::Info,
+                &format!(
+                    "accepted {} at the forward_pass line; the password is checked next",
+                    if how == Accepted::Backup {
+                        "backup code"
+                    } else {
+                        "verification code"
+                    }
+                ),
+            );
+            (splits[i].0, Outcome::Accepted(how))
+        }
+        Ok((_, _, true)) => {
+            if !keep(cx, Kept::Accepted(Accepted::RememberedHost)) {
+                cx.log(
+                    Level::Err,
+                    "refused: could not keep the verdict for the next pam_totp line",
+                );
+                return Outcome::ConversationFailed;
+            }
+            cx.log(Level::Info, "accepted: remembered host, no code needed (forward_pass)");
+            return whole(cx, Outcome::Accepted(Accepted::RememberedHost));
+        }
+        Ok((d, _, false)) => {
+            // The most likely split: the last `digits` characters are the code.
+            let code = Zeroizing::new(splits[0].1.to_string());
+            if !keep(cx, Kept::Pending(code)) {
+                cx.log(
+                    Level::Err,
+                    "refused: could not keep the code for the next pam_totp line",
+                );
+                return Outcome::ConversationFailed;
+            }
+            cx.log(
+                Level::Info,
+                "code not accepted at the forward_pass line; not counted until the password is verified (the next pam_totp line decides)",
+            );
+            let outcome = match d {
+                Decision::Replay { .. } => Outcome::Replay,
+                Decision::LockedOut { .. } => Outcome::LockedOut,
+                _ => Outcome::WrongCode,
+            };
+            (splits[0].0, outcome)
+        }
+    };
+    if cx.host.set_authtok(pw).is_err() {
+        cx.log(Level::Err, "refused: could not set PAM_AUTHTOK for forward_pass");
+        return Outcome::ConversationFailed;
+    }
+    outcome
+}
+
+fn policy(cfg: &Config) -> Policy {
+    Policy {
+        window: cfg.window,
+        max_failures: cfg.max_failures,
+        lockout: cfg.lockout,
+    }
+}
+
+/// Asks for a code (or takes the one a forward_pass line kept) and decides it.
+#[allow(clippy::too_many_arguments)]
 fn check_and_prompt<H: Host, S: StateStore>(
     cx: &mut Ctx<'_, H>,
     cfg: &Config,
@@ -450,6 +708,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
     user: &str,
     req: &Request<'_>,
     clock: &dyn Clock,
+    pending: Option<Zeroizing<String>>,
 ) -> Outcome {
     // A lockout or remembered host is checked before prompting, from a snapshot; the
     // decision itself re-reads under the lock.
@@ -471,50 +730,37 @@ fn check_and_prompt<H: Host, S: StateStore>(
         return Outcome::LockedOut;
     }
     let rhost = req.rhost.filter(|h| !h.is_empty());
-    if cfg.remember > 0 {
+    if cfg.remember > 0 && pending.is_none() {
         if let Some(h) = rhost {
-            if snapshot.is_remembered(h, req.service, now) {
+            if snapshot.is_remembered(h, req.service, &snapshot.enrollment_id(secret), now) {
                 cx.log(Level::Info, "accepted: remembered host, no code asked");
                 return Outcome::Accepted(Accepted::RememberedHost);
             }
         }
     }
 
-    let prompt = if cfg.forward_pass {
-        FORWARD_PASS_PROMPT
-    } else {
-        cfg.prompt.as_str()
-    };
-    let Ok(answer) = cx.host.prompt_hidden(prompt) else {
-        cx.log(Level::Notice, "refused: conversation failed or was cancelled");
-        return Outcome::ConversationFailed;
-    };
-    let digits = secret.params.digits() as usize;
-    let splits = if cfg.forward_pass {
-        forward_pass_candidates(&answer, digits)
-    } else {
-        vec![("", answer.as_str())]
-    };
-    let codes: Vec<&str> = splits.iter().map(|(_, c)| *c).collect();
-
-    let policy = Policy {
-        window: cfg.window,
-        max_failures: cfg.max_failures,
-        lockout: cfg.lockout,
+    let answer = match pending {
+        Some(code) => code,
+        None => match cx.host.prompt_hidden(&cfg.prompt) {
+            Ok(a) => a,
+            Err(_) => {
+                cx.log(Level::Notice, "refused: conversation failed or was cancelled");
+                return Outcome::ConversationFailed;
+            }
+        },
     };
     // The time is read again: the user may have taken a while to answer.
     let now = clock.now();
     let result = store.update(user, |st| {
-        let (d, i) = decide(&policy, secret, st, &codes, now);
-        if let Decision::Accepted(_) = d {
-            if let (true, Some(h)) = (cfg.remember > 0, rhost) {
-                st.remember(h, req.service, now.saturating_add(cfg.remember), now);
-            }
+        let (d, i) = decide(&policy(cfg), secret, st, &[answer.as_str()], now, Count::Failures);
+        if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
+            let enrollment = st.enrollment_id(secret);
+            st.remember(h, req.service, &enrollment, now.saturating_add(cfg.remember), now);
         }
         (d, i)
     });
-    let (decision, idx) = match result {
-        Ok(r) => r,
+    let decision = match result {
+        Ok((d, _)) => d,
         Err(e) => {
             // Nothing was recorded, so nothing may be accepted: the same code could
             // otherwise be used again.
@@ -522,10 +768,6 @@ fn check_and_prompt<H: Host, S: StateStore>(
             return Outcome::StateUnavailable;
         }
     };
-    if cfg.forward_pass && cx.host.set_authtok(splits[idx].0).is_err() {
-        cx.log(Level::Err, "refused: could not set PAM_AUTHTOK for forward_pass");
-        return Outcome::ConversationFailed;
-    }
     match decision {
         Decision::Accepted(How::Totp { .. }) => {
             cx.log(Level::Info, "accepted verification code");

@@ -1,22 +1,45 @@
-//! State file format v1 (per user, root-only): types, parse, serialize.
+//! State file format v2 (per user, root-only): types, parse (v1 and v2), serialize.
 //!
 //! Owns: what the module remembers between logins. Users cannot write it, which is why
-//! the lockout and the replay guard live here and not in the user's secret file.
+//! the lockout, the replay guards, the record of spent backup codes and the record that a
+//! user has enrolled live here and not in the user's secret file.
+//!
+//! Designed once for what the state must hold (FILEFORMAT.md): a per-user random `key` for
+//! keyed hashes, so nothing here depends on how the secret file happens to be salted;
+//! replay guards per authenticator (`devices`, keyed by a keyed hash of the authenticator's
+//! key, so renaming or re-importing one keeps its guard), as a time for TOTP and a counter
+//! for HOTP; spent backup codes as keyed hashes of the codes themselves, newest 100; and
+//! remembered hosts tied to the enrollment they were earned with.
+//! Never: keeps a code, a secret or a backup code in clear.
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
-use crate::secret::toml_error_position;
+use crate::secret::{toml_error_position, SecretFile};
 
+pub const VERSION: i64 = 2;
 /// Most remembered (remote host, service) pairs kept per user; the oldest go first.
 pub const MAX_REMEMBERED: usize = 32;
+/// Spent backup codes remembered. A secret file holds at most 100 codes, so every spent
+/// code of the current set stays recorded for as long as that set is in use.
+pub const MAX_USED_BACKUP: usize = 100;
+/// Authenticators whose replay guard is kept (most recently used first to stay).
+pub const MAX_DEVICES: usize = 32;
+/// Bytes of the per-user key.
+pub const KEY_BYTES: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     pub version: i64,
-    /// The last TOTP time step accepted; a code for this or an earlier step is a replay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_step: Option<u64>,
+    /// Per-user random key (hex) for the keyed hashes below; made at the first write.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    /// Unix seconds when pam_totp first saw this user enrolled (a code accepted, or an
+    /// enrollment by root); 0 = never. A missing secret file then refuses, even under nullok.
+    #[serde(default)]
+    pub enrolled: u64,
     /// Unix seconds of the last accepted code (TOTP or backup); 0 = never.
     #[serde(default)]
     pub last_success: u64,
@@ -26,11 +49,52 @@ pub struct State {
     /// Unix seconds until which every answer is refused; 0 = not locked.
     #[serde(default)]
     pub locked_until: u64,
-    /// Hash strings (as stored in the secret file) of backup codes already used.
-    #[serde(default)]
-    pub used_backup_codes: Vec<String>,
-    #[serde(default)]
+    /// Replay guards, one per authenticator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceState>,
+    /// Backup codes already used, oldest first, at most [`MAX_USED_BACKUP`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_backup: Vec<UsedBackup>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remembered: Vec<Remembered>,
+    /// Carried over from a version-1 state file until the next login moves it into
+    /// `devices`: the last TOTP step accepted for the (single) authenticator of that time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1_last_step: Option<u64>,
+    /// Carried over from a version-1 state file: used backup codes as the secret file's
+    /// salted hash strings; entries no longer in the secret file are dropped at each login.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub v1_used_backup_codes: Vec<String>,
+}
+
+/// The replay guard of one authenticator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceState {
+    /// Keyed hash (hex) of the authenticator's key: see [`State::device_id`].
+    pub id: String,
+    /// TOTP: codes for time steps that start before this Unix time are refused (the step
+    /// after the last one accepted). A time, not a step, so a change of period keeps it.
+    #[serde(default)]
+    pub not_before: u64,
+    /// HOTP: the lowest counter that may still be accepted.
+    #[serde(default)]
+    pub counter: u64,
+    /// Unix seconds this authenticator was last accepted.
+    #[serde(default)]
+    pub last_used: u64,
+}
+
+/// One spent backup code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsedBackup {
+    /// Keyed hash of the code itself ([`State::backup_tag`]): refuses it again however the
+    /// secret file salts it.
+    pub tag: String,
+    /// SHA-256 (first 8 bytes, hex) of the secret file's hash string it matched, to count
+    /// the codes left of the current set.
+    pub entry: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,59 +103,310 @@ pub struct Remembered {
     pub rhost: String,
     pub service: String,
     pub until: u64,
+    /// [`State::enrollment_id`] of the secret file this host was remembered with: a new
+    /// enrollment, new backup codes or an import ends it.
+    #[serde(default)]
+    pub enrollment: String,
 }
 
 impl Default for State {
     fn default() -> Self {
         State {
-            version: 1,
-            last_step: None,
+            version: VERSION,
+            key: String::new(),
+            enrolled: 0,
             last_success: 0,
             failures: 0,
             locked_until: 0,
-            used_backup_codes: Vec::new(),
+            devices: Vec::new(),
+            used_backup: Vec::new(),
             remembered: Vec::new(),
+            v1_last_step: None,
+            v1_used_backup_codes: Vec::new(),
         }
     }
 }
 
+/// Version 1, as written before: read and converted, never written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateV1 {
+    #[allow(dead_code)]
+    version: i64,
+    #[serde(default)]
+    last_step: Option<u64>,
+    #[serde(default)]
+    last_success: u64,
+    #[serde(default)]
+    failures: u32,
+    #[serde(default)]
+    locked_until: u64,
+    #[serde(default)]
+    used_backup_codes: Vec<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    remembered: Vec<RememberedV1>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct RememberedV1 {
+    rhost: String,
+    service: String,
+    until: u64,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: i64,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// SHA-256 of a secret-file backup hash string, first 8 bytes hex.
+fn entry_fingerprint(stored: &str) -> String {
+    use sha2::Digest;
+    data_encoding::HEXLOWER.encode(&Sha256::digest(stored.as_bytes())[..8])
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 impl State {
+    /// Parses a version-2 file, or a version-1 file converted to version 2 (its remembered
+    /// hosts are dropped: they were not tied to an enrollment).
     pub fn parse(text: &str) -> Result<State, String> {
-        let st: State = toml::from_str(text).map_err(|e| toml_error_position(text, &e))?;
-        if st.version != 1 {
-            return Err(format!("format version {} is not supported (expected 1)", st.version));
+        let v: VersionOnly = toml::from_str::<toml::Table>(text)
+            .map_err(|e| toml_error_position(text, &e))
+            .and_then(|t| {
+                t.get("version")
+                    .and_then(toml::Value::as_integer)
+                    .map(|version| VersionOnly { version })
+                    .ok_or_else(|| "missing or invalid version".to_string())
+            })?;
+        match v.version {
+            1 => {
+                let old: StateV1 = toml::from_str(text).map_err(|e| toml_error_position(text, &e))?;
+                Ok(State {
+                    // Someone who logged in with a code was enrolled.
+                    enrolled: if old.last_step.is_some() || old.last_success > 0 {
+                        old.last_success.max(1)
+                    } else {
+                        0
+                    },
+                    last_success: old.last_success,
+                    failures: old.failures,
+                    locked_until: old.locked_until,
+                    v1_last_step: old.last_step,
+                    v1_used_backup_codes: old.used_backup_codes,
+                    ..State::default()
+                })
+            }
+            VERSION => {
+                let st: State = toml::from_str(text).map_err(|e| toml_error_position(text, &e))?;
+                st.validate()?;
+                Ok(st)
+            }
+            other => Err(format!(
+                "format version {other} is not supported (expected 1 or {VERSION})"
+            )),
         }
-        Ok(st)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(self.key.is_empty() || is_hex(&self.key, KEY_BYTES * 2)) {
+            return Err("key is not 64 hex digits".into());
+        }
+        if self.devices.len() > MAX_DEVICES * 2
+            || self.used_backup.len() > MAX_USED_BACKUP * 2
+            || self.remembered.len() > MAX_REMEMBERED * 2
+        {
+            return Err("too many entries".into());
+        }
+        if !self.devices.iter().all(|d| is_hex(&d.id, 32))
+            || !self
+                .used_backup
+                .iter()
+                .all(|u| is_hex(&u.tag, 32) && is_hex(&u.entry, 16))
+        {
+            return Err("a device id or used backup code is not 32 hex digits".into());
+        }
+        Ok(())
     }
 
     pub fn to_toml(&self) -> Result<String, String> {
         toml::to_string(self).map_err(|e| format!("cannot serialize state: {e}"))
     }
 
+    /// Makes the per-user key if there is none yet (the store calls this before a write).
+    pub fn ensure_key(&mut self) -> Result<(), getrandom::Error> {
+        if self.key.is_empty() {
+            let mut k = zeroize::Zeroizing::new([0u8; KEY_BYTES]);
+            getrandom::getrandom(k.as_mut())?;
+            self.key = data_encoding::HEXLOWER.encode(k.as_ref());
+        }
+        Ok(())
+    }
+
+    /// HMAC-SHA256 under the per-user key of `parts` (length-prefixed), first 16 bytes hex.
+    fn tag(&self, domain: &str, parts: &[&[u8]]) -> String {
+        let key = data_encoding::HEXLOWER
+            .decode(self.key.as_bytes())
+            .map(zeroize::Zeroizing::new)
+            .unwrap_or_default();
+        let mut mac = match HmacSha256::new_from_slice(&key) {
+            Ok(m) => m,
+            Err(_) => return String::new(), // HMAC takes keys of any length
+        };
+        mac.update(domain.as_bytes());
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        let out = mac.finalize().into_bytes();
+        data_encoding::HEXLOWER.encode(&out[..16])
+    }
+
+    /// The id of an authenticator's replay guard: a keyed hash of its key, so the guard
+    /// follows the key (through renames and re-imports) and the state says nothing about it.
+    pub fn device_id(&self, key: &[u8]) -> String {
+        self.tag("pam_totp device\0", &[key])
+    }
+
+    /// Identifies the enrollment a secret file holds: its keys, parameters and backup code
+    /// hashes. A new enrollment, new backup codes or an import changes it.
+    pub fn enrollment_id(&self, secret: &SecretFile) -> String {
+        let params = format!(
+            "{}/{}/{}",
+            secret.params.algorithm().name(),
+            secret.params.digits(),
+            secret.params.period()
+        );
+        let mut parts: Vec<&[u8]> = vec![secret.key.as_slice(), params.as_bytes()];
+        parts.extend(secret.backup_codes.iter().map(|h| h.as_bytes()));
+        self.tag("pam_totp enrollment\0", &parts)
+    }
+
+    /// The record of a spent backup code: a keyed hash of its canonical form, the same
+    /// however the secret file salts it (a re-import re-salts).
+    pub fn backup_tag(&self, canonical: &str) -> String {
+        self.tag("pam_totp backup\0", &[canonical.as_bytes()])
+    }
+
+    pub fn device(&self, id: &str) -> Option<&DeviceState> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+
+    /// The replay guard for `id`, created if missing; keeps at most [`MAX_DEVICES`], dropping
+    /// the least recently used.
+    pub fn device_mut(&mut self, id: &str) -> &mut DeviceState {
+        if let Some(i) = self.devices.iter().position(|d| d.id == id) {
+            return &mut self.devices[i];
+        }
+        if self.devices.len() >= MAX_DEVICES {
+            self.devices.sort_by_key(|d| std::cmp::Reverse(d.last_used));
+            self.devices.truncate(MAX_DEVICES - 1);
+        }
+        self.devices.push(DeviceState {
+            id: id.to_string(),
+            not_before: 0,
+            counter: 0,
+            last_used: 0,
+        });
+        let last = self.devices.len() - 1;
+        &mut self.devices[last]
+    }
+
+    /// Spends TOTP time step `step` (of `period` seconds) of the authenticator with key
+    /// `device_key`: codes for steps starting before the next one are refused from now on.
+    pub fn spend_step(&mut self, device_key: &[u8], step: u64, period: u64, now: u64) {
+        let id = self.device_id(device_key);
+        let d = self.device_mut(&id);
+        d.not_before = d.not_before.max(step.saturating_add(1).saturating_mul(period));
+        d.last_used = now;
+    }
+
+    /// An accepted code: the failure count and lockout end, and the user is on record as
+    /// enrolled from now on.
+    pub fn record_success(&mut self, now: u64) {
+        self.failures = 0;
+        self.locked_until = 0;
+        self.last_success = now;
+        if self.enrolled == 0 {
+            self.enrolled = now.max(1);
+        }
+    }
+
+    /// Records the backup code `canonical`, stored in the secret file as `stored`, as
+    /// spent, keeping the newest [`MAX_USED_BACKUP`].
+    pub fn spend_backup(&mut self, canonical: &str, stored: &str) {
+        let tag = self.backup_tag(canonical);
+        self.used_backup.push(UsedBackup {
+            tag,
+            entry: entry_fingerprint(stored),
+        });
+        if self.used_backup.len() > MAX_USED_BACKUP {
+            let extra = self.used_backup.len() - MAX_USED_BACKUP;
+            self.used_backup.drain(..extra);
+        }
+    }
+
+    /// Whether the backup code `canonical`, stored in the secret file as `stored`, was used.
+    pub fn backup_used(&self, canonical: &str, stored: &str) -> bool {
+        let tag = self.backup_tag(canonical);
+        self.used_backup.iter().any(|u| u.tag == tag) || self.v1_used_backup_codes.iter().any(|h| h == stored)
+    }
+
+    /// Moves what a version-1 state file knew into version-2 form, for the authenticator
+    /// of a version-1 secret file (`key`, `period`), and keeps only the v1 backup records
+    /// that still name a code in the secret file.
+    pub fn migrate_v1(&mut self, key: &[u8], period: u64, issued: &[String]) {
+        if let Some(step) = self.v1_last_step.take() {
+            let id = self.device_id(key);
+            let d = self.device_mut(&id);
+            d.not_before = d.not_before.max(step.saturating_add(1).saturating_mul(period));
+        }
+        self.v1_used_backup_codes.retain(|h| issued.contains(h));
+    }
+
     /// How many of `issued` (the secret file's backup code hashes) have not been used.
+    /// Exact for the set in use; after a re-import re-salts the codes, the ones spent before
+    /// still count as left here although the module refuses them.
     pub fn backup_codes_left(&self, issued: &[String]) -> usize {
-        issued.iter().filter(|h| !self.used_backup_codes.contains(h)).count()
+        issued
+            .iter()
+            .filter(|h| {
+                let fp = entry_fingerprint(h);
+                !self.used_backup.iter().any(|u| u.entry == fp) && !self.v1_used_backup_codes.contains(h)
+            })
+            .count()
     }
 
     pub fn is_locked(&self, now: u64) -> bool {
         self.locked_until > now
     }
 
-    /// Whether (rhost, service) was remembered and has not expired.
-    pub fn is_remembered(&self, rhost: &str, service: &str, now: u64) -> bool {
-        self.remembered
-            .iter()
-            .any(|r| r.rhost == rhost && r.service == service && r.until > now)
+    /// Whether (rhost, service) was remembered for this enrollment and has not expired.
+    pub fn is_remembered(&self, rhost: &str, service: &str, enrollment: &str, now: u64) -> bool {
+        !enrollment.is_empty()
+            && self
+                .remembered
+                .iter()
+                .any(|r| r.rhost == rhost && r.service == service && r.until > now && r.enrollment == enrollment)
     }
 
-    /// Remembers (rhost, service) until `until`, dropping expired and excess entries.
-    pub fn remember(&mut self, rhost: &str, service: &str, until: u64, now: u64) {
+    /// Remembers (rhost, service) for `enrollment` until `until`, dropping expired entries,
+    /// entries of other enrollments and the excess.
+    pub fn remember(&mut self, rhost: &str, service: &str, enrollment: &str, until: u64, now: u64) {
         self.remembered
-            .retain(|r| r.until > now && !(r.rhost == rhost && r.service == service));
+            .retain(|r| r.until > now && r.enrollment == enrollment && !(r.rhost == rhost && r.service == service));
         self.remembered.push(Remembered {
             rhost: rhost.to_string(),
             service: service.to_string(),
             until,
+            enrollment: enrollment.to_string(),
         });
         if self.remembered.len() > MAX_REMEMBERED {
             self.remembered.sort_by_key(|r| std::cmp::Reverse(r.until));
@@ -104,15 +419,22 @@ impl State {
 mod tests {
     use super::*;
 
+    fn keyed() -> State {
+        let mut s = State::default();
+        s.ensure_key().unwrap();
+        s
+    }
+
     #[test]
     fn round_trips_and_defaults() {
-        let mut s = State {
-            last_step: Some(5),
-            failures: 2,
-            ..State::default()
-        };
-        s.remember("10.0.0.1", "sshd", 100, 0);
+        let mut s = keyed();
+        s.failures = 2;
+        s.enrolled = 7;
+        s.device_mut("00112233445566778899aabbccddeeff").not_before = 90;
+        s.spend_backup("12345678", "v1$x$y");
+        s.remember("10.0.0.1", "sshd", "e1", 100, 0);
         assert_eq!(State::parse(&s.to_toml().unwrap()).unwrap(), s);
+        assert_eq!(State::parse("version = 2").unwrap(), State::default());
         assert_eq!(State::parse("version = 1").unwrap(), State::default());
     }
 
@@ -120,10 +442,16 @@ mod tests {
     fn malformed_state_is_refused() {
         for bad in [
             "",
-            "version = 2",
-            "version = 1\nfailures = -1",
+            "version = 3",
+            "version = \"2\"",
+            "version = 2\nfailures = -1",
+            "version = 2\nx = 1",
+            "version = 1\nkey = \"00\"",
+            "version = 2\nlast_step = 5",
+            "version = 2\nkey = \"zz\"",
+            "version = 2\n[[devices]]\nid = \"short\"",
+            "version = 2\n[[used_backup]]\ntag = \"00\"\nentry = \"00\"",
             "version = 1\nlast_step = 99999999999999999999",
-            "version = 1\nx = 1",
             "\u{0}",
         ] {
             assert!(State::parse(bad).is_err(), "{bad:?}");
@@ -131,18 +459,52 @@ mod tests {
     }
 
     #[test]
-    fn remembered_entries_expire_and_are_capped() {
-        let mut s = State::default();
-        s.remember("a", "sshd", 50, 0);
-        assert!(s.is_remembered("a", "sshd", 49));
-        assert!(!s.is_remembered("a", "sshd", 50));
-        assert!(!s.is_remembered("a", "sudo", 10));
-        assert!(!s.is_remembered("b", "sshd", 10));
+    fn keyed_hashes_depend_on_the_per_user_key() {
+        let (a, b) = (keyed(), keyed());
+        assert_ne!(a.backup_tag("12345678"), b.backup_tag("12345678"));
+        assert_ne!(a.device_id(b"k"), b.device_id(b"k"));
+        assert_eq!(a.device_id(b"k"), a.device_id(b"k"));
+        assert_ne!(a.device_id(b"k"), a.device_id(b"l"));
+        assert_eq!(a.backup_tag("x").len(), 32);
+    }
+
+    #[test]
+    fn remembered_entries_expire_belong_to_one_enrollment_and_are_capped() {
+        let mut s = keyed();
+        s.remember("a", "sshd", "e1", 50, 0);
+        assert!(s.is_remembered("a", "sshd", "e1", 49));
+        assert!(!s.is_remembered("a", "sshd", "e2", 10), "another enrollment");
+        assert!(!s.is_remembered("a", "sshd", "", 10));
+        assert!(!s.is_remembered("a", "sshd", "e1", 50));
+        assert!(!s.is_remembered("a", "sudo", "e1", 10));
+        assert!(!s.is_remembered("b", "sshd", "e1", 10));
+        s.remember("b", "sshd", "e2", 60, 0);
+        assert!(
+            !s.is_remembered("a", "sshd", "e1", 10),
+            "entries of the old enrollment go"
+        );
         for i in 0..100 {
-            s.remember(&format!("h{i}"), "sshd", 1000 + i, 60);
+            s.remember(&format!("h{i}"), "sshd", "e2", 1000 + i, 60);
         }
         assert_eq!(s.remembered.len(), MAX_REMEMBERED);
-        assert!(s.is_remembered("h99", "sshd", 61));
-        assert!(!s.is_remembered("a", "sshd", 10), "expired entry pruned");
+        assert!(s.is_remembered("h99", "sshd", "e2", 61));
+    }
+
+    #[test]
+    fn version_1_remembered_hosts_are_not_carried_over() {
+        let st = State::parse("version = 1\n[[remembered]]\nrhost = \"a\"\nservice = \"sshd\"\nuntil = 99\n").unwrap();
+        assert!(st.remembered.is_empty());
+    }
+
+    #[test]
+    fn device_guards_are_capped_least_recently_used_first() {
+        let mut s = keyed();
+        for i in 0..(MAX_DEVICES as u64 + 5) {
+            let id = format!("{i:032x}");
+            s.device_mut(&id).last_used = 100 + i;
+        }
+        assert_eq!(s.devices.len(), MAX_DEVICES);
+        assert!(s.device(&format!("{:032x}", MAX_DEVICES as u64 + 4)).is_some());
+        assert!(s.device(&format!("{:032x}", 0)).is_none());
     }
 }

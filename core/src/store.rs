@@ -17,8 +17,10 @@ pub trait StateStore {
     /// atomically). For checks before prompting only; decisions go through `update`.
     fn peek(&self, user: &str) -> Result<State, Error>;
 
-    /// Takes the user's exclusive lock, reads the state, runs `f`, writes the state back
-    /// if `f` changed it, releases the lock. When this returns `Ok`, the change is stored.
+    /// Takes the user's exclusive lock, reads the state, gives it its per-user key if it
+    /// has none ([`State::ensure_key`]: every keyed record depends on it, so no decision may
+    /// run without it), runs `f`, writes the state back if it changed, releases the lock.
+    /// When this returns `Ok`, the change is stored.
     fn update<T>(&self, user: &str, f: impl FnOnce(&mut State) -> T) -> Result<T, Error>;
 
     /// Deletes the user's state (used by `reset`).
@@ -106,16 +108,27 @@ impl StateStore for FileStore {
             .map_err(|e| Error::io(self.dir.path().join(&lock_name), &e))?;
         let mut state = self.read(user)?;
         let before = state.clone();
+        state.ensure_key().map_err(|e| {
+            Error::file(
+                self.state_path(user),
+                FileProblem::Io(format!("the OS random source failed: {e}")),
+            )
+        })?;
         let out = f(&mut state);
         if state != before {
             let text = state
                 .to_toml()
                 .map_err(|why| Error::file(self.state_path(user), FileProblem::Malformed(why)))?;
             // Every write is atomic (rename); only a spent credential — a newly accepted time
-            // step or backup code — is also fsync'd, so that a power cut cannot bring back a
-            // code that was already used. A lost failure count or lockout only resets a counter,
-            // and skipping its fsync keeps the wrong-code path (a brute-force storm) cheap.
-            let spends = state.last_step != before.last_step || state.used_backup_codes != before.used_backup_codes;
+            // step, HOTP counter or backup code — or the record of an enrollment is also
+            // fsync'd, so that a power cut cannot bring back a code that was already used. A
+            // lost failure count or lockout only resets a counter, and skipping its fsync keeps
+            // the wrong-code path (a brute-force storm) cheap. The per-user key is written with
+            // the first spend at the latest, so every durable record is durable with its key.
+            let spends = state.devices != before.devices
+                || state.used_backup != before.used_backup
+                || state.enrolled != before.enrolled
+                || state.v1_last_step != before.v1_last_step;
             self.dir
                 .write_atomic(&format!("{esc}.state"), text.as_bytes(), 0o600, self.durable && spends)?;
         }
@@ -173,7 +186,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tmp();
         let s = FileStore::open(&d, false).unwrap();
-        std::fs::write(d.join("bob.state"), "version = 1\nlast_step = \"x\"").unwrap();
+        std::fs::write(d.join("bob.state"), "version = 2\nfailures = \"x\"").unwrap();
         std::fs::set_permissions(d.join("bob.state"), std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(s.peek("bob").is_err());
         assert!(s.update("bob", |_| ()).is_err());

@@ -60,15 +60,26 @@ fn as_totp(answer: &str, digits: u32) -> Option<zeroize::Zeroizing<String>> {
     (s.len() == digits as usize).then_some(s)
 }
 
+/// Whether a wrong answer counts toward the lockout. The `forward_pass` line checks a code
+/// before any password has been verified, so it never counts; the pam_totp line after the
+/// password module does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    Failures,
+    Nothing,
+}
+
 /// Decides one answer (or, with `forward_pass`, a few candidate splittings of one answer;
 /// the first that is accepted wins) and updates `state`. Returns the decision and the index
-/// of the candidate it concerns.
+/// of the candidate it concerns. With [`Count::Nothing`] a refused answer leaves `state`
+/// exactly as it was.
 pub fn decide(
     policy: &Policy,
     secret: &SecretFile,
     state: &mut State,
     candidates: &[&str],
     now: u64,
+    count: Count,
 ) -> (Decision, usize) {
     if state.is_locked(now) {
         return (
@@ -78,6 +89,10 @@ pub fn decide(
             0,
         );
     }
+    let before = (count == Count::Nothing).then(|| state.clone());
+    state.migrate_v1(&secret.key, secret.params.period(), &secret.backup_codes);
+    let device = state.device_id(&secret.key);
+    let period = secret.params.period();
     let mut replay = None;
     for (i, answer) in candidates.iter().enumerate() {
         if answer.len() > MAX_ANSWER_LEN {
@@ -87,31 +102,39 @@ pub fn decide(
             let now_step = secret.params.step_at(now);
             if let Some(step) = otp::find_step(&secret.key, &code, now_step, policy.window, &secret.params) {
                 // The replay guard: each time step is accepted once, and never one older than
-                // the newest accepted (an eavesdropped earlier code stays dead).
-                if state.last_step.is_some_and(|last| step <= last) {
+                // the newest accepted (an eavesdropped earlier code stays dead). Kept as a
+                // time, so a changed period cannot bring back a code already seen.
+                let start = step.saturating_mul(period);
+                if state.device(&device).is_some_and(|d| start < d.not_before) {
                     replay.get_or_insert((i, false));
                     continue;
                 }
-                state.last_step = Some(step);
-                succeed(state, now);
+                state.spend_step(&secret.key, step, period, now);
+                state.record_success(now);
                 return (Decision::Accepted(How::Totp { step }), i);
             }
         }
         if let Some(canonical) = backup::normalize(answer) {
             if let Some(idx) = backup::find(&secret.backup_codes, &canonical) {
-                let hash = &secret.backup_codes[idx];
-                if state.used_backup_codes.contains(hash) {
+                let stored = &secret.backup_codes[idx];
+                if state.backup_used(&canonical, stored) {
                     replay.get_or_insert((i, true));
                     continue;
                 }
-                state.used_backup_codes.push(hash.clone());
-                succeed(state, now);
+                state.spend_backup(&canonical, stored);
+                state.record_success(now);
                 let left = state.backup_codes_left(&secret.backup_codes);
                 return (Decision::Accepted(How::Backup { left }), i);
             }
         }
     }
-    let locked_until = fail(policy, state, now);
+    let locked_until = match before {
+        Some(b) => {
+            *state = b;
+            None
+        }
+        None => fail(policy, state, now),
+    };
     match replay {
         Some((i, backup)) => (Decision::Replay { backup, locked_until }, i),
         None => (
@@ -122,12 +145,6 @@ pub fn decide(
             0,
         ),
     }
-}
-
-fn succeed(state: &mut State, now: u64) {
-    state.failures = 0;
-    state.locked_until = 0;
-    state.last_success = now;
 }
 
 /// Counts a failure; at `max_failures` locks until `now + lockout` and starts counting
@@ -172,7 +189,7 @@ mod tests {
     }
 
     fn run(s: &SecretFile, st: &mut State, answer: &str, now: u64) -> Decision {
-        decide(&POLICY, s, st, &[answer], now).0
+        decide(&POLICY, s, st, &[answer], now, Count::Failures).0
     }
 
     #[test]
@@ -181,8 +198,10 @@ mod tests {
         let mut st = State::default();
         let d = run(&s, &mut st, &code_at(NOW), NOW);
         assert_eq!(d, Decision::Accepted(How::Totp { step: NOW / 30 }));
-        assert_eq!(st.last_step, Some(NOW / 30));
+        let dev = st.device_id(KEY);
+        assert_eq!(st.device(&dev).unwrap().not_before, (NOW / 30 + 1) * 30);
         assert_eq!(st.last_success, NOW);
+        assert_eq!(st.enrolled, NOW, "the first accepted code records the enrollment");
     }
 
     #[test]
@@ -341,14 +360,14 @@ mod tests {
             run(&s, &mut st, "abcde-fghjk", NOW),
             Decision::Accepted(How::Backup { left: 0 })
         );
-        assert!(st.last_step.is_none(), "backup codes do not move the TOTP replay guard");
+        assert!(st.devices.is_empty(), "backup codes do not move the TOTP replay guard");
     }
 
     #[test]
     fn forward_pass_candidates_pick_the_one_that_is_right() {
         let s = secret(vec![backup::hash("12345678").unwrap()]);
         let mut st = State::default();
-        let (d, i) = decide(&POLICY, &s, &mut st, &["345678", "12345678"], NOW);
+        let (d, i) = decide(&POLICY, &s, &mut st, &["345678", "12345678"], NOW, Count::Failures);
         assert_eq!((d, i), (Decision::Accepted(How::Backup { left: 0 }), 1));
     }
 
@@ -362,5 +381,108 @@ mod tests {
             Decision::Wrong { .. }
         ));
         assert!(matches!(run(&s, &mut State::default(), &c, NOW), Decision::Accepted(_)));
+    }
+
+    fn keyed() -> State {
+        let mut st = State::default();
+        st.ensure_key().unwrap();
+        st
+    }
+
+    #[test]
+    fn a_changed_period_does_not_make_every_new_code_a_replay() {
+        // Accepted under 60-second steps, then the same key imported with 30-second steps.
+        let mut s = secret(vec![]);
+        s.params = Params::new(crate::otp::Algorithm::Sha1, 6, 60).unwrap();
+        let mut st = keyed();
+        let c60 = totp_at_step(KEY, NOW / 60, &s.params).to_string();
+        assert!(matches!(run(&s, &mut st, &c60, NOW), Decision::Accepted(_)));
+        s.params = Params::DEFAULT;
+        let next_minute = (NOW / 60 + 1) * 60;
+        assert!(
+            matches!(
+                run(&s, &mut st, &code_at(next_minute), next_minute),
+                Decision::Accepted(_)
+            ),
+            "a 30-second code after the accepted minute is fresh"
+        );
+        assert!(matches!(
+            run(&s, &mut st, &code_at(next_minute - 30), next_minute),
+            Decision::Replay { .. }
+        ));
+    }
+
+    #[test]
+    fn a_spent_backup_code_stays_spent_when_the_codes_are_re_salted() {
+        let stored = |c: &str| backup::hash(&backup::normalize(c).unwrap()).unwrap();
+        let mut st = keyed();
+        let s = secret(vec![stored("12345678"), stored("87654321")]);
+        assert!(matches!(run(&s, &mut st, "12345678", NOW), Decision::Accepted(_)));
+        // The same scratch codes imported again: new salts, new hash strings.
+        let again = secret(vec![stored("12345678"), stored("87654321")]);
+        assert_ne!(again.backup_codes, s.backup_codes);
+        assert!(matches!(
+            run(&again, &mut st, "12345678", NOW + 60),
+            Decision::Replay { backup: true, .. }
+        ));
+        assert!(matches!(
+            run(&again, &mut st, "87654321", NOW + 60),
+            Decision::Accepted(How::Backup { .. })
+        ));
+    }
+
+    #[test]
+    fn spent_backup_records_stay_bounded_however_often_codes_are_regenerated() {
+        let mut st = keyed();
+        for round in 0..70 {
+            let codes: Vec<String> = (0..10).map(|i| format!("{:08}", round * 10 + i)).collect();
+            let s = secret(codes.iter().map(|c| backup::hash(c).unwrap()).collect());
+            for c in &codes {
+                assert!(matches!(run(&s, &mut st, c, NOW), Decision::Accepted(_)), "{c}");
+            }
+        }
+        assert_eq!(st.used_backup.len(), crate::state::MAX_USED_BACKUP);
+        assert!(st.to_toml().unwrap().len() < 16 * 1024, "far under the 64 KiB limit");
+    }
+
+    #[test]
+    fn a_refusal_that_does_not_count_changes_nothing() {
+        let s = secret(vec![]);
+        let mut st = keyed();
+        let before = st.clone();
+        let (d, _) = decide(&POLICY, &s, &mut st, &["000000"], NOW, Count::Nothing);
+        assert!(matches!(d, Decision::Wrong { failures: 0, .. }), "{d:?}");
+        assert_eq!(st, before);
+        let (d, _) = decide(&POLICY, &s, &mut st, &[&code_at(NOW)], NOW, Count::Nothing);
+        assert!(matches!(d, Decision::Accepted(_)), "a right code is spent all the same");
+        let (d, _) = decide(&POLICY, &s, &mut st, &[&code_at(NOW)], NOW, Count::Nothing);
+        assert!(matches!(d, Decision::Replay { .. }));
+        assert_eq!(st.failures, 0);
+    }
+
+    #[test]
+    fn a_version_1_state_keeps_its_replay_guard_and_used_codes() {
+        let hashed = backup::hash("12345678").unwrap();
+        let v1 = format!(
+            "version = 1\nlast_step = {}\nlast_success = 5\nused_backup_codes = [\"{hashed}\"]\n",
+            NOW / 30
+        );
+        let mut st = State::parse(&v1).unwrap();
+        assert_eq!(st.enrolled, 5);
+        st.ensure_key().unwrap();
+        let s = secret(vec![hashed]);
+        assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Replay { .. }));
+        assert!(matches!(
+            run(&s, &mut st, "12345678", NOW),
+            Decision::Replay { backup: true, .. }
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW + 30), NOW + 30),
+            Decision::Accepted(_)
+        ));
+        assert!(st.v1_last_step.is_none(), "moved into the device record");
+        let back = State::parse(&st.to_toml().unwrap()).unwrap();
+        assert_eq!(back, st);
+        assert!(st.to_toml().unwrap().starts_with("version = 2"));
     }
 }

@@ -60,8 +60,18 @@ pub struct PamConv {
     pub appdata_ptr: *mut c_void,
 }
 
+/// `void (*cleanup)(pam_handle_t *pamh, void *data, int error_status)` of pam_set_data.
+pub type CleanupFn = unsafe extern "C" fn(pamh: *mut PamHandle, data: *mut c_void, error_status: c_int);
+
 #[link(name = "pam")]
 extern "C" {
+    pub fn pam_set_data(
+        pamh: *mut PamHandle,
+        module_data_name: *const c_char,
+        data: *mut c_void,
+        cleanup: Option<CleanupFn>,
+    ) -> c_int;
+    pub fn pam_get_data(pamh: *const PamHandle, module_data_name: *const c_char, data: *mut *const c_void) -> c_int;
     pub fn pam_get_user(pamh: *mut PamHandle, user: *mut *const c_char, prompt: *const c_char) -> c_int;
     pub fn pam_get_item(pamh: *const PamHandle, item_type: c_int, item: *mut *const c_void) -> c_int;
     pub fn pam_set_item(pamh: *mut PamHandle, item_type: c_int, item: *const c_void) -> c_int;

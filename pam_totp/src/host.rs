@@ -4,7 +4,7 @@ use std::ffi::{CStr, CString};
 use std::os::raw::c_void;
 use std::ptr;
 
-use pam_totp_core::login::{ConvError, Host, Level};
+use pam_totp_core::login::{ConvError, Host, KeptCode, Level};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::ffi::*;
@@ -168,9 +168,64 @@ impl Host for PamHost {
         }
     }
 
+    /// PAM data of this handle under a name that carries the module's version, so a line
+    /// of another pam_totp build in the same stack can never read our layout.
+    fn keep_code(&mut self, kept: Option<KeptCode>) -> Result<(), ConvError> {
+        let (data, cleanup): (*mut c_void, Option<CleanupFn>) = match kept {
+            Some(k) => (Box::into_raw(Box::new(k)).cast(), Some(drop_kept)),
+            None => (ptr::null_mut(), None),
+        };
+        // SAFETY: pamh is valid; the name is a NUL-terminated literal; `data` is null or a
+        // leaked Box<KeptCode> that libpam hands back to `drop_kept` exactly once (when the
+        // data is replaced or at pam_end). libpam runs the cleanup of what it replaces.
+        let rc = unsafe { pam_set_data(self.pamh, KEPT_NAME.as_ptr(), data, cleanup) };
+        if rc == PAM_SUCCESS {
+            return Ok(());
+        }
+        if !data.is_null() {
+            // SAFETY: libpam did not take `data`: it is still our leaked box.
+            drop(unsafe { Box::from_raw(data.cast::<KeptCode>()) });
+        }
+        Err(ConvError)
+    }
+
+    fn take_kept_code(&mut self) -> Option<KeptCode> {
+        let mut p: *const c_void = ptr::null();
+        // SAFETY: pamh is valid; libpam writes the stored pointer (or leaves it) into `p`.
+        let rc = unsafe { pam_get_data(self.pamh, KEPT_NAME.as_ptr(), &mut p) };
+        if rc != PAM_SUCCESS || p.is_null() {
+            return None;
+        }
+        // SAFETY: under KEPT_NAME this build only ever stores a Box<KeptCode> (keep_code),
+        // which stays alive until it is replaced below.
+        let kept = unsafe { &*p.cast::<KeptCode>() }.clone();
+        // Replacing it frees (and wipes) the stored copy: it can serve only once.
+        let _ = self.keep_code(None);
+        Some(kept)
+    }
+
     fn log(&mut self, level: Level, msg: &str) {
         log(self.pamh, level, msg);
     }
+}
+
+const KEPT_NAME: &CStr =
+    match CStr::from_bytes_with_nul(concat!("pam_totp/", env!("CARGO_PKG_VERSION"), "/kept_code\0").as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("KEPT_NAME is NUL-terminated"),
+    };
+
+/// pam_set_data's cleanup for a kept code: frees the box (the code inside is wiped on
+/// drop). Called by libpam exactly once per stored pointer.
+unsafe extern "C" fn drop_kept(_pamh: *mut PamHandle, data: *mut c_void, _error_status: i32) {
+    if data.is_null() {
+        return;
+    }
+    // No panic may unwind into libpam.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `data` is the Box<KeptCode> leaked by keep_code; libpam calls this once.
+        drop(unsafe { Box::from_raw(data.cast::<KeptCode>()) });
+    }));
 }
 
 /// Logs through pam_syslog (facility authpriv, prefixed "pam_totp(service:auth):").

@@ -31,6 +31,7 @@ fn pam_code(outcome: &Outcome) -> c_int {
         | Outcome::LockedOut
         | Outcome::UnknownUser
         | Outcome::BadSecretFile
+        | Outcome::SecretMissing
         | Outcome::StateUnavailable => PAM_AUTH_ERR,
         Outcome::ConversationFailed => PAM_CONV_ERR,
         Outcome::BadConfig => PAM_SERVICE_ERR,
@@ -171,6 +172,7 @@ mod tests {
             Outcome::LockedOut,
             Outcome::UnknownUser,
             Outcome::BadSecretFile,
+            Outcome::SecretMissing,
             Outcome::StateUnavailable,
             Outcome::ConversationFailed,
             Outcome::BadConfig,

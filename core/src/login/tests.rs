@@ -21,6 +21,7 @@ struct FakeHost {
     infos: Vec<String>,
     logs: Vec<(Level, String)>,
     authtok: Option<String>,
+    kept: Option<KeptCode>,
 }
 
 impl Host for FakeHost {
@@ -40,6 +41,13 @@ impl Host for FakeHost {
     fn set_authtok(&mut self, password: &str) -> Result<(), ConvError> {
         self.authtok = Some(password.to_string());
         Ok(())
+    }
+    fn keep_code(&mut self, kept: Option<KeptCode>) -> Result<(), ConvError> {
+        self.kept = kept;
+        Ok(())
+    }
+    fn take_kept_code(&mut self) -> Option<KeptCode> {
+        self.kept.take()
     }
     fn log(&mut self, level: Level, msg: &str) {
         self.logs.push((level, msg.to_string()));
@@ -123,10 +131,22 @@ impl Env {
         now: u64,
         rhost: Option<&str>,
     ) -> (Outcome, FakeHost) {
-        let mut host = FakeHost {
+        let host = FakeHost {
             answers: answers.iter().map(|a| Ok(a.to_string())).collect(),
             ..Default::default()
         };
+        self.run_host(host, user, extra, answers, now, rhost)
+    }
+
+    fn run_host(
+        &self,
+        mut host: FakeHost,
+        user: &str,
+        extra: &[&str],
+        answers: &[&str],
+        now: u64,
+        rhost: Option<&str>,
+    ) -> (Outcome, FakeHost) {
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         let pam_dir = self.root.join("pam.d");
@@ -319,24 +339,211 @@ fn backup_code_is_accepted_once_and_tells_how_many_are_left() {
     assert_eq!(env.run(&[], &["7kq2m-x9d10"], NOW + 100).0, Outcome::Replay);
 }
 
+impl Env {
+    /// The documented forward_pass stack: the split line, a password module (`password`
+    /// decides what it accepts) with use_first_pass, and the checking line. Returns the
+    /// split line's outcome, the checking line's (None when the password module stopped the
+    /// stack, as `requisite` does), and the host.
+    fn run_split(
+        &self,
+        user: &str,
+        extra: &[&str],
+        answer: &str,
+        password: &str,
+        now: u64,
+    ) -> (Outcome, Option<Outcome>, FakeHost) {
+        let mut a_args = vec!["forward_pass"];
+        a_args.extend_from_slice(extra);
+        let host = FakeHost {
+            answers: vec![Ok(answer.to_string())],
+            ..Default::default()
+        };
+        let (a, mut host) = self.run_host(host, user, &a_args, &[answer], now, Some("192.0.2.7"));
+        if host.authtok.as_deref() != Some(password) {
+            return (a, None, host);
+        }
+        host.prompts.clear();
+        let (b, host) = self.run_host(host, user, extra, &[], now, Some("192.0.2.7"));
+        (a, Some(b), host)
+    }
+
+    fn failures(&self) -> u32 {
+        FileStore::open(&self.root.join("state"), false)
+            .unwrap()
+            .peek("alice")
+            .unwrap()
+            .failures
+    }
+}
+
 #[test]
 fn forward_pass_splits_password_and_code() {
     let env = Env::new();
     env.enroll(&["7kq2m-x9d10"]);
     let c = code(NOW);
-    let (out, host) = env.run(&["forward_pass"], &[&format!("pass word 42{c}")], NOW);
-    assert_eq!(out, Outcome::Accepted(Accepted::Totp));
-    assert_eq!(host.prompts, vec!["Password & verification code: "]);
+    let (a, b, host) = env.run_split("alice", &[], &format!("pass word 42{c}"), "pass word 42", NOW);
+    assert_eq!(a, Outcome::Accepted(Accepted::Totp));
+    assert_eq!(b, Some(Outcome::Accepted(Accepted::Totp)));
+    assert!(host.prompts.is_empty(), "the checking line does not prompt");
     assert_eq!(host.authtok.as_deref(), Some("pass word 42"));
-    let (out, host) = env.run(&["forward_pass"], &["hunter2-7kq2m-x9d10"], NOW + 30);
-    assert_eq!(out, Outcome::Accepted(Accepted::Backup));
-    assert_eq!(host.authtok.as_deref(), Some("hunter2-"));
-    let (out, host) = env.run(&["forward_pass"], &["hunter2000000"], NOW + 60);
-    assert_eq!(out, Outcome::WrongCode);
+    let (a, b, _) = env.run_split("alice", &[], "hunter2-7kq2m-x9d10", "hunter2-", NOW + 30);
     assert_eq!(
-        host.authtok.as_deref(),
-        Some("hunter2"),
-        "password still forwarded so the stack fails the same way"
+        (a, b),
+        (
+            Outcome::Accepted(Accepted::Backup),
+            Some(Outcome::Accepted(Accepted::Backup))
+        )
+    );
+    let (a, b, host) = env.run_split("alice", &[], "hunter2000000", "hunter2", NOW + 60);
+    assert_eq!(a, Outcome::WrongCode);
+    assert_eq!(b, Some(Outcome::WrongCode), "decided again after the password");
+    assert_eq!(
+        host.errors,
+        vec!["Wrong verification code."],
+        "only the line after the password says why"
+    );
+    assert_eq!(env.failures(), 1);
+}
+
+#[test]
+fn forward_pass_counts_wrong_codes_only_after_the_password_is_proven() {
+    let env = Env::new();
+    env.enroll(&[]);
+    // Someone who knows only the user name: the password module stops the stack.
+    for i in 0..20 {
+        let (a, b, host) = env.run_split("alice", &[], &format!("guess{i}000000"), "the-real-password", NOW + i);
+        assert_eq!((a, b), (Outcome::WrongCode, None));
+        assert!(host.errors.is_empty(), "nothing tells them the code was wrong");
+    }
+    assert_eq!(env.failures(), 0, "no failure counted without the password");
+    let (_, b, _) = env.run_split("alice", &[], &format!("pw{}", code(NOW + 30)), "pw", NOW + 30);
+    assert_eq!(
+        b,
+        Some(Outcome::Accepted(Accepted::Totp)),
+        "the user was not locked out"
+    );
+    // Someone with the password: the failures count and lock.
+    for i in 0..6 {
+        env.run_split("alice", &[], "pw000000", "pw", NOW + 100 + i);
+    }
+    let (a, b, host) = env.run_split("alice", &[], &format!("pw{}", code(NOW + 120)), "pw", NOW + 120);
+    assert_eq!((a, b), (Outcome::LockedOut, Some(Outcome::LockedOut)));
+    assert!(host.errors[0].starts_with("Too many wrong verification codes"));
+}
+
+#[test]
+fn forward_pass_split_line_alone_still_refuses_a_wrong_code_and_spends_a_right_one() {
+    let env = Env::new();
+    env.enroll(&[]);
+    assert_eq!(env.run(&["forward_pass"], &["pw000000"], NOW).0, Outcome::WrongCode);
+    let right = format!("pw{}", code(NOW));
+    assert_eq!(
+        env.run(&["forward_pass"], &[&right], NOW).0,
+        Outcome::Accepted(Accepted::Totp)
+    );
+    assert_eq!(env.run(&["forward_pass"], &[&right], NOW + 1).0, Outcome::Replay);
+}
+
+#[test]
+fn forward_pass_asks_everyone_the_same_and_forwards_the_password_of_users_not_enrolled() {
+    let env = Env::new();
+    let (a, b, host) = env.run_split("alice", &["nullok"], "just-my-password", "just-my-password", NOW);
+    assert_eq!((a, b), (Outcome::NotEnrolledAllowed, Some(Outcome::NotEnrolledAllowed)));
+    assert_eq!(host.authtok.as_deref(), Some("just-my-password"));
+    let (a, _, host) = env.run_split("nobody", &["nullok"], "whatever123456", "x", NOW);
+    assert_eq!(a, Outcome::UnknownUser);
+    assert_eq!(host.authtok.as_deref(), Some("whatever123456"));
+    env.enroll(&[]);
+    // Without the password, an enrolled user and an unknown name look the same.
+    let (_, _, enrolled) = env.run_split("alice", &["nullok"], "pw000000", "the-real-one", NOW);
+    let (_, _, unknown) = env.run_split("nobody", &["nullok"], "pw000000", "the-real-one", NOW);
+    let a_prompt = |extra: &[&str], user: &str| {
+        let host = FakeHost {
+            answers: vec![Ok("x".into())],
+            ..Default::default()
+        };
+        let mut args = vec!["forward_pass"];
+        args.extend_from_slice(extra);
+        env.run_host(host, user, &args, &["x"], NOW, None).1.prompts
+    };
+    assert_eq!(a_prompt(&["nullok"], "alice"), a_prompt(&["nullok"], "nobody"));
+    assert_eq!(enrolled.errors, unknown.errors);
+}
+
+#[test]
+fn a_kept_code_for_another_user_is_refused() {
+    let env = Env::new();
+    env.enroll(&[]);
+    let host = FakeHost {
+        kept: Some(KeptCode {
+            user: "mallory".into(),
+            at: NOW,
+            verdict: Kept::Accepted(Accepted::Totp),
+        }),
+        ..Default::default()
+    };
+    let (out, host) = env.run_host(host, "alice", &[], &[], NOW, None);
+    assert_eq!(out, Outcome::UnknownUser);
+    assert!(host.kept.is_none(), "taken, never left for another line");
+}
+
+#[test]
+fn an_enrolled_user_whose_secret_file_is_gone_is_refused_even_under_nullok() {
+    let env = Env::new();
+    env.enroll(&[]);
+    assert_eq!(
+        env.run(&["nullok"], &[&code(NOW)], NOW).0,
+        Outcome::Accepted(Accepted::Totp)
+    );
+    std::fs::rename(env.secret_path(), env.root.join("moved-away.toml")).unwrap();
+    for extra in [
+        &["nullok"][..],
+        &["enforce_after=2099-01-01"],
+        &["enroll_on_login"],
+        &[],
+    ] {
+        let (out, host) = env.run(extra, &[], NOW + 60);
+        assert_eq!(out, Outcome::SecretMissing, "{extra:?}");
+        assert!(host.errors[0].contains("Ask an administrator"), "{:?}", host.errors);
+        assert!(host.logs.iter().any(|(_, l)| l.contains("pam-totp reset --user alice")));
+    }
+    // `reset` removes the state, and with it the record.
+    FileStore::open(&env.root.join("state"), false)
+        .unwrap()
+        .remove("alice")
+        .unwrap();
+    assert_eq!(env.run(&["nullok"], &[], NOW + 60).0, Outcome::NotEnrolledAllowed);
+}
+
+#[test]
+fn a_remembered_host_ends_with_the_enrollment_it_was_earned_with() {
+    let env = Env::new();
+    env.enroll(&["7kq2m-x9d10"]);
+    assert_eq!(
+        env.run(&["remember=3600"], &[&code(NOW)], NOW).0,
+        Outcome::Accepted(Accepted::Totp)
+    );
+    assert_eq!(
+        env.run(&["remember=3600"], &[], NOW + 10).0,
+        Outcome::Accepted(Accepted::RememberedHost)
+    );
+    // New backup codes (as `backup-codes --regenerate` writes them): asked again.
+    env.enroll(&["abcde-fghjk"]);
+    assert_eq!(
+        env.run(&["remember=3600"], &[], NOW + 20).0,
+        Outcome::ConversationFailed,
+        "a code is asked for again"
+    );
+    assert_eq!(
+        env.run(&["remember=3600"], &[&code(NOW + 30)], NOW + 30).0,
+        Outcome::Accepted(Accepted::Totp)
+    );
+    // A new key (enroll --force, import): asked again.
+    let other = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    std::fs::write(env.secret_path(), format!("version = 1\nsecret = \"{other}\"\n")).unwrap();
+    assert_eq!(
+        env.run(&["remember=3600"], &[], NOW + 40).0,
+        Outcome::ConversationFailed
     );
 }
 
@@ -443,6 +650,12 @@ impl Host for EnrollingHost {
     }
     fn set_authtok(&mut self, p: &str) -> Result<(), ConvError> {
         self.inner.set_authtok(p)
+    }
+    fn keep_code(&mut self, kept: Option<KeptCode>) -> Result<(), ConvError> {
+        self.inner.keep_code(kept)
+    }
+    fn take_kept_code(&mut self) -> Option<KeptCode> {
+        self.inner.take_kept_code()
     }
     fn log(&mut self, level: Level, msg: &str) {
         self.inner.log(level, msg)
@@ -553,7 +766,8 @@ fn enroll_on_login_with_an_unreadable_state_shows_and_writes_nothing() {
     )
     .unwrap();
     let (out, host) = enroll_run(&env, code_for_shown_secret);
-    assert_eq!(out, Outcome::NotEnrolled);
+    // The state is read first (it may record an enrollment whose file is missing).
+    assert_eq!(out, Outcome::StateUnavailable);
     assert!(
         host.infos.is_empty() && host.prompts.is_empty(),
         "nothing shown: {:?}",
@@ -563,7 +777,7 @@ fn enroll_on_login_with_an_unreadable_state_shows_and_writes_nothing() {
     assert!(
         host.logs
             .iter()
-            .any(|(_, l)| l.contains("enrollment at login failed: state")),
+            .any(|(_, l)| l.contains("no secret file, and the state cannot be read")),
         "{:?}",
         host.logs
     );

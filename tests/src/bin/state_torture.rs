@@ -1,4 +1,4 @@
-//! state-torture STATE_DIR USER START: records time steps START, START+1, ... in USER's state
+//! state-torture STATE_DIR USER START: spends time steps START, START+1, ... in USER's state
 //! through the store the module uses, printing each step after `update` returned (that is,
 //! once it is committed), until killed. The crash test SIGKILLs it at random moments and then
 //! checks that the state parses, the lock is free and no printed step was lost.
@@ -6,6 +6,9 @@
 use std::io::Write;
 
 use pam_totp_core::store::{FileStore, StateStore};
+
+/// The authenticator key whose replay guard the test reads back (hardening.rs).
+const TORTURE_KEY: &[u8] = b"state-torture-device-key";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -15,12 +18,10 @@ fn main() {
     loop {
         store
             .update(&args[2], |st| {
-                st.last_step = Some(step);
+                // Step `step` of a 30-second authenticator, and a backup code, spent.
+                st.spend_step(TORTURE_KEY, step, 30, step);
                 st.failures = (step % 5) as u32;
-                st.used_backup_codes.push(format!("v1${:032x}${:064x}", step, step));
-                if st.used_backup_codes.len() > 20 {
-                    st.used_backup_codes.remove(0);
-                }
+                st.spend_backup(&format!("{step:08}"), &format!("v1${:032x}${:064x}", step, step));
             })
             .expect("update");
         writeln!(out, "{step}").unwrap();
