@@ -518,10 +518,12 @@ impl Sshd {
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,
+            // sshd takes the first value of a keyword: the test's settings come first so
+            // they override the defaults below.
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM yes\n\
+                "{extra_config}\nPort {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM yes\n\
                  KbdInteractiveAuthentication yes\nPasswordAuthentication no\nPermitRootLogin no\n\
-                 LogLevel VERBOSE\n{extra_config}\n",
+                 LogLevel VERBOSE\n",
                 key.display(),
                 dir.join("sshd.pid").display()
             ),

@@ -575,3 +575,50 @@ fn ssh_enroll_on_login_is_not_offered_when_the_password_does_not_stop_the_stack(
     assert!(!u.secret_path().exists());
     assert!(logged(&log, "enroll_on_login not offered", &u), "{:?}", log.lines(&[]));
 }
+
+/// A client that can send only one password (ssh's `password` method): password and code in
+/// one answer, through the documented three-line forward_pass stack. Wrong codes from someone
+/// without the password are not counted; with the password they are.
+#[test]
+fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password() {
+    let f = Fixture::new();
+    let pam_d = pam_sshd(
+        &f,
+        &format!(
+            "auth required {}\nauth requisite pam_unix.so use_first_pass\nauth required {}",
+            f.module("forward_pass max_failures=2"),
+            f.module("max_failures=2")
+        ),
+    );
+    let log = LogSink::new(&f);
+    let sshd = Sshd::start(
+        &f,
+        &pam_d,
+        "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nAuthenticationMethods password",
+        Some(&log.path),
+    );
+    let (u, secret) = enrolled_user(&f);
+    let one_answer = |answer: &str| {
+        let mut args = ssh_args(sshd.port, &u.name, None);
+        args.insert(1, "-oPreferredAuthentications=password".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        expect_session(&f, &args, &[("assword: ?", answer)], &[], None)
+    };
+    // Without the password: as many wrong codes as you like, nobody is locked out.
+    for _ in 0..4 {
+        let s = one_answer(&format!("not-the-password{}", wrong_code(&secret)));
+        assert!(!logged_in(&s, &u), "{}", s.transcript);
+    }
+    let s = one_answer(&format!("{PASSWORD}{}", code_now(&secret)));
+    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    assert!(logged(&log, "accepted verification code at the forward_pass line", &u));
+    assert!(logged(&log, "the password module after it let the user through", &u));
+    // With the password, wrong codes count: two lock the account.
+    for _ in 0..2 {
+        let s = one_answer(&format!("{PASSWORD}{}", wrong_code(&secret)));
+        assert!(!logged_in(&s, &u), "{}", s.transcript);
+    }
+    assert!(logged(&log, "locked out for", &u), "{:?}", log.lines(&[]));
+    let s = one_answer(&format!("{PASSWORD}{}", oathtool(&secret, now() + 30, "sha1", 6)));
+    assert!(!logged_in(&s, &u), "locked: {}", s.transcript);
+}
