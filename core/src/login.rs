@@ -57,7 +57,7 @@ pub struct KeptCode {
     pub verdict: Kept,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Kept {
     /// The code was right and is spent; the next line only has to see that the password
     /// module let the user through.
@@ -65,6 +65,15 @@ pub enum Kept {
     /// The code was not accepted and nothing was counted: the next line, reached only by
     /// someone who knows the password, decides it again and counts the failure.
     Pending(Zeroizing<String>),
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kept::Accepted(a) => f.debug_tuple("Accepted").field(a).finish(),
+            Kept::Pending(_) => f.write_str("Pending(<redacted>)"),
+        }
+    }
 }
 
 /// How long a kept code stays usable by the next pam_totp line (one pam_authenticate call
@@ -243,7 +252,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     let path = expand_template(&cfg.secret, &account.name, &account.home);
     let secret = match load_secret(&path, &account) {
         Ok(Some(s)) => s,
-        Ok(None) => return not_enrolled(&mut cx, &cfg, req, &account, &path, clock, true),
+        Ok(None) => return not_enrolled(&mut cx, &cfg, req, &account, &path, clock, false),
         Err(e) => {
             cx.log(Level::Err, &format!("refused: secret file: {e}"));
             return Outcome::BadSecretFile;
@@ -311,8 +320,15 @@ fn not_enrolled<H: Host>(
     account: &Account,
     path: &Path,
     clock: &dyn Clock,
-    may_enroll: bool,
+    split_line: bool,
 ) -> Outcome {
+    // On the forward_pass line nobody has proven the password yet: say nothing to the user
+    // (the line after the password module repeats the decision and says it) and never enroll.
+    let say = |cx: &mut Ctx<'_, H>, error: bool, text: &str| match (split_line, error) {
+        (true, _) => {}
+        (false, true) => cx.host.error_msg(text),
+        (false, false) => cx.host.info_msg(text),
+    };
     // A user pam_totp has seen enrolled is never "not enrolled" again because the file is
     // gone: renaming it would otherwise undo a lockout under nullok, and a home that is not
     // mounted yet (pam_mount, ecryptfs) would skip the code. Only `pam-totp reset` clears it.
@@ -326,7 +342,9 @@ fn not_enrolled<H: Host>(
             return Outcome::StateUnavailable;
         }
         Ok(st) if st.enrolled > 0 => {
-            cx.host.error_msg(
+            say(
+                cx,
+                true,
                 "Your two-factor secret is missing on this host. Ask an administrator to reset your enrollment.",
             );
             cx.log(
@@ -345,9 +363,11 @@ fn not_enrolled<H: Host>(
     let now = clock.now();
     if let Some(date) = cfg.enforce_after {
         if Date::from_unix(now) < date {
-            cx.host.info_msg(&format!(
-                "Two-factor sign-in becomes mandatory on {date}. Run `pam-totp enroll` to set it up now."
-            ));
+            say(
+                cx,
+                false,
+                &format!("Two-factor sign-in becomes mandatory on {date}. Run `pam-totp enroll` to set it up now."),
+            );
             cx.log(
                 Level::Notice,
                 &format!("not enrolled; allowed until enforce_after={date}"),
@@ -355,7 +375,7 @@ fn not_enrolled<H: Host>(
             return Outcome::NotEnrolledAllowed;
         }
     }
-    if cfg.enroll_on_login && !may_enroll {
+    if cfg.enroll_on_login && split_line {
         cx.log(
             Level::Notice,
             "enroll_on_login is not offered on a forward_pass line (the password is not verified yet)",
@@ -583,7 +603,7 @@ fn split_line<H: Host>(
     let secret = match load_secret(&path, &account) {
         Ok(Some(s)) => s,
         Ok(None) => {
-            let outcome = not_enrolled(cx, cfg, req, &account, &path, clock, false);
+            let outcome = not_enrolled(cx, cfg, req, &account, &path, clock, true);
             return whole(cx, outcome);
         }
         Err(e) => {

@@ -13,7 +13,7 @@ const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const KEY: &[u8] = b"12345678901234567890";
 const NOW: u64 = 1_800_000_000;
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct FakeHost {
     answers: Vec<Result<String, ConvError>>,
     prompts: Vec<String>,
@@ -468,6 +468,16 @@ fn forward_pass_asks_everyone_the_same_and_forwards_the_password_of_users_not_en
     };
     assert_eq!(a_prompt(&["nullok"], "alice"), a_prompt(&["nullok"], "nobody"));
     assert_eq!(enrolled.errors, unknown.errors);
+    // Nor does the split line tell someone without the password that a user has not
+    // enrolled yet (the enforce_after warning comes from the line after the password).
+    let (_, b, host) = env_unenrolled_warning();
+    assert_eq!(b, None);
+    assert!(host.infos.is_empty() && host.errors.is_empty(), "{host:?}");
+}
+
+fn env_unenrolled_warning() -> (Outcome, Option<Outcome>, FakeHost) {
+    let env = Env::new();
+    env.run_split("alice", &["enforce_after=2099-01-01"], "pw", "the-real-one", NOW)
 }
 
 #[test]
