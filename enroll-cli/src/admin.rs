@@ -5,7 +5,7 @@ use pam_totp_core::enroll::{
 };
 use pam_totp_core::store::StateStore;
 
-use crate::context::{lookup, syslog, Ctx};
+use crate::context::{json_line, lookup, print, print_result, safe, safe_path, syslog, Ctx};
 
 pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool) -> Result<(), String> {
     let account = ctx.target(user, "change the backup codes of")?;
@@ -22,25 +22,27 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool)
     if !regenerate {
         let total = secret.backup_codes.len();
         let left = if ctx.root {
-            let st = ctx.store()?.peek(&account.name).map_err(|e| e.to_string())?;
+            let st = match ctx.store_if_exists()? {
+                Some(store) => store.peek(&account.name).map_err(|e| e.to_string())?,
+                None => pam_totp_core::state::State::default(),
+            };
             Some(st.backup_codes_left(&secret.backup_codes))
         } else {
             None
         };
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"user": account.name, "backup_codes_total": total, "backup_codes_left": left})
-            );
+        let text = if json {
+            json_line(
+                &serde_json::json!({"user": account.name, "backup_codes_total": total, "backup_codes_left": left}),
+            )
         } else {
             match left {
                 Some(l) => {
-                    println!("{l} of {total} backup codes left. `pam-totp backup-codes --regenerate` makes a new set.")
+                    format!("{l} of {total} backup codes left. `pam-totp backup-codes --regenerate` makes a new set.")
                 }
-                None => println!("{total} backup codes issued. `pam-totp backup-codes --regenerate` makes a new set."),
+                None => format!("{total} backup codes issued. `pam-totp backup-codes --regenerate` makes a new set."),
             }
-        }
-        return Ok(());
+        };
+        return print_result(&text);
     }
     let (codes, hashes) = new_backup_codes(DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?;
     secret.backup_codes = hashes;
@@ -49,69 +51,130 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool)
         "new backup codes for user={} by uid={}",
         account.name, ctx.me.uid
     ));
-    if json {
+    let text = if json {
         let list: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
-        println!("{}", serde_json::json!({"user": account.name, "backup_codes": list}));
+        zeroize::Zeroizing::new(json_line(
+            &serde_json::json!({"user": account.name, "backup_codes": list}),
+        ))
     } else {
-        println!(
-            "New backup codes for {} (the old ones no longer work). Each works once; keep them safe:\n",
-            account.name
-        );
-        print!("{}", pam_totp_core::enroll::backup_code_lines(&codes).as_str());
-    }
-    Ok(())
+        zeroize::Zeroizing::new(format!(
+            "New backup codes for {} (the old ones no longer work). Each works once; keep them safe:\n\n{}",
+            safe(&account.name),
+            pam_totp_core::enroll::backup_code_lines(&codes).trim_end_matches('\n')
+        ))
+    };
+    print(&text).map_err(|e| {
+        format!(
+            "new backup codes were saved in {}, but could not be printed ({}); the old ones no longer work: run `pam-totp backup-codes --regenerate` again to see a new set",
+            safe_path(&path),
+            crate::context::describe(&e)
+        )
+    })
 }
 
 pub fn reset(ctx: &Ctx, user: &str) -> Result<(), String> {
     ctx.require_root("reset a user")?;
     let account = lookup(user)?;
     let path = secret_path(&ctx.cfg, &account);
+    // The state store first: a missing or unusable state directory must not leave the
+    // secret removed and the state (with its lockout and enrollment record) behind.
+    let store = ctx.store_if_exists()?;
     let had_secret = remove_secret(&path, &account).map_err(|e| format!("could not remove the secret: {e}"))?;
-    ctx.store()?
-        .remove(&account.name)
-        .map_err(|e| format!("could not remove the state: {e}"))?;
+    if let Some(store) = store {
+        store
+            .remove(&account.name)
+            .map_err(|e| format!("the secret was removed, but the state could not be: {e}"))?;
+    }
     syslog(&format!(
         "reset user={}: secret and state removed by uid={}",
         account.name, ctx.me.uid
     ));
-    if had_secret {
-        println!(
+    let text = if had_secret {
+        format!(
             "Removed {} and the state of {}. They must run `pam-totp enroll` again.",
-            path.display(),
-            account.name
-        );
+            safe_path(&path),
+            safe(&account.name)
+        )
     } else {
-        println!(
+        format!(
             "{} had no secret file ({}); their state was cleared.",
-            account.name,
-            path.display()
-        );
-    }
-    Ok(())
+            safe(&account.name),
+            safe_path(&path)
+        )
+    };
+    print(&text).map_err(|e| {
+        format!(
+            "{} was reset, but the result could not be printed: {}",
+            safe(&account.name),
+            crate::context::describe(&e)
+        )
+    })
 }
 
 pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), String> {
     ctx.require_root("unlock a user")?;
     let account = lookup(user)?;
     let now = ctx.now();
-    let was_locked = ctx
+    // Remembered hosts go too: an unlock follows a lockout, and a host remembered before it
+    // should not skip the code for whoever caused it.
+    let (was_locked, forgot) = ctx
         .store()?
         .update(&account.name, |st| {
             let was = st.is_locked(now);
             st.failures = 0;
             st.locked_until = 0;
-            was
+            let forgot = st.remembered.len();
+            st.remembered.clear();
+            (was, forgot)
         })
         .map_err(|e| e.to_string())?;
-    syslog(&format!("unlock user={} by uid={}", account.name, ctx.me.uid));
-    println!(
-        "{} {}; failure count cleared.",
-        account.name,
+    syslog(&format!(
+        "unlock user={} by uid={}: failures cleared, {forgot} remembered host(s) forgotten",
+        account.name, ctx.me.uid
+    ));
+    let text = format!(
+        "{} {}; failure count cleared{}.",
+        safe(&account.name),
         if was_locked {
             "is unlocked"
         } else {
             "was not locked out"
+        },
+        if forgot > 0 {
+            format!(", {forgot} remembered host(s) forgotten")
+        } else {
+            String::new()
         }
     );
-    Ok(())
+    print(&text).map_err(|e| {
+        format!(
+            "{} was unlocked, but the result could not be printed: {}",
+            safe(&account.name),
+            crate::context::describe(&e)
+        )
+    })
+}
+
+/// Run as root, after a secret was written for `account`: records in the root-only state
+/// that this user is enrolled, so that from now on a missing secret file refuses the login
+/// instead of counting as "not enrolled" under nullok. Users enrolling themselves cannot
+/// write the state; the module records them at their first accepted code. Nothing is done
+/// when the state directory does not exist yet (the CLI never creates it).
+pub fn record_enrollment(ctx: &Ctx, account: &pam_totp_core::account::Account) -> Result<(), String> {
+    if !ctx.root {
+        return Ok(());
+    }
+    let Some(store) = pam_totp_core::store::FileStore::open_existing(&ctx.cfg.state_dir, true)
+        .map_err(|e| format!("the secret was saved, but the state could not be opened: {e}"))?
+    else {
+        return Ok(());
+    };
+    let now = ctx.now();
+    store
+        .update(&account.name, |st| {
+            if st.enrolled == 0 {
+                st.enrolled = now.max(1);
+            }
+        })
+        .map_err(|e| format!("the secret was saved, but the enrollment could not be recorded: {e}"))
 }

@@ -1,11 +1,21 @@
-//! Who is running, which configuration applies, which user is meant; formatting helpers.
+//! Who is running, which configuration applies, which user is meant; formatting and
+//! output helpers.
+//!
+//! Output rules for every command: text another user controls (issuer, label, paths, user
+//! and host names, error details) goes through [`safe`] before it reaches a terminal; JSON
+//! goes through [`json_line`]; nothing is written with `println!` (a closed stdout would
+//! panic after something was saved): [`print`] returns the error, and the caller says what
+//! was already done.
 
+use std::borrow::Cow;
+use std::io::Write;
 use std::path::Path;
 
 use pam_totp_core::account::{Account, Accounts, SystemAccounts};
 use pam_totp_core::clock::{Clock, SystemClock};
 use pam_totp_core::config::{Config, Date};
 use pam_totp_core::store::FileStore;
+pub use pam_totp_core::text::terminal_safe;
 
 #[derive(Debug)]
 pub struct Ctx {
@@ -16,6 +26,22 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(config: Option<&Path>, state_dir: Option<&Path>) -> Result<Ctx, String> {
+        let sudo = run_by_sudo_for_non_root(
+            nix::unistd::geteuid().is_root(),
+            std::env::var_os("SUDO_UID").as_deref(),
+        );
+        if sudo && config.is_some() {
+            return Err(format!(
+                "--config is refused under sudo: it would let a sudo rule for pam-totp use a configuration (and a state directory) other than {}; run as root without sudo or drop the option",
+                pam_totp_core::config::DEFAULT_CONFIG_PATH
+            ));
+        }
+        if sudo && state_dir.is_some() {
+            return Err(format!(
+                "--state-dir is refused under sudo: it would let a sudo rule for pam-totp act on files outside {}; run as root without sudo or drop the option",
+                pam_totp_core::config::DEFAULT_STATE_DIR
+            ));
+        }
         let mut args = Vec::new();
         if let Some(c) = config {
             let c = std::path::absolute(c).map_err(|e| format!("{}: {e}", c.display()))?;
@@ -65,13 +91,83 @@ impl Ctx {
         }
     }
 
+    /// The state store, for commands that write state. The command line never creates the
+    /// state directory (a sudo rule for `pam-totp unlock` must not make root create
+    /// directories): a missing one is an error.
     pub fn store(&self) -> Result<FileStore, String> {
-        FileStore::open(&self.cfg.state_dir, true).map_err(|e| e.to_string())
+        self.store_if_exists()?.ok_or_else(|| {
+            format!(
+                "the state directory {} does not exist; the module or the package creates it",
+                safe_path(&self.cfg.state_dir)
+            )
+        })
+    }
+
+    /// The state store if its directory exists, for commands that only read: `None` means
+    /// no state yet (read it as `State::default()`).
+    pub fn store_if_exists(&self) -> Result<Option<FileStore>, String> {
+        FileStore::open_existing(&self.cfg.state_dir, true).map_err(|e| e.to_string())
     }
 
     pub fn now(&self) -> u64 {
         SystemClock.now()
     }
+}
+
+/// Whether we run as root through sudo started by someone other than root (effective uid 0,
+/// `SUDO_UID` set and not `0`): then `--config` and `--state-dir` are refused, so a sudo
+/// rule such as `pam-totp unlock --user *` cannot reach files outside the real state
+/// directory. sudo sets `SUDO_UID` itself; a caller cannot remove it through sudo.
+fn run_by_sudo_for_non_root(euid_root: bool, sudo_uid: Option<&std::ffi::OsStr>) -> bool {
+    euid_root && sudo_uid.is_some_and(|u| u != "0")
+}
+
+/// User-controlled text on its way to a terminal: control characters as visible escapes.
+pub fn safe(s: &str) -> Cow<'_, str> {
+    terminal_safe(s)
+}
+
+/// A path on its way to a terminal (see [`safe`]).
+pub fn safe_path(p: &Path) -> String {
+    terminal_safe(&p.to_string_lossy()).into_owned()
+}
+
+/// One JSON value as one line. serde_json escapes C0 controls inside strings but writes DEL
+/// and the C1 controls (U+0080..U+009F, which include the 8-bit CSI) raw; they can only
+/// occur inside strings, where `\uXXXX` means the same character, so they are escaped too.
+pub fn json_line(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes `text` and a newline to stdout and flushes. A closed pipe (EPIPE: Rust ignores
+/// SIGPIPE) is an error the caller words, saying what was already done.
+pub fn print(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// [`print`] for commands that changed nothing: the error says so.
+pub fn print_result(text: &str) -> Result<(), String> {
+    print(text).map_err(|e| format!("could not print the result: {}", describe(&e)))
+}
+
+/// An I/O error in words ("Broken pipe"), without the "(os error 32)" noise.
+pub fn describe(e: &std::io::Error) -> String {
+    pam_totp_core::error::describe_io(e)
 }
 
 pub fn lookup(name: &str) -> Result<Account, String> {
@@ -81,7 +177,7 @@ pub fn lookup(name: &str) -> Result<Account, String> {
     SystemAccounts
         .lookup(name)
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no such user: {name}"))
+        .ok_or_else(|| format!("no such user: {}", safe(name)))
 }
 
 /// `2026-11-23 06:40 UTC`
@@ -104,4 +200,31 @@ pub fn syslog(msg: &str) {
         pam_totp_core::login::log_quote(msg)
     );
     let _ = sock.send_to(line.as_bytes(), "/dev/log");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn sudo_by_a_non_root_user_is_detected() {
+        assert!(run_by_sudo_for_non_root(true, Some(OsStr::new("1000"))));
+        assert!(run_by_sudo_for_non_root(true, Some(OsStr::new(""))));
+        assert!(!run_by_sudo_for_non_root(true, Some(OsStr::new("0"))), "sudo by root");
+        assert!(!run_by_sudo_for_non_root(true, None), "root without sudo");
+        assert!(
+            !run_by_sudo_for_non_root(false, Some(OsStr::new("1000"))),
+            "not root at all"
+        );
+    }
+
+    #[test]
+    fn json_lines_carry_no_raw_control_characters() {
+        let v = serde_json::json!({"issuer": "a\u{1b}[2K\rb\u{7f}\u{9b}31m"});
+        let line = json_line(&v);
+        assert!(!line.chars().any(char::is_control), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, v);
+    }
 }

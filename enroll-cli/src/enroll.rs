@@ -1,4 +1,7 @@
 //! `pam-totp enroll`: new secret, QR code, confirmation, save, backup codes.
+//!
+//! Output after the save can fail (a closed pipe: `pam-totp enroll --json | head -c0`):
+//! the error then says that the secret WAS saved, and what to do about what was not shown.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -11,7 +14,7 @@ use pam_totp_core::otp::{self, Algorithm, Params};
 use pam_totp_core::secret::SecretFile;
 use zeroize::Zeroizing;
 
-use crate::context::Ctx;
+use crate::context::{describe, json_line, safe, safe_path, Ctx};
 use crate::qr::{self, QrMode};
 
 #[derive(Debug, clap::Args)]
@@ -55,8 +58,8 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
             Ok(Some(_)) => {
                 return Err(format!(
                     "{} is already enrolled ({}); use --force to replace it (the current app entry and backup codes will stop working)",
-                    account.name,
-                    path.display()
+                    safe(&account.name),
+                    safe_path(&path)
                 ))
             }
             Err(e) => return Err(format!("{e}; fix it or use --force to replace it")),
@@ -83,6 +86,7 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
 
     if a.json {
         save(&path, &account, &secret, a.force)?;
+        let recorded = crate::admin::record_enrollment(ctx, &account);
         let obj = serde_json::json!({
             "user": account.name,
             "file": path,
@@ -95,14 +99,24 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
             "period": params.period(),
             "backup_codes": codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
         });
-        println!("{obj}");
-        return Ok(());
+        crate::context::print(&json_line(&obj)).map_err(|e| {
+            format!(
+                "saved {}, but could not print the result: {}; the secret was not shown: replace it with `pam-totp enroll --force`{}",
+                safe_path(&path),
+                describe(&e),
+                also(&recorded)
+            )
+        })?;
+        return recorded;
     }
 
     let mut out = std::io::stdout().lock();
     let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // Before the save: nothing was saved yet, and the message says so.
     let w = |out: &mut std::io::StdoutLock<'_>, s: &str| {
-        writeln!(out, "{s}").map_err(|e| format!("cannot write to the terminal: {e}"))
+        writeln!(out, "{s}")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write to stdout: {}; nothing was saved", describe(&e)))
     };
     if a.qr != QrMode::None {
         w(&mut out, "Scan this QR code with your authenticator app (Google Authenticator, Microsoft Authenticator, FreeOTP, ...):\n")?;
@@ -118,7 +132,10 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
             params.period()
         ),
     )?;
-    w(&mut out, &format!("Issuer: {issuer}    Account: {label}"))?;
+    w(
+        &mut out,
+        &format!("Issuer: {}    Account: {}", safe(&issuer), safe(&label)),
+    )?;
     w(&mut out, &format!("URI: {}", uri.as_str()))?;
     w(&mut out, "")?;
 
@@ -126,21 +143,35 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         confirm(&mut out, &secret, ctx.now())?;
     }
     save(&path, &account, &secret, a.force)?;
-    w(&mut out, &format!("Saved {}.\n", path.display()))?;
-    w(
-        &mut out,
-        "Backup codes. Each works once, if you lose your phone. Keep them somewhere safe;",
-    )?;
-    w(
-        &mut out,
-        "they are not shown again (`pam-totp backup-codes --regenerate` makes a new set):\n",
-    )?;
-    w(&mut out, backup_code_lines(&codes).trim_end_matches('\n'))?;
-    w(
-        &mut out,
-        "\nDone. From now on you will be asked for a verification code when you log in.",
-    )?;
-    Ok(())
+    // The codes are shown even if this fails; its error comes after them.
+    let recorded = crate::admin::record_enrollment(ctx, &account);
+    // After the save: one write, and an error that says the secret was saved.
+    let codes_text = backup_code_lines(&codes);
+    let saved = format!("Saved {}.\n\n", safe_path(&path));
+    // Sized up front: no reallocation leaves a copy of the codes behind.
+    let mut rest = Zeroizing::new(String::with_capacity(saved.len() + codes_text.len() + 512));
+    rest.push_str(&saved);
+    rest.push_str("Backup codes. Each works once, if you lose your phone. Keep them somewhere safe;\n");
+    rest.push_str("they are not shown again (`pam-totp backup-codes --regenerate` makes a new set):\n\n");
+    rest.push_str(&codes_text);
+    rest.push_str("\nDone. From now on you will be asked for a verification code when you log in.\n");
+    out.write_all(rest.as_bytes()).and_then(|()| out.flush()).map_err(|e| {
+        format!(
+            "saved {}, but could not print the backup codes: {}; if they are not shown above, make a new set with `pam-totp backup-codes --regenerate`{}",
+            safe_path(&path),
+            describe(&e),
+            also(&recorded)
+        )
+    })?;
+    recorded
+}
+
+/// The error of recording the enrollment, to add to another error so neither is lost.
+fn also(recorded: &Result<(), String>) -> String {
+    match recorded {
+        Ok(()) => String::new(),
+        Err(e) => format!("; also: {e}"),
+    }
 }
 
 fn save(
@@ -156,12 +187,16 @@ fn save(
         } => {
             format!(
                 "{} is already enrolled ({}); use --force to replace it",
-                account.name,
-                path.display()
+                safe(&account.name),
+                safe_path(path)
             )
         }
         e => format!("could not save the secret: {e}"),
     })
+}
+
+fn not_saved(e: std::io::Error) -> String {
+    format!("cannot write to stdout: {}; nothing was saved", describe(&e))
 }
 
 /// Three tries to type the code the app shows; nothing is saved unless one matches.
@@ -169,8 +204,9 @@ fn confirm(out: &mut std::io::StdoutLock<'_>, secret: &SecretFile, _start: u64) 
     let stdin = std::io::stdin();
     let digits = secret.params.digits();
     for tries_left in (0..3).rev() {
-        write!(out, "Enter the {digits}-digit code shown in the app to confirm: ").map_err(|e| e.to_string())?;
-        out.flush().map_err(|e| e.to_string())?;
+        write!(out, "Enter the {digits}-digit code shown in the app to confirm: ")
+            .and_then(|()| out.flush())
+            .map_err(not_saved)?;
         let mut line = Zeroizing::new(String::new());
         let n = stdin
             .lock()
@@ -184,7 +220,7 @@ fn confirm(out: &mut std::io::StdoutLock<'_>, secret: &SecretFile, _start: u64) 
         let ok = answer.len() == digits as usize
             && otp::find_step(&secret.key, &answer, secret.params.step_at(now), 1, &secret.params).is_some();
         if ok {
-            writeln!(out, "Code confirmed.").map_err(|e| e.to_string())?;
+            writeln!(out, "Code confirmed.").map_err(not_saved)?;
             return Ok(());
         }
         if tries_left > 0 {
@@ -194,7 +230,7 @@ fn confirm(out: &mut std::io::StdoutLock<'_>, secret: &SecretFile, _start: u64) 
                 secret.params.period(),
                 if tries_left == 1 { "try" } else { "tries" }
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(not_saved)?;
         }
     }
     Err("the code did not match three times; nothing was saved. Check that the phone sets its time automatically, then run `pam-totp enroll` again".into())

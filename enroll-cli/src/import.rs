@@ -8,7 +8,7 @@ use pam_totp_core::import::parse_google_authenticator;
 use pam_totp_core::otp::{Algorithm, Params};
 use pam_totp_core::secret::SecretFile;
 
-use crate::context::{syslog, Ctx};
+use crate::context::{print, safe, safe_path, syslog, Ctx};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImportFrom {
@@ -62,26 +62,33 @@ pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
         backup_codes: hashes,
     };
     save_secret(&path, &account, &secret, force).map_err(|e| format!("could not save the secret: {e}"))?;
+    crate::admin::record_enrollment(ctx, &account)?;
     syslog(&format!(
         "imported google-authenticator secret for user={} by uid={}",
         account.name, ctx.me.uid
     ));
-    println!(
+    let mut text = format!(
         "Imported {} into {}: same secret, so the app keeps working; {} scratch code{} became backup codes.",
-        src.display(),
-        path.display(),
+        safe_path(&src),
+        safe_path(&path),
         secret.backup_codes.len(),
         if secret.backup_codes.len() == 1 { "" } else { "s" }
     );
     if let Some(w) = ga.window_size.filter(|&w| w > 3) {
-        println!("Note: the file allowed WINDOW_SIZE {w}; pam_totp's window is set for the whole host (module option window=N, steps either side; now {}).", ctx.cfg.window);
+        text.push_str(&format!("\nNote: the file allowed WINDOW_SIZE {w}; pam_totp's window is set for the whole host (module option window=N, steps either side; now {}).", ctx.cfg.window));
     }
     if !ga.ignored.is_empty() {
-        println!(
-            "Note: not carried over (pam_totp always refuses reuse and locks out after repeated failures): {}.",
-            ga.ignored.join(", ")
-        );
+        text.push_str(&format!(
+            "\nNote: not carried over (pam_totp always refuses reuse and locks out after repeated failures): {}.",
+            safe(&ga.ignored.join(", "))
+        ));
     }
-    println!("The old file was left in place; remove it once logins with pam_totp work.");
-    Ok(())
+    text.push_str("\nThe old file was left in place; remove it once logins with pam_totp work.");
+    print(&text).map_err(|e| {
+        format!(
+            "imported into {}, but the result could not be printed: {}",
+            safe_path(&path),
+            crate::context::describe(&e)
+        )
+    })
 }

@@ -1,6 +1,8 @@
 //! The pam-totp command line as a library: the argument definitions ([`Cli`], also the source
 //! of the man pages) and [`run`]. `main.rs` only calls it.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod context;
 mod doctor;
@@ -19,9 +21,11 @@ use clap::{Parser, Subcommand};
 #[command(name = "pam-totp", version, about = "Time-based one-time codes (TOTP) for Linux logins: enroll, status, backup codes, reset, unlock, import, doctor.", long_about = None)]
 pub struct Cli {
     /// Configuration file (default /etc/security/pam_totp.conf); use the same as the module line.
+    /// Refused when run through sudo by a user other than root.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// State directory (default /var/lib/pam-totp); use the same as the module line.
+    /// State directory (default /var/lib/pam-totp); use the same as the module line. Never
+    /// created by pam-totp; refused when run through sudo by a user other than root.
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     #[command(subcommand)]

@@ -1,34 +1,46 @@
 //! `pam-totp status`: what the module knows about a user.
+//!
+//! Root reads this about other users, whose secret file (issuer, label) and state
+//! (remembered hosts) hold text they chose: every such field is printed through
+//! [`safe`], so it cannot move root's cursor or redraw a line.
 
 use pam_totp_core::enroll::{load_secret, secret_path};
 use pam_totp_core::login::human_duration;
+use pam_totp_core::state::State;
 use pam_totp_core::store::StateStore;
 
-use crate::context::{format_time, Ctx};
+use crate::context::{format_time, json_line, print_result, safe, safe_path, Ctx};
 
 pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
     let account = ctx.target(user, "show the status of")?;
     let path = secret_path(&ctx.cfg, &account);
     let secret = load_secret(&path, &account);
-    // The state directory is root-only: users see the rest without it.
+    // The state directory is root-only: users see the rest without it. A missing state
+    // directory is "no state yet" (the command line never creates it).
     let state = if ctx.root {
-        Some(ctx.store()?.peek(&account.name).map_err(|e| e.to_string())?)
+        Some(match ctx.store_if_exists()? {
+            Some(store) => store.peek(&account.name).map_err(|e| e.to_string())?,
+            None => State::default(),
+        })
     } else {
         None
     };
     let now = ctx.now();
 
     let mut j = serde_json::json!({ "user": account.name, "file": path });
-    let mut lines = vec![format!("User:             {}", account.name)];
+    let mut lines = vec![format!("User:             {}", safe(&account.name))];
     match &secret {
         Ok(None) => {
             j["enrolled"] = false.into();
-            lines.push(format!("Enrolled:         no (no {})", path.display()));
+            lines.push(format!("Enrolled:         no (no {})", safe_path(&path)));
         }
         Err(e) => {
             j["enrolled"] = false.into();
             j["error"] = e.to_string().into();
-            lines.push(format!("Enrolled:         secret file unusable: {e}"));
+            lines.push(format!(
+                "Enrolled:         secret file unusable: {}",
+                safe(&e.to_string())
+            ));
         }
         Ok(Some(s)) => {
             j["enrolled"] = true.into();
@@ -42,15 +54,15 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
             lines.push(format!(
                 "Enrolled:         yes, {} ({})",
                 format_time(s.created),
-                path.display()
+                safe_path(&path)
             ));
             lines.push(format!(
                 "Codes:            {}, {} digits, every {} s; issuer \"{}\", account \"{}\"",
                 s.params.algorithm().name(),
                 s.params.digits(),
                 s.params.period(),
-                s.issuer,
-                s.label
+                safe(&s.issuer),
+                safe(&s.label)
             ));
             match &state {
                 Some(st) => {
@@ -74,6 +86,11 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
             serde_json::Value::Null
         };
         j["failures"] = st.failures.into();
+        j["enrolled_on_record"] = if st.enrolled > 0 {
+            st.enrolled.into()
+        } else {
+            serde_json::Value::Null
+        };
         j["last_success"] = if st.last_success > 0 {
             st.last_success.into()
         } else {
@@ -96,6 +113,12 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
             "Locked out:       no".to_string()
         });
         lines.push(format!("Failed attempts:  {} in a row", st.failures));
+        if st.enrolled > 0 {
+            lines.push(format!(
+                "On record:        enrolled since {} (a missing secret file is refused until `pam-totp reset`)",
+                format_time(st.enrolled)
+            ));
+        }
         lines.push(format!(
             "Last code login:  {}",
             if st.last_success > 0 {
@@ -107,8 +130,8 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
         for r in st.remembered.iter().filter(|r| r.until > now) {
             lines.push(format!(
                 "Remembered host:  {} on {} until {}",
-                r.rhost,
-                r.service,
+                safe(&r.rhost),
+                safe(&r.service),
                 format_time(r.until)
             ));
         }
@@ -116,9 +139,8 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
         lines.push("Lockout, last login: only root can read the state (sudo pam-totp status)".into());
     }
     if json {
-        println!("{j}");
+        print_result(&json_line(&j))
     } else {
-        println!("{}", lines.join("\n"));
+        print_result(&lines.join("\n"))
     }
-    Ok(())
 }

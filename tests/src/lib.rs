@@ -299,6 +299,8 @@ impl Fixture {
     /// `pam-totp --config <fixture conf> --state-dir <fixture state> ARGS`, run as root.
     pub fn cli(&self, args: &[&str]) -> Command {
         let mut c = Command::new(cli_path());
+        // The suite may itself run under sudo; the CLI then refuses --config/--state-dir.
+        c.env_remove("SUDO_UID");
         c.arg("--config")
             .arg(self.root.join("pam_totp.conf"))
             .arg("--state-dir")
@@ -310,6 +312,7 @@ impl Fixture {
     /// The same, run as `user` (through runuser).
     pub fn cli_as(&self, user: &str, args: &[&str]) -> Command {
         let mut c = Command::new("runuser");
+        c.env_remove("SUDO_UID");
         c.args(["-u", user, "--"]).arg(cli_path());
         c.arg("--config")
             .arg(self.root.join("pam_totp.conf"))

@@ -2,6 +2,7 @@
 //! source of each: `pam-totp(1)` and its subcommand pages from the clap definitions,
 //! `pam_totp(8)` and `pam_totp.conf(5)` from the core's option table. Used by
 //! packaging/build; not installed.
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -1,0 +1,307 @@
+//! Regression tests for the security review (issue 16), through the real libpam with the
+//! built module, real pam_unix and real users; codes from oathtool. Each test is named for
+//! the behaviour it proves. Findings 1, 2, 4, 6, 11, 12 and 14 have their own files
+//! (canonical.rs, gate.rs, doctor.rs, cli_hardening.rs).
+
+use pam_totp_tests::*;
+use std::process::Command;
+
+const PASSWORD: &str = "correct horse 42";
+
+/// The documented forward_pass stack: split line, pam_unix with the first pass, check line.
+fn forward_pass_stack(f: &Fixture, args: &str) {
+    f.service(
+        "fp",
+        &format!(
+            "auth required {}\nauth requisite pam_unix.so use_first_pass\nauth required {}\n",
+            f.module(&format!("forward_pass {args}")),
+            f.module(args)
+        ),
+    );
+}
+
+fn user_with_password() -> TestUser {
+    let u = TestUser::create();
+    u.set_password(PASSWORD);
+    u
+}
+
+fn failures(f: &Fixture, user: &str) -> u32 {
+    use pam_totp_core::store::StateStore;
+    pam_totp_core::store::FileStore::open(&f.state_dir(), false)
+        .unwrap()
+        .peek(user)
+        .unwrap()
+        .failures
+}
+
+#[test]
+fn forward_pass_counts_wrong_codes_only_once_pam_unix_has_proven_the_password() {
+    let f = Fixture::new();
+    forward_pass_stack(&f, "max_failures=3");
+    let u = user_with_password();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    // Someone who knows only the user name: ten tries, nothing counted, nothing said.
+    for i in 0..10 {
+        let r = f.auth("fp", &u.name, &[&format!("guess{i}{}", wrong_code(&key))]);
+        assert_eq!(r.rc, PAM_AUTH_ERR);
+        assert_eq!(r.prompts, vec!["Password & verification code: "], "one prompt");
+        assert!(r.errors.is_empty(), "nothing tells them about the code: {:?}", r.errors);
+    }
+    assert_eq!(failures(&f, &u.name), 0, "the user was not locked out by a stranger");
+    let r = f.auth("fp", &u.name, &[&format!("{PASSWORD}{}", code_now(&key))]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    assert_eq!(r.prompts.len(), 1, "the check line does not prompt");
+    // The user (or whoever has the password): wrong codes count and lock.
+    for _ in 0..3 {
+        let r = f.auth("fp", &u.name, &[&format!("{PASSWORD}{}", wrong_code(&key))]);
+        assert_eq!(r.rc, PAM_AUTH_ERR);
+    }
+    let next = oathtool(&key, now() + 30, "sha1", 6);
+    let r = f.auth("fp", &u.name, &[&format!("{PASSWORD}{next}")]);
+    assert_eq!(r.rc, PAM_AUTH_ERR);
+    assert!(
+        r.errors.iter().any(|e| e.contains("Too many wrong verification codes")),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn forward_pass_replayed_code_is_refused_with_the_right_password() {
+    let f = Fixture::new();
+    forward_pass_stack(&f, "");
+    let u = user_with_password();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    let answer = format!("{PASSWORD}{}", code_now(&key));
+    assert_eq!(f.auth("fp", &u.name, &[&answer]).rc, PAM_SUCCESS);
+    let r = f.auth("fp", &u.name, &[&answer]);
+    assert_eq!(r.rc, PAM_AUTH_ERR);
+    assert_eq!(
+        r.errors,
+        vec!["That code has already been used. Wait for the next one."]
+    );
+}
+
+#[test]
+fn forward_pass_with_nullok_lets_a_user_without_a_code_log_in_with_the_password_alone() {
+    let f = Fixture::new();
+    forward_pass_stack(&f, "nullok");
+    let not_enrolled = user_with_password();
+    let r = f.auth("fp", &not_enrolled.name, &[PASSWORD]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    // The prompt does not tell who has enrolled.
+    let enrolled = user_with_password();
+    enrolled.enroll(&random_key_b32(), "");
+    let a = f.auth("fp", &enrolled.name, &["not the password"]);
+    let b = f.auth("fp", &not_enrolled.name, &["not the password"]);
+    let c = f.auth("fp", "no-such-user-here", &["not the password"]);
+    assert_eq!(a.prompts, b.prompts);
+    assert_eq!(a.prompts, c.prompts);
+    assert_eq!((a.rc, b.rc, c.rc), (PAM_AUTH_ERR, PAM_AUTH_ERR, PAM_AUTH_ERR));
+    assert_eq!((&a.errors, &a.infos), (&b.errors, &b.infos));
+}
+
+#[test]
+fn a_remembered_host_is_asked_again_after_a_new_enrollment_new_backup_codes_or_an_unlock() {
+    let f = Fixture::new();
+    f.simple("svc", "remember=3600");
+    let u = TestUser::create();
+    let rhost = ["--rhost", "192.0.2.44"];
+    let enroll = |extra: &[&str]| -> String {
+        let mut args = vec!["enroll", "--json", "--user", &u.name];
+        args.extend_from_slice(extra);
+        let (rc, out, err) = output(f.cli(&args));
+        assert_eq!(rc, 0, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        register_enrollment(&j);
+        j["secret"].as_str().unwrap().to_string()
+    };
+    let remembered = |key: &str, t: u64| {
+        let code = oathtool(key, t, "sha1", 6);
+        assert_eq!(f.auth_with("svc", &u.name, &[&code], &rhost).rc, PAM_SUCCESS);
+        let r = f.auth_with("svc", &u.name, &[], &rhost);
+        assert_eq!(r.rc, PAM_SUCCESS, "remembered: {r:?}");
+        assert!(r.prompts.is_empty());
+    };
+    let asked = |why: &str| {
+        let r = f.auth_with("svc", &u.name, &[], &rhost);
+        assert!(!r.prompts.is_empty(), "{why}: the code must be asked for again");
+        assert_ne!(r.rc, PAM_SUCCESS, "{why}");
+    };
+    let key = enroll(&[]);
+    remembered(&key, now());
+    let key = enroll(&["--force"]);
+    asked("enroll --force");
+    remembered(&key, now());
+    let (rc, _, err) = output(f.cli(&["backup-codes", "--regenerate", "--user", &u.name, "--json"]));
+    assert_eq!(rc, 0, "{err}");
+    asked("backup-codes --regenerate");
+    remembered(&key, now() + 30);
+    let (rc, out, err) = output(f.cli(&["unlock", "--user", &u.name]));
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("remembered host"), "{out}");
+    asked("unlock");
+}
+
+/// `pam_totp nullok` then pam_permit: PAM_IGNORE (not enrolled) lets pam_permit decide.
+fn nullok_stack(f: &Fixture) {
+    f.service(
+        "svc",
+        &format!("auth required {}\nauth required pam_permit.so\n", f.module("nullok")),
+    );
+}
+
+#[test]
+fn under_nullok_an_enrolled_user_whose_secret_file_disappears_is_refused_until_reset() {
+    let f = Fixture::new();
+    nullok_stack(&f);
+    let u = TestUser::create();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    assert_eq!(f.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
+    // A locked-out user renames the directory (or the home is not mounted yet).
+    std::fs::rename(u.secret_dir(), u.home.join(".config/pam-totp.away")).unwrap();
+    let r = f.auth("svc", &u.name, &[]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{r:?}");
+    assert!(r.errors[0].contains("Ask an administrator"), "{:?}", r.errors);
+    assert!(
+        r.logged(&["is missing but this user enrolled on", "pam-totp reset --user"]),
+        "{:?}",
+        r.logs
+    );
+    let (rc, _, err) = output(f.cli(&["reset", "--user", &u.name]));
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(
+        f.auth("svc", &u.name, &[]).rc,
+        PAM_SUCCESS,
+        "after reset: not enrolled, nullok applies"
+    );
+}
+
+#[test]
+fn root_enrolling_a_user_puts_the_enrollment_on_record_before_the_first_login() {
+    let f = Fixture::new();
+    nullok_stack(&f);
+    // The module creates the state directory; the CLI never does.
+    let u0 = TestUser::create();
+    assert_eq!(f.auth("svc", &u0.name, &[]).rc, PAM_SUCCESS);
+    let u = TestUser::create();
+    let (rc, out, err) = output(f.cli(&["enroll", "--json", "--user", &u.name]));
+    assert_eq!(rc, 0, "{err}");
+    register_enrollment(&serde_json::from_str(&out).unwrap());
+    std::fs::remove_file(u.secret_path()).unwrap();
+    assert_eq!(f.auth("svc", &u.name, &[]).rc, PAM_AUTH_ERR);
+}
+
+fn google_authenticator_file(u: &TestUser) -> (String, Vec<String>) {
+    let status = Command::new("runuser")
+        .args(["-u", &u.name, "--", "google-authenticator"])
+        .args([
+            "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-e", "5", "-Q", "NONE", "-q", "-C",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(u.home.join(".google_authenticator")).unwrap();
+    let secret = text.lines().next().unwrap().to_string();
+    register_secret(&secret);
+    let scratch: Vec<String> = text
+        .lines()
+        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .map(String::from)
+        .collect();
+    for s in &scratch {
+        register_secret(s);
+    }
+    (secret, scratch)
+}
+
+#[test]
+fn a_spent_scratch_code_stays_spent_when_the_google_authenticator_file_is_imported_again() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let (_, scratch) = google_authenticator_file(&u);
+    let (rc, _, err) = output(f.cli_as(&u.name, &["import", "google-authenticator"]));
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(f.auth("svc", &u.name, &[&scratch[0]]).rc, PAM_SUCCESS);
+    let (rc, _, err) = output(f.cli_as(&u.name, &["import", "google-authenticator", "--force"]));
+    assert_eq!(rc, 0, "{err}");
+    let r = f.auth("svc", &u.name, &[&scratch[0]]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "re-salted by the import, still spent");
+    assert_eq!(r.errors, vec!["That backup code has already been used."]);
+    assert_eq!(f.auth("svc", &u.name, &[&scratch[1]]).rc, PAM_SUCCESS);
+}
+
+#[test]
+fn seventy_regenerations_of_backup_codes_never_outgrow_the_state_and_unlock_still_works() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    for round in 0..70 {
+        let (rc, out, err) = output(f.cli_as(&u.name, &["backup-codes", "--regenerate", "--json"]));
+        assert_eq!(rc, 0, "round {round}: {err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        register_enrollment(&j);
+        let codes: Vec<&str> = j["backup_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+        // Spend two of each set.
+        for c in &codes[..2] {
+            let r = f.auth("svc", &u.name, &[c]);
+            assert_eq!(r.rc, PAM_SUCCESS, "round {round}: {r:?}");
+        }
+    }
+    let size = std::fs::metadata(f.state_dir().join(format!("{}.state", u.name)))
+        .unwrap()
+        .len();
+    assert!(size < 16 * 1024, "state is {size} bytes");
+    let (rc, _, err) = output(f.cli(&["unlock", "--user", &u.name]));
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(f.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
+}
+
+#[test]
+fn after_an_import_with_another_period_the_first_code_is_accepted_not_a_replay() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    assert_eq!(f.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
+    // A new secret with 60-second steps (google-authenticator's STEP_SIZE 60).
+    let u2 = TestUser::create(); // only to get a file written by the real command
+    let status = Command::new("runuser")
+        .args(["-u", &u2.name, "--", "google-authenticator"])
+        .args([
+            "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-S", "60", "-e", "1", "-Q", "NONE", "-q", "-C",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ga = u2.home.join(".google_authenticator");
+    let text = std::fs::read_to_string(&ga).unwrap();
+    let secret = text.lines().next().unwrap().to_string();
+    register_secret(&secret);
+    let mine = u.home.join(".google_authenticator");
+    std::fs::write(&mine, &text).unwrap();
+    std::os::unix::fs::chown(&mine, Some(u.uid), Some(u.gid)).unwrap();
+    std::fs::set_permissions(&mine, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+    let (rc, _, err) = output(f.cli_as(&u.name, &["import", "google-authenticator", "--force"]));
+    assert_eq!(rc, 0, "{err}");
+    let code = Command::new("oathtool")
+        .args(["--totp", "--base32", "--time-step-size=60s", &secret])
+        .output()
+        .unwrap();
+    let code = String::from_utf8(code.stdout).unwrap().trim().to_string();
+    let r = f.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+}
