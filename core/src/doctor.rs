@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
+use crate::pamstack::{Action, ForwardProblem, Keyword, Line, Stack};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,119 +36,6 @@ fn finding(severity: Severity, check: &'static str, message: String, location: O
         message,
         location,
     }
-}
-
-/// One `auth` line of a PAM stack, after following includes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthLine {
-    pub control: String,
-    pub module: String,
-    pub args: Vec<String>,
-    pub location: String,
-}
-
-impl AuthLine {
-    fn is_totp(&self) -> bool {
-        self.module.rsplit('/').next().is_some_and(|m| m == "pam_totp.so")
-    }
-    fn is_password_module(&self) -> bool {
-        let m = self.module.rsplit('/').next().unwrap_or("");
-        matches!(
-            m,
-            "pam_unix.so" | "pam_sss.so" | "pam_ldap.so" | "pam_krb5.so" | "pam_winbind.so"
-        )
-    }
-}
-
-/// Splits a PAM line into fields; `[...]` controls may contain spaces, and `[...]` arguments
-/// are kept whole.
-fn fields(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut depth = 0;
-    for c in line.chars() {
-        match c {
-            '[' => {
-                depth += 1;
-                cur.push(c);
-            }
-            ']' if depth > 0 => {
-                depth -= 1;
-                cur.push(c);
-            }
-            c if c.is_whitespace() && depth == 0 => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// The auth lines of `service`, following `@include`, `include` and `substack`.
-/// `read(name)` returns a PAM file's text (None if missing).
-pub fn auth_stack(service: &str, read: &dyn Fn(&str) -> Option<String>) -> Option<Vec<AuthLine>> {
-    fn walk(name: &str, read: &dyn Fn(&str) -> Option<String>, depth: usize, out: &mut Vec<AuthLine>) -> bool {
-        if depth > 8 {
-            return true;
-        }
-        let Some(text) = read(name) else { return false };
-        for (n, raw) in text.lines().enumerate() {
-            let line = raw.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let f = fields(line);
-            if f[0] == "@include" {
-                if let Some(inc) = f.get(1) {
-                    walk(inc, read, depth + 1, out);
-                }
-                continue;
-            }
-            if f.len() < 3 || f[0].trim_start_matches('-') != "auth" {
-                continue;
-            }
-            if f[1] == "include" || f[1] == "substack" {
-                walk(&f[2], read, depth + 1, out);
-                continue;
-            }
-            out.push(AuthLine {
-                control: f[1].clone(),
-                module: f[2].clone(),
-                args: f[3..].to_vec(),
-                location: format!("{name}:{}", n + 1),
-            });
-        }
-        true
-    }
-    let mut out = Vec::new();
-    walk(service, read, 0, &mut out).then_some(out)
-}
-
-/// Whether a failed password stops the stack before pam_totp runs: a password module before
-/// it that is `requisite` (or `[... default=die ...]`), or — Debian's pam-auth-update layout —
-/// one whose success jumps over a `requisite pam_deny.so` that comes before pam_totp.
-/// `enroll_on_login` is offered only then: otherwise anyone who knows a user name could
-/// enroll their own phone for an account without a secret.
-pub fn password_gates_totp(stack: &[AuthLine]) -> bool {
-    let Some(ti) = stack.iter().position(AuthLine::is_totp) else {
-        return false;
-    };
-    let before = &stack[..ti];
-    let stops = |c: &str| c == "requisite" || (c.starts_with('[') && c.contains("default=die"));
-    let password_stops = before.iter().any(|l| l.is_password_module() && stops(&l.control));
-    let debian = before
-        .iter()
-        .any(|l| l.is_password_module() && l.control.contains("success="))
-        && before
-            .iter()
-            .any(|l| l.control == "requisite" && l.module.rsplit('/').next() == Some("pam_deny.so"));
-    password_stops || debian
 }
 
 /// Effective sshd settings, keyed by lower-case keyword (as `sshd -T` prints them).
@@ -228,86 +116,179 @@ pub fn parse_sshd_files(
     cfg
 }
 
-/// Checks one service's auth stack. `sshd` is given for the sshd service only.
-pub fn check_stack(service: &str, stack: &[AuthLine], findings: &mut Vec<Finding>) -> bool {
-    let Some(ti) = stack.iter().position(AuthLine::is_totp) else {
+/// Checks one service's auth stack; true when pam_totp is in it.
+pub fn check_stack(service: &str, stack: &Stack, findings: &mut Vec<Finding>) -> bool {
+    let lines = &stack.lines;
+    let totp: Vec<&Line> = lines.iter().filter(|l| l.is_totp()).collect();
+    let checking: Vec<&Line> = totp.iter().copied().filter(|l| l.is_checking_totp()).collect();
+    let Some(first) = checking.first().or(totp.first()).copied() else {
         findings.push(finding(
             Severity::Info,
             "not-enabled",
             format!("pam_totp is not in the auth stack of {service}"),
             None,
         ));
+        if let Some(why) = &stack.unknown {
+            findings.push(finding(
+                Severity::Warning,
+                "stack-incomplete",
+                format!("{service}: the auth stack cannot be read whole ({why}); pam_totp may be in the part that is missing"),
+                None,
+            ));
+        }
         return false;
     };
-    let t = &stack[ti];
-    let loc = Some(t.location.clone());
-    let control = t.control.as_str();
-    if control == "optional" {
-        findings.push(finding(Severity::Error, "control-optional", format!("{service}: pam_totp is `optional`, so a wrong code is ignored whenever another module succeeds; use `required`"), loc.clone()));
-    } else if control == "sufficient" {
-        findings.push(finding(Severity::Error, "control-sufficient", format!("{service}: pam_totp is `sufficient`: a right code ends the stack, skipping every module after it; use `required`"), loc.clone()));
-    } else if control.starts_with('[') {
-        let c = control.to_ascii_lowercase();
-        if c.contains("default=ignore") || c.contains("auth_err=ignore") || c.contains("default=ok") {
-            findings.push(finding(
-                Severity::Error,
-                "control-ignores-failure",
-                format!("{service}: pam_totp's control {control} ignores a wrong code; use `required`"),
-                loc.clone(),
-            ));
-        } else if c.contains("success=done")
-            || c.split(|ch: char| !ch.is_alphanumeric() && ch != '=').any(|w| {
-                w.strip_prefix("success=")
-                    .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
-            })
-        {
-            findings.push(finding(Severity::Warning, "control-jump", format!("{service}: pam_totp's control {control} jumps on success; check that it cannot skip the password module"), loc.clone()));
+    let loc = |l: &Line| Some(l.location.clone());
+    if let Some(why) = &stack.unknown {
+        findings.push(finding(
+            Severity::Warning,
+            "stack-incomplete",
+            format!(
+                "{service}: the auth stack cannot be read whole ({why}); the checks below see only what could be read"
+            ),
+            None,
+        ));
+    }
+
+    // The control of each line that decides a code.
+    for t in &checking {
+        let control = t.control.text.as_str();
+        match t.control.keyword {
+            Some(Keyword::Optional) => findings.push(finding(Severity::Error, "control-optional", format!("{service}: pam_totp is `optional`, so a wrong code is ignored whenever another module succeeds; use `required`"), loc(t))),
+            Some(Keyword::Sufficient) => findings.push(finding(Severity::Error, "control-sufficient", format!("{service}: pam_totp is `sufficient`: a right code ends the stack, skipping every module after it; use `required`"), loc(t))),
+            Some(_) => {}
+            None if matches!(t.control.on_auth_err(), Action::Ignore | Action::Jump(_) | Action::Reset) => {
+                findings.push(finding(
+                    Severity::Error,
+                    "control-ignores-failure",
+                    format!("{service}: pam_totp's control {control} ignores a wrong code; use `required`"),
+                    loc(t),
+                ));
+            }
+            None if matches!(t.control.on_success(), Action::Done | Action::Jump(_)) => {
+                findings.push(finding(Severity::Warning, "control-jump", format!("{service}: pam_totp's control {control} jumps on success; check that it cannot skip the password module"), loc(t)));
+            }
+            None => {}
         }
     }
-    let forward = t.args.iter().any(|a| a == "forward_pass");
-    match stack.iter().position(AuthLine::is_password_module) {
-        Some(pi) if pi < ti => {
-            let p = &stack[pi];
-            if p.control == "required" || p.control == "optional" {
-                findings.push(finding(Severity::Warning, "password-not-requisite", format!("{service}: {} is `{}` before pam_totp: someone without the password still reaches the code prompt and can lock the user out; make it `requisite`", p.module, p.control), Some(p.location.clone())));
+
+    // Where the password module is, relative to the line that decides the code.
+    let forward_first = totp.first().is_some_and(|l| l.is_forward_pass());
+    let ti = lines.iter().position(Line::is_checking_totp);
+    match (lines.iter().position(Line::is_password_module), ti) {
+        (Some(pi), Some(ti)) if pi < ti => {
+            let p = &lines[pi];
+            if matches!(p.control.keyword, Some(Keyword::Required | Keyword::Optional)) {
+                findings.push(finding(Severity::Warning, "password-not-requisite", format!("{service}: {} is `{}` before pam_totp: someone without the password still reaches the code prompt and can lock the user out; make it `requisite`", p.module().unwrap_or("?"), p.control.text), loc(p)));
             }
         }
-        Some(_) if !forward => {
-            findings.push(finding(Severity::Warning, "code-before-password", format!("{service}: the code is asked before the password, so anyone can lock a user out by guessing codes; put pam_totp after the password module (or use forward_pass)"), loc.clone()));
+        (Some(_), Some(_)) if !forward_first => {
+            findings.push(finding(Severity::Warning, "code-before-password", format!("{service}: the code is asked before the password, so anyone can lock a user out by guessing codes; put pam_totp after the password module, or use the forward_pass layout (pam_totp forward_pass, then the password module with use_first_pass, then pam_totp)"), loc(first)));
         }
         _ => {}
     }
-    // Options: the same parser as the module (the config file is checked separately).
-    let args: Vec<&str> = t
-        .args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !a.starts_with("config="))
-        .collect();
-    if let Err(e) = Config::load(&args, |_| Ok(None)) {
+
+    // A way to success that never runs pam_totp (finding 4).
+    if let Some(b) = stack.success_without_totp() {
+        let fix = "without a code: the password alone logs in (and a wrong password with a right code too); make it `requisite` or [success=ok default=die], or put pam_totp before it";
+        let (check, message) = if b.module == "pam_totp.so" {
+            (
+                "sufficient-before-totp",
+                format!(
+                    "the forward_pass line ({}) ends the stack on {} before the password module and pam_totp ({}) run: a right code alone logs in; make it `required`",
+                    b.control, b.on, b.totp
+                ),
+            )
+        } else if b.module.is_empty() {
+            ("sufficient-before-totp", format!("the stack can succeed {fix}"))
+        } else if b.jump {
+            (
+                "jump-past-totp",
+                format!(
+                    "{} ({}) jumps past pam_totp ({}) on {} without a code: the password alone logs in; make the jump end before pam_totp (pam-auth-update's layout jumps only over `requisite pam_deny.so`)",
+                    b.module, b.control, b.totp, b.on
+                ),
+            )
+        } else if b.control.eq_ignore_ascii_case("sufficient") {
+            (
+                "sufficient-before-totp",
+                format!(
+                    "{} is `sufficient` before pam_totp ({}): its {} ends the stack {fix}",
+                    b.module, b.totp, b.on
+                ),
+            )
+        } else {
+            (
+                "sufficient-before-totp",
+                format!(
+                    "{} ({}) ends the stack before pam_totp ({}) on {} {fix}",
+                    b.module, b.control, b.totp, b.on
+                ),
+            )
+        };
         findings.push(finding(
             Severity::Error,
-            "bad-option",
-            format!("{service}: {e}; every login through this line is refused"),
-            loc.clone(),
+            check,
+            format!("{service}: {message}"),
+            Some(b.location),
         ));
     }
-    if args.contains(&"enroll_on_login") && !password_gates_totp(stack) {
-        findings.push(finding(Severity::Error, "enroll-without-password", format!("{service}: enroll_on_login needs a `requisite` password module before pam_totp (pam_totp will not offer enrollment here; users without a secret are refused)"), loc.clone()));
+
+    // The forward_pass layout (finding 3).
+    for (i, p) in stack.forward_pass_problems() {
+        let f = &lines[i];
+        let message = match p {
+            ForwardProblem::NoCheckLine => format!("{service}: the forward_pass line has no pam_totp line after the password module: wrong codes are never counted toward the lockout, so someone with the password can guess codes forever; add `auth required pam_totp.so` after the password module (pam_totp forward_pass, then the password module with use_first_pass, then pam_totp)"),
+            ForwardProblem::CheckWithoutPassword(at) => format!("{service}: the pam_totp line after forward_pass ({at}) can run without a password module before it, so it counts codes for callers who never proved the password; put the password module (use_first_pass) between the two pam_totp lines"),
+            ForwardProblem::DiesOnWrongCode => format!("{service}: the forward_pass line is {}: a wrong code ends the stack before the password is checked and is never counted; make it `required`", f.control.text),
+        };
+        findings.push(finding(Severity::Error, "forward-pass-layout", message, loc(f)));
     }
-    if args.contains(&"nullok") && args.iter().any(|a| a.starts_with("enforce_after=")) {
+
+    // Options: the same parser as the module (the config file is checked separately).
+    for t in &totp {
+        let args: Vec<&str> = t
+            .args()
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.starts_with("config="))
+            .collect();
+        if let Err(e) = Config::load(&args, |_| Ok(None)) {
+            findings.push(finding(
+                Severity::Error,
+                "bad-option",
+                format!("{service}: {e}; every login through this line is refused"),
+                loc(t),
+            ));
+        }
+    }
+    if let Some(t) = checking
+        .iter()
+        .find(|t| t.args().iter().any(|a| a == "enroll_on_login"))
+    {
+        if let Err(why) = stack.enrollment_gate() {
+            findings.push(finding(
+                Severity::Error,
+                "enroll-without-password",
+                format!("{service}: enroll_on_login is not offered here (users without a secret are refused): {why}"),
+                loc(t),
+            ));
+        }
+    }
+    let has = |a: &str| first.args().iter().any(|x| x == a);
+    if has("nullok") && first.args().iter().any(|a| a.starts_with("enforce_after=")) {
         findings.push(finding(
             Severity::Warning,
             "nullok-and-enforce-after",
             format!("{service}: nullok and enforce_after together: nullok stops applying on the enforce_after date"),
-            loc.clone(),
+            loc(first),
         ));
     }
     findings.push(finding(
         Severity::Ok,
         "enabled",
-        format!("{service}: pam_totp is `{control}` in the auth stack"),
-        loc,
+        format!("{service}: pam_totp is `{}` in the auth stack", first.control.text),
+        loc(first),
     ));
     true
 }
@@ -351,10 +332,7 @@ pub fn has_errors(findings: &[Finding]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn files(map: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name: &str| map.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string())
-    }
+    use crate::pamstack;
 
     fn checks(f: &[Finding], sev: Severity) -> Vec<&'static str> {
         f.iter().filter(|x| x.severity == sev).map(|x| x.check).collect()
@@ -362,20 +340,44 @@ mod tests {
 
     const DEBIAN_COMMON_AUTH: &str = "auth\t[success=1 default=ignore]\tpam_unix.so nullok\nauth\trequisite\t\t\tpam_deny.so\nauth\trequired\t\t\tpam_permit.so\nauth\trequired\tpam_totp.so nullok\n";
 
+    fn stack_of(map: &[(&str, &str)], service: &str) -> Stack {
+        let owned: Vec<(String, String)> = map.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+        pamstack::load(service, &move |name: &str| {
+            owned.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone())
+        })
+        .unwrap()
+    }
+
+    /// The findings for a one-file service `svc`.
+    fn check(text: &str) -> Vec<Finding> {
+        let mut f = Vec::new();
+        check_stack("svc", &stack_of(&[("svc", text)], "svc"), &mut f);
+        f
+    }
+
+    fn has(f: &[Finding], check: &str, sev: Severity) -> bool {
+        f.iter().any(|x| x.check == check && x.severity == sev)
+    }
+
     #[test]
     fn debian_pam_auth_update_layout_is_good() {
-        static F: &[(&str, &str)] = &[
-            ("sshd", "@include common-auth\naccount required pam_nologin.so\n"),
-            ("common-auth", DEBIAN_COMMON_AUTH),
-        ];
-        let stack = auth_stack("sshd", &files(F)).unwrap();
-        assert_eq!(stack.len(), 4);
-        assert_eq!(stack[0].control, "[success=1 default=ignore]");
-        assert_eq!(stack[3].location, "common-auth:4");
+        let stack = stack_of(
+            &[
+                ("sshd", "@include common-auth\naccount required pam_nologin.so\n"),
+                ("common-auth", DEBIAN_COMMON_AUTH),
+            ],
+            "sshd",
+        );
+        assert_eq!(stack.lines.len(), 4);
+        assert_eq!(stack.lines[0].control.text, "[success=1 default=ignore]");
+        assert_eq!(stack.lines[3].location, "common-auth:4");
         let mut f = Vec::new();
         assert!(check_stack("sshd", &stack, &mut f));
         assert!(!has_errors(&f), "{f:?}");
         assert_eq!(checks(&f, Severity::Warning), Vec::<&str>::new(), "{f:?}");
+        // The same with pam_sss, as pam-auth-update writes it.
+        let f = check("auth [success=2 default=ignore] pam_unix.so nullok\nauth [success=1 default=ignore] pam_sss.so use_first_pass\nauth requisite pam_deny.so\nauth required pam_permit.so\nauth required pam_totp.so nullok enroll_on_login\n");
+        assert!(!has_errors(&f), "{f:?}");
     }
 
     #[test]
@@ -422,72 +424,208 @@ mod tests {
                 Severity::Warning,
             ),
         ];
-        for (text, check, sev) in cases {
-            let t = text.to_string();
-            let stack = auth_stack("svc", &move |n: &str| (n == "svc").then(|| t.clone())).unwrap();
-            let mut f = Vec::new();
-            check_stack("svc", &stack, &mut f);
-            assert!(
-                f.iter().any(|x| x.check == *check && x.severity == *sev),
-                "{text}: {f:?}"
-            );
+        for (text, check_name, sev) in cases {
+            let f = check(text);
+            assert!(has(&f, check_name, *sev), "{text}: {f:?}");
         }
-        // forward_pass before the password module is the intended layout.
-        let stack = auth_stack("svc", &|_| {
-            Some("auth requisite pam_totp.so forward_pass\nauth required pam_unix.so use_first_pass\n".into())
-        })
-        .unwrap();
-        let mut f = Vec::new();
-        check_stack("svc", &stack, &mut f);
+    }
+
+    #[test]
+    fn forward_pass_layouts_are_judged() {
+        // The documented layout: split line, password module, check line.
+        let f = check("auth required pam_totp.so forward_pass\nauth requisite pam_unix.so use_first_pass\nauth required pam_totp.so\n");
+        assert!(!has_errors(&f), "{f:?}");
+        assert_eq!(checks(&f, Severity::Warning), Vec::<&str>::new(), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|x| x.check == "enabled" && x.location.as_deref() == Some("svc:3")),
+            "{f:?}"
+        );
+        // The old two-line layout: wrong codes are never counted.
+        let f = check("auth requisite pam_totp.so forward_pass\nauth required pam_unix.so use_first_pass\n");
         assert!(!f.iter().any(|x| x.check == "code-before-password"), "{f:?}");
+        let fp: Vec<&Finding> = f.iter().filter(|x| x.check == "forward-pass-layout").collect();
+        assert!(fp
+            .iter()
+            .all(|x| x.severity == Severity::Error && x.location.as_deref() == Some("svc:1")));
+        assert!(
+            fp.iter()
+                .any(|x| x.message.contains("never counted toward the lockout")),
+            "{f:?}"
+        );
+        assert!(fp.iter().any(|x| x.message.contains("is requisite")), "{f:?}");
+        let f = check("auth required pam_totp.so forward_pass\nauth required pam_unix.so use_first_pass\n");
+        assert!(has(&f, "forward-pass-layout", Severity::Error), "{f:?}");
+        // A `requisite` split line: a wrong code dies before the password.
+        let f = check("auth requisite pam_totp.so forward_pass\nauth requisite pam_unix.so use_first_pass\nauth required pam_totp.so\n");
+        assert_eq!(checks(&f, Severity::Error), vec!["forward-pass-layout"], "{f:?}");
+        let f = check("auth [success=ok default=die] pam_totp.so forward_pass\nauth requisite pam_unix.so use_first_pass\nauth required pam_totp.so\n");
+        assert!(has(&f, "forward-pass-layout", Severity::Error), "{f:?}");
+        // A `sufficient` split line: a right code ends the stack before the password.
+        let f = check("auth sufficient pam_totp.so forward_pass\nauth requisite pam_unix.so use_first_pass\nauth required pam_totp.so\n");
+        let x = f
+            .iter()
+            .find(|x| x.check == "sufficient-before-totp")
+            .expect("reported");
+        assert_eq!((x.severity, x.location.as_deref()), (Severity::Error, Some("svc:1")));
+        assert!(
+            x.message.contains("the forward_pass line (sufficient)"),
+            "{}",
+            x.message
+        );
+        // No message recommends the old layout.
+        for text in [
+            "auth required pam_totp.so\nauth requisite pam_unix.so\n",
+            "auth requisite pam_totp.so forward_pass\nauth required pam_unix.so use_first_pass\n",
+        ] {
+            for x in check(text) {
+                assert!(!x.message.contains("requisite pam_totp"), "{}", x.message);
+                if x.message.contains("forward_pass") {
+                    assert!(
+                        x.message.contains("then pam_totp") || !x.message.contains("use forward_pass"),
+                        "{}",
+                        x.message
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ways_around_pam_totp_are_errors_naming_the_line() {
+        let f = check("auth sufficient pam_unix.so\nauth required pam_totp.so\n");
+        let x = f
+            .iter()
+            .find(|x| x.check == "sufficient-before-totp")
+            .expect("reported");
+        assert_eq!((x.severity, x.location.as_deref()), (Severity::Error, Some("svc:1")));
+        assert!(
+            x.message
+                .contains("pam_unix.so is `sufficient` before pam_totp (svc:2)"),
+            "{}",
+            x.message
+        );
+        let f = check("auth [success=done default=die] pam_unix.so\nauth required pam_totp.so\n");
+        assert!(has(&f, "sufficient-before-totp", Severity::Error), "{f:?}");
+        let f =
+            check("auth [success=2 default=ignore] pam_unix.so\nauth requisite pam_deny.so\nauth required pam_totp.so\nauth required pam_permit.so\n");
+        let x = f.iter().find(|x| x.check == "jump-past-totp").expect("reported");
+        assert_eq!((x.severity, x.location.as_deref()), (Severity::Error, Some("svc:1")));
+        // Good layouts, and root's own su, are not.
+        for good in [
+            "auth requisite pam_unix.so\nauth required pam_totp.so\n",
+            "auth required pam_totp.so\n",
+            DEBIAN_COMMON_AUTH,
+            "auth sufficient pam_rootok.so\nauth requisite pam_unix.so\nauth required pam_totp.so\n",
+        ] {
+            let f = check(good);
+            assert!(!has_errors(&f), "{good}: {f:?}");
+        }
     }
 
     #[test]
     fn enrollment_is_offered_only_behind_a_password_that_stops_the_stack() {
-        let gated = |text: &'static str| password_gates_totp(&auth_stack("s", &move |_| Some(text.into())).unwrap());
-        assert!(gated(DEBIAN_COMMON_AUTH));
-        assert!(gated(
-            "auth requisite pam_unix.so\nauth required pam_totp.so enroll_on_login\n"
-        ));
-        assert!(gated(
-            "auth [success=ok default=die] pam_sss.so\nauth required pam_totp.so\n"
-        ));
+        let gated = |map: &[(&str, &str)]| stack_of(map, "svc").enrollment_gate();
+        let one = |text: &str| gated(&[("svc", text)]);
+        const TOTP: &str = "auth required pam_totp.so enroll_on_login\n";
+        let with = |first: &str| format!("{first}{TOTP}");
+        assert_eq!(one(DEBIAN_COMMON_AUTH), Ok(()));
+        assert_eq!(one(&with("auth requisite pam_unix.so\n")), Ok(()));
+        // substack: a requisite failure ends only the substack.
+        let e = gated(&[
+            ("svc", &with("auth substack pw\n")),
+            ("pw", "auth requisite pam_unix.so\n"),
+        ])
+        .unwrap_err();
+        assert!(e.starts_with("pw:1:") && e.contains("substack (svc:1)"), "{e}");
+        // include: the same lines, at the service's own level.
+        assert_eq!(
+            gated(&[
+                ("svc", &with("auth include pw\n")),
+                ("pw", "auth requisite pam_unix.so\n")
+            ]),
+            Ok(())
+        );
+        assert_eq!(one(&with("auth [success=ok default=die] pam_unix.so\n")), Ok(()));
+        assert_eq!(one(&with("auth [success=ok default=die] pam_sss.so\n")), Ok(()));
+        let e = one(&with("auth requisite pam_sss.so ignore_unknown_user\n")).unwrap_err();
         assert!(
-            !gated("auth required pam_unix.so\nauth required pam_totp.so\n"),
+            e.starts_with("svc:1: pam_sss.so is requisite but ignore_unknown_user lets it return PAM_IGNORE"),
+            "{e}"
+        );
+        assert_eq!(
+            one(&with("auth [success=ok default=die] pam_sss.so ignore_unknown_user\n")),
+            Ok(())
+        );
+        assert_eq!(
+            one(&with(
+                "auth [success=1 default=ignore] pam_unix.so\nauth requisite pam_deny.so\n"
+            )),
+            Ok(())
+        );
+        // `-auth`: a missing module returns PAM_MODULE_UNKNOWN (pam_dispatch.c), which
+        // requisite maps to die: still a gate. Only a control that ignores module_unknown
+        // lets the line be skipped.
+        assert_eq!(one(&with("-auth requisite pam_unix.so\n")), Ok(()));
+        assert!(one(&with(
+            "-auth [success=ok module_unknown=ignore default=die] pam_unix.so\n"
+        ))
+        .is_err());
+        let e = one(&with("auth requisite pam_sss.so minimum_uid=1000\n")).unwrap_err();
+        assert!(e.contains("minimum_uid=1000 lets it return PAM_IGNORE"), "{e}");
+        let e = gated(&[("svc", &with("auth include nope\nauth requisite pam_unix.so\n"))]).unwrap_err();
+        assert!(e.contains("cannot read `nope`"), "{e}");
+        assert!(
+            one(&with("auth required pam_unix.so\n")).is_err(),
             "required does not stop"
         );
         assert!(
-            !gated("auth required pam_totp.so\nauth requisite pam_unix.so\n"),
+            one("auth required pam_totp.so\nauth requisite pam_unix.so\n").is_err(),
             "password after the code"
         );
         assert!(
-            !gated("auth required pam_totp.so\n"),
+            one("auth required pam_totp.so\n").is_err(),
             "key + code: the module cannot tell"
         );
-        assert!(!gated(
+        assert!(one(
             "auth [success=1 default=ignore] pam_unix.so\nauth required pam_totp.so\nauth requisite pam_deny.so\n"
-        ));
-        let stack = auth_stack("s", &|_| {
-            Some("auth required pam_unix.so\nauth required pam_totp.so enroll_on_login\n".into())
-        })
-        .unwrap();
-        let mut f = Vec::new();
-        check_stack("s", &stack, &mut f);
-        assert!(
-            f.iter()
-                .any(|x| x.check == "enroll-without-password" && x.severity == Severity::Error),
-            "{f:?}"
-        );
+        )
+        .is_err());
+
+        // doctor says the same, with the same reason.
+        let f = check("auth required pam_unix.so\nauth required pam_totp.so enroll_on_login\n");
+        let x = f
+            .iter()
+            .find(|x| x.check == "enroll-without-password")
+            .expect("reported");
+        assert_eq!(x.severity, Severity::Error);
+        let why = one("auth required pam_unix.so\nauth required pam_totp.so enroll_on_login\n").unwrap_err();
+        assert!(x.message.ends_with(&why), "{} / {why}", x.message);
+        let f = check(&with("auth requisite pam_unix.so\n"));
+        assert!(!f.iter().any(|x| x.check == "enroll-without-password"), "{f:?}");
     }
 
     #[test]
     fn missing_module_is_reported_as_not_enabled() {
-        let stack = auth_stack("sudo", &|_| Some("auth include system-auth\n".into()));
-        // system-auth is missing too: the walk returns what it found.
+        let stack = pamstack::load("sudo", &|n: &str| {
+            (n == "sudo").then(|| "auth include system-auth\n".into())
+        });
+        // system-auth is missing too: not enabled, and said why the stack is incomplete.
         let mut f = Vec::new();
         assert!(!check_stack("sudo", &stack.unwrap(), &mut f));
         assert_eq!(f[0].check, "not-enabled");
-        assert!(auth_stack("nope", &|_| None).is_none());
+        assert!(
+            f.iter()
+                .any(|x| x.check == "stack-incomplete" && x.message.contains("system-auth")),
+            "{f:?}"
+        );
+        assert!(pamstack::load("nope", &|_| None).is_none());
+        // The deprecated wrapper still answers for login.rs.
+        let s = pamstack::load("s", &|_| {
+            Some("auth requisite pam_unix.so\nauth required pam_totp.so\n".into())
+        })
+        .unwrap();
+        assert!(s.enrollment_gate().is_ok());
     }
 
     #[test]

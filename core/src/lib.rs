@@ -13,6 +13,7 @@
 //! | `fs.rs` | safe opening of files in places others can write |
 //! | `config.rs` | options: module arguments + pam_totp.conf |
 //! | `doctor.rs` | the configuration checks of `pam-totp doctor` |
+//! | `pamstack.rs` | libpam's auth stack modelled: the enroll_on_login gate, ways around pam_totp |
 //! | `enroll.rs` | a new secret, its otpauth URI, and the one secret-file reader and writer |
 //! | `fuzzing.rs` | properties checked by the fuzz targets and the corpus regression test |
 //! | `import.rs` | reading google-authenticator files |
@@ -35,6 +36,7 @@ pub mod fuzzing;
 pub mod import;
 pub mod login;
 pub mod otp;
+pub mod pamstack;
 pub mod qr;
 pub mod secret;
 pub mod state;

@@ -139,6 +139,20 @@ pub fn log_quote(s: &str) -> String {
     out
 }
 
+/// [`log_quote`] for our own longer messages (a reason naming a file and line): the same
+/// escaping, up to 1024 characters.
+fn log_quote_long(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().take(1024) {
+        if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
 /// "5 minutes", "1 minute 4 seconds", "30 seconds".
 pub fn human_duration(secs: u64) -> String {
     let plural = |n: u64, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
@@ -381,16 +395,14 @@ fn not_enrolled<H: Host>(
             "enroll_on_login is not offered on a forward_pass line (the password is not verified yet)",
         );
     } else if cfg.enroll_on_login {
-        if password_gate(req) {
-            return enroll_at_login(cx, cfg, account, path, clock);
-        }
-        cx.log(
-            Level::Err,
-            &format!(
-                "enroll_on_login not offered: no requisite password module before pam_totp in the {} stack (anyone knowing the user name could enroll their own phone)",
-                log_quote(req.service)
+        match password_gate(req) {
+            Ok(()) => return enroll_at_login(cx, cfg, account, path, clock),
+            // Anyone who knows the user name could otherwise enroll their own phone.
+            Err(why) => cx.log(
+                Level::Err,
+                &format!("enroll_on_login not offered: {}", log_quote_long(&why)),
             ),
-        );
+        }
     }
     if let Some(date) = cfg.enforce_after {
         cx.log(
@@ -410,17 +422,20 @@ fn not_enrolled<H: Host>(
     Outcome::NotEnrolled
 }
 
-/// Whether the service's auth stack (read from the root-owned PAM directory) stops on a
-/// wrong password before pam_totp: see [`crate::doctor::password_gates_totp`].
-fn password_gate(req: &Request<'_>) -> bool {
-    let Some(dir) = req.pam_dir else { return false };
+/// Whether the service's auth stack (read from the root-owned PAM directory) provably stops
+/// on a wrong password before every pam_totp line that checks codes: see
+/// [`crate::pamstack::enrollment_gate_for`]. `Err` says why not, naming the line to change.
+fn password_gate(req: &Request<'_>) -> Result<(), String> {
+    let Some(dir) = req.pam_dir else {
+        return Err("no PAM directory to read the stack from".into());
+    };
     let read = |name: &str| -> Option<String> {
         if name.contains('/') || name.starts_with('.') {
             return None;
         }
         crate::fs::read_config(&dir.join(name)).ok().flatten()
     };
-    crate::doctor::auth_stack(req.service, &read).is_some_and(|stack| crate::doctor::password_gates_totp(&stack))
+    crate::pamstack::enrollment_gate_for(req.service, &read)
 }
 
 /// `enroll_on_login`: show a new secret (QR code, key, URI), ask for a code from the app

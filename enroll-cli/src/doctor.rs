@@ -7,6 +7,8 @@ use std::process::Command;
 use pam_totp_core::doctor::{self, Finding, Severity};
 use pam_totp_core::enroll::{load_secret, secret_path};
 use pam_totp_core::fs::{Dir, Owners};
+use pam_totp_core::pamstack;
+use pam_totp_core::text::terminal_safe;
 
 use crate::context::Ctx;
 
@@ -46,10 +48,20 @@ fn glob(pattern: &str) -> Vec<String> {
     out
 }
 
+/// A program by its absolute path, with nothing of the caller's environment: PATH, IFS,
+/// LD_* and locale variables must not choose what root runs or how it parses.
+fn program(path: &str) -> Command {
+    let mut c = Command::new(path);
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C");
+    c
+}
+
 fn sshd_config(path: &Path) -> Option<(doctor::SshdConfig, String)> {
     let sshd = Path::new("/usr/sbin/sshd");
     if sshd.exists() {
-        if let Ok(out) = Command::new(sshd).arg("-T").arg("-f").arg(path).output() {
+        if let Ok(out) = program("/usr/sbin/sshd").arg("-T").arg("-f").arg(path).output() {
             if out.status.success() {
                 return Some((
                     doctor::parse_sshd_t(&String::from_utf8_lossy(&out.stdout)),
@@ -75,22 +87,35 @@ fn push(f: &mut Vec<Finding>, severity: Severity, check: &'static str, message: 
     });
 }
 
+/// Refuses to run with real and effective ids that differ (installed set-user-ID or
+/// set-group-ID, or started so): doctor runs programs and reads files for root only.
+fn same_ids() -> Result<(), String> {
+    use nix::unistd::{getegid, geteuid, getgid, getuid};
+    if getuid() != geteuid() || getgid() != getegid() {
+        return Err(
+            "doctor does not run with real and effective user or group ids that differ (set-user-ID?); run it as the user you are".into(),
+        );
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
+    same_ids()?;
     let mut f = Vec::new();
     let read = |name: &str| -> Option<String> {
-        if name.contains('/') {
+        if name.contains('/') || name.starts_with('.') {
             return None;
         }
         std::fs::read_to_string(a.pam_dir.join(name)).ok()
     };
     let mut sshd_uses_totp = false;
     for service in SERVICES {
-        match doctor::auth_stack(service, &read) {
+        match pamstack::load(service, &read) {
             None => push(
                 &mut f,
                 Severity::Info,
                 "no-service",
-                format!("{} does not exist", a.pam_dir.join(service).display()),
+                format!("{} does not exist or cannot be read", a.pam_dir.join(service).display()),
             ),
             Some(stack) => {
                 let used = doctor::check_stack(service, &stack, &mut f);
@@ -205,14 +230,23 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
             format!("your secret file: {e}; your logins are refused"),
         ),
     }
-    match Command::new("timedatectl").args(["show", "--property=NTPSynchronized", "--value"]).output() {
+    match program("/usr/bin/timedatectl")
+        .args(["show", "--property=NTPSynchronized", "--value"])
+        .output()
+    {
         Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "yes" => {
             push(&mut f, Severity::Ok, "clock", "the system clock is synchronized".into())
         }
         Ok(o) if o.status.success() => push(&mut f, Severity::Warning, "clock", "the system clock is not synchronized (timedatectl): codes fail when it drifts by more than the window; enable NTP (`timedatectl set-ntp true`)".into()),
-        _ => push(&mut f, Severity::Warning, "clock", "cannot tell whether the clock is synchronized (no timedatectl); codes fail when it drifts by more than the window".into()),
+        _ => push(&mut f, Severity::Warning, "clock", "cannot tell whether the clock is synchronized (/usr/bin/timedatectl is missing or failed); codes fail when it drifts by more than the window".into()),
     }
 
+    // Messages carry module names, arguments and file names read from files: nothing of
+    // them may reach the terminal as a control sequence (JSON escapes only C0 controls).
+    for x in &mut f {
+        x.message = terminal_safe(&x.message).into_owned();
+        x.location = x.location.as_deref().map(|l| terminal_safe(l).into_owned());
+    }
     let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
     let warnings = f.iter().filter(|x| x.severity == Severity::Warning).count();
     if a.json {

@@ -618,6 +618,11 @@ fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password
         let s = one_answer(&format!("{PASSWORD}{}", wrong_code(&secret)));
         assert!(!logged_in(&s, &u), "{}", s.transcript);
     }
+    // sshd may still be sending the last attempt's log line when the client has given up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !logged(&log, "locked out for", &u) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(logged(&log, "locked out for", &u), "{:?}", log.lines(&[]));
     let s = one_answer(&format!("{PASSWORD}{}", oathtool(&secret, now() + 30, "sha1", 6)));
     assert!(!logged_in(&s, &u), "locked: {}", s.transcript);
