@@ -17,6 +17,8 @@ pub const FORWARD_PASS_PROMPT: &str = "Password & verification code: ";
 pub const DEFAULT_WINDOW: u64 = 1;
 pub const MAX_WINDOW: u64 = 10;
 pub const DEFAULT_MAX_FAILURES: u32 = 6;
+pub const DEFAULT_HOTP_WINDOW: u64 = 10;
+pub const MAX_HOTP_WINDOW: u64 = 100;
 pub const DEFAULT_LOCKOUT: u64 = 300;
 pub const MAX_LOCKOUT: u64 = 7 * 24 * 3600;
 pub const MAX_REMEMBER: u64 = 90 * 24 * 3600;
@@ -47,6 +49,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "config", kind: Kind::Path, default: DEFAULT_CONFIG_PATH, doc: "Configuration file to read instead of the default (module argument only). It must exist when given.", example: "" },
     OptionSpec { name: "window", kind: Kind::Number, default: "1", doc: "Time steps accepted either side of the current one, for clock skew (0-10).", example: "1" },
     OptionSpec { name: "max_failures", kind: Kind::Number, default: "6", doc: "Consecutive wrong answers that lock the user out (1-1000000).", example: "6" },
+    OptionSpec { name: "hotp_window", kind: Kind::Number, default: "10", doc: "Counter-based (HOTP) authenticators: how many codes ahead of the next expected one are accepted, for button presses that never reached this host (1-100). The counter then moves past the accepted one.", example: "10" },
     OptionSpec { name: "lockout", kind: Kind::Number, default: "300", doc: "Seconds a lockout lasts (1-604800).", example: "300" },
     OptionSpec { name: "nullok", kind: Kind::Flag, default: "off", doc: "Users without a secret file are not asked for a code (the module returns PAM_IGNORE). Any other problem with the file still refuses the login.", example: "false" },
     OptionSpec { name: "enforce_after", kind: Kind::Date, default: "none", doc: "YYYY-MM-DD (UTC). Before this date users without a secret file are let through with a warning; from it they are refused.", example: "\"2027-01-01\"" },
@@ -167,6 +170,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub config_path: PathBuf,
     pub window: u64,
+    pub hotp_window: u64,
     pub max_failures: u32,
     pub lockout: u64,
     pub nullok: bool,
@@ -189,6 +193,7 @@ impl Default for Config {
             state_dir: DEFAULT_STATE_DIR.into(),
             config_path: DEFAULT_CONFIG_PATH.into(),
             window: DEFAULT_WINDOW,
+            hotp_window: DEFAULT_HOTP_WINDOW,
             max_failures: DEFAULT_MAX_FAILURES,
             lockout: DEFAULT_LOCKOUT,
             nullok: false,
@@ -297,6 +302,7 @@ impl Config {
                 };
                 let (lo, hi) = match name {
                     "window" => (0, MAX_WINDOW),
+                    "hotp_window" => (1, MAX_HOTP_WINDOW),
                     "max_failures" => (1, 1_000_000),
                     "lockout" => (1, MAX_LOCKOUT),
                     "digits" => (6, 8),
@@ -307,6 +313,7 @@ impl Config {
                 }
                 match name {
                     "window" => self.window = n,
+                    "hotp_window" => self.hotp_window = n,
                     "max_failures" => self.max_failures = n as u32,
                     "lockout" => self.lockout = n,
                     "digits" if n == 7 => return Err(e("must be 6 or 8")),
@@ -409,6 +416,7 @@ mod tests {
                 "secret=/etc/pam-totp/%u.toml",
                 "state_dir=/tmp/st",
                 "window=3",
+                "hotp_window=20",
                 "max_failures=4",
                 "lockout=60",
                 "nullok",
@@ -425,6 +433,7 @@ mod tests {
         assert_eq!(c.secret, "/etc/pam-totp/%u.toml");
         assert_eq!(c.state_dir, PathBuf::from("/tmp/st"));
         assert_eq!((c.window, c.max_failures, c.lockout, c.remember), (3, 4, 60, 3600));
+        assert_eq!(c.hotp_window, 20);
         assert!(c.nullok && c.enroll_on_login && c.forward_pass && c.debug);
         assert_eq!(c.enforce_after.unwrap().to_string(), "2027-01-31");
         assert_eq!(c.prompt, "Code please: ");
@@ -441,6 +450,8 @@ mod tests {
             "window=1x",
             "window= 1",
             "max_failures=0",
+            "hotp_window=0",
+            "hotp_window=101",
             "lockout=0",
             "lockout=99999999999999999999999",
             "nullok=1",

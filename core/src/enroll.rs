@@ -16,11 +16,13 @@ use crate::config::{expand_template, Config};
 use crate::error::{Error, FileProblem};
 use crate::fs::{read_checked, split_path, with_fs_identity, Dir, Owners};
 use crate::otp::Params;
-use crate::secret::{ParseError, SecretFile};
+use crate::secret::{Device, Kind, ParseError, SecretFile};
 
 /// 160-bit keys, as RFC 4226 recommends and every app supports.
 pub const KEY_BYTES: usize = 20;
 pub const DEFAULT_BACKUP_CODES: usize = 10;
+/// The name of a first authenticator when none is given (and of the one enrolled at login).
+pub const DEFAULT_DEVICE_NAME: &str = "phone";
 
 /// This host's name (the default issuer and the part after `@` in labels).
 pub fn host_name() -> String {
@@ -93,25 +95,36 @@ pub fn load_secret(path: &Path, account: &Account) -> Result<Option<SecretFile>,
     })
 }
 
-/// A fresh secret with `n_backup` backup codes; returns the file and the codes in clear
-/// (to be shown once).
-pub fn new_secret(
+/// A new authenticator with a fresh 160-bit key from the OS random source.
+pub fn new_device(
+    name: &str,
+    kind: Kind,
     params: Params,
     issuer: &str,
     label: &str,
     now: u64,
-    n_backup: usize,
-) -> Result<(SecretFile, Vec<Zeroizing<String>>), Error> {
+) -> Result<Device, Error> {
     let rng = |e: getrandom::Error| Error::Config(format!("the OS random source failed: {e}"));
     let mut key = Zeroizing::new(vec![0u8; KEY_BYTES]);
     getrandom::getrandom(&mut key).map_err(rng)?;
-    let (codes, hashes) = new_backup_codes(n_backup)?;
-    let file = SecretFile {
+    Ok(Device {
+        name: name.to_string(),
+        kind,
         key,
         params,
+        counter: 0,
         issuer: issuer.to_string(),
         label: label.to_string(),
         created: now,
+    })
+}
+
+/// A fresh enrollment: `device` and `n_backup` backup codes; returns the file and the codes
+/// in clear (to be shown once).
+pub fn new_secret(device: Device, n_backup: usize) -> Result<(SecretFile, Vec<Zeroizing<String>>), Error> {
+    let (codes, hashes) = new_backup_codes(n_backup)?;
+    let file = SecretFile {
+        devices: vec![device],
         backup_codes: hashes,
     };
     Ok((file, codes))
@@ -142,23 +155,27 @@ fn uri_escape(s: &str) -> String {
     out
 }
 
-/// The Key URI (`otpauth://totp/ISSUER:LABEL?secret=…&issuer=…&algorithm=…&digits=…&period=…`).
-/// Every parameter is spelled out: apps that miss one silently assume a default and then
-/// show wrong codes.
-pub fn otpauth_uri(s: &SecretFile) -> Zeroizing<String> {
-    let secret = crate::otp::encode_base32(&s.key);
-    let name = if s.issuer.is_empty() {
-        uri_escape(&s.label)
+/// The Key URI (`otpauth://totp/ISSUER:LABEL?secret=…&issuer=…&algorithm=…&digits=…&period=…`,
+/// or `otpauth://hotp/…&counter=N`). Every parameter is spelled out: apps that miss one
+/// silently assume a default and then show wrong codes.
+pub fn otpauth_uri(d: &Device) -> Zeroizing<String> {
+    let secret = crate::otp::encode_base32(&d.key);
+    let name = if d.issuer.is_empty() {
+        uri_escape(&d.label)
     } else {
-        format!("{}:{}", uri_escape(&s.issuer), uri_escape(&s.label))
+        format!("{}:{}", uri_escape(&d.issuer), uri_escape(&d.label))
+    };
+    let tail = match d.kind {
+        Kind::Totp => format!("period={}", d.params.period()),
+        Kind::Hotp => format!("counter={}", d.counter),
     };
     Zeroizing::new(format!(
-        "otpauth://totp/{name}?secret={}&issuer={}&algorithm={}&digits={}&period={}",
+        "otpauth://{}/{name}?secret={}&issuer={}&algorithm={}&digits={}&{tail}",
+        d.kind.name(),
         secret.as_str(),
-        uri_escape(&s.issuer),
-        s.params.algorithm().name(),
-        s.params.digits(),
-        s.params.period()
+        uri_escape(&d.issuer),
+        d.params.algorithm().name(),
+        d.params.digits(),
     ))
 }
 
@@ -254,11 +271,17 @@ mod tests {
 
     #[test]
     fn uri_carries_every_parameter_and_escapes_names() {
-        let (mut s, _) = new_secret(Params::DEFAULT, "ACME Corp", "bob@web 1", 0, 0).unwrap();
-        s.key = Zeroizing::new(b"12345678901234567890".to_vec());
+        let mut d = new_device("phone", Kind::Totp, Params::DEFAULT, "ACME Corp", "bob@web 1", 0).unwrap();
+        d.key = Zeroizing::new(b"12345678901234567890".to_vec());
         assert_eq!(
-            otpauth_uri(&s).as_str(),
+            otpauth_uri(&d).as_str(),
             "otpauth://totp/ACME%20Corp:bob@web%201?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME%20Corp&algorithm=SHA1&digits=6&period=30"
+        );
+        d.kind = Kind::Hotp;
+        d.counter = 7;
+        assert_eq!(
+            otpauth_uri(&d).as_str(),
+            "otpauth://hotp/ACME%20Corp:bob@web%201?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME%20Corp&algorithm=SHA1&digits=6&counter=7"
         );
     }
 
@@ -268,7 +291,8 @@ mod tests {
         let home = tmp();
         let a = account(&home);
         let path = home.join(".config/pam-totp/secret.toml");
-        let (s, codes) = new_secret(Params::DEFAULT, "host", "alice@host", 5, 10).unwrap();
+        let d = new_device("phone", Kind::Totp, Params::DEFAULT, "host", "alice@host", 5).unwrap();
+        let (s, codes) = new_secret(d, 10).unwrap();
         assert_eq!(codes.len(), 10);
         save_secret(&path, &a, &s, false).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
@@ -286,7 +310,7 @@ mod tests {
         );
         save_secret(&path, &a, &s, true).unwrap();
         let back = load_secret(&path, &a).unwrap().unwrap();
-        assert_eq!(back.key.as_slice(), s.key.as_slice());
+        assert_eq!(back.devices[0].key.as_slice(), s.devices[0].key.as_slice());
         assert_eq!(back.backup_codes.len(), 10);
         assert!(remove_secret(&path, &a).unwrap());
         assert!(load_secret(&path, &a).unwrap().is_none());

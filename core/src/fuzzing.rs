@@ -24,8 +24,14 @@ pub fn secret_file(data: &[u8]) {
     match SecretFile::parse(text) {
         Ok(s) => {
             let again = SecretFile::parse(&s.to_toml()).expect("a parsed secret file re-parses after writing");
-            assert_eq!(again.key.as_slice(), s.key.as_slice());
-            assert_eq!(again.params, s.params);
+            assert_eq!(again.devices.len(), s.devices.len());
+            for (a, b) in again.devices.iter().zip(&s.devices) {
+                assert_eq!(a.key.as_slice(), b.key.as_slice());
+                assert_eq!(
+                    (a.params, a.kind, a.counter, &a.name),
+                    (b.params, b.kind, b.counter, &b.name)
+                );
+            }
             assert_eq!(again.backup_codes, s.backup_codes);
         }
         Err(e) => {
@@ -72,16 +78,22 @@ pub fn answer(data: &[u8]) {
     let now = 1_800_000_000 + u64::from(t) * 7;
     let backup = "7kq2mx9d10";
     let secret = SecretFile {
-        key: zeroize::Zeroizing::new(key.to_vec()),
-        params,
-        issuer: String::new(),
-        label: String::new(),
-        created: 0,
+        devices: vec![crate::secret::Device {
+            name: "phone".into(),
+            kind: crate::secret::Kind::Totp,
+            key: zeroize::Zeroizing::new(key.to_vec()),
+            params,
+            counter: 0,
+            issuer: String::new(),
+            label: String::new(),
+            created: 0,
+        }],
         backup_codes: vec![crate::backup::hash(backup).expect("random source")],
     };
     let mut state = State::default();
     let policy = Policy {
         window: 1,
+        hotp_window: 10,
         max_failures: 6,
         lockout: 300,
     };

@@ -1,5 +1,5 @@
 //! Reading google-authenticator-libpam's `~/.google_authenticator` file (its FILEFORMAT):
-//! line 1 the base32 secret, then `" KEY value` option lines (TOTP_AUTH, HOTP_COUNTER,
+//! line 1 the base32 secret, then `" KEY value` option lines (TOTP_AUTH or HOTP_COUNTER,
 //! STEP_SIZE, WINDOW_SIZE, DISALLOW_REUSE, RATE_LIMIT, TIME_SKEW), then 8-digit scratch codes.
 //!
 //! Never: reports file contents in an error (the first line is the secret).
@@ -12,6 +12,10 @@ use crate::secret::{MAX_KEY_BYTES, MIN_KEY_BYTES};
 #[derive(Debug)]
 pub struct GoogleAuthenticatorFile {
     pub key: Zeroizing<Vec<u8>>,
+    /// TOTP (`TOTP_AUTH`) or HOTP (`HOTP_COUNTER n`).
+    pub kind: crate::secret::Kind,
+    /// HOTP: the next counter google-authenticator would accept (its `HOTP_COUNTER`).
+    pub counter: u64,
     pub period: u64,
     /// WINDOW_SIZE as google-authenticator counts it (codes in total, default 3).
     pub window_size: Option<u64>,
@@ -33,12 +37,15 @@ pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticatorFile,
     }
     let mut f = GoogleAuthenticatorFile {
         key,
+        kind: crate::secret::Kind::Totp,
+        counter: 0,
         period: 30,
         window_size: None,
         scratch_codes: vec![],
         ignored: vec![],
     };
     let mut totp = false;
+    let mut hotp = false;
     for (i, line) in lines.enumerate() {
         let n = i + 2;
         let line = line.trim_end();
@@ -52,7 +59,8 @@ pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticatorFile,
             match name {
                 "TOTP_AUTH" => totp = true,
                 "HOTP_COUNTER" => {
-                    return Err("this is a counter-based (HOTP) secret; pam_totp supports time-based codes only. Enroll afresh with `pam-totp enroll`".into())
+                    hotp = true;
+                    f.counter = num(words.next())?;
                 }
                 "STEP_SIZE" => {
                     let s = num(words.next())?;
@@ -73,8 +81,11 @@ pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticatorFile,
             return Err(format!("line {n} is neither an option nor an 8-digit scratch code"));
         }
     }
-    if !totp {
-        return Err("the file has no TOTP_AUTH line; only time-based secrets can be imported".into());
+    match (totp, hotp) {
+        (true, false) => {}
+        (false, true) => f.kind = crate::secret::Kind::Hotp,
+        (true, true) => return Err("the file has both TOTP_AUTH and HOTP_COUNTER lines".into()),
+        (false, false) => return Err("the file has neither a TOTP_AUTH nor an HOTP_COUNTER line".into()),
     }
     Ok(f)
 }
@@ -96,10 +107,20 @@ mod tests {
     }
 
     #[test]
-    fn refuses_hotp_and_garbage_without_quoting_the_secret() {
+    fn reads_a_counter_based_file_with_its_counter() {
+        let f =
+            parse_google_authenticator("GEZDGNBVGY3TQOJQ\n\" HOTP_COUNTER 7\n\" WINDOW_SIZE 3\n12345678\n").unwrap();
+        assert_eq!(f.kind, crate::secret::Kind::Hotp);
+        assert_eq!(f.counter, 7);
+        assert_eq!(f.scratch_codes.len(), 1);
+    }
+
+    #[test]
+    fn refuses_garbage_without_quoting_the_secret() {
         for (text, want) in [
-            ("GEZDGNBVGY3TQOJQ\n\" HOTP_COUNTER 1\n", "HOTP"),
             ("GEZDGNBVGY3TQOJQ\n12345678\n", "TOTP_AUTH"),
+            ("GEZDGNBVGY3TQOJQ\n\" HOTP_COUNTER x\n", "HOTP_COUNTER"),
+            ("GEZDGNBVGY3TQOJQ\n\" HOTP_COUNTER 1\n\" TOTP_AUTH\n", "both"),
             ("", "empty"),
             ("not base32!\n\" TOTP_AUTH\n", "base32"),
             ("GEZDGNBVGY3TQOJQ\n\" TOTP_AUTH\nGEZDGNBV\n", "line 3"),

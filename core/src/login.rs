@@ -119,6 +119,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
     Totp,
+    Hotp,
     Backup,
     RememberedHost,
     /// The user enrolled at this login (`enroll_on_login`) and confirmed a code.
@@ -273,11 +274,10 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         }
     };
     cx.debug(&format!(
-        "secret file {} read ({}, {} digits, {} s)",
+        "secret file {} read ({} authenticator(s), {} backup codes)",
         path.display(),
-        secret.params.algorithm().name(),
-        secret.params.digits(),
-        secret.params.period()
+        secret.devices.len(),
+        secret.backup_codes.len()
     ));
 
     let store = match FileStore::open(&cfg.state_dir, true) {
@@ -477,18 +477,25 @@ fn enroll_at_login<H: Host>(
     };
     let issuer = crate::enroll::default_issuer(cfg);
     let label = crate::enroll::default_label(&account.name);
-    let (secret, codes) = match crate::enroll::new_secret(
+    // The first authenticator is named as `pam-totp enroll` names one by default.
+    let device = match crate::enroll::new_device(
+        crate::enroll::DEFAULT_DEVICE_NAME,
+        crate::secret::Kind::Totp,
         params,
         &issuer,
         &label,
         clock.now(),
-        crate::enroll::DEFAULT_BACKUP_CODES,
     ) {
+        Ok(d) => d,
+        Err(e) => return refuse(cx, e.to_string()),
+    };
+    let (secret, codes) = match crate::enroll::new_secret(device, crate::enroll::DEFAULT_BACKUP_CODES) {
         Ok(s) => s,
         Err(e) => return refuse(cx, e.to_string()),
     };
-    let uri = crate::enroll::otpauth_uri(&secret);
-    let b32 = crate::otp::encode_base32(&secret.key);
+    let device = &secret.devices[0];
+    let uri = crate::enroll::otpauth_uri(device);
+    let b32 = crate::otp::encode_base32(&device.key);
     let qr = crate::qr::render(&uri, crate::qr::QrMode::Utf8, false).unwrap_or_default();
     let intro = zeroize::Zeroizing::new(format!(
         "Two-factor sign-in is required for this account and you have not set it up yet.\n\
@@ -512,7 +519,7 @@ fn enroll_at_login<H: Host>(
             zeroize::Zeroizing::new(answer.chars().filter(|c| !c.is_whitespace()).collect());
         let now = clock.now();
         if digits.len() == params.digits() as usize {
-            matched = crate::otp::find_step(&secret.key, &digits, params.step_at(now), cfg.window, &params);
+            matched = crate::otp::find_step(&device.key, &digits, params.step_at(now), cfg.window, &params);
         }
         if matched.is_some() {
             break;
@@ -538,7 +545,7 @@ fn enroll_at_login<H: Host>(
     // The confirming code is spent like any accepted code.
     let now = clock.now();
     if let Err(e) = store.update(&account.name, |st| {
-        st.spend_step(&secret.key, step, params.period(), now);
+        st.spend_step(&device.key, step, params.period(), now);
         st.record_success(now);
     }) {
         return refuse(cx, format!("could not record the attempt: {e}"));
@@ -566,9 +573,9 @@ fn enroll_at_login<H: Host>(
 /// Splits "password + code" into (password, code) candidates: the last `digits`
 /// characters (a TOTP code), or the last 11/10/8 (a backup code with or without hyphen,
 /// an imported scratch code). The first candidate is the TOTP split.
-fn forward_pass_candidates(answer: &str, digits: usize) -> Vec<(&str, &str)> {
+fn forward_pass_candidates<'a>(answer: &'a str, digits: &[usize]) -> Vec<(&'a str, &'a str)> {
     let mut out = Vec::new();
-    for n in [digits, 11, 10, 8] {
+    for &n in digits.iter().chain(&[11, 10, 8]) {
         if answer.len() >= n
             && answer.is_char_boundary(answer.len() - n)
             && !out.iter().any(|(_, c): &(&str, &str)| c.len() == n)
@@ -633,7 +640,7 @@ fn split_line<H: Host>(
             return whole(cx, Outcome::StateUnavailable);
         }
     };
-    let splits = forward_pass_candidates(&answer, secret.params.digits() as usize);
+    let splits = forward_pass_candidates(&answer, &secret.digit_counts());
     let codes: Vec<&str> = splits.iter().map(|(_, c)| *c).collect();
     let rhost = req.rhost.filter(|h| !h.is_empty());
     let now = clock.now();
@@ -661,8 +668,10 @@ fn split_line<H: Host>(
             return whole(cx, Outcome::StateUnavailable);
         }
         Ok((Decision::Accepted(how), i, _)) => {
+            let what = describe_accepted(&how);
             let how = match how {
                 How::Totp { .. } => Accepted::Totp,
+                How::Hotp { .. } => Accepted::Hotp,
                 How::Backup { .. } => Accepted::Backup,
             };
             if !keep(cx, Kept::Accepted(how)) {
@@ -674,14 +683,7 @@ fn split_line<H: Host>(
             }
             cx.log(
                 Level::Info,
-                &format!(
-                    "accepted {} at the forward_pass line; the password is checked next",
-                    if how == Accepted::Backup {
-                        "backup code"
-                    } else {
-                        "verification code"
-                    }
-                ),
+                &format!("accepted {what} at the forward_pass line; the password is checked next"),
             );
             (splits[i].0, Outcome::Accepted(how))
         }
@@ -725,9 +727,22 @@ fn split_line<H: Host>(
     outcome
 }
 
+/// "verification code from authenticator \"phone\"" (never the code itself).
+fn describe_accepted(how: &How) -> String {
+    match how {
+        How::Totp { device, .. } => format!("verification code from authenticator \"{}\"", log_quote(device)),
+        How::Hotp { device, counter } => format!(
+            "verification code from authenticator \"{}\" (counter-based, counter {counter})",
+            log_quote(device)
+        ),
+        How::Backup { .. } => "backup code".into(),
+    }
+}
+
 fn policy(cfg: &Config) -> Policy {
     Policy {
         window: cfg.window,
+        hotp_window: cfg.hotp_window,
         max_failures: cfg.max_failures,
         lockout: cfg.lockout,
     }
@@ -804,9 +819,13 @@ fn check_and_prompt<H: Host, S: StateStore>(
         }
     };
     match decision {
-        Decision::Accepted(How::Totp { .. }) => {
-            cx.log(Level::Info, "accepted verification code");
+        Decision::Accepted(how @ How::Totp { .. }) => {
+            cx.log(Level::Info, &format!("accepted {}", describe_accepted(&how)));
             Outcome::Accepted(Accepted::Totp)
+        }
+        Decision::Accepted(how @ How::Hotp { .. }) => {
+            cx.log(Level::Info, &format!("accepted {}", describe_accepted(&how)));
+            Outcome::Accepted(Accepted::Hotp)
         }
         Decision::Accepted(How::Backup { left }) => {
             cx.host.info_msg(&format!(

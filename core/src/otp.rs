@@ -120,14 +120,23 @@ pub fn totp_at_step(key: &[u8], step: u64, p: &Params) -> Zeroizing<String> {
 /// tell an attacker which step (if any) matched or how many leading digits were right.
 /// Returns the latest matching step (a code matches at most one step in practice).
 pub fn find_step(key: &[u8], answer: &str, now_step: u64, window: u64, p: &Params) -> Option<u64> {
-    let mut found = None;
     let lo = now_step.saturating_sub(window);
     let hi = now_step.saturating_add(window);
-    for s in lo..=hi {
-        let code = totp_at_step(key, s, p);
+    find_counter(key, answer, lo, hi, p.algorithm, p.digits)
+}
+
+/// Finds the counter in `lo..=hi` whose HOTP code equals `answer`, computing and comparing
+/// every candidate in constant time; the latest match wins.
+pub fn find_counter(key: &[u8], answer: &str, lo: u64, hi: u64, alg: Algorithm, digits: u32) -> Option<u64> {
+    let mut found = None;
+    if lo > hi {
+        return None;
+    }
+    for c in lo..=hi {
+        let code = hotp(key, c, alg, digits);
         // ct_eq on slices of different length returns false without leaking content.
         if bool::from(code.as_bytes().ct_eq(answer.as_bytes())) {
-            found = Some(s);
+            found = Some(c);
         }
     }
     found

@@ -275,16 +275,28 @@ impl State {
         self.tag("pam_totp device\0", &[key])
     }
 
-    /// Identifies the enrollment a secret file holds: its keys, parameters and backup code
-    /// hashes. A new enrollment, new backup codes or an import changes it.
+    /// Identifies the enrollment a secret file holds: its authenticators (keys, types,
+    /// parameters) and backup code hashes. A new enrollment, an added or removed
+    /// authenticator, new backup codes or an import changes it.
     pub fn enrollment_id(&self, secret: &SecretFile) -> String {
-        let params = format!(
-            "{}/{}/{}",
-            secret.params.algorithm().name(),
-            secret.params.digits(),
-            secret.params.period()
-        );
-        let mut parts: Vec<&[u8]> = vec![secret.key.as_slice(), params.as_bytes()];
+        let params: Vec<String> = secret
+            .devices
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}/{}/{}/{}",
+                    d.kind.name(),
+                    d.params.algorithm().name(),
+                    d.params.digits(),
+                    d.params.period()
+                )
+            })
+            .collect();
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for (d, p) in secret.devices.iter().zip(&params) {
+            parts.push(d.key.as_slice());
+            parts.push(p.as_bytes());
+        }
         parts.extend(secret.backup_codes.iter().map(|h| h.as_bytes()));
         self.tag("pam_totp enrollment\0", &parts)
     }
@@ -317,6 +329,15 @@ impl State {
         });
         let last = self.devices.len() - 1;
         &mut self.devices[last]
+    }
+
+    /// Spends HOTP counter `counter` of the authenticator with key `device_key`: only later
+    /// counters are accepted from now on.
+    pub fn spend_counter(&mut self, device_key: &[u8], counter: u64, now: u64) {
+        let id = self.device_id(device_key);
+        let d = self.device_mut(&id);
+        d.counter = d.counter.max(counter.saturating_add(1));
+        d.last_used = now;
     }
 
     /// Spends TOTP time step `step` (of `period` seconds) of the authenticator with key

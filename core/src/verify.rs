@@ -5,21 +5,25 @@
 
 use crate::backup;
 use crate::otp;
-use crate::secret::SecretFile;
+use crate::secret::{Kind, SecretFile};
 use crate::state::State;
 
 /// The parts of the configuration the decision needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
+    /// TOTP: time steps accepted either side of the current one.
     pub window: u64,
+    /// HOTP: counters accepted from the next expected one on (presses not sent to us).
+    pub hotp_window: u64,
     pub max_failures: u32,
     pub lockout: u64,
 }
 
-/// How an accepted answer got in.
+/// How an accepted answer got in; `device` names the authenticator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum How {
-    Totp { step: u64 },
+    Totp { step: u64, device: String },
+    Hotp { counter: u64, device: String },
     Backup { left: usize },
 }
 
@@ -90,29 +94,31 @@ pub fn decide(
         );
     }
     let before = (count == Count::Nothing).then(|| state.clone());
-    state.migrate_v1(&secret.key, secret.params.period(), &secret.backup_codes);
-    let device = state.device_id(&secret.key);
-    let period = secret.params.period();
+    // A version-1 state knew one (TOTP) authenticator: the first of the file.
+    if let Some(first) = secret.devices.iter().find(|d| d.kind == Kind::Totp) {
+        state.migrate_v1(&first.key, first.params.period(), &secret.backup_codes);
+    }
     let mut replay = None;
     for (i, answer) in candidates.iter().enumerate() {
         if answer.len() > MAX_ANSWER_LEN {
             continue;
         }
-        if let Some(code) = as_totp(answer, secret.params.digits()) {
-            let now_step = secret.params.step_at(now);
-            if let Some(step) = otp::find_step(&secret.key, &code, now_step, policy.window, &secret.params) {
-                // The replay guard: each time step is accepted once, and never one older than
-                // the newest accepted (an eavesdropped earlier code stays dead). Kept as a
-                // time, so a changed period cannot bring back a code already seen.
-                let start = step.saturating_mul(period);
-                if state.device(&device).is_some_and(|d| start < d.not_before) {
-                    replay.get_or_insert((i, false));
-                    continue;
+        match check_devices(policy, secret, state, answer, now) {
+            Match::Fresh(d, how) => {
+                let dev = &secret.devices[d];
+                match how {
+                    How::Totp { step, .. } => state.spend_step(&dev.key, step, dev.params.period(), now),
+                    How::Hotp { counter, .. } => state.spend_counter(&dev.key, counter, now),
+                    How::Backup { .. } => {}
                 }
-                state.spend_step(&secret.key, step, period, now);
                 state.record_success(now);
-                return (Decision::Accepted(How::Totp { step }), i);
+                return (Decision::Accepted(how), i);
             }
+            Match::Replay => {
+                replay.get_or_insert((i, false));
+                continue;
+            }
+            Match::None => {}
         }
         if let Some(canonical) = backup::normalize(answer) {
             if let Some(idx) = backup::find(&secret.backup_codes, &canonical) {
@@ -149,6 +155,78 @@ pub fn decide(
 
 /// Counts a failure; at `max_failures` locks until `now + lockout` and starts counting
 /// afresh for after the lockout.
+enum Match {
+    /// Device index and how: not spent yet.
+    Fresh(usize, How),
+    /// A right code for a step or counter already spent.
+    Replay,
+    None,
+}
+
+/// Checks `answer` against every authenticator — all of them, so the time taken does not
+/// tell which one (if any) matched. The first fresh match (in file order) wins.
+fn check_devices(policy: &Policy, secret: &SecretFile, state: &State, answer: &str, now: u64) -> Match {
+    let mut fresh = None;
+    let mut replay = false;
+    for (d, dev) in secret.devices.iter().enumerate() {
+        let Some(code) = as_totp(answer, dev.params.digits()) else {
+            continue;
+        };
+        let guard = state.device(&state.device_id(&dev.key));
+        match dev.kind {
+            Kind::Totp => {
+                let period = dev.params.period();
+                let now_step = dev.params.step_at(now);
+                if let Some(step) = otp::find_step(&dev.key, &code, now_step, policy.window, &dev.params) {
+                    // The replay guard: each time step is accepted once, and never one older
+                    // than the newest accepted (an eavesdropped earlier code stays dead). Kept
+                    // as a time, so a changed period cannot bring back a code already seen.
+                    if guard.is_some_and(|g| step.saturating_mul(period) < g.not_before) {
+                        replay = true;
+                    } else if fresh.is_none() {
+                        fresh = Some((
+                            d,
+                            How::Totp {
+                                step,
+                                device: dev.name.clone(),
+                            },
+                        ));
+                    }
+                }
+            }
+            Kind::Hotp => {
+                // The next counter that may be accepted: the file's start or the state's,
+                // whichever is later (a user can move their file forward, never back).
+                let next = dev.counter.max(guard.map_or(0, |g| g.counter));
+                let (alg, digits) = (dev.params.algorithm(), dev.params.digits());
+                let last = next.saturating_add(policy.hotp_window.saturating_sub(1));
+                if let Some(c) = otp::find_counter(&dev.key, &code, next, last, alg, digits) {
+                    if fresh.is_none() {
+                        fresh = Some((
+                            d,
+                            How::Hotp {
+                                counter: c,
+                                device: dev.name.clone(),
+                            },
+                        ));
+                    }
+                } else if next > 0 {
+                    // Only to tell a replay from a typo: the counters just spent.
+                    let lo = next.saturating_sub(policy.hotp_window.max(1));
+                    if otp::find_counter(&dev.key, &code, lo, next - 1, alg, digits).is_some() {
+                        replay = true;
+                    }
+                }
+            }
+        }
+    }
+    match (fresh, replay) {
+        (Some((d, how)), _) => Match::Fresh(d, how),
+        (None, true) => Match::Replay,
+        (None, false) => Match::None,
+    }
+}
+
 fn fail(policy: &Policy, state: &mut State, now: u64) -> Option<u64> {
     state.failures = state.failures.saturating_add(1);
     if state.failures >= policy.max_failures {
@@ -169,17 +247,27 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
     const POLICY: Policy = Policy {
         window: 1,
+        hotp_window: 10,
         max_failures: 6,
         lockout: 300,
     };
 
-    fn secret(backup_codes: Vec<String>) -> SecretFile {
-        SecretFile {
-            key: zeroize::Zeroizing::new(KEY.to_vec()),
+    fn device(name: &str, kind: Kind, key: &[u8]) -> crate::secret::Device {
+        crate::secret::Device {
+            name: name.into(),
+            kind,
+            key: zeroize::Zeroizing::new(key.to_vec()),
             params: Params::DEFAULT,
+            counter: 0,
             issuer: String::new(),
             label: String::new(),
             created: 0,
+        }
+    }
+
+    fn secret(backup_codes: Vec<String>) -> SecretFile {
+        SecretFile {
+            devices: vec![device("phone", Kind::Totp, KEY)],
             backup_codes,
         }
     }
@@ -197,7 +285,13 @@ mod tests {
         let s = secret(vec![]);
         let mut st = State::default();
         let d = run(&s, &mut st, &code_at(NOW), NOW);
-        assert_eq!(d, Decision::Accepted(How::Totp { step: NOW / 30 }));
+        assert_eq!(
+            d,
+            Decision::Accepted(How::Totp {
+                step: NOW / 30,
+                device: "phone".into()
+            })
+        );
         let dev = st.device_id(KEY);
         assert_eq!(st.device(&dev).unwrap().not_before, (NOW / 30 + 1) * 30);
         assert_eq!(st.last_success, NOW);
@@ -374,8 +468,8 @@ mod tests {
     #[test]
     fn eight_digit_codes() {
         let mut s = secret(vec![]);
-        s.params = Params::new(crate::otp::Algorithm::Sha512, 8, 30).unwrap();
-        let c = totp_at_step(KEY, NOW / 30, &s.params);
+        s.devices[0].params = Params::new(crate::otp::Algorithm::Sha512, 8, 30).unwrap();
+        let c = totp_at_step(KEY, NOW / 30, &s.devices[0].params);
         assert!(matches!(
             run(&s, &mut State::default(), &c[2..], NOW),
             Decision::Wrong { .. }
@@ -393,11 +487,11 @@ mod tests {
     fn a_changed_period_does_not_make_every_new_code_a_replay() {
         // Accepted under 60-second steps, then the same key imported with 30-second steps.
         let mut s = secret(vec![]);
-        s.params = Params::new(crate::otp::Algorithm::Sha1, 6, 60).unwrap();
+        s.devices[0].params = Params::new(crate::otp::Algorithm::Sha1, 6, 60).unwrap();
         let mut st = keyed();
-        let c60 = totp_at_step(KEY, NOW / 60, &s.params).to_string();
+        let c60 = totp_at_step(KEY, NOW / 60, &s.devices[0].params).to_string();
         assert!(matches!(run(&s, &mut st, &c60, NOW), Decision::Accepted(_)));
-        s.params = Params::DEFAULT;
+        s.devices[0].params = Params::DEFAULT;
         let next_minute = (NOW / 60 + 1) * 60;
         assert!(
             matches!(
@@ -484,5 +578,105 @@ mod tests {
         let back = State::parse(&st.to_toml().unwrap()).unwrap();
         assert_eq!(back, st);
         assert!(st.to_toml().unwrap().starts_with("version = 2"));
+    }
+
+    const KEY2: &[u8] = b"abcdefghijabcdefghij";
+
+    fn hotp_at(key: &[u8], c: u64) -> String {
+        crate::otp::hotp(key, c, crate::otp::Algorithm::Sha1, 6).to_string()
+    }
+
+    #[test]
+    fn a_code_from_any_authenticator_is_accepted_and_each_has_its_own_replay_guard() {
+        let mut s = secret(vec![]);
+        s.devices.push(device("spare phone", Kind::Totp, KEY2));
+        let mut st = keyed();
+        let second = totp_at_step(KEY2, NOW / 30, &Params::DEFAULT).to_string();
+        assert_eq!(
+            run(&s, &mut st, &second, NOW),
+            Decision::Accepted(How::Totp {
+                step: NOW / 30,
+                device: "spare phone".into()
+            })
+        );
+        assert!(
+            matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Accepted(How::Totp { ref device, .. }) if device == "phone"),
+            "the first phone's code for the same step is still fresh"
+        );
+        assert!(matches!(run(&s, &mut st, &second, NOW + 1), Decision::Replay { .. }));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW), NOW + 1),
+            Decision::Replay { .. }
+        ));
+    }
+
+    #[test]
+    fn hotp_accepts_the_next_window_of_counters_and_never_an_earlier_one() {
+        let mut s = secret(vec![]);
+        s.devices = vec![device("token", Kind::Hotp, KEY2)];
+        let mut st = keyed();
+        assert!(
+            matches!(run(&s, &mut st, &hotp_at(KEY2, 10), NOW), Decision::Wrong { .. }),
+            "counter 10 is past a 10-code window from 0"
+        );
+        assert_eq!(
+            run(&s, &mut st, &hotp_at(KEY2, 9), NOW),
+            Decision::Accepted(How::Hotp {
+                counter: 9,
+                device: "token".into()
+            }),
+            "the last counter of the window"
+        );
+        for c in [9, 8, 0] {
+            assert!(
+                matches!(run(&s, &mut st, &hotp_at(KEY2, c), NOW), Decision::Replay { .. }),
+                "counter {c} is spent"
+            );
+        }
+        assert!(matches!(
+            run(&s, &mut st, &hotp_at(KEY2, 19), NOW),
+            Decision::Accepted(_)
+        ));
+        let dev = st.device(&st.device_id(KEY2)).unwrap().counter;
+        assert_eq!(dev, 20, "the state moves past the accepted counter");
+    }
+
+    #[test]
+    fn hotp_counter_in_the_file_can_move_forward_but_never_rewinds_the_state() {
+        let mut s = secret(vec![]);
+        s.devices = vec![device("token", Kind::Hotp, KEY2)];
+        s.devices[0].counter = 5;
+        let mut st = keyed();
+        assert!(!matches!(
+            run(&s, &mut st, &hotp_at(KEY2, 4), NOW),
+            Decision::Accepted(_)
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &hotp_at(KEY2, 5), NOW),
+            Decision::Accepted(_)
+        ));
+        s.devices[0].counter = 0; // the user edits their file back
+        assert!(matches!(
+            run(&s, &mut st, &hotp_at(KEY2, 5), NOW),
+            Decision::Replay { .. }
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &hotp_at(KEY2, 2), NOW),
+            Decision::Replay { .. }
+        ));
+    }
+
+    #[test]
+    fn six_and_eight_digit_authenticators_mix() {
+        let mut s = secret(vec![]);
+        let mut d8 = device("fob", Kind::Totp, KEY2);
+        d8.params = Params::new(crate::otp::Algorithm::Sha256, 8, 60).unwrap();
+        s.devices.push(d8.clone());
+        let mut st = keyed();
+        let c8 = totp_at_step(KEY2, NOW / 60, &d8.params).to_string();
+        assert!(
+            matches!(run(&s, &mut st, &c8, NOW), Decision::Accepted(How::Totp { ref device, .. }) if device == "fob")
+        );
+        assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Accepted(_)));
     }
 }

@@ -162,6 +162,7 @@ mod tests {
     fn only_accepted_succeeds_and_only_allowed_not_enrolled_is_ignored() {
         let all = [
             Outcome::Accepted(Accepted::Totp),
+            Outcome::Accepted(Accepted::Hotp),
             Outcome::Accepted(Accepted::Backup),
             Outcome::Accepted(Accepted::RememberedHost),
             Outcome::Accepted(Accepted::EnrolledAtLogin),
