@@ -20,6 +20,7 @@
 //! | `verify.rs` | the decision for one answer |
 //! | `login.rs` | one login attempt, start to finish; the [`login::Outcome`] |
 //! | `text.rs` | outside text made safe for a terminal |
+//! | `tokens.rs` | hardware token seed files (CSV, RFC 6030 PSKC) read into records |
 //! | `error.rs` | the error type |
 #![forbid(unsafe_code)]
 
@@ -42,4 +43,5 @@ pub mod secret;
 pub mod state;
 pub mod store;
 pub mod text;
+pub mod tokens;
 pub mod verify;

@@ -1,27 +1,45 @@
-//! `pam-totp enroll`: new secret, QR code, confirmation, save, backup codes.
+//! `pam-totp enroll`: new secret, QR code, confirmation, name, save, backup codes; with
+//! `--add`, another authenticator for an enrolled user (backup codes kept); with `--hotp`,
+//! a counter-based one.
 //!
 //! Output after the save can fail (a closed pipe: `pam-totp enroll --json | head -c0`):
 //! the error then says that the secret WAS saved, and what to do about what was not shown.
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use pam_totp_core::account::Account;
 use pam_totp_core::enroll::{
-    backup_code_lines, default_issuer, default_label, grouped, new_secret, otpauth_uri, save_secret, secret_path,
-    DEFAULT_BACKUP_CODES,
+    backup_code_lines, default_issuer, default_label, grouped, load_secret, new_device, new_secret, otpauth_uri,
+    save_secret, secret_path, DEFAULT_BACKUP_CODES, DEFAULT_DEVICE_NAME,
 };
 use pam_totp_core::error::{Error, FileProblem};
 use pam_totp_core::otp::{self, Algorithm, Params};
-use pam_totp_core::secret::SecretFile;
+use pam_totp_core::secret::{valid_device_name, Device, Kind, SecretFile, MAX_DEVICES};
 use zeroize::Zeroizing;
 
-use crate::context::{describe, json_line, safe, safe_path, Ctx};
+use crate::context::{describe, json_line, safe, safe_path, syslog, Ctx};
 use crate::qr::{self, QrMode};
+
+/// The default name of a counter-based authenticator (`--hotp`).
+pub const DEFAULT_HOTP_NAME: &str = "token";
 
 #[derive(Debug, clap::Args)]
 pub struct EnrollArgs {
     /// Enroll this user (root only for other users).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
+    /// Name of this authenticator, e.g. "work phone" (default: asked for in a terminal, else
+    /// "phone", or "token" with --hotp; "phone 2" ... when taken).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Add another authenticator to an existing enrollment (the others and the backup codes
+    /// keep working).
+    #[arg(long, conflicts_with = "force")]
+    add: bool,
+    /// Counter-based codes (HOTP, RFC 4226): a new code each time the app's button is
+    /// pressed, instead of every 30 seconds.
+    #[arg(long)]
+    hotp: bool,
     /// Issuer shown in the app (default: `issuer` in pam_totp.conf, else the host name).
     #[arg(long, value_name = "TEXT")]
     issuer: Option<String>,
@@ -40,31 +58,92 @@ pub struct EnrollArgs {
     /// Save without asking for a code from the app first.
     #[arg(long)]
     no_confirm: bool,
-    /// Replace an existing enrollment (the old app entry and backup codes stop working).
+    /// Replace an existing enrollment: one new authenticator and new backup codes (the old
+    /// authenticators and backup codes stop working).
     #[arg(long)]
     force: bool,
-    /// Print one JSON object (otpauth_uri, secret, backup_codes, file ...) and nothing else;
-    /// implies --no-confirm and --qr none.
+    /// Print one JSON object (otpauth_uri, secret, backup_codes, file, name, type ...) and
+    /// nothing else; implies --no-confirm and --qr none.
     #[arg(long)]
     json: bool,
+}
+
+/// `base`, else `base 2`, `base 3` ...: the first not taken in `existing` (ignoring case).
+pub fn unique_name(existing: Option<&SecretFile>, base: &str) -> String {
+    let taken = |n: &str| existing.is_some_and(|s| s.device(n).is_some());
+    if !taken(base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|i| format!("{base} {i}"))
+        .find(|n| !taken(n))
+        .unwrap_or_else(|| base.to_string())
+}
+
+/// Whether `name` can be used for a new authenticator next to `existing`.
+fn check_new_name(existing: Option<&SecretFile>, account: &Account, name: &str) -> Result<(), String> {
+    if !valid_device_name(name) {
+        return Err(format!(
+            "\"{}\" cannot name an authenticator: {}",
+            safe(name),
+            crate::devices::name_rule()
+        ));
+    }
+    if let Some(d) = existing.and_then(|s| s.device(name)) {
+        return Err(format!(
+            "{} already has an authenticator named \"{}\"; choose another --name (`pam-totp devices list` shows them)",
+            safe(&account.name),
+            safe(&d.name)
+        ));
+    }
+    Ok(())
 }
 
 pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     let account = ctx.target(a.user.as_deref(), "enroll")?;
     let path = secret_path(&ctx.cfg, &account);
-    if !a.force {
-        match pam_totp_core::enroll::load_secret(&path, &account) {
-            Ok(None) => {}
-            Ok(Some(_)) => {
-                return Err(format!(
-                    "{} is already enrolled ({}); use --force to replace it (the current app entry and backup codes will stop working)",
-                    safe(&account.name),
-                    safe_path(&path)
-                ))
-            }
-            Err(e) => return Err(format!("{e}; fix it or use --force to replace it")),
+    // The enrollment this one adds to (--add), or None for a new one.
+    let base: Option<SecretFile> = match load_secret(&path, &account) {
+        Ok(None) if a.add => {
+            return Err(format!(
+                "{} is not enrolled yet (no {}), so there is nothing to add to; run `pam-totp enroll` without --add",
+                safe(&account.name),
+                safe_path(&path)
+            ))
         }
+        Ok(None) => None,
+        Ok(Some(s)) if a.add => {
+            if s.devices.len() >= MAX_DEVICES {
+                return Err(format!(
+                    "{} already has {} authenticators, the most one user can have; remove one first (`pam-totp devices remove NAME`)",
+                    safe(&account.name),
+                    s.devices.len()
+                ));
+            }
+            Some(s)
+        }
+        Ok(Some(_)) if a.force => None,
+        Ok(Some(_)) => {
+            return Err(format!(
+                "{} is already enrolled ({}); use --add to add another authenticator, or --force to replace the enrollment (the current authenticators and backup codes will stop working)",
+                safe(&account.name),
+                safe_path(&path)
+            ))
+        }
+        Err(_) if a.force => None,
+        Err(e) if a.add => return Err(format!("{e}; fix it, or replace the whole enrollment with --force")),
+        Err(e) => return Err(format!("{e}; fix it or use --force to replace it")),
+    };
+    let kind = if a.hotp { Kind::Hotp } else { Kind::Totp };
+    let default_name = unique_name(
+        base.as_ref(),
+        if a.hotp { DEFAULT_HOTP_NAME } else { DEFAULT_DEVICE_NAME },
+    );
+    if let Some(n) = &a.name {
+        check_new_name(base.as_ref(), &account, n)?;
     }
+    // Asked for after the code is confirmed, as the user looks at the app's new entry.
+    let ask_name = a.name.is_none() && !a.json && std::io::stdin().is_terminal();
     // Before anything secret is shown: will we be able to save it?
     pam_totp_core::enroll::check_writable(&path, &account).map_err(|e| format!("could not save the secret: {e}"))?;
     let algorithm = match &a.algorithm {
@@ -79,31 +158,48 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     let params = Params::new(algorithm, digits, 30).ok_or("digits must be 6 or 8")?;
     let issuer = a.issuer.clone().unwrap_or_else(|| default_issuer(&ctx.cfg));
     let label = a.label.clone().unwrap_or_else(|| default_label(&account.name));
-    let (secret, codes) =
-        new_secret(params, &issuer, &label, ctx.now(), DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?;
-    let uri = otpauth_uri(&secret);
-    let b32 = otp::encode_base32(&secret.key);
+    let name = a.name.clone().unwrap_or_else(|| default_name.clone());
+    let mut device = new_device(&name, kind, params, &issuer, &label, ctx.now()).map_err(|e| e.to_string())?;
+    let uri = otpauth_uri(&device);
+    let b32 = otp::encode_base32(&device.key);
+    let adding = base.is_some();
 
     if a.json {
-        save(&path, &account, &secret, a.force)?;
+        let (secret, codes) = build(base, device.clone())?;
+        save(&path, &account, &secret, a.force || adding)?;
+        log_added(ctx, &account, &device, adding);
         let recorded = crate::admin::record_enrollment(ctx, &account);
-        let obj = serde_json::json!({
+        let mut obj = serde_json::json!({
             "user": account.name,
             "file": path,
+            "name": device.name,
+            "type": kind.name(),
             "otpauth_uri": uri.as_str(),
             "secret": b32.as_str(),
             "issuer": issuer,
             "label": label,
             "algorithm": algorithm.name(),
             "digits": digits,
-            "period": params.period(),
             "backup_codes": codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
         });
-        crate::context::print(&json_line(&obj)).map_err(|e| {
+        match kind {
+            Kind::Totp => obj["period"] = params.period().into(),
+            Kind::Hotp => obj["counter"] = device.counter.into(),
+        }
+        let line = Zeroizing::new(json_line(&obj));
+        crate::context::print(&line).map_err(|e| {
             format!(
-                "saved {}, but could not print the result: {}; the secret was not shown: replace it with `pam-totp enroll --force`{}",
+                "saved {}, but could not print the result: {}; the secret was not shown: {}{}",
                 safe_path(&path),
                 describe(&e),
+                if adding {
+                    format!(
+                        "remove it with `pam-totp devices remove \"{}\"` and add it again",
+                        safe(&device.name)
+                    )
+                } else {
+                    "replace it with `pam-totp enroll --force`".to_string()
+                },
                 also(&recorded)
             )
         })?;
@@ -123,15 +219,21 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         w(&mut out, &qr::render(&uri, a.qr.into(), ansi)?)?;
     }
     w(&mut out, &format!("Or add it by hand:  key {}", grouped(&b32).as_str()))?;
-    w(
-        &mut out,
-        &format!(
-            "                    time-based, {}, {} digits, every {} seconds",
+    let how = match kind {
+        Kind::Totp => format!(
+            "time-based, {}, {} digits, every {} seconds",
             algorithm.name(),
             digits,
             params.period()
         ),
-    )?;
+        Kind::Hotp => format!(
+            "counter-based, {}, {} digits, counter starting at {}",
+            algorithm.name(),
+            digits,
+            device.counter
+        ),
+    };
+    w(&mut out, &format!("                    {how}"))?;
     w(
         &mut out,
         &format!("Issuer: {}    Account: {}", safe(&issuer), safe(&label)),
@@ -140,14 +242,51 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     w(&mut out, "")?;
 
     if !a.no_confirm {
-        confirm(&mut out, &secret, ctx.now())?;
+        let used = confirm(&mut out, &device, ctx.cfg.hotp_window)?;
+        if kind == Kind::Hotp {
+            // The confirming code (and every one before it) is spent.
+            device.counter = used.saturating_add(1);
+        }
     }
-    save(&path, &account, &secret, a.force)?;
+    if ask_name {
+        device.name = ask_for_name(&mut out, base.as_ref(), &account, &default_name)?;
+    }
+    let (secret, codes) = build(base, device.clone())?;
+    save(&path, &account, &secret, a.force || adding)?;
+    log_added(ctx, &account, &device, adding);
     // The codes are shown even if this fails; its error comes after them.
     let recorded = crate::admin::record_enrollment(ctx, &account);
+    if adding {
+        let text = format!(
+            "Saved {}: \"{}\" added; {} authenticators: {}. Your backup codes are unchanged.\n\nDone. A code from any of them is accepted when you log in.",
+            safe_path(&path),
+            safe(&device.name),
+            secret.devices.len(),
+            secret
+                .devices
+                .iter()
+                .map(|d| format!("\"{}\"", safe(&d.name)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| {
+            format!(
+                "saved {} (\"{}\" added), but could not print the result: {}{}",
+                safe_path(&path),
+                safe(&device.name),
+                describe(&e),
+                also(&recorded)
+            )
+        })?;
+        return recorded;
+    }
     // After the save: one write, and an error that says the secret was saved.
     let codes_text = backup_code_lines(&codes);
-    let saved = format!("Saved {}.\n\n", safe_path(&path));
+    let saved = format!(
+        "Saved {} (authenticator \"{}\").\n\n",
+        safe_path(&path),
+        safe(&device.name)
+    );
     // Sized up front: no reallocation leaves a copy of the codes behind.
     let mut rest = Zeroizing::new(String::with_capacity(saved.len() + codes_text.len() + 512));
     rest.push_str(&saved);
@@ -166,6 +305,31 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     recorded
 }
 
+/// The file to save: `device` added to `base` (backup codes kept, none new), or a new
+/// enrollment with new backup codes (returned in clear, to show once).
+fn build(base: Option<SecretFile>, device: Device) -> Result<(SecretFile, Vec<Zeroizing<String>>), String> {
+    match base {
+        Some(mut s) => {
+            s.devices.push(device);
+            Ok((s, Vec::new()))
+        }
+        None => new_secret(device, DEFAULT_BACKUP_CODES).map_err(|e| e.to_string()),
+    }
+}
+
+/// An added authenticator changes an enrollment others may rely on: on record in syslog.
+fn log_added(ctx: &Ctx, account: &Account, device: &Device, adding: bool) {
+    if adding {
+        syslog(&format!(
+            "enroll: added authenticator \"{}\" ({}) for user={} by uid={}",
+            crate::devices::log_name(&device.name),
+            device.kind.name(),
+            account.name,
+            ctx.me.uid
+        ));
+    }
+}
+
 /// The error of recording the enrollment, to add to another error so neither is lost.
 fn also(recorded: &Result<(), String>) -> String {
     match recorded {
@@ -174,19 +338,14 @@ fn also(recorded: &Result<(), String>) -> String {
     }
 }
 
-fn save(
-    path: &std::path::Path,
-    account: &pam_totp_core::account::Account,
-    secret: &SecretFile,
-    force: bool,
-) -> Result<(), String> {
-    save_secret(path, account, secret, force).map_err(|e| match e {
+fn save(path: &std::path::Path, account: &Account, secret: &SecretFile, replace: bool) -> Result<(), String> {
+    save_secret(path, account, secret, replace).map_err(|e| match e {
         Error::File {
             problem: FileProblem::AlreadyExists,
             ..
         } => {
             format!(
-                "{} is already enrolled ({}); use --force to replace it",
+                "{} is already enrolled ({}); use --add to add another authenticator, or --force to replace the enrollment",
                 safe(&account.name),
                 safe_path(path)
             )
@@ -199,39 +358,125 @@ fn not_saved(e: std::io::Error) -> String {
     format!("cannot write to stdout: {}; nothing was saved", describe(&e))
 }
 
+fn read_answer(what: &str) -> Result<Option<Zeroizing<String>>, String> {
+    let mut line = Zeroizing::new(String::new());
+    let n = std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the {what}: {e}"))?;
+    Ok((n > 0).then_some(line))
+}
+
 /// Three tries to type the code the app shows; nothing is saved unless one matches.
-fn confirm(out: &mut std::io::StdoutLock<'_>, secret: &SecretFile, _start: u64) -> Result<(), String> {
-    let stdin = std::io::stdin();
-    let digits = secret.params.digits();
+/// Returns the time step (TOTP) or counter (HOTP: one of the first `hotp_window`) matched.
+fn confirm(out: &mut std::io::StdoutLock<'_>, device: &Device, hotp_window: u64) -> Result<u64, String> {
+    let p = &device.params;
+    let digits = p.digits();
     for tries_left in (0..3).rev() {
-        write!(out, "Enter the {digits}-digit code shown in the app to confirm: ")
-            .and_then(|()| out.flush())
-            .map_err(not_saved)?;
-        let mut line = Zeroizing::new(String::new());
-        let n = stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| format!("cannot read the code: {e}"))?;
-        if n == 0 {
+        let prompt = match device.kind {
+            Kind::Totp => format!("Enter the {digits}-digit code shown in the app to confirm: "),
+            Kind::Hotp => {
+                format!("Enter the {digits}-digit code the app shows now (press its button for one) to confirm: ")
+            }
+        };
+        write!(out, "{prompt}").and_then(|()| out.flush()).map_err(not_saved)?;
+        let Some(line) = read_answer("code")? else {
             return Err("no code entered; nothing was saved (use --no-confirm to skip the check)".into());
-        }
+        };
         let answer: Zeroizing<String> = Zeroizing::new(line.chars().filter(|c| !c.is_whitespace()).collect());
-        let now = pam_totp_core::clock::Clock::now(&pam_totp_core::clock::SystemClock);
-        let ok = answer.len() == digits as usize
-            && otp::find_step(&secret.key, &answer, secret.params.step_at(now), 1, &secret.params).is_some();
-        if ok {
+        let found = if answer.len() != digits as usize {
+            None
+        } else {
+            match device.kind {
+                Kind::Totp => {
+                    let now = pam_totp_core::clock::Clock::now(&pam_totp_core::clock::SystemClock);
+                    otp::find_step(&device.key, &answer, p.step_at(now), 1, p)
+                }
+                Kind::Hotp => otp::find_counter(
+                    &device.key,
+                    &answer,
+                    device.counter,
+                    device.counter + hotp_window.max(1) - 1,
+                    p.algorithm(),
+                    digits,
+                ),
+            }
+        };
+        if let Some(used) = found {
             writeln!(out, "Code confirmed.").map_err(not_saved)?;
-            return Ok(());
+            return Ok(used);
         }
         if tries_left > 0 {
+            let why = match device.kind {
+                Kind::Totp => format!("Codes change every {} seconds: type the one shown now", p.period()),
+                Kind::Hotp => format!(
+                    "It must be one of the first {} codes of this key: type the one the app shows now",
+                    hotp_window.max(1)
+                ),
+            };
             writeln!(
                 out,
-                "That code does not match. Codes change every {} seconds: type the one shown now ({tries_left} {} left).",
-                secret.params.period(),
+                "That code does not match. {why} ({tries_left} {} left).",
                 if tries_left == 1 { "try" } else { "tries" }
             )
             .map_err(not_saved)?;
         }
     }
-    Err("the code did not match three times; nothing was saved. Check that the phone sets its time automatically, then run `pam-totp enroll` again".into())
+    Err(match device.kind {
+        Kind::Totp => "the code did not match three times; nothing was saved. Check that the phone sets its time automatically, then run `pam-totp enroll` again",
+        Kind::Hotp => "the code did not match three times; nothing was saved. Check that the app added a counter-based entry, then run `pam-totp enroll` again",
+    }
+    .into())
+}
+
+/// "Name for this authenticator [phone]: " — an empty answer takes the default; a name that
+/// is invalid or taken is asked again (three tries).
+fn ask_for_name(
+    out: &mut std::io::StdoutLock<'_>,
+    base: Option<&SecretFile>,
+    account: &Account,
+    default: &str,
+) -> Result<String, String> {
+    for _ in 0..3 {
+        write!(out, "Name for this authenticator [{}]: ", safe(default))
+            .and_then(|()| out.flush())
+            .map_err(not_saved)?;
+        let Some(line) = read_answer("name")? else {
+            return Err("no name entered; nothing was saved (use --name NAME)".into());
+        };
+        let answer = line.trim();
+        if answer.is_empty() {
+            return Ok(default.to_string());
+        }
+        let problem = if !valid_device_name(answer) {
+            format!("That cannot name an authenticator: {}.", crate::devices::name_rule())
+        } else if let Some(d) = base.and_then(|s| s.device(answer)) {
+            format!(
+                "{} already has an authenticator named \"{}\"; choose another name.",
+                safe(&account.name),
+                safe(&d.name)
+            )
+        } else {
+            return Ok(answer.to_string());
+        };
+        writeln!(out, "{problem}").map_err(not_saved)?;
+    }
+    Err("no usable name given three times; nothing was saved (use --name NAME)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_count_up_past_taken_ones_ignoring_case() {
+        assert_eq!(unique_name(None, "phone"), "phone");
+        let mut d = new_device("Phone", Kind::Totp, Params::DEFAULT, "", "", 0).unwrap();
+        let (mut s, _) = new_secret(d.clone(), 0).unwrap();
+        assert_eq!(unique_name(Some(&s), "phone"), "phone 2");
+        d.name = "phone 2".into();
+        s.devices.push(d);
+        assert_eq!(unique_name(Some(&s), "phone"), "phone 3");
+        assert_eq!(unique_name(Some(&s), "token"), "token");
+    }
 }

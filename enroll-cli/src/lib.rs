@@ -5,6 +5,7 @@
 
 mod admin;
 mod context;
+mod devices;
 mod doctor;
 mod enroll;
 mod import;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "pam-totp", version, about = "Time-based one-time codes (TOTP) for Linux logins: enroll, status, backup codes, reset, unlock, import, doctor.", long_about = None)]
+#[command(name = "pam-totp", version, about = "One-time codes (TOTP and HOTP) for Linux logins: enroll, devices, status, backup codes, reset, unlock, import, doctor.", long_about = None)]
 pub struct Cli {
     /// Configuration file (default /etc/security/pam_totp.conf); use the same as the module line.
     /// Refused when run through sudo by a user other than root.
@@ -34,9 +35,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a secret, show it as a QR code, confirm a code from the app, save backup codes.
+    /// Create a secret, show it as a QR code, confirm a code from the app, save backup codes;
+    /// with --add, another authenticator for an enrolled user.
     Enroll(enroll::EnrollArgs),
-    /// Show whether a user is enrolled, their backup codes, lockout and last login.
+    /// List, remove or rename a user's authenticators (phones, spare phones, tokens).
+    Devices {
+        #[command(subcommand)]
+        action: devices::DevicesCmd,
+    },
+    /// Show whether a user is enrolled, their authenticators, backup codes, lockout and last
+    /// login.
     Status {
         /// The user to show (root only for other users).
         #[arg(long, value_name = "NAME")]
@@ -71,7 +79,7 @@ enum Command {
     /// the clock for the usual mistakes; exits non-zero if one would lock users out or let
     /// them in without a code.
     Doctor(doctor::DoctorArgs),
-    /// Import a secret from another TOTP module.
+    /// Import a secret from another TOTP module, or hardware tokens from a vendor's seed file.
     Import {
         #[command(subcommand)]
         from: import::ImportFrom,
@@ -83,6 +91,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
     let ctx = context::Ctx::new(cli.config.as_deref(), cli.state_dir.as_deref())?;
     match cli.command {
         Command::Enroll(args) => enroll::run(&ctx, args),
+        Command::Devices { action } => devices::run(&ctx, action),
         Command::Status { user, json } => status::run(&ctx, user.as_deref(), json),
         Command::BackupCodes { regenerate, user, json } => admin::backup_codes(&ctx, user.as_deref(), regenerate, json),
         Command::Reset { user } => admin::reset(&ctx, &user),

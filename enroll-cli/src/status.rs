@@ -43,27 +43,41 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
             ));
         }
         Ok(Some(s)) => {
+            // The first authenticator's fields stay at the top level, as before devices.
+            let first = &s.devices[0];
+            let created = s
+                .devices
+                .iter()
+                .map(|d| d.created)
+                .filter(|&t| t > 0)
+                .min()
+                .unwrap_or(0);
             j["enrolled"] = true.into();
-            j["created"] = s.created.into();
-            j["issuer"] = s.issuer.clone().into();
-            j["label"] = s.label.clone().into();
-            j["algorithm"] = s.params.algorithm().name().into();
-            j["digits"] = s.params.digits().into();
-            j["period"] = s.params.period().into();
+            j["created"] = created.into();
+            j["issuer"] = first.issuer.clone().into();
+            j["label"] = first.label.clone().into();
+            j["algorithm"] = first.params.algorithm().name().into();
+            j["digits"] = first.params.digits().into();
+            j["period"] = first.params.period().into();
+            j["devices"] = s
+                .devices
+                .iter()
+                .map(|d| crate::devices::device_json(d, state.as_ref()))
+                .collect::<Vec<_>>()
+                .into();
             j["backup_codes_total"] = s.backup_codes.len().into();
             lines.push(format!(
                 "Enrolled:         yes, {} ({})",
-                format_time(s.created),
+                format_time(created),
                 safe_path(&path)
             ));
             lines.push(format!(
-                "Codes:            {}, {} digits, every {} s; issuer \"{}\", account \"{}\"",
-                s.params.algorithm().name(),
-                s.params.digits(),
-                s.params.period(),
-                safe(&s.issuer),
-                safe(&s.label)
+                "Authenticators:   {} (`pam-totp devices list` shows them as a table)",
+                s.devices.len()
             ));
+            for d in &s.devices {
+                lines.push(format!("  {}", crate::devices::device_line(d, state.as_ref())));
+            }
             match &state {
                 Some(st) => {
                     let left = st.backup_codes_left(&s.backup_codes);

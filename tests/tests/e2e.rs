@@ -627,3 +627,48 @@ fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password
     let s = one_answer(&format!("{PASSWORD}{}", oathtool(&secret, now() + 30, "sha1", 6)));
     assert!(!logged_in(&s, &u), "locked: {}", s.transcript);
 }
+
+/// Several authenticators: an ssh login with the code of the user's second one (a spare
+/// phone), named in the log; its code is then spent, the first phone's still works.
+#[test]
+fn ssh_login_with_a_second_authenticators_code() {
+    let f = Fixture::new();
+    let pam_d = pam_sshd(
+        &f,
+        &format!("auth requisite pam_unix.so\nauth required {}", f.module("")),
+    );
+    let log = LogSink::new(&f);
+    let sshd = Sshd::start(
+        &f,
+        &pam_d,
+        "AuthenticationMethods keyboard-interactive",
+        Some(&log.path),
+    );
+    let (u, first) = enrolled_user(&f);
+    // The spare phone added as an administrator would: `pam-totp enroll --add`.
+    let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--add", "--name", "spare phone", "--json"]));
+    assert_eq!(rc, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&j);
+    assert_eq!(
+        (j["name"].as_str(), j["type"].as_str()),
+        (Some("spare phone"), Some("totp"))
+    );
+    let spare = j["secret"].as_str().unwrap().to_string();
+    let code = code_now(&spare);
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
+    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    assert!(
+        logged(
+            &log,
+            "accepted verification code from authenticator \"spare phone\"",
+            &u
+        ),
+        "{:?}",
+        log.lines(&[])
+    );
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
+    assert!(!logged_in(&s, &u), "replayed: {}", s.transcript);
+    let s = ssh(&f, &sshd, &u, None, PASSWORD, &code_now(&first));
+    assert!(logged_in(&s, &u), "{}", s.transcript);
+}

@@ -1,0 +1,908 @@
+//! Several named authenticators per user through the command line: `enroll --name/--add/
+//! --hotp`, `devices list|remove|rename`, `import tokens` (CSV, PSKC plain and encrypted),
+//! `import google-authenticator` of a counter-based file, `status` — each checked against the
+//! real module through libpam, with codes from oathtool.
+
+use pam_totp_tests::*;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// `oathtool --hotp -c COUNTER` with `digits` digits.
+fn hotp(key_b32: &str, counter: u64, digits: u32) -> String {
+    let out = run(
+        "oathtool",
+        &[
+            "--hotp",
+            "--base32",
+            &format!("--digits={digits}"),
+            &format!("--counter={counter}"),
+            key_b32,
+        ],
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Runs a command that must succeed; its stdout.
+fn ok(cmd: Command) -> String {
+    let desc = format!("{cmd:?}");
+    let (rc, out, err) = output(cmd);
+    assert_eq!(rc, 0, "{desc}: {err}");
+    out
+}
+
+/// Runs a command that must fail with one line on stderr containing `want`; that line.
+fn refused(cmd: Command, want: &str) -> String {
+    let desc = format!("{cmd:?}");
+    let (rc, out, err) = output(cmd);
+    assert_eq!(rc, 1, "{desc}: {out}{err}");
+    assert_eq!(err.lines().count(), 1, "{desc}: {err}");
+    assert!(err.contains(want), "{desc}: {err}");
+    err
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
+}
+
+/// `pam-totp enroll --user U --json ARGS` (as root); registers the secret and codes.
+fn enroll(f: &Fixture, u: &TestUser, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["enroll", "--user", &u.name, "--json"];
+    all.extend_from_slice(args);
+    let j = json(&ok(f.cli(&all)));
+    register_enrollment(&j);
+    j
+}
+
+fn devices(f: &Fixture, u: &TestUser) -> Vec<serde_json::Value> {
+    let j = json(&ok(f.cli(&["devices", "list", "--user", &u.name, "--json"])));
+    assert_eq!(j["user"], u.name.as_str());
+    j["devices"].as_array().unwrap().clone()
+}
+
+fn names(devices: &[serde_json::Value]) -> Vec<String> {
+    devices
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// A fixture with `(placeholder, value)` substitutions, written into the test's directory.
+fn fixture_copy(f: &Fixture, name: &str, subs: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(fixture(name)).unwrap();
+    for (from, to) in subs {
+        text = text.replace(from, to);
+    }
+    let p = f.root.join(format!(
+        "{}-{}",
+        random_hex(3),
+        Path::new(name).file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// The keys of the CSV fixtures (test keys; registered so no log line may show them).
+const FOB1: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+const TOKEN2: &str = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU";
+const DESK: &str = "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43U";
+const FOB2_NEW: &str = "ONSWG4TFORZWK3DPONSWG4TFORZWK3DP";
+const FOB1_NEW: &str = "GJUHIZLMNRXSA53POJWGIIDUN5XGKIDB";
+const SPARE: &str = "MZXW6YTBOIQHI2DFOJSSA3LPOJSSAYLO";
+
+fn register_fixture_keys() {
+    for k in [
+        FOB1,
+        TOKEN2,
+        DESK,
+        FOB2_NEW,
+        FOB1_NEW,
+        SPARE,
+        "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+    ] {
+        register_secret(k);
+    }
+}
+
+fn assert_private_and_owned(u: &TestUser) {
+    let md = std::fs::metadata(u.secret_path()).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.mode() & 0o777), (u.uid, u.gid, 0o600));
+}
+
+#[test]
+fn enroll_json_names_the_device_and_add_makes_a_second_one_the_module_accepts() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let first = enroll(&f, &u, &["--name", "work phone"]);
+    assert_eq!(
+        (first["name"].as_str(), first["type"].as_str()),
+        (Some("work phone"), Some("totp"))
+    );
+    assert_eq!(first["backup_codes"].as_array().unwrap().len(), 10);
+
+    let err = refused(
+        f.cli(&["enroll", "--user", &u.name, "--json", "--name", "spare"]),
+        "is already enrolled",
+    );
+    assert!(err.contains("--add") && err.contains("--force"), "{err}");
+
+    let spare = enroll(&f, &u, &["--add", "--name", "spare"]);
+    assert_eq!(
+        (spare["name"].as_str(), spare["type"].as_str()),
+        (Some("spare"), Some("totp"))
+    );
+    assert_eq!(spare["backup_codes"], serde_json::json!([]), "kept, not shown again");
+    assert_eq!(spare["period"], 30);
+    assert_ne!(spare["secret"], first["secret"]);
+    assert_private_and_owned(&u);
+
+    refused(
+        f.cli(&["enroll", "--user", &u.name, "--json", "--add", "--name", "SPARE"]),
+        "already has an authenticator named \"spare\"",
+    );
+    refused(
+        f.cli(&["enroll", "--user", &u.name, "--json", "--add", "--name", " spare2"]),
+        "cannot name an authenticator",
+    );
+    // Without --name: "phone", then "phone 2".
+    let third = enroll(&f, &u, &["--add"]);
+    let fourth = enroll(&f, &u, &["--add"]);
+    assert_eq!(
+        (third["name"].as_str(), fourth["name"].as_str()),
+        (Some("phone"), Some("phone 2"))
+    );
+    assert_eq!(names(&devices(&f, &u)), ["work phone", "spare", "phone", "phone 2"]);
+
+    // Codes from both keys, in the same time step: one replay guard each.
+    let a = code_now(first["secret"].as_str().unwrap());
+    let b = code_now(spare["secret"].as_str().unwrap());
+    let r = f.auth("svc", &u.name, &[&a]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    let r = f.auth("svc", &u.name, &[&b]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    assert!(r.logged(&["authenticator \"spare\""]), "{:?}", r.logs);
+    assert_eq!(
+        f.auth("svc", &u.name, &[&b]).rc,
+        PAM_AUTH_ERR,
+        "replay of the spare's code"
+    );
+    // The first enrollment's backup codes were kept.
+    let code = first["backup_codes"][0].as_str().unwrap();
+    assert_eq!(f.auth("svc", &u.name, &[code]).rc, PAM_SUCCESS);
+}
+
+#[test]
+fn enroll_add_is_refused_without_an_enrollment_and_past_sixteen_devices() {
+    let f = Fixture::new();
+    let u = TestUser::create();
+    refused(
+        f.cli(&["enroll", "--user", &u.name, "--json", "--add"]),
+        "is not enrolled yet",
+    );
+    assert!(!u.secret_path().exists());
+    enroll(&f, &u, &[]);
+    for _ in 1..16 {
+        enroll(&f, &u, &["--add"]);
+    }
+    assert_eq!(devices(&f, &u).len(), 16);
+    refused(
+        f.cli(&["enroll", "--user", &u.name, "--json", "--add"]),
+        "16 authenticators, the most one user can have",
+    );
+    let (rc, _, err) = output(f.cli(&["enroll", "--user", &u.name, "--add", "--force"]));
+    assert_eq!(rc, 2, "--add and --force conflict: {err}");
+    // --force still replaces everything: one device, new backup codes.
+    let j = enroll(&f, &u, &["--force", "--name", "new phone"]);
+    assert_eq!(j["backup_codes"].as_array().unwrap().len(), 10);
+    assert_eq!(names(&devices(&f, &u)), ["new phone"]);
+}
+
+#[test]
+fn enroll_add_hotp_gives_a_counter_uri_and_its_first_code_works_once() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    enroll(&f, &u, &[]);
+    let j = enroll(&f, &u, &["--add", "--hotp"]);
+    assert_eq!((j["name"].as_str(), j["type"].as_str()), (Some("token"), Some("hotp")));
+    let uri = j["otpauth_uri"].as_str().unwrap();
+    assert!(uri.starts_with("otpauth://hotp/"), "{uri}");
+    assert!(uri.ends_with("&counter=0"), "{uri}");
+    assert_eq!(j["counter"], 0);
+    let key = j["secret"].as_str().unwrap();
+    // --json confirms nothing, so counter 0 is still fresh.
+    let c0 = hotp(key, 0, 6);
+    let r = f.auth("svc", &u.name, &[&c0]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    assert!(r.logged(&["authenticator \"token\""]), "{:?}", r.logs);
+    assert_eq!(f.auth("svc", &u.name, &[&c0]).rc, PAM_AUTH_ERR, "counter 0 is spent");
+    assert_eq!(f.auth("svc", &u.name, &[&hotp(key, 1, 6)]).rc, PAM_SUCCESS);
+    let d = devices(&f, &u);
+    assert_eq!(
+        (d[1]["counter"].as_u64(), d[1]["next_counter"].as_u64()),
+        (Some(0), Some(2))
+    );
+}
+
+/// Reads `child`'s stdout until it ends with `prompt`; everything read.
+fn read_until(out: &mut impl Read, prompt: &str) -> String {
+    let mut seen = Vec::new();
+    let mut b = [0u8; 1];
+    while !seen.ends_with(prompt.as_bytes()) {
+        assert_eq!(
+            out.read(&mut b).unwrap(),
+            1,
+            "ended before {prompt:?}: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.push(b[0]);
+    }
+    String::from_utf8(seen).unwrap()
+}
+
+#[test]
+fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    // Not a terminal: no name prompt, only the code; the "app" was pressed 4 times.
+    let mut child = f
+        .cli(&["enroll", "--user", &u.name, "--hotp", "--qr", "none", "--digits", "8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let shown = read_until(&mut out, "to confirm: ");
+    assert!(shown.contains("counter-based, SHA1, 8 digits"), "{shown}");
+    let key = shown
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    register_secret(&key);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", hotp(&key, 12, 8)).unwrap();
+    let shown = read_until(&mut out, "to confirm: ");
+    assert!(
+        shown.contains("does not match"),
+        "counter 12 is past the 10-code window: {shown}"
+    );
+    writeln!(stdin, "{}", hotp(&key, 3, 8)).unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert!(
+        rest.contains("Code confirmed.") && rest.contains("authenticator \"token\""),
+        "{rest}"
+    );
+    let d = devices(&f, &u);
+    assert_eq!(d[0]["counter"], 4, "saved past the confirming counter");
+    for c in [3, 0] {
+        assert_eq!(
+            f.auth("svc", &u.name, &[&hotp(&key, c, 8)]).rc,
+            PAM_AUTH_ERR,
+            "counter {c}"
+        );
+    }
+    assert_eq!(f.auth("svc", &u.name, &[&hotp(&key, 4, 8)]).rc, PAM_SUCCESS);
+}
+
+#[test]
+fn interactive_enrollment_asks_for_a_name_and_an_empty_answer_takes_the_default() {
+    let f = Fixture::new();
+    let u = TestUser::create();
+    enroll(&f, &u, &["--name", "phone"]);
+    let cli = cli_path();
+    let conf = f.root.join("pam_totp.conf");
+    let state = f.state_dir();
+    let spawn = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            cli.to_str().unwrap().into(),
+            "--config".into(),
+            conf.to_str().unwrap().into(),
+            "--state-dir".into(),
+            state.to_str().unwrap().into(),
+            "enroll".into(),
+            "--user".into(),
+            u.name.clone(),
+            "--add".into(),
+            "--qr".into(),
+            "none".into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let args = spawn(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = expect_session(
+        &f,
+        &args,
+        &[
+            ("to confirm: ", TOTP_FROM_SCREEN),
+            // The more specific pattern first: expect tries them in order.
+            (
+                r#"named "phone"; choose another name\.\r?\nName for this authenticator \[phone 2\]: "#,
+                "Tablet, kitchen",
+            ),
+            (r"Name for this authenticator \[phone 2\]: ", "Phone"),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(s.exit, 0, "{}", s.transcript);
+    assert!(s.transcript.contains("\"Tablet, kitchen\" added"), "{}", s.transcript);
+    let s = expect_session(
+        &f,
+        &args,
+        &[
+            ("to confirm: ", TOTP_FROM_SCREEN),
+            (r"Name for this authenticator \[phone 2\]: ", ""),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(s.exit, 0, "{}", s.transcript);
+    assert_eq!(names(&devices(&f, &u)), ["phone", "Tablet, kitchen", "phone 2"]);
+    for d in devices(&f, &u) {
+        // The secrets were on the screen only; nothing to register but the file's.
+        assert_eq!(d["type"], "totp");
+    }
+    // --name skips the question.
+    let args = spawn(&["--name", "laptop"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = expect_session(&f, &args, &[("to confirm: ", TOTP_FROM_SCREEN)], &[], None);
+    assert_eq!(s.exit, 0, "{}", s.transcript);
+    assert!(
+        !s.transcript.contains("Name for this authenticator"),
+        "{}",
+        s.transcript
+    );
+}
+
+#[test]
+fn devices_list_shows_each_device_to_root_with_last_use_and_to_the_user_without() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let a = enroll(&f, &u, &["--name", "phone"]);
+    let h = enroll(&f, &u, &["--add", "--hotp", "--digits", "8"]);
+    let d = devices(&f, &u);
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0]["type"], "totp");
+    assert_eq!(
+        (
+            d[0]["algorithm"].as_str(),
+            d[0]["digits"].as_u64(),
+            d[0]["period"].as_u64()
+        ),
+        (Some("SHA1"), Some(6), Some(30))
+    );
+    assert!(d[0]["last_used"].is_null(), "{:?}", d[0]);
+    assert!(d[0].get("counter").is_none());
+    assert_eq!(
+        (
+            d[1]["type"].as_str(),
+            d[1]["algorithm"].as_str(),
+            d[1]["digits"].as_u64()
+        ),
+        (Some("hotp"), Some("SHA1"), Some(8))
+    );
+    assert_eq!(
+        (d[1]["counter"].as_u64(), d[1]["next_counter"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(d[1].get("period").is_none());
+    assert!(d[0]["created"].as_u64().unwrap() > 0);
+    assert_eq!(d[0]["label"], format!("{}@{}", u.name, a["issuer"].as_str().unwrap()));
+
+    assert_eq!(
+        f.auth("svc", &u.name, &[&code_now(a["secret"].as_str().unwrap())]).rc,
+        PAM_SUCCESS
+    );
+    let hk = h["secret"].as_str().unwrap();
+    assert_eq!(f.auth("svc", &u.name, &[&hotp(hk, 2, 8)]).rc, PAM_SUCCESS);
+    let d = devices(&f, &u);
+    let t = now();
+    for dev in &d {
+        let used = dev["last_used"].as_u64().unwrap();
+        assert!(used <= t && used + 60 > t, "{dev:?}");
+    }
+    assert_eq!(
+        (d[1]["counter"].as_u64(), d[1]["next_counter"].as_u64()),
+        (Some(0), Some(3))
+    );
+
+    // The user sees their devices, not the root-only state.
+    let j = json(&ok(f.cli_as(&u.name, &["devices", "list", "--json"])));
+    assert_eq!(names(j["devices"].as_array().unwrap()), ["phone", "token"]);
+    for dev in j["devices"].as_array().unwrap() {
+        assert!(
+            dev.get("last_used").is_none() && dev.get("next_counter").is_none(),
+            "{dev:?}"
+        );
+    }
+    let text = ok(f.cli(&["devices", "list", "--user", &u.name]));
+    assert!(text.contains("NAME") && text.contains("LAST USED"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("token") && l.contains("hotp") && l.contains("next 3")),
+        "{text}"
+    );
+    let text = ok(f.cli_as(&u.name, &["devices", "list"]));
+    assert!(!text.contains("LAST USED") && text.contains("phone"), "{text}");
+}
+
+#[test]
+fn rename_and_remove_take_effect_on_the_module_and_the_last_device_stays() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let a = enroll(&f, &u, &["--name", "phone"]);
+    let b = enroll(&f, &u, &["--add", "--name", "spare"]);
+    let out = ok(f.cli_as(&u.name, &["devices", "rename", "PHONE", "old phone"]));
+    assert!(out.contains("Renamed \"phone\" to \"old phone\""), "{out}");
+    refused(
+        f.cli_as(&u.name, &["devices", "rename", "old phone", "Spare"]),
+        "already has an authenticator named \"spare\"",
+    );
+    refused(
+        f.cli_as(&u.name, &["devices", "rename", "old phone", "a\u{1b}[2J"]),
+        "cannot name an authenticator",
+    );
+    refused(
+        f.cli_as(&u.name, &["devices", "rename", "nothing", "x"]),
+        "has no authenticator named \"nothing\"",
+    );
+    // A change of case only is a rename.
+    ok(f.cli(&["devices", "rename", "--user", &u.name, "spare", "Spare"]));
+    assert_eq!(names(&devices(&f, &u)), ["old phone", "Spare"]);
+    assert_private_and_owned(&u);
+
+    let r = f.auth("svc", &u.name, &[&code_now(a["secret"].as_str().unwrap())]);
+    assert!(r.logged(&["authenticator \"old phone\""]), "{:?}", r.logs);
+
+    let out = ok(f.cli(&["devices", "remove", "--user", &u.name, "OLD PHONE"]));
+    assert!(out.contains("Removed \"old phone\""), "{out}");
+    let t = now() + 30;
+    assert_eq!(
+        f.auth(
+            "svc",
+            &u.name,
+            &[&oathtool(a["secret"].as_str().unwrap(), t, "sha1", 6)]
+        )
+        .rc,
+        PAM_AUTH_ERR,
+        "the removed device's code"
+    );
+    assert_eq!(
+        f.auth("svc", &u.name, &[&code_now(b["secret"].as_str().unwrap())]).rc,
+        PAM_SUCCESS,
+        "the other's"
+    );
+    let err = refused(
+        f.cli_as(&u.name, &["devices", "remove", "spare"]),
+        "that would leave no authenticator",
+    );
+    assert!(err.contains(&format!("`pam-totp reset --user {}`", u.name)), "{err}");
+    assert_eq!(names(&devices(&f, &u)), ["Spare"]);
+}
+
+#[test]
+fn another_users_devices_are_root_only() {
+    let f = Fixture::new();
+    let u = TestUser::create();
+    let other = TestUser::create();
+    enroll(&f, &other, &["--name", "phone"]);
+    enroll(&f, &other, &["--add", "--name", "spare"]);
+    let before = std::fs::read(other.secret_path()).unwrap();
+    for args in [
+        vec!["devices", "list", "--user", &other.name],
+        vec!["devices", "remove", "spare", "--user", &other.name],
+        vec!["devices", "rename", "spare", "mine", "--user", &other.name],
+        vec!["enroll", "--add", "--json", "--user", &other.name],
+    ] {
+        refused(f.cli_as(&u.name, &args), "only root can");
+    }
+    assert_eq!(std::fs::read(other.secret_path()).unwrap(), before);
+    refused(f.cli_as(&u.name, &["devices", "list"]), "is not enrolled");
+}
+
+#[test]
+fn status_shows_the_devices_in_text_and_json() {
+    let f = Fixture::new();
+    let u = TestUser::create();
+    enroll(&f, &u, &["--name", "phone"]);
+    enroll(&f, &u, &["--add", "--hotp", "--name", "key fob"]);
+    let j = json(&ok(f.cli(&["status", "--user", &u.name, "--json"])));
+    assert_eq!(j["enrolled"], true);
+    assert_eq!(
+        (j["algorithm"].as_str(), j["digits"].as_u64()),
+        (Some("SHA1"), Some(6)),
+        "the first device's"
+    );
+    let d = j["devices"].as_array().unwrap();
+    assert_eq!(names(d), ["phone", "key fob"]);
+    assert_eq!(
+        (d[0]["type"].as_str(), d[1]["type"].as_str()),
+        (Some("totp"), Some("hotp"))
+    );
+    assert!(d[1]["last_used"].is_null() && d[1]["next_counter"] == 0, "{d:?}");
+    let text = ok(f.cli(&["status", "--user", &u.name]));
+    assert!(text.contains("Authenticators:   2"), "{text}");
+    assert!(
+        text.contains("\"phone\": totp, SHA1, 6 digits, every 30 s; added "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"key fob\": hotp, SHA1, 6 digits, counter 0; added "),
+        "{text}"
+    );
+    let text = ok(f.cli_as(&u.name, &["status"]));
+    assert!(
+        text.contains("\"key fob\": hotp") && !text.contains("last used"),
+        "{text}"
+    );
+    let j = json(&ok(f.cli_as(&u.name, &["status", "--json"])));
+    assert_eq!(j["devices"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn import_tokens_from_csv_writes_each_users_file_and_the_module_accepts_their_codes() {
+    register_fixture_keys();
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let (u1, u2) = (TestUser::create(), TestUser::create());
+    let csv = fixture_copy(
+        &f,
+        "devices/two-users.csv",
+        &[("@USER1@", &u1.name), ("@USER2@", &u2.name)],
+    );
+    let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
+    assert_eq!(rc, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{}: added \"fob 1\" (totp, SHA1, 6 digits)", u1.name),
+            format!(
+                "{}: added \"token 12345678\" (hotp, SHA1, 6 digits, from counter 5)",
+                u2.name
+            ),
+            format!("{}: added \"desk fob\" (totp, SHA256, 8 digits)", u2.name),
+            "3 tokens imported for 2 users; 0 refused.".to_string(),
+        ]
+    );
+    assert_no_secrets_in(&[out, err], &[]);
+    for u in [&u1, &u2] {
+        assert_private_and_owned(u);
+    }
+    let d = devices(&f, &u2);
+    assert_eq!(
+        (d[0]["type"].as_str(), d[0]["counter"].as_u64()),
+        (Some("hotp"), Some(5))
+    );
+    assert_eq!(f.auth("svc", &u1.name, &[&code_now(FOB1)]).rc, PAM_SUCCESS);
+    assert_eq!(
+        f.auth("svc", &u2.name, &[&hotp(TOKEN2, 4, 6)]).rc,
+        PAM_AUTH_ERR,
+        "before the file's counter"
+    );
+    assert_eq!(f.auth("svc", &u2.name, &[&hotp(TOKEN2, 5, 6)]).rc, PAM_SUCCESS);
+    assert_eq!(
+        f.auth("svc", &u2.name, &[&oathtool(DESK, now(), "sha256", 8)]).rc,
+        PAM_SUCCESS
+    );
+    // An import with no backup codes: the user has none until they make some.
+    let j = json(&ok(f.cli(&["status", "--user", &u1.name, "--json"])));
+    assert_eq!(j["backup_codes_total"], 0);
+}
+
+#[test]
+fn import_tokens_refuses_a_taken_name_without_force_and_writes_nothing_for_that_user() {
+    register_fixture_keys();
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let (u1, u2) = (TestUser::create(), TestUser::create());
+    let first = fixture_copy(
+        &f,
+        "devices/two-users.csv",
+        &[("@USER1@", &u1.name), ("@USER2@", &u2.name)],
+    );
+    ok(f.cli(&["import", "tokens", "--file", first.to_str().unwrap()]));
+    let before = std::fs::read(u1.secret_path()).unwrap();
+    let csv = fixture_copy(
+        &f,
+        "devices/replace.csv",
+        &[("@USER1@", &u1.name), ("@USER2@", &u2.name)],
+    );
+    let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "{}: line 5: refused: {} already has an authenticator named \"fob 1\" (--force replaces it)",
+            u1.name, u1.name
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{}: line 4: not imported (\"fob 2\")", u1.name)),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{}: added \"spare fob\"", u2.name)), "{out}");
+    assert!(
+        err.contains("1 token imported for 1 user; 1 refused, 1 more not imported with them"),
+        "{err}"
+    );
+    assert_no_secrets_in(&[out, err], &[]);
+    assert_eq!(std::fs::read(u1.secret_path()).unwrap(), before, "nothing half-written");
+    assert_eq!(names(&devices(&f, &u2)), ["token 12345678", "desk fob", "spare fob"]);
+
+    // With --force: "fob 1" replaced (the old key stops working), "fob 2" added. u2's
+    // "spare fob" is now taken, so --force replaces it with the same key.
+    let out = ok(f.cli(&["import", "tokens", "--force", "--file", csv.to_str().unwrap()]));
+    assert!(out.ends_with("3 tokens imported for 2 users; 0 refused.\n"), "{out}");
+    let d = devices(&f, &u1);
+    assert_eq!(names(&d), ["FOB 1", "fob 2"]);
+    assert_private_and_owned(&u1);
+    assert_eq!(f.auth("svc", &u1.name, &[&code_now(FOB1)]).rc, PAM_AUTH_ERR, "replaced");
+    assert_eq!(f.auth("svc", &u1.name, &[&code_now(FOB1_NEW)]).rc, PAM_SUCCESS);
+    assert_eq!(f.auth("svc", &u1.name, &[&hotp(FOB2_NEW, 0, 6)]).rc, PAM_SUCCESS);
+}
+
+#[test]
+fn import_tokens_from_a_malformed_file_names_the_entry_and_writes_nothing() {
+    register_fixture_keys();
+    register_secret("NOTBASE32SECRET0189");
+    let f = Fixture::new();
+    let u = TestUser::create();
+    let csv = fixture_copy(&f, "devices/malformed.csv", &[("@USER1@", &u.name)]);
+    let err = refused(
+        f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]),
+        "line 3: the secret is not base32",
+    );
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert_no_secrets_in(&[err], &[]);
+    assert!(!u.secret_path().exists());
+    // A truncated PSKC file, and one with a DOCTYPE.
+    for (name, want) in [
+        ("tokens/truncated.pskcxml", "not well-formed XML"),
+        ("tokens/doctype-entity.pskcxml", "DOCTYPE"),
+    ] {
+        let p = fixture_copy(&f, name, &[]);
+        let err = refused(f.cli(&["import", "tokens", "--file", p.to_str().unwrap()]), want);
+        assert_no_secrets_in(&[err], &[]);
+    }
+    // The format forced: a CSV file read as PSKC is not XML.
+    refused(
+        f.cli(&["import", "tokens", "--format", "pskc", "--file", csv.to_str().unwrap()]),
+        "not well-formed XML",
+    );
+    // An unknown user: that token refused, by line.
+    let bad = f.root.join("unknown-user.csv");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\nnosuchuser-ptt,fob,totp,{FOB1},,,,\n",
+            "user,name,type,secret,algorithm,digits,period,counter"
+        ),
+    )
+    .unwrap();
+    let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", bad.to_str().unwrap()]));
+    assert_eq!(rc, 1);
+    assert!(
+        out.contains("nosuchuser-ptt: line 2: refused: no such user: nosuchuser-ptt"),
+        "{out}"
+    );
+    assert!(err.contains("0 tokens imported for 0 users; 1 refused"), "{err}");
+    // Not a regular file, and too large.
+    refused(
+        f.cli(&["import", "tokens", "--file", "/dev/zero"]),
+        "is not a regular file",
+    );
+    let big = f.root.join("big.csv");
+    std::fs::write(&big, vec![b'#'; 1024 * 1024 + 1]).unwrap();
+    refused(
+        f.cli(&["import", "tokens", "--file", big.to_str().unwrap()]),
+        "at most 1048576 are read",
+    );
+}
+
+#[test]
+fn import_tokens_from_pskc_plain_and_encrypted_with_a_pre_shared_key() {
+    register_fixture_keys();
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let (u1, u2) = (TestUser::create(), TestUser::create());
+    // RFC 6030-layout fixtures of the token parser's tests, their UserIds made real users.
+    let plain = fixture_copy(
+        &f,
+        "tokens/totp-and-hotp.pskcxml",
+        &[
+            (">alice<", &format!(">{}<", u1.name)),
+            (">bob<", &format!(">{}<", u2.name)),
+        ],
+    );
+    let out = ok(f.cli(&["import", "tokens", "--file", plain.to_str().unwrap()]));
+    assert!(out.ends_with("2 tokens imported for 2 users; 0 refused.\n"), "{out}");
+    let d1 = devices(&f, &u1);
+    assert_eq!(
+        (
+            d1[0]["type"].as_str(),
+            d1[0]["algorithm"].as_str(),
+            d1[0]["digits"].as_u64()
+        ),
+        (Some("totp"), Some("SHA256"), Some(8))
+    );
+    let k1 = pam_totp_core::otp::encode_base32(b"12345678901234567890123456789012").to_string();
+    register_secret(&k1);
+    assert_eq!(
+        f.auth("svc", &u1.name, &[&oathtool(&k1, now(), "sha256", 8)]).rc,
+        PAM_SUCCESS
+    );
+    let d2 = devices(&f, &u2);
+    assert_eq!(
+        (d2[0]["type"].as_str(), d2[0]["counter"].as_u64()),
+        (Some("hotp"), Some(42))
+    );
+    let k2 = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    assert_eq!(f.auth("svc", &u2.name, &[&hotp(k2, 42, 6)]).rc, PAM_SUCCESS);
+
+    // RFC 6030 figure 6: an 8-digit HOTP key, AES-128-CBC under a pre-shared key, with a MAC.
+    let u3 = TestUser::create();
+    let enc = fixture_copy(
+        &f,
+        "tokens/rfc6030-figure6-userid.pskcxml",
+        &[(">alice<", &format!(">{}<", u3.name))],
+    );
+    let psk = f.root.join("psk.hex");
+    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let args = [
+        "import",
+        "tokens",
+        "--file",
+        enc.to_str().unwrap(),
+        "--psk-file",
+        psk.to_str().unwrap(),
+    ];
+    refused(f.cli(&args), "can be read by group or others (mode 0644)");
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused(f.cli(&args[..4]), "pre-shared key");
+    let out = ok(f.cli(&args));
+    assert!(
+        out.contains(&format!(
+            "{}: added \"token 987654321\" (hotp, SHA1, 8 digits)",
+            u3.name
+        )),
+        "{out}"
+    );
+    assert_private_and_owned(&u3);
+    assert_eq!(f.auth("svc", &u3.name, &[&hotp(k2, 0, 8)]).rc, PAM_SUCCESS);
+    assert_eq!(f.auth("svc", &u3.name, &[&hotp(k2, 0, 8)]).rc, PAM_AUTH_ERR);
+    // A wrong key: the MAC does not match, nothing written.
+    let u4 = TestUser::create();
+    let enc4 = fixture_copy(
+        &f,
+        "tokens/rfc6030-figure6-userid.pskcxml",
+        &[(">alice<", &format!(">{}<", u4.name))],
+    );
+    std::fs::write(&psk, "00000000000000000000000000000000\n").unwrap();
+    refused(
+        f.cli(&[
+            "import",
+            "tokens",
+            "--file",
+            enc4.to_str().unwrap(),
+            "--psk-file",
+            psk.to_str().unwrap(),
+        ]),
+        "nothing was imported",
+    );
+    assert!(!u4.secret_path().exists());
+}
+
+#[test]
+fn import_tokens_is_root_only() {
+    register_fixture_keys();
+    let f = Fixture::new();
+    let u = TestUser::create();
+    let csv = fixture_copy(
+        &f,
+        "devices/two-users.csv",
+        &[("@USER1@", &u.name), ("@USER2@", &u.name)],
+    );
+    std::fs::set_permissions(&csv, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(
+        f.cli_as(&u.name, &["import", "tokens", "--file", csv.to_str().unwrap()]),
+        "only root can import tokens",
+    );
+    assert!(!u.secret_path().exists());
+}
+
+#[test]
+fn a_counter_based_google_authenticator_file_imports_with_its_counter() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    // The real command, as the user, counter-based.
+    let status = Command::new("runuser")
+        .args(["-u", &u.name, "--", "google-authenticator"])
+        .args(["-c", "-f", "-w", "3", "-u", "-e", "2", "-Q", "NONE", "-q", "-C"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(u.home.join(".google_authenticator")).unwrap();
+    let key = text.lines().next().unwrap().to_string();
+    register_secret(&key);
+    let counter: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("\" HOTP_COUNTER "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // google-authenticator starts at 1 and its module accepts HOTP_COUNTER .. +WINDOW_SIZE-1.
+    assert_eq!(counter, 1);
+    let scratch: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    for s in &scratch {
+        register_secret(s);
+    }
+    let out = ok(f.cli_as(&u.name, &["import", "google-authenticator"]));
+    assert!(out.contains("counter-based (HOTP), next counter 1"), "{out}");
+    assert!(out.contains("2 scratch codes became backup codes"), "{out}");
+    let d = devices(&f, &u);
+    assert_eq!(
+        (d[0]["name"].as_str(), d[0]["type"].as_str(), d[0]["counter"].as_u64()),
+        (Some("phone"), Some("hotp"), Some(1))
+    );
+    assert_eq!(
+        f.auth("svc", &u.name, &[&hotp(&key, counter - 1, 6)]).rc,
+        PAM_AUTH_ERR,
+        "before HOTP_COUNTER"
+    );
+    assert_eq!(f.auth("svc", &u.name, &[&hotp(&key, counter, 6)]).rc, PAM_SUCCESS);
+    assert_eq!(
+        f.auth("svc", &u.name, &[&hotp(&key, counter, 6)]).rc,
+        PAM_AUTH_ERR,
+        "once"
+    );
+    assert_eq!(f.auth("svc", &u.name, &[&hotp(&key, counter + 1, 6)]).rc, PAM_SUCCESS);
+    assert_eq!(f.auth("svc", &u.name, &[scratch[0]]).rc, PAM_SUCCESS);
+    // Importing the same file again (another name) cannot rewind the counter: the state
+    // remembers it per key.
+    let out = ok(f.cli_as(
+        &u.name,
+        &["import", "google-authenticator", "--force", "--name", "old phone"],
+    ));
+    assert!(out.contains("next counter 1"), "{out}");
+    assert_eq!(names(&devices(&f, &u)), ["old phone"]);
+    assert_eq!(
+        f.auth("svc", &u.name, &[&hotp(&key, counter + 1, 6)]).rc,
+        PAM_AUTH_ERR,
+        "spent before the re-import"
+    );
+    assert_eq!(f.auth("svc", &u.name, &[&hotp(&key, counter + 2, 6)]).rc, PAM_SUCCESS);
+    refused(
+        f.cli_as(
+            &u.name,
+            &["import", "google-authenticator", "--force", "--name", "bad\u{7}name"],
+        ),
+        "cannot name an authenticator",
+    );
+}
