@@ -234,6 +234,42 @@ pub fn check_stack(service: &str, stack: &Stack, findings: &mut Vec<Finding>) ->
         ));
     }
 
+    // A refused code (a wrong one, or a cancelled prompt: Ctrl-D at `login`) that does not
+    // stop the stack, and a wrong password that does not: both found by following every way
+    // through the stack, so controls like [success=ok auth_err=die default=ignore] (which let
+    // PAM_CONV_ERR through) are caught, not only the keywords. Reported once per line.
+    let already = |findings: &[Finding], at: &str| {
+        findings
+            .iter()
+            .any(|f| f.severity == Severity::Error && f.location.as_deref() == Some(at))
+    };
+    if let Some(t) = stack.success_despite_refused_code() {
+        if !already(findings, &t.location) {
+            findings.push(finding(
+                Severity::Error,
+                "refused-code-ignored",
+                format!(
+                    "{service}: the stack can succeed although pam_totp refused the login: {} ({}) lets a {} through; give pam_totp `required` (or [success=ok default=die]) and no jump past it",
+                    t.module, t.control, t.on
+                ),
+                Some(t.location),
+            ));
+        }
+    }
+    if let Some(t) = stack.success_with_wrong_password() {
+        if !already(findings, &t.location) {
+            findings.push(finding(
+                Severity::Error,
+                "wrong-password-logs-in",
+                format!(
+                    "{service}: a wrong password with a right code logs in: {} ({}) lets its failure ({}) through; make it `requisite` or [success=ok default=die] (pam-auth-update's layout: [success=1 default=ignore] followed by `requisite pam_deny.so`)",
+                    t.module, t.control, t.on
+                ),
+                Some(t.location),
+            ));
+        }
+    }
+
     // The forward_pass layout (finding 3).
     for (i, p) in stack.forward_pass_problems() {
         let f = &lines[i];
@@ -676,5 +712,49 @@ mod tests {
         let mut f = Vec::new();
         check_sshd(&nopam, false, &mut f);
         assert!(f.is_empty(), "no sshd findings when pam_totp is not used for sshd");
+    }
+
+    #[test]
+    fn a_cancelled_prompt_or_an_ignored_password_failure_is_an_error() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "auth requisite pam_unix.so\nauth [success=ok auth_err=die default=ignore] pam_totp.so\n",
+                "refused-code-ignored",
+            ),
+            (
+                "auth [success=ok default=ignore] pam_unix.so\nauth required pam_totp.so\n",
+                "wrong-password-logs-in",
+            ),
+            (
+                "auth required pam_totp.so forward_pass\nauth [success=ok default=ignore] pam_unix.so use_first_pass\nauth required pam_totp.so\n",
+                "wrong-password-logs-in",
+            ),
+        ];
+        for (text, check) in cases {
+            let t = text.to_string();
+            let stack = pamstack::load("svc", &move |n: &str| (n == "svc").then(|| t.clone())).unwrap();
+            let mut f = Vec::new();
+            check_stack("svc", &stack, &mut f);
+            assert!(
+                f.iter().any(|x| x.check == *check && x.severity == Severity::Error),
+                "{text}: {f:?}"
+            );
+        }
+        // The good layouts stay clean of both.
+        for text in [
+            "auth requisite pam_unix.so\nauth required pam_totp.so\n",
+            "auth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\nauth required pam_permit.so\nauth required pam_totp.so nullok\n",
+            "auth required pam_totp.so forward_pass\nauth requisite pam_unix.so use_first_pass\nauth required pam_totp.so\n",
+            "auth required pam_totp.so\n",
+        ] {
+            let t = text.to_string();
+            let stack = pamstack::load("svc", &move |n: &str| (n == "svc").then(|| t.clone())).unwrap();
+            let mut f = Vec::new();
+            check_stack("svc", &stack, &mut f);
+            assert!(
+                !f.iter().any(|x| x.check == "refused-code-ignored" || x.check == "wrong-password-logs-in"),
+                "{text}: {f:?}"
+            );
+        }
     }
 }

@@ -59,6 +59,9 @@ pub struct KeptCode {
 
 #[derive(Clone, PartialEq, Eq)]
 pub enum Kept {
+    /// The user had no secret file: the next line applies nullok/enforce_after (and says
+    /// so), but does not enroll — enrollment through a forward_pass stack is not offered.
+    NotEnrolled,
     /// The code was right and is spent; the next line only has to see that the password
     /// module let the user through.
     Accepted(Accepted),
@@ -71,6 +74,7 @@ impl std::fmt::Debug for Kept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Kept::Accepted(a) => f.debug_tuple("Accepted").field(a).finish(),
+            Kept::NotEnrolled => f.write_str("NotEnrolled"),
             Kept::Pending(_) => f.write_str("Pending(<redacted>)"),
         }
     }
@@ -259,15 +263,19 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         );
         return Outcome::Accepted(*how);
     }
+    let after_split = kept.is_some();
     let pending = kept.and_then(|k| match k.verdict {
         Kept::Pending(code) => Some(code),
-        Kept::Accepted(_) => None,
+        Kept::Accepted(_) | Kept::NotEnrolled => None,
     });
 
     let path = expand_template(&cfg.secret, &account.name, &account.home);
     let secret = match load_secret(&path, &account) {
         Ok(Some(s)) => s,
-        Ok(None) => return not_enrolled(&mut cx, &cfg, req, &account, &path, clock, false),
+        Ok(None) => {
+            let mode = if after_split { Mode::AfterSplit } else { Mode::Prompting };
+            return not_enrolled(&mut cx, &cfg, req, &account, &path, clock, mode);
+        }
         Err(e) => {
             cx.log(Level::Err, &format!("refused: secret file: {e}"));
             return Outcome::BadSecretFile;
@@ -327,6 +335,17 @@ fn account_for<H: Host>(cx: &mut Ctx<'_, H>, accounts: &dyn Accounts, req: &Requ
     Some(account)
 }
 
+/// Where [`not_enrolled`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A line that prompts for the code itself.
+    Prompting,
+    /// The forward_pass line.
+    Split,
+    /// The line after the password module, behind a forward_pass line.
+    AfterSplit,
+}
+
 fn not_enrolled<H: Host>(
     cx: &mut Ctx<'_, H>,
     cfg: &Config,
@@ -334,10 +353,12 @@ fn not_enrolled<H: Host>(
     account: &Account,
     path: &Path,
     clock: &dyn Clock,
-    split_line: bool,
+    mode: Mode,
 ) -> Outcome {
     // On the forward_pass line nobody has proven the password yet: say nothing to the user
-    // (the line after the password module repeats the decision and says it) and never enroll.
+    // (the line after the password module repeats the decision and says it); neither line of
+    // a forward_pass stack enrolls.
+    let split_line = mode == Mode::Split;
     let say = |cx: &mut Ctx<'_, H>, error: bool, text: &str| match (split_line, error) {
         (true, _) => {}
         (false, true) => cx.host.error_msg(text),
@@ -389,10 +410,10 @@ fn not_enrolled<H: Host>(
             return Outcome::NotEnrolledAllowed;
         }
     }
-    if cfg.enroll_on_login && split_line {
+    if cfg.enroll_on_login && mode != Mode::Prompting {
         cx.log(
             Level::Notice,
-            "enroll_on_login is not offered on a forward_pass line (the password is not verified yet)",
+            "enroll_on_login is not offered through a forward_pass stack (one answer carries the password and the code)",
         );
     } else if cfg.enroll_on_login {
         match password_gate(req) {
@@ -570,24 +591,40 @@ fn enroll_at_login<H: Host>(
     Outcome::Accepted(Accepted::EnrolledAtLogin)
 }
 
-/// Splits "password + code" into (password, code) candidates: the last `digits`
-/// characters (a TOTP code), or the last 11/10/8 (a backup code with or without hyphen,
-/// an imported scratch code). The first candidate is the TOTP split.
-fn forward_pass_candidates<'a>(answer: &'a str, digits: &[usize]) -> Vec<(&'a str, &'a str)> {
-    let mut out = Vec::new();
-    for &n in digits.iter().chain(&[11, 10, 8]) {
-        if answer.len() >= n
-            && answer.is_char_boundary(answer.len() - n)
-            && !out.iter().any(|(_, c): &(&str, &str)| c.len() == n)
-        {
-            let (pw, code) = answer.split_at(answer.len() - n);
-            out.push((pw, code));
+/// Splits "password + code" into (password, code) by syntax alone — never by trying which
+/// split holds a right code: the code must be decided on the one split whose password the
+/// password module then checks, or someone with the password could test codes on a split
+/// whose password part is wrong, where no failure is ever counted. The rule:
+/// an answer ending in a backup code `xxxxx-xxxxx` (with its hyphen) splits there; else at
+/// `digits` (the longest code length the user's authenticators use whose characters at the
+/// end are all digits, else the shortest). Not supported here: backup codes typed without the
+/// hyphen, and 8-digit imported scratch codes for users with 6-digit codes (ambiguous with a
+/// password ending in digits) — they work where the code has its own prompt.
+fn forward_pass_split(answer: &str, digits: usize) -> (&str, &str) {
+    let n = answer.len();
+    let tail = |k: usize| (n >= k && answer.is_char_boundary(n - k)).then(|| answer.split_at(n - k));
+    if let Some((pw, code)) = tail(11) {
+        let b = code.as_bytes();
+        let crockford = |c: &u8| c.is_ascii_alphanumeric() && !matches!(c.to_ascii_lowercase(), b'u');
+        if b[5] == b'-' && b[..5].iter().all(crockford) && b[6..].iter().all(crockford) {
+            return (pw, code);
         }
     }
-    if out.is_empty() {
-        out.push((answer, ""));
-    }
-    out
+    tail(digits).unwrap_or((answer, ""))
+}
+
+/// The code length to split at for `secret`'s authenticators: the longest one whose
+/// characters at the end of `answer` are all digits, else the shortest.
+fn split_digits(answer: &str, secret: &SecretFile) -> usize {
+    let mut sorted = secret.digit_counts();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let all_digits =
+        |d: usize| answer.len() >= d && answer.as_bytes()[answer.len() - d..].iter().all(u8::is_ascii_digit);
+    sorted
+        .iter()
+        .copied()
+        .find(|&d| all_digits(d))
+        .unwrap_or_else(|| sorted.iter().copied().min().unwrap_or(6))
 }
 
 /// The forward_pass line: one prompt for password and code, the same for every user
@@ -625,7 +662,12 @@ fn split_line<H: Host>(
     let secret = match load_secret(&path, &account) {
         Ok(Some(s)) => s,
         Ok(None) => {
-            let outcome = not_enrolled(cx, cfg, req, &account, &path, clock, true);
+            let _ = cx.host.keep_code(Some(KeptCode {
+                user: account.name.clone(),
+                at: clock.now(),
+                verdict: Kept::NotEnrolled,
+            }));
+            let outcome = not_enrolled(cx, cfg, req, &account, &path, clock, Mode::Split);
             return whole(cx, outcome);
         }
         Err(e) => {
@@ -640,14 +682,16 @@ fn split_line<H: Host>(
             return whole(cx, Outcome::StateUnavailable);
         }
     };
-    let splits = forward_pass_candidates(&answer, &secret.digit_counts());
-    let codes: Vec<&str> = splits.iter().map(|(_, c)| *c).collect();
+    let (pw_part, code_part) = forward_pass_split(&answer, split_digits(&answer, &secret));
     let rhost = req.rhost.filter(|h| !h.is_empty());
     let now = clock.now();
     let result = store.update(&account.name, |st| {
         let enrollment = st.enrollment_id(&secret);
-        let remembered = cfg.remember > 0 && rhost.is_some_and(|h| st.is_remembered(h, req.service, &enrollment, now));
-        let (d, i) = decide(&policy(cfg), &secret, st, &codes, now, Count::Nothing);
+        let (d, i) = decide(&policy(cfg), &secret, st, &[code_part], now, Count::Nothing);
+        // A remembered host does not get past a lockout.
+        let remembered = !matches!(d, Decision::LockedOut { .. })
+            && cfg.remember > 0
+            && rhost.is_some_and(|h| st.is_remembered(h, req.service, &enrollment, now));
         if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
             st.remember(h, req.service, &enrollment, now.saturating_add(cfg.remember), now);
         }
@@ -667,7 +711,7 @@ fn split_line<H: Host>(
             cx.log(Level::Err, &format!("refused: could not record the attempt: {e}"));
             return whole(cx, Outcome::StateUnavailable);
         }
-        Ok((Decision::Accepted(how), i, _)) => {
+        Ok((Decision::Accepted(how), _, _)) => {
             let what = describe_accepted(&how);
             let how = match how {
                 How::Totp { .. } => Accepted::Totp,
@@ -685,7 +729,7 @@ fn split_line<H: Host>(
                 Level::Info,
                 &format!("accepted {what} at the forward_pass line; the password is checked next"),
             );
-            (splits[i].0, Outcome::Accepted(how))
+            (pw_part, Outcome::Accepted(how))
         }
         Ok((_, _, true)) => {
             if !keep(cx, Kept::Accepted(Accepted::RememberedHost)) {
@@ -700,7 +744,7 @@ fn split_line<H: Host>(
         }
         Ok((d, _, false)) => {
             // The most likely split: the last `digits` characters are the code.
-            let code = Zeroizing::new(splits[0].1.to_string());
+            let code = Zeroizing::new(code_part.to_string());
             if !keep(cx, Kept::Pending(code)) {
                 cx.log(
                     Level::Err,
@@ -717,7 +761,7 @@ fn split_line<H: Host>(
                 Decision::LockedOut { .. } => Outcome::LockedOut,
                 _ => Outcome::WrongCode,
             };
-            (splits[0].0, outcome)
+            (pw_part, outcome)
         }
     };
     if cx.host.set_authtok(pw).is_err() {

@@ -105,6 +105,9 @@ use std::collections::HashSet;
 pub const MAX_DEPTH: usize = 8;
 /// So do more auth lines than this (after includes).
 pub const MAX_LINES: usize = 4096;
+/// Physical lines this long (with the newline: 1024 bytes, libpam's fgets buffer) or longer
+/// make a file unprovable.
+pub const MAX_PHYSICAL_LINE: usize = 1023;
 
 /// libpam's return values, in `pam_tokens.h` order (index = value).
 const RETURNS: [&str; 32] = [
@@ -146,6 +149,8 @@ const PERM_DENIED: usize = 6;
 const AUTH_ERR: usize = 7;
 const NEW_AUTHTOK_REQD: usize = 12;
 const IGNORE: usize = 25;
+const SERVICE_ERR: usize = 3;
+const CONV_ERR: usize = 19;
 const INCOMPLETE: usize = 31;
 
 /// A set of return values (bit i = value i).
@@ -530,6 +535,16 @@ impl Loader<'_> {
         if text.contains('\0') {
             self.note(format!("{name}: holds a NUL byte"));
             return false;
+        }
+        // libpam 1.5.2 (Debian 12) reads a file in 1024-byte fgets chunks: the rest of a
+        // longer physical line, even inside a comment, is read as a line of its own. Which
+        // libpam reads the file is not known here, so such a file proves nothing.
+        if let Some(n) = text.split('\n').position(|l| l.len() >= MAX_PHYSICAL_LINE) {
+            self.note(format!(
+                "{name}:{}: the line is {} bytes or longer; libpam may read its end as a line of its own",
+                n + 1,
+                MAX_PHYSICAL_LINE
+            ));
         }
         let (lines, complete) = logical_lines(&text);
         for (n, line) in lines {
@@ -1127,6 +1142,113 @@ impl Stack {
         })
     }
 
+    /// A way to overall success although every pam_totp line that checks codes refused —
+    /// a wrong code, a failed or cancelled conversation (Ctrl-D at the prompt), an internal
+    /// error: a control that ignores one of those, or a `done`/jump past pam_totp. Returns
+    /// the line whose action lets it through. (pam_rootok's success, a caller who is root
+    /// already, excepted.)
+    pub fn success_despite_refused_code(&self) -> Option<Through> {
+        if !self.lines.iter().any(Line::is_checking_totp) {
+            return None;
+        }
+        struct Q {
+            found: Option<Vec<Step>>,
+        }
+        impl Question for Q {
+            fn returns(&self, stack: &Stack, i: usize) -> Codes {
+                let l = &stack.lines[i];
+                if l.is_checking_totp() {
+                    bit(AUTH_ERR) | bit(CONV_ERR) | bit(SERVICE_ERR)
+                } else if l.is("pam_rootok.so") {
+                    ANY & !bit(SUCCESS)
+                } else {
+                    any_returns(l)
+                }
+            }
+            fn visit(&mut self, _: &Stack, _: usize, flags: u8, _: Trace<'_>) -> Visit {
+                Visit::Go(flags)
+            }
+            fn end(&mut self, success: bool, _: u8, trace: Trace<'_>) {
+                if success && self.found.is_none() {
+                    self.found = Some(trace());
+                }
+            }
+            fn done(&self) -> bool {
+                self.found.is_some()
+            }
+        }
+        let mut q = Q { found: None };
+        self.walk(&mut q);
+        let trace = q.found?;
+        // The pam_totp step whose failure was not final, else the jump that skipped it.
+        let step = trace
+            .iter()
+            .find(|s| self.lines[s.line].is_checking_totp() && !matches!(s.action, Action::Bad | Action::Die))
+            .or_else(|| {
+                trace.iter().find(|s| {
+                    s.skipped
+                        .is_some_and(|(a, b)| (a..=b).any(|i| self.lines[i].is_checking_totp()))
+                })
+            })
+            .or_else(|| trace.iter().rev().find(|s| s.skipped.is_some()))?;
+        Some(self.through(step))
+    }
+
+    /// A way to overall success when every password module fails (a wrong password; a right
+    /// code, if pam_totp runs, succeeds): a password module whose failure is ignored, or a
+    /// jump around it. None when the stack has no password module (ssh key + code).
+    pub fn success_with_wrong_password(&self) -> Option<Through> {
+        if !self.lines.iter().any(Line::is_password_module) {
+            return None;
+        }
+        struct Q {
+            found: Option<Vec<Step>>,
+        }
+        impl Question for Q {
+            fn returns(&self, stack: &Stack, i: usize) -> Codes {
+                let l = &stack.lines[i];
+                if l.is_password_module() {
+                    let ignore = if l.ignore_reason().is_some() { bit(IGNORE) } else { 0 };
+                    FAILURES | ignore
+                } else if l.is("pam_rootok.so") {
+                    ANY & !bit(SUCCESS)
+                } else {
+                    any_returns(l)
+                }
+            }
+            fn visit(&mut self, _: &Stack, _: usize, flags: u8, _: Trace<'_>) -> Visit {
+                Visit::Go(flags)
+            }
+            fn end(&mut self, success: bool, _: u8, trace: Trace<'_>) {
+                if success && self.found.is_none() {
+                    self.found = Some(trace());
+                }
+            }
+            fn done(&self) -> bool {
+                self.found.is_some()
+            }
+        }
+        let mut q = Q { found: None };
+        self.walk(&mut q);
+        let trace = q.found?;
+        let step = trace
+            .iter()
+            .find(|s| self.lines[s.line].is_password_module() && !matches!(s.action, Action::Bad | Action::Die))
+            .or_else(|| trace.iter().find(|s| s.skipped.is_some()))
+            .or_else(|| trace.iter().find(|s| self.lines[s.line].is_password_module()))?;
+        Some(self.through(step))
+    }
+
+    fn through(&self, s: &Step) -> Through {
+        let l = &self.lines[s.line];
+        Through {
+            location: l.location.clone(),
+            module: l.module().unwrap_or("?").to_string(),
+            control: l.control.text.clone(),
+            on: RETURNS[s.code],
+        }
+    }
+
     /// For each `forward_pass` pam_totp line, what is wrong with the layout around it:
     /// (line index, problem). See [`ForwardProblem`].
     pub fn forward_pass_problems(&self) -> Vec<(usize, ForwardProblem)> {
@@ -1184,6 +1306,16 @@ impl Stack {
         }
         out
     }
+}
+
+/// The line whose action lets a refused code or a wrong password through, and on which
+/// return value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Through {
+    pub location: String,
+    pub module: String,
+    pub control: String,
+    pub on: &'static str,
 }
 
 /// What is wrong around a `forward_pass` pam_totp line.
@@ -1624,5 +1756,19 @@ mod tests {
             p("auth required pam_totp.so forward_pass\nauth required pam_totp.so\nauth requisite pam_unix.so\n"),
             vec![(0, ForwardProblem::CheckWithoutPassword("svc:2".into()))]
         );
+    }
+
+    #[test]
+    fn a_line_longer_than_libpams_read_buffer_proves_nothing() {
+        // Debian 12's libpam reads the tail of a 1024-byte line as a line of its own: here a
+        // comment whose tail would jump over the password.
+        let long = format!(
+            "# {}auth [success=1 default=ignore] pam_permit.so\nauth requisite pam_unix.so\nauth required pam_totp.so enroll_on_login\n",
+            "x".repeat(1021)
+        );
+        let e = one(&long).unwrap_err();
+        assert!(e.contains("1023 bytes or longer"), "{e}");
+        let short = "# short comment\nauth requisite pam_unix.so\nauth required pam_totp.so enroll_on_login\n";
+        assert!(one(short).is_ok());
     }
 }

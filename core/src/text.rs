@@ -11,18 +11,29 @@ use std::borrow::Cow;
 /// visible escape (`\u{1b}`, `\n`, ...). Printable text, including non-ASCII letters, is
 /// kept as is.
 pub fn terminal_safe(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(unsafe_char) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() {
+        if unsafe_char(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// Control characters, and the format characters that reorder or break what a terminal
+/// shows: bidirectional overrides and isolates (a label could display reversed), and the
+/// Unicode line and paragraph separators.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}'
+        )
 }
 
 #[cfg(test)]
@@ -37,5 +48,7 @@ mod tests {
         let safe = terminal_safe(evil);
         assert!(!safe.chars().any(char::is_control), "{safe}");
         assert_eq!(safe, "x\\u{1b}[2K\\rLocked out:       no\\u{7}\\u{9b}31m\\n");
+        let bidi = terminal_safe("evil\u{202E}on :tuo dekcoL\u{2028}x");
+        assert_eq!(bidi, "evil\\u{202e}on :tuo dekcoL\\u{2028}x");
     }
 }

@@ -305,3 +305,87 @@ fn after_an_import_with_another_period_the_first_code_is_accepted_not_a_replay()
     let r = f.auth("svc", &u.name, &[&code]);
     assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
 }
+
+/// Red-team follow-up: a guess typed with blanks (or 8 characters long) was once tried on a
+/// second split whose password part was wrong, where nothing is ever counted — and the right
+/// code typed that way logged in, so someone with the password could test codes for free.
+/// The split is now chosen by syntax alone: such spellings are never a code, and every guess
+/// that reaches the checking line is counted.
+#[test]
+fn forward_pass_tests_a_code_only_on_the_split_whose_password_is_checked() {
+    let f = Fixture::new();
+    forward_pass_stack(&f, "max_failures=3");
+    let u = user_with_password();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    let c = code_now(&key);
+    for spelled in [
+        format!("{} {} {}", &c[..2], &c[2..4], &c[4..]),
+        format!("{}\t{}", &c[..3], &c[3..]),
+        format!("{} {}", &c[..3], &c[3..]),
+    ] {
+        let r = f.auth("fp", &u.name, &[&format!("{PASSWORD}{spelled}")]);
+        assert_eq!(
+            r.rc, PAM_AUTH_ERR,
+            "the right code spelled {spelled:?} is not a code here"
+        );
+    }
+    let r = f.auth("fp", &u.name, &[&format!("{PASSWORD}{c}")]);
+    assert_eq!(r.rc, PAM_SUCCESS, "and it was not spent by those tries: {r:?}");
+    for _ in 0..3 {
+        let r = f.auth("fp", &u.name, &[&format!("{PASSWORD}{}", wrong_code(&key))]);
+        assert_eq!(r.rc, PAM_AUTH_ERR);
+    }
+    let next = oathtool(&key, now() + 30, "sha1", 6);
+    let r = f.auth("fp", &u.name, &[&format!("{PASSWORD}{next}")]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "three counted guesses locked the account: {r:?}");
+    assert!(
+        r.errors.iter().any(|e| e.contains("Too many wrong verification codes")),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn forward_pass_remembered_host_does_not_get_past_a_lockout() {
+    let f = Fixture::new();
+    forward_pass_stack(&f, "remember=3600 max_failures=2");
+    let u = user_with_password();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    let home = ["--rhost", "10.0.0.1"];
+    let r = f.auth_with("fp", &u.name, &[&format!("{PASSWORD}{}", code_now(&key))], &home);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    assert_eq!(
+        f.auth_with("fp", &u.name, &[PASSWORD], &home).rc,
+        PAM_SUCCESS,
+        "remembered"
+    );
+    for _ in 0..2 {
+        let r = f.auth_with(
+            "fp",
+            &u.name,
+            &[&format!("{PASSWORD}{}", wrong_code(&key))],
+            &["--rhost", "10.9.9.9"],
+        );
+        assert_eq!(r.rc, PAM_AUTH_ERR);
+    }
+    let r = f.auth_with("fp", &u.name, &[PASSWORD], &home);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "locked out, remembered or not: {r:?}");
+}
+
+#[test]
+fn forward_pass_stack_never_enrolls_and_says_why() {
+    let f = Fixture::new();
+    forward_pass_stack(&f, "enroll_on_login");
+    let u = user_with_password();
+    let r = f.auth("fp", &u.name, &[PASSWORD]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{r:?}");
+    assert!(r.infos.is_empty(), "no QR code: {:?}", r.infos);
+    assert!(!u.secret_path().exists(), "nothing written");
+    assert!(
+        r.logged(&["enroll_on_login is not offered through a forward_pass stack"]),
+        "{:?}",
+        r.logs
+    );
+}
