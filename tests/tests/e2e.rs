@@ -611,7 +611,11 @@ fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password
     }
     let s = one_answer(&format!("{PASSWORD}{}", code_now(&secret)));
     assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
-    assert!(logged(&log, "at the forward_pass line; the password is checked next", &u));
+    assert!(logged(
+        &log,
+        "at the forward_pass line; the password is checked next",
+        &u
+    ));
     assert!(logged(&log, "the password module after it let the user through", &u));
     // With the password, wrong codes count: two lock the account.
     for _ in 0..2 {
