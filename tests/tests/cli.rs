@@ -170,7 +170,7 @@ fn interactive_enrollment_in_a_real_terminal() {
     assert!(!u.secret_path().exists(), "nothing saved before a code matches");
     t.type_line(&code_now(&secret));
     // Seed 000: the user names the authenticator (an empty answer takes the default).
-    t.wait_for("Name for this authenticator [phone]: ");
+    t.wait_for("Name for this authenticator [phone]:");
     t.type_line("");
     let screen = t.wait_for("EXIT=");
     assert!(screen.contains("Code confirmed."), "{screen}");
