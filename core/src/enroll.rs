@@ -192,6 +192,51 @@ pub fn save_secret(path: &Path, account: &Account, secret: &SecretFile, replace:
     })
 }
 
+/// Changes a secret file under a lock: takes an exclusive `flock` on `.<name>.lock` next to
+/// it, reads the file as it is now (None: there is none), runs `f` on it and, when `f`
+/// returns a file, writes that (atomically, as [`save_secret`] does) before the lock is
+/// released. Every command that changes an existing enrollment (`enroll --add`, `devices`,
+/// `backup-codes --regenerate`, `import`) goes through here, so two of them never write back
+/// a copy read before the other's change — a device removed while another is being added
+/// stays removed. (The module only reads; writes replace the file atomically.)
+pub fn update_secret<T, E: From<Error>>(
+    path: &Path,
+    account: &Account,
+    f: impl FnOnce(Option<SecretFile>) -> Result<(Option<SecretFile>, T), E>,
+) -> Result<T, E> {
+    let (_, name) = split_path(path).ok_or_else(|| not_a_file(path))?;
+    let owners = Owners(vec![account.uid, 0]);
+    let mut f = Some(f);
+    let mut out: Option<Result<T, E>> = None;
+    as_owner(path, account, || {
+        let dir = open_secret_dir(path, account)?;
+        let lock = dir.open_lock_file(&format!(".{name}.lock"), &owners)?;
+        lock.lock().map_err(|e| Error::io(path, &e))?;
+        let current = match dir.read_file(name, &owners)? {
+            None => None,
+            Some(text) => Some(SecretFile::parse(&text).map_err(|e| {
+                let problem = match e {
+                    ParseError::Malformed(why) => FileProblem::Malformed(why),
+                    ParseError::UnsupportedVersion(v) => FileProblem::UnsupportedVersion(v),
+                };
+                Error::file(path, problem)
+            })?),
+        };
+        let Some(f) = f.take() else { return Ok(()) };
+        match f(current) {
+            Ok((Some(new), t)) => {
+                dir.write_file(name, new.to_toml().as_bytes(), 0o600, true, true)?;
+                out = Some(Ok(t));
+            }
+            Ok((None, t)) => out = Some(Ok(t)),
+            Err(e) => out = Some(Err(e)),
+        }
+        drop(lock);
+        Ok(())
+    })?;
+    out.unwrap_or_else(|| Err(E::from(Error::Config("the secret file update did not run".into()))))
+}
+
 /// Checks, before a new secret is shown to anyone, that [`save_secret`] will be able to
 /// write it: creates the directory and creates and removes a probe file in it.
 pub fn check_writable(path: &Path, account: &Account) -> Result<(), Error> {
@@ -315,6 +360,36 @@ mod tests {
         assert!(remove_secret(&path, &a).unwrap());
         assert!(load_secret(&path, &a).unwrap().is_none());
         assert!(!remove_secret(&path, &a).unwrap());
+        std::fs::remove_dir_all(home).unwrap();
+    }
+
+    #[test]
+    fn concurrent_updates_of_a_secret_file_lose_nothing() {
+        let home = tmp();
+        let a = account(&home);
+        let path = home.join(".config/pam-totp/secret.toml");
+        let d = new_device("phone", Kind::Totp, Params::DEFAULT, "h", "l", 0).unwrap();
+        save_secret(&path, &a, &new_secret(d, 0).unwrap().0, false).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (path, a) = (path.clone(), a.clone());
+                std::thread::spawn(move || {
+                    update_secret(&path, &a, |cur| -> Result<_, Error> {
+                        let mut s = cur.unwrap();
+                        // Slow the read-modify-write down: without the lock, writes would race.
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        let d = new_device(&format!("d{i}"), Kind::Totp, Params::DEFAULT, "h", "l", 0)?;
+                        s.devices.push(d);
+                        Ok((Some(s), ()))
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(load_secret(&path, &a).unwrap().unwrap().devices.len(), 9);
         std::fs::remove_dir_all(home).unwrap();
     }
 }

@@ -295,7 +295,21 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
             return Outcome::StateUnavailable;
         }
     };
-    check_and_prompt(&mut cx, &cfg, &secret, &store, &account.name, req, clock, pending)
+    // The answer is decided against the file as it is once the user has answered: an
+    // authenticator removed (or backup codes replaced) while the prompt waited — su and the
+    // console never time out — must not let its code in.
+    let reload = || load_secret(&path, &account);
+    check_and_prompt(
+        &mut cx,
+        &cfg,
+        &secret,
+        &reload,
+        &store,
+        &account.name,
+        req,
+        clock,
+        pending,
+    )
 }
 
 /// Resolves the PAM user to its account (logging why not); from then on the log lines
@@ -566,7 +580,7 @@ fn enroll_at_login<H: Host>(
     // The confirming code is spent like any accepted code.
     let now = clock.now();
     if let Err(e) = store.update(&account.name, |st| {
-        st.spend_step(&device.key, step, params.period(), now);
+        st.spend_step(&device.guard_key(), step, params.period(), now);
         st.record_success(now);
     }) {
         return refuse(cx, format!("could not record the attempt: {e}"));
@@ -771,13 +785,29 @@ fn split_line<H: Host>(
     outcome
 }
 
+/// An authenticator name inside `"..."` in a log line: only letters, digits, space and
+/// `-_.,:@+#/` pass; anything else (quotes, parentheses, `=`, control and non-ASCII
+/// characters) is escaped, so a name such as `p") (user=root` can neither end the quotes nor
+/// put a `(user=...` field into the line.
+fn log_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars().take(64) {
+        if c == ' ' || c.is_ascii_alphanumeric() || "-_.,:@+#/".contains(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        }
+    }
+    out
+}
+
 /// "verification code from authenticator \"phone\"" (never the code itself).
 fn describe_accepted(how: &How) -> String {
     match how {
-        How::Totp { device, .. } => format!("verification code from authenticator \"{}\"", log_quote(device)),
+        How::Totp { device, .. } => format!("verification code from authenticator \"{}\"", log_name(device)),
         How::Hotp { device, counter } => format!(
             "verification code from authenticator \"{}\" (counter-based, counter {counter})",
-            log_quote(device)
+            log_name(device)
         ),
         How::Backup { .. } => "backup code".into(),
     }
@@ -798,6 +828,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
     cx: &mut Ctx<'_, H>,
     cfg: &Config,
     secret: &SecretFile,
+    reload: &dyn Fn() -> Result<Option<SecretFile>, crate::error::Error>,
     store: &S,
     user: &str,
     req: &Request<'_>,
@@ -833,6 +864,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
         }
     }
 
+    let was_kept = pending.is_some();
     let answer = match pending {
         Some(code) => code,
         None => match cx.host.prompt_hidden(&cfg.prompt) {
@@ -842,6 +874,29 @@ fn check_and_prompt<H: Host, S: StateStore>(
                 return Outcome::ConversationFailed;
             }
         },
+    };
+    let fresh;
+    // A code kept by the forward_pass line waited at no prompt: the file was just read.
+    let secret = if was_kept {
+        secret
+    } else {
+        match reload() {
+            Ok(Some(s)) => {
+                fresh = s;
+                &fresh
+            }
+            Ok(None) => {
+                cx.log(
+                    Level::Err,
+                    "refused: the secret file disappeared while the code was asked for",
+                );
+                return Outcome::SecretMissing;
+            }
+            Err(e) => {
+                cx.log(Level::Err, &format!("refused: secret file: {e}"));
+                return Outcome::BadSecretFile;
+            }
+        }
     };
     // The time is read again: the user may have taken a while to answer.
     let now = clock.now();
@@ -944,3 +999,14 @@ fn locked_message<H: Host>(cx: &mut Ctx<'_, H>, locked_until: Option<u64>, now: 
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[test]
+fn a_device_name_cannot_close_its_quotes_in_a_log_line() {
+    let forged = log_name("p\") (user=root service=sudo rhost=-");
+    assert!(
+        !forged.contains('"') && !forged.contains("(user=") && !forged.contains('='),
+        "{forged}"
+    );
+    assert_eq!(log_name("spare phone"), "spare phone");
+}

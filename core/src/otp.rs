@@ -96,6 +96,31 @@ fn hmac_digest(alg: Algorithm, key: &[u8], msg: &[u8]) -> Zeroizing<Vec<u8>> {
     }
 }
 
+/// The key HMAC really uses (RFC 2104): a key longer than the hash's block is hashed first,
+/// and a shorter one is padded with zero bytes — so `K` and `K` followed by zeros give the
+/// same codes. Returned without trailing zero bytes, so every key that gives the same codes
+/// gives the same value (the replay guard is keyed by it).
+pub fn effective_key(alg: Algorithm, key: &[u8]) -> Zeroizing<Vec<u8>> {
+    use sha2::Digest;
+    let block = match alg {
+        Algorithm::Sha1 | Algorithm::Sha256 => 64,
+        Algorithm::Sha512 => 128,
+    };
+    let mut k = if key.len() > block {
+        Zeroizing::new(match alg {
+            Algorithm::Sha1 => sha1::Sha1::digest(key).to_vec(),
+            Algorithm::Sha256 => sha2::Sha256::digest(key).to_vec(),
+            Algorithm::Sha512 => sha2::Sha512::digest(key).to_vec(),
+        })
+    } else {
+        Zeroizing::new(key.to_vec())
+    };
+    while k.last() == Some(&0) {
+        k.pop();
+    }
+    k
+}
+
 /// RFC 4226 HOTP value for `counter`, as the decimal code with leading zeros.
 pub fn hotp(key: &[u8], counter: u64, alg: Algorithm, digits: u32) -> Zeroizing<String> {
     let digest = hmac_digest(alg, key, &counter.to_be_bytes());
@@ -169,6 +194,24 @@ pub fn encode_base32(key: &[u8]) -> Zeroizing<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_that_give_the_same_codes_have_the_same_effective_key() {
+        let k = b"12345678901234567890".to_vec();
+        let mut padded = k.clone();
+        padded.extend_from_slice(&[0, 0, 0]);
+        for alg in [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512] {
+            assert_eq!(hotp(&k, 7, alg, 6), hotp(&padded, 7, alg, 6), "HMAC pads with zeros");
+            assert_eq!(effective_key(alg, &k), effective_key(alg, &padded));
+        }
+        let long = vec![7u8; 100];
+        let hashed = effective_key(Algorithm::Sha1, &long);
+        assert_eq!(hotp(&long, 3, Algorithm::Sha1, 6), hotp(&hashed, 3, Algorithm::Sha1, 6));
+        assert_ne!(
+            effective_key(Algorithm::Sha1, b"a"),
+            effective_key(Algorithm::Sha1, b"b")
+        );
+    }
 
     // RFC 6238 Appendix B seeds: ASCII "12345678901234567890" repeated to the hash size.
     const SEED20: &[u8] = b"12345678901234567890";

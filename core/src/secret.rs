@@ -23,6 +23,9 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// The name a version-1 file's single authenticator gets.
 pub const V1_DEVICE_NAME: &str = "authenticator";
 pub const VERSION: i64 = 2;
+/// Highest HOTP counter a file may hold (2^62): far beyond any token's life, and with room
+/// for the window above it, so the state's counter always fits a TOML integer.
+pub const MAX_COUNTER: u64 = 1 << 62;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -64,6 +67,15 @@ pub struct Device {
     pub label: String,
     /// Unix seconds when added.
     pub created: u64,
+}
+
+impl Device {
+    /// What the replay guard of this authenticator is keyed by: the key HMAC really uses
+    /// ([`crate::otp::effective_key`]), so two entries whose keys give the same codes (a key
+    /// and the same key followed by zero bytes) share one guard.
+    pub fn guard_key(&self) -> Zeroizing<Vec<u8>> {
+        crate::otp::effective_key(self.params.algorithm(), &self.key)
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -219,7 +231,10 @@ fn device_from_raw(raw: &RawDevice, what: &str) -> Result<Device, ParseError> {
         _ => None,
     }
     .ok_or_else(|| bad("digits must be 6 or 8 and period 15..300".into()))?;
-    let counter = u64::try_from(raw.counter).map_err(|_| bad("counter must not be negative".into()))?;
+    let counter = u64::try_from(raw.counter)
+        .ok()
+        .filter(|c| *c <= MAX_COUNTER)
+        .ok_or_else(|| bad(format!("counter must be between 0 and {MAX_COUNTER}")))?;
     Ok(Device {
         name: raw.name.clone(),
         kind,
@@ -477,6 +492,7 @@ counter = 42
             ("version = 2\n".into(), "no [[device]]"),
             (dev("type = \"motp\""), "type"),
             (dev("counter = -1"), "counter"),
+            (dev("counter = 9223372036854775807"), "counter"),
             (dev("secret2 = 1"), "line"),
             (
                 "version = 2\n[[device]]\nname = \" a\"\nsecret = \"GEZDGNBVGY3TQOJQ\"".into(),

@@ -28,7 +28,7 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
 /// Control characters, and the format characters that reorder or break what a terminal
 /// shows: bidirectional overrides and isolates (a label could display reversed), and the
 /// Unicode line and paragraph separators.
-fn unsafe_char(c: char) -> bool {
+pub fn unsafe_char(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

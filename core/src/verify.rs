@@ -96,7 +96,7 @@ pub fn decide(
     let before = (count == Count::Nothing).then(|| state.clone());
     // A version-1 state knew one (TOTP) authenticator: the first of the file.
     if let Some(first) = secret.devices.iter().find(|d| d.kind == Kind::Totp) {
-        state.migrate_v1(&first.key, first.params.period(), &secret.backup_codes);
+        state.migrate_v1(&first.guard_key(), first.params.period(), &secret.backup_codes);
     }
     let mut replay = None;
     for (i, answer) in candidates.iter().enumerate() {
@@ -107,8 +107,8 @@ pub fn decide(
             Match::Fresh(d, how) => {
                 let dev = &secret.devices[d];
                 match how {
-                    How::Totp { step, .. } => state.spend_step(&dev.key, step, dev.params.period(), now),
-                    How::Hotp { counter, .. } => state.spend_counter(&dev.key, counter, now),
+                    How::Totp { step, .. } => state.spend_step(&dev.guard_key(), step, dev.params.period(), now),
+                    How::Hotp { counter, .. } => state.spend_counter(&dev.guard_key(), counter, now),
                     How::Backup { .. } => {}
                 }
                 state.record_success(now);
@@ -172,7 +172,7 @@ fn check_devices(policy: &Policy, secret: &SecretFile, state: &State, answer: &s
         let Some(code) = as_totp(answer, dev.params.digits()) else {
             continue;
         };
-        let guard = state.device(&state.device_id(&dev.key));
+        let guard = state.device(&state.device_id(&dev.guard_key()));
         match dev.kind {
             Kind::Totp => {
                 let period = dev.params.period();
@@ -199,7 +199,10 @@ fn check_devices(policy: &Policy, secret: &SecretFile, state: &State, answer: &s
                 // whichever is later (a user can move their file forward, never back).
                 let next = dev.counter.max(guard.map_or(0, |g| g.counter));
                 let (alg, digits) = (dev.params.algorithm(), dev.params.digits());
-                let last = next.saturating_add(policy.hotp_window.saturating_sub(1));
+                // Counters stay below MAX_COUNTER + window, so the state always fits TOML.
+                let last = next
+                    .saturating_add(policy.hotp_window.saturating_sub(1))
+                    .min(crate::secret::MAX_COUNTER + crate::config::MAX_HOTP_WINDOW);
                 if let Some(c) = otp::find_counter(&dev.key, &code, next, last, alg, digits) {
                     if fresh.is_none() {
                         fresh = Some((
@@ -678,5 +681,31 @@ mod tests {
             matches!(run(&s, &mut st, &c8, NOW), Decision::Accepted(How::Totp { ref device, .. }) if device == "fob")
         );
         assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Accepted(_)));
+    }
+
+    #[test]
+    fn two_entries_whose_keys_give_the_same_codes_share_one_replay_guard() {
+        let mut s = secret(vec![]);
+        let mut padded = KEY.to_vec();
+        padded.extend_from_slice(&[0, 0]);
+        s.devices.push(device("same key, padded", Kind::Totp, &padded));
+        let mut st = keyed();
+        assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Accepted(_)));
+        assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Replay { .. }));
+    }
+
+    #[test]
+    fn hotp_counters_stop_below_what_the_state_can_hold() {
+        let mut s = secret(vec![]);
+        s.devices = vec![device("token", Kind::Hotp, KEY2)];
+        s.devices[0].counter = crate::secret::MAX_COUNTER;
+        let mut st = keyed();
+        let c = crate::secret::MAX_COUNTER;
+        assert!(matches!(
+            run(&s, &mut st, &hotp_at(KEY2, c), NOW),
+            Decision::Accepted(_)
+        ));
+        let text = st.to_toml().unwrap();
+        assert_eq!(State::parse(&text).unwrap(), st, "the state still reads back");
     }
 }

@@ -821,3 +821,69 @@ fn another_spelling_of_the_user_name_shares_the_accounts_replay_guard_and_lockou
         .collect::<Vec<_>>();
     assert_eq!(st, vec!["alice.state"], "one state file per account");
 }
+
+/// Rewrites the secret file while the prompt waits, then answers.
+struct ChangingHost {
+    inner: FakeHost,
+    change: Box<dyn Fn()>,
+    answer: String,
+}
+
+impl Host for ChangingHost {
+    fn prompt_hidden(&mut self, text: &str) -> Result<Zeroizing<String>, ConvError> {
+        self.inner.prompts.push(text.to_string());
+        (self.change)();
+        Ok(Zeroizing::new(self.answer.clone()))
+    }
+    fn error_msg(&mut self, text: &str) {
+        self.inner.error_msg(text)
+    }
+    fn info_msg(&mut self, text: &str) {
+        self.inner.info_msg(text)
+    }
+    fn set_authtok(&mut self, p: &str) -> Result<(), ConvError> {
+        self.inner.set_authtok(p)
+    }
+    fn keep_code(&mut self, kept: Option<KeptCode>) -> Result<(), ConvError> {
+        self.inner.keep_code(kept)
+    }
+    fn take_kept_code(&mut self) -> Option<KeptCode> {
+        self.inner.take_kept_code()
+    }
+    fn log(&mut self, level: Level, msg: &str) {
+        self.inner.log(level, msg)
+    }
+}
+
+#[test]
+fn an_authenticator_removed_while_the_prompt_waits_no_longer_counts() {
+    let env = Env::new();
+    env.enroll(&["7kq2m-x9d10"]);
+    let path = env.secret_path();
+    let other = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let args: Vec<&str> = env.args.iter().map(String::as_str).collect();
+    let run = |answer: String, replacement: String| {
+        let p = path.clone();
+        let mut host = ChangingHost {
+            inner: FakeHost::default(),
+            change: Box::new(move || std::fs::write(&p, &replacement).unwrap()),
+            answer,
+        };
+        let pam_dir = env.root.join("pam.d");
+        let req = Request {
+            user: "alice",
+            service: "sshd",
+            rhost: None,
+            args: &args,
+            pam_dir: Some(&pam_dir),
+        };
+        authenticate(&mut host, &env.accounts, &FixedClock(NOW), &req)
+    };
+    // The phone is replaced (enroll --force, devices remove) during the prompt.
+    let replaced = format!("version = 1\nsecret = \"{other}\"\n");
+    assert_eq!(run(code(NOW), replaced.clone()), Outcome::WrongCode);
+    // The backup codes are regenerated during the prompt.
+    env.enroll(&["7kq2m-x9d10"]);
+    let regenerated = format!("version = 1\nsecret = \"{KEY_B32}\"\nbackup_codes = []\n");
+    assert_eq!(run("7kq2m-x9d10".into(), regenerated), Outcome::WrongCode);
+}
