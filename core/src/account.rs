@@ -25,6 +25,26 @@ pub trait Accounts {
     /// Looks `name` up as the system's user database does (it may match loosely);
     /// `Ok(None)`: no such user.
     fn lookup(&self, name: &str) -> Result<Option<Account>, Error>;
+
+    /// The account's password hash from the local shadow file, if it has one (accounts from
+    /// SSSD/LDAP/winbind have none here). Only a keyed fingerprint of it is ever stored: a
+    /// remembered host stops counting once the password changes.
+    fn password_hash(&self, _name: &str) -> Option<zeroize::Zeroizing<String>> {
+        None
+    }
+}
+
+/// The local shadow file, read by the module (root) only when `remember=` is on.
+pub const SHADOW: &str = "/etc/shadow";
+/// A shadow file larger than this is not read (16 MiB: about 100,000 accounts).
+const MAX_SHADOW: u64 = 16 * 1024 * 1024;
+
+/// The hash field of `name`'s line in shadow-format `text`.
+pub fn shadow_hash(text: &str, name: &str) -> Option<zeroize::Zeroizing<String>> {
+    text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        (f.next() == Some(name)).then(|| f.next().map(|h| zeroize::Zeroizing::new(h.to_string())))?
+    })
 }
 
 /// The system user database (getpwnam_r through nix, so NSS modules apply).
@@ -43,6 +63,20 @@ impl Accounts for SystemAccounts {
             Ok(None) => Ok(None),
             Err(e) => Err(Error::UserLookup(e.desc().to_string())),
         }
+    }
+
+    fn password_hash(&self, name: &str) -> Option<zeroize::Zeroizing<String>> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let f = std::fs::File::open(SHADOW).ok()?;
+        let md = f.metadata().ok()?;
+        // Root's own file: owned by root, not writable by others; else it proves nothing.
+        if md.uid() != 0 || md.mode() & 0o022 != 0 || md.len() > MAX_SHADOW {
+            return None;
+        }
+        let mut text = zeroize::Zeroizing::new(String::new());
+        f.take(MAX_SHADOW).read_to_string(&mut text).ok()?;
+        shadow_hash(&text, name)
     }
 }
 
@@ -110,6 +144,14 @@ mod tests {
         assert!(matches!(resolve(&Loose, "bob"), Err(Unresolved::Unknown)));
         assert!(matches!(resolve(&Loose, "a/b"), Err(Unresolved::Invalid)));
         assert!(matches!(resolve(&Loose, ".."), Err(Unresolved::Invalid)));
+    }
+
+    #[test]
+    fn the_shadow_hash_of_exactly_that_account() {
+        let text = "root:$y$abc:19000::::::\nalice:$6$salt$hash:19001:0:99999:7:::\nalicia:x:1::::::\n";
+        assert_eq!(shadow_hash(text, "alice").unwrap().as_str(), "$6$salt$hash");
+        assert_eq!(shadow_hash(text, "alic"), None);
+        assert_eq!(shadow_hash(text, "bob"), None);
     }
 
     #[test]

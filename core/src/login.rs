@@ -299,17 +299,14 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     // authenticator removed (or backup codes replaced) while the prompt waited — su and the
     // console never time out — must not let its code in.
     let reload = || load_secret(&path, &account);
-    check_and_prompt(
-        &mut cx,
-        &cfg,
-        &secret,
-        &reload,
-        &store,
-        &account.name,
-        req,
-        clock,
-        pending,
-    )
+    let password = remembered_password(&cfg, accounts, &account, req);
+    let ctx = Prompting {
+        secret: &secret,
+        reload: &reload,
+        user: &account.name,
+        password: password.as_deref().map(|p| p.as_str()),
+    };
+    check_and_prompt(&mut cx, &cfg, &ctx, &store, req, clock, pending)
 }
 
 /// Resolves the PAM user to its account (logging why not); from then on the log lines
@@ -699,8 +696,9 @@ fn split_line<H: Host>(
     let (pw_part, code_part) = forward_pass_split(&answer, split_digits(&answer, &secret));
     let rhost = req.rhost.filter(|h| !h.is_empty());
     let now = clock.now();
+    let password = remembered_password(cfg, accounts, &account, req);
     let result = store.update(&account.name, |st| {
-        let enrollment = st.enrollment_id(&secret);
+        let enrollment = st.remember_id(&secret, password.as_deref().map(|p| p.as_str()));
         let (d, i) = decide(&policy(cfg), &secret, st, &[code_part], now, Count::Nothing);
         // A remembered host does not get past a lockout.
         let remembered = !matches!(d, Decision::LockedOut { .. })
@@ -822,19 +820,40 @@ fn policy(cfg: &Config) -> Policy {
     }
 }
 
+/// The account's password hash when a remembered host may be honoured or recorded
+/// (`remember=` on and a remote host known); else None, and /etc/shadow is not read.
+fn remembered_password(
+    cfg: &Config,
+    accounts: &dyn Accounts,
+    account: &Account,
+    req: &Request<'_>,
+) -> Option<Zeroizing<String>> {
+    (cfg.remember > 0 && req.rhost.is_some_and(|h| !h.is_empty()))
+        .then(|| accounts.password_hash(&account.name))
+        .flatten()
+}
+
+/// What [`check_and_prompt`] decides against.
+struct Prompting<'a> {
+    secret: &'a SecretFile,
+    /// Reads the secret file again (after the prompt).
+    reload: &'a dyn Fn() -> Result<Option<SecretFile>, crate::error::Error>,
+    user: &'a str,
+    /// See [`remembered_password`].
+    password: Option<&'a str>,
+}
+
 /// Asks for a code (or takes the one a forward_pass line kept) and decides it.
-#[allow(clippy::too_many_arguments)]
 fn check_and_prompt<H: Host, S: StateStore>(
     cx: &mut Ctx<'_, H>,
     cfg: &Config,
-    secret: &SecretFile,
-    reload: &dyn Fn() -> Result<Option<SecretFile>, crate::error::Error>,
+    p: &Prompting<'_>,
     store: &S,
-    user: &str,
     req: &Request<'_>,
     clock: &dyn Clock,
     pending: Option<Zeroizing<String>>,
 ) -> Outcome {
+    let (secret, reload, user) = (p.secret, p.reload, p.user);
     // A lockout or remembered host is checked before prompting, from a snapshot; the
     // decision itself re-reads under the lock.
     let snapshot = match store.peek(user) {
@@ -857,7 +876,7 @@ fn check_and_prompt<H: Host, S: StateStore>(
     let rhost = req.rhost.filter(|h| !h.is_empty());
     if cfg.remember > 0 && pending.is_none() {
         if let Some(h) = rhost {
-            if snapshot.is_remembered(h, req.service, &snapshot.enrollment_id(secret), now) {
+            if snapshot.is_remembered(h, req.service, &snapshot.remember_id(secret, p.password), now) {
                 cx.log(Level::Info, "accepted: remembered host, no code asked");
                 return Outcome::Accepted(Accepted::RememberedHost);
             }
@@ -903,8 +922,8 @@ fn check_and_prompt<H: Host, S: StateStore>(
     let result = store.update(user, |st| {
         let (d, i) = decide(&policy(cfg), secret, st, &[answer.as_str()], now, Count::Failures);
         if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
-            let enrollment = st.enrollment_id(secret);
-            st.remember(h, req.service, &enrollment, now.saturating_add(cfg.remember), now);
+            let id = st.remember_id(secret, p.password);
+            st.remember(h, req.service, &id, now.saturating_add(cfg.remember), now);
         }
         (d, i)
     });

@@ -301,6 +301,18 @@ impl State {
         self.tag("pam_totp enrollment\0", &parts)
     }
 
+    /// What a remembered host is tied to: the enrollment ([`State::enrollment_id`]) and the
+    /// account's password hash, if it has a local one — so a new enrollment, new backup
+    /// codes, or a changed password (seed 002: "unless you ... change your password") ends
+    /// it. Keyed, so the state never holds anything derived from the hash without the key.
+    pub fn remember_id(&self, secret: &SecretFile, password_hash: Option<&str>) -> String {
+        let enrollment = self.enrollment_id(secret);
+        self.tag(
+            "pam_totp remembered\0",
+            &[enrollment.as_bytes(), password_hash.unwrap_or("").as_bytes()],
+        )
+    }
+
     /// The record of a spent backup code: a keyed hash of its canonical form, the same
     /// however the secret file salts it (a re-import re-salts).
     pub fn backup_tag(&self, canonical: &str) -> String {

@@ -887,3 +887,50 @@ fn an_authenticator_removed_while_the_prompt_waits_no_longer_counts() {
     let regenerated = format!("version = 1\nsecret = \"{KEY_B32}\"\nbackup_codes = []\n");
     assert_eq!(run("7kq2m-x9d10".into(), regenerated), Outcome::WrongCode);
 }
+
+/// Like FakeAccounts, with a password hash that a test can change.
+struct ShadowAccounts(Account, std::cell::RefCell<Option<String>>);
+impl Accounts for ShadowAccounts {
+    fn lookup(&self, name: &str) -> Result<Option<Account>, Error> {
+        Ok((name == self.0.name).then(|| self.0.clone()))
+    }
+    fn password_hash(&self, _: &str) -> Option<Zeroizing<String>> {
+        self.1.borrow().clone().map(Zeroizing::new)
+    }
+}
+
+#[test]
+fn a_remembered_host_is_asked_again_once_the_password_changes() {
+    let env = Env::new();
+    env.enroll(&[]);
+    let accounts = ShadowAccounts(env.accounts.0.clone(), std::cell::RefCell::new(Some("$y$old".into())));
+    let mut args: Vec<&str> = env.args.iter().map(String::as_str).collect();
+    args.push("remember=3600");
+    let pam_dir = env.root.join("pam.d");
+    let run = |answers: &[&str], now: u64| {
+        let mut host = FakeHost {
+            answers: answers.iter().map(|a| Ok(a.to_string())).collect(),
+            ..Default::default()
+        };
+        let req = Request {
+            user: "alice",
+            service: "sshd",
+            rhost: Some("192.0.2.7"),
+            args: &args,
+            pam_dir: Some(&pam_dir),
+        };
+        authenticate(&mut host, &accounts, &FixedClock(now), &req)
+    };
+    assert_eq!(run(&[&code(NOW)], NOW), Outcome::Accepted(Accepted::Totp));
+    assert_eq!(run(&[], NOW + 10), Outcome::Accepted(Accepted::RememberedHost));
+    *accounts.1.borrow_mut() = Some("$y$new".into());
+    assert_eq!(
+        run(&[], NOW + 20),
+        Outcome::ConversationFailed,
+        "a code is asked for again"
+    );
+    assert_eq!(run(&[&code(NOW + 30)], NOW + 30), Outcome::Accepted(Accepted::Totp));
+    assert_eq!(run(&[], NOW + 40), Outcome::Accepted(Accepted::RememberedHost));
+    let text = std::fs::read_to_string(env.root.join("state/alice.state")).unwrap();
+    assert!(!text.contains("$y$"), "the hash itself is never stored");
+}
