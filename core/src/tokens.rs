@@ -10,13 +10,21 @@
 //! with a DOCTYPE is refused); accepts more than [`MAX_INPUT_BYTES`] or [`MAX_RECORDS`].
 //!
 //! PSKC support, precisely: a `KeyContainer` (namespace `urn:ietf:params:xml:ns:keyprov:pskc`,
-//! `Version` 1.0) whose `KeyPackage`s each hold one HOTP or TOTP `Key`. Child elements are
-//! matched by local name (vendors disagree on prefixes); unknown elements are ignored.
-//! Secrets are `PlainValue` (base64) or `EncryptedValue` with
+//! `Version` 1.0) whose `KeyPackage`s each hold one HOTP or TOTP `Key`. Elements are matched
+//! by namespace and local name, whatever prefix a vendor gives them (PSKC's own in the PSKC
+//! namespace, `CipherData` ... in xmlenc's, `KeyName` in xmldsig's); an element with one of
+//! the names read but in another namespace, or twice where one is read, refuses the file
+//! rather than being skipped or picked, so a value hidden next to the real one is never
+//! imported; unknown elements are ignored. Elements may nest at most [`MAX_DEPTH`] deep
+//! (checked before parsing: the parser recurses). Secrets are `PlainValue` (base64) or
+//! `EncryptedValue` with
 //! `http://www.w3.org/2001/04/xmlenc#aes128-cbc` under a pre-shared key (IV || ciphertext,
 //! PKCS#7 padding). A `ValueMAC` is checked (HMAC over IV || ciphertext with the key in
 //! `MACMethod/MACKey`, itself AES-128-CBC under the pre-shared key; without a `MACKey`, the
-//! pre-shared key, as earlier PSKC drafts did) and a mismatch refuses the file. Not supported,
+//! pre-shared key, as earlier PSKC drafts did) and a mismatch refuses the file; with a
+//! `MACMethod`, every `EncryptedValue` needs its `ValueMAC`. A `Secret` holding both a
+//! `PlainValue` and an `EncryptedValue`, and any `PlainValue` secret when a pre-shared key
+//! is given (the administrator expects an encrypted file), are refused. Not supported,
 //! each with its own message: PBKDF2 (passphrase) and certificate (asymmetric) encryption,
 //! other ciphers, encrypted `Counter`/`TimeInterval`, `Time` (T0) other than 0, non-decimal
 //! or check-digit responses, PINs typed with the code, and keys whose `Policy` excludes OTP.
@@ -31,7 +39,7 @@ use zeroize::Zeroizing;
 
 use crate::account::valid_user_name;
 use crate::otp::{decode_base32, Algorithm};
-use crate::secret::{valid_device_name, MAX_KEY_BYTES, MAX_NAME_CHARS, MIN_KEY_BYTES};
+use crate::secret::{valid_device_name, MAX_COUNTER, MAX_KEY_BYTES, MAX_NAME_CHARS, MIN_KEY_BYTES};
 use crate::text::terminal_safe;
 
 /// Largest token file read (either format).
@@ -52,7 +60,14 @@ const CSV_COLUMNS: [&str; 8] = [
     "counter",
 ];
 const PSKC_NS: &str = "urn:ietf:params:xml:ns:keyprov:pskc";
+/// XML Encryption: `EncryptionMethod`, `CipherData`, `CipherValue`, `CipherReference`.
+const XENC_NS: &str = "http://www.w3.org/2001/04/xmlenc#";
+/// XML Signature: `KeyName`.
+const DS_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 const AES128_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes128-cbc";
+/// Deepest element nesting of a PSKC file read (RFC 6030's deepest path, down to a
+/// `CipherValue`, is 8 elements).
+pub const MAX_DEPTH: usize = 64;
 const AES_BLOCK: usize = 16;
 /// The pre-shared key length: AES-128.
 pub const PSK_BYTES: usize = 16;
@@ -261,6 +276,12 @@ fn check_digits(d: u64) -> Result<u32, String> {
     }
 }
 
+/// An HOTP counter: at most [`MAX_COUNTER`], as in a secret file.
+fn check_counter(c: Option<u64>) -> Result<u64, String> {
+    c.filter(|&c| c <= MAX_COUNTER)
+        .ok_or_else(|| format!("the counter must be a whole number from 0 to {MAX_COUNTER}"))
+}
+
 fn check_period(p: u64) -> Result<u64, String> {
     if (15..=300).contains(&p) {
         Ok(p)
@@ -453,7 +474,7 @@ fn csv_record(fields: &[Zeroizing<String>], entry: &str) -> Result<TokenRecord, 
     };
     let counter = match fields[7].trim() {
         "" => 0,
-        c => whole_number(c).ok_or("the counter must be a whole number, 0 or more")?,
+        c => check_counter(whole_number(c))?,
     };
     // Exports often fill every column; the one that does not apply is checked, then unused.
     let (period, counter) = match kind {
@@ -489,13 +510,15 @@ pub fn parse_pskc(text: &str, psk: Option<&[u8]>) -> Result<Vec<TokenRecord>, To
             ));
         }
     }
+    let text = strip_bom(text);
+    check_depth(text)?;
     let options = ParsingOptions {
         // The default, said out loud: a DOCTYPE is an error, so no entity is ever defined,
         // let alone expanded or fetched.
         allow_dtd: false,
         nodes_limit: 1 << 20,
     };
-    let doc = Document::parse_with_options(strip_bom(text), options).map_err(xml_error)?;
+    let doc = Document::parse_with_options(text, options).map_err(xml_error)?;
     let root = doc.root_element();
     if root.tag_name().name() != "KeyContainer" || root.tag_name().namespace() != Some(PSKC_NS) {
         return Err(TokenError::new(
@@ -512,7 +535,7 @@ pub fn parse_pskc(text: &str, psk: Option<&[u8]>) -> Result<Vec<TokenRecord>, To
         }
     }
     let crypto = Crypto::new(root, psk)?;
-    let packages: Vec<Node> = elements(root, "KeyPackage").collect();
+    let packages = children(root, PSKC_NS, "KeyPackage").map_err(|why| TokenError::new("KeyContainer", why))?;
     if packages.is_empty() {
         return Err(TokenError::new("KeyContainer", "it has no KeyPackage"));
     }
@@ -548,14 +571,126 @@ fn xml_error(e: roxmltree::Error) -> TokenError {
     }
 }
 
-/// Element children of `node` with local name `name` (any namespace prefix).
-fn elements<'a, 'input: 'a>(node: Node<'a, 'input>, name: &'static str) -> impl Iterator<Item = Node<'a, 'input>> {
-    node.children()
-        .filter(move |n| n.is_element() && n.tag_name().name() == name)
+/// Refuses elements nested deeper than [`MAX_DEPTH`], before the parser sees the text:
+/// roxmltree descends recursively with no limit of its own, so a few kilobytes of nested
+/// elements would overflow the stack. Counts `<name` opens and `</`, `/>` closes, skipping
+/// comments, CDATA sections, processing instructions, declarations and quoted attribute
+/// values. Conservative: text the parser would refuse may be counted oddly, but a
+/// well-formed document is counted exactly, and anything it lets through nests no deeper
+/// than it counted (the parser stops at the first close that does not match).
+fn check_depth(text: &str) -> Result<(), TokenError> {
+    let b = text.as_bytes();
+    // The index just past the first `end` at or after `from` (the end of the text if none).
+    let past = |from: usize, end: &[u8]| -> usize {
+        b.get(from..)
+            .and_then(|rest| rest.windows(end.len()).position(|w| w == end))
+            .map_or(b.len(), |p| from + p + end.len())
+    };
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(p) = b.get(i..).and_then(|rest| rest.iter().position(|&c| c == b'<')) {
+        let at = i + p;
+        let rest = &b[at..];
+        i = if rest.starts_with(b"<!--") {
+            past(at + 4, b"-->")
+        } else if rest.starts_with(b"<![CDATA[") {
+            past(at + 9, b"]]>")
+        } else if rest.starts_with(b"<?") {
+            past(at + 2, b"?>")
+        } else if rest.starts_with(b"<!") {
+            past(at + 2, b">")
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            past(at + 2, b">")
+        } else {
+            depth += 1;
+            if depth > MAX_DEPTH {
+                return Err(TokenError::new(
+                    WHOLE_FILE,
+                    format!("its elements are nested more than {MAX_DEPTH} deep; a token file needs about 10"),
+                ));
+            }
+            // To the tag's `>`, outside quoted attribute values.
+            let mut j = at + 1;
+            let mut quote = None;
+            while let Some(&c) = b.get(j) {
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => {}
+                    None if c == b'"' || c == b'\'' => quote = Some(c),
+                    None if c == b'>' => break,
+                    None => {}
+                }
+                j += 1;
+            }
+            if j < b.len() && b[j - 1] == b'/' {
+                depth -= 1;
+            }
+            j + 1
+        };
+    }
+    Ok(())
 }
 
-fn element<'a, 'input: 'a>(node: Node<'a, 'input>, name: &'static str) -> Option<Node<'a, 'input>> {
-    elements(node, name).next()
+/// Where an element is, for a message: `namespace URI` or `no namespace`.
+fn namespace_of(node: Node) -> String {
+    match node.tag_name().namespace().filter(|ns| !ns.is_empty()) {
+        Some(ns) => format!("namespace {}", shown(ns)),
+        None => "no namespace".into(),
+    }
+}
+
+/// The element children of `node` named `name` in namespace `ns`. One named `name` in
+/// another namespace (or none) is an error, not skipped: it is a value a reader going by
+/// local names would take, placed next to the real one.
+fn children<'a, 'input: 'a>(
+    node: Node<'a, 'input>,
+    ns: &'static str,
+    name: &'static str,
+) -> Result<Vec<Node<'a, 'input>>, String> {
+    let mut out = Vec::new();
+    for n in node
+        .children()
+        .filter(|n| n.is_element() && n.tag_name().name() == name)
+    {
+        if n.tag_name().namespace() != Some(ns) {
+            return Err(format!(
+                "{} holds a {name} in {}, not in {ns}; the file is refused rather than guess which value counts",
+                node.tag_name().name(),
+                namespace_of(n)
+            ));
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+/// The one child `name` in `ns` ([`children`]), or None; two of them are an error.
+fn child<'a, 'input: 'a>(
+    node: Node<'a, 'input>,
+    ns: &'static str,
+    name: &'static str,
+) -> Result<Option<Node<'a, 'input>>, String> {
+    let mut found = children(node, ns, name)?;
+    if found.len() > 1 {
+        return Err(format!(
+            "{} holds {} {name} elements; one is allowed",
+            node.tag_name().name(),
+            found.len()
+        ));
+    }
+    Ok(found.pop())
+}
+
+/// A PSKC child ([`child`] in the PSKC namespace).
+fn pskc<'a, 'input: 'a>(node: Node<'a, 'input>, name: &'static str) -> Result<Option<Node<'a, 'input>>, String> {
+    child(node, PSKC_NS, name)
+}
+
+/// Whether `node` has an element child with local name `name`, in any namespace: only to
+/// notice what is not supported and refuse it (refusing more is safe).
+fn has_any(node: Node, name: &str) -> bool {
+    node.children().any(|n| n.is_element() && n.tag_name().name() == name)
 }
 
 /// All text directly inside `node`, comments skipped. Zeroized on drop: it may be a secret.
@@ -567,11 +702,14 @@ fn text_of(node: Node) -> Zeroizing<String> {
     s
 }
 
-/// The trimmed text of the child `name`, when there is one and it is not blank.
-fn child_text(node: Node, name: &'static str) -> Option<String> {
-    let t = text_of(element(node, name)?);
+/// The trimmed text of the child `name` in `ns`, when there is one and it is not blank.
+fn child_text(node: Node, ns: &'static str, name: &'static str) -> Result<Option<String>, String> {
+    let Some(n) = child(node, ns, name)? else {
+        return Ok(None);
+    };
+    let t = text_of(n);
     let t = t.trim();
-    (!t.is_empty()).then(|| t.to_string())
+    Ok((!t.is_empty()).then(|| t.to_string()))
 }
 
 /// Base64 with whitespace (line breaks, indentation) removed.
@@ -647,20 +785,23 @@ struct Crypto<'p> {
     mac_alg: Result<MacAlg, String>,
     /// The decrypted `MACMethod/MACKey`, when there is one and a pre-shared key was given.
     mac_key: Option<Zeroizing<Vec<u8>>>,
+    /// The container has a `MACMethod`: every encrypted value must come with its `ValueMAC`.
+    mac_required: bool,
 }
 
 impl<'p> Crypto<'p> {
     fn new(root: Node, psk: Option<&'p [u8]>) -> Result<Self, TokenError> {
-        let protection = match element(root, "EncryptionKey") {
+        let container = |why: String| TokenError::new("KeyContainer", why);
+        let protection = match pskc(root, "EncryptionKey").map_err(container)? {
             None => Protection::Unnamed,
-            Some(ek) if element(ek, "DerivedKey").is_some() => Protection::Derived,
-            Some(ek) if element(ek, "X509Data").is_some() => Protection::Asymmetric,
-            Some(ek) => match child_text(ek, "KeyName") {
+            Some(ek) if has_any(ek, "DerivedKey") => Protection::Derived,
+            Some(ek) if has_any(ek, "X509Data") => Protection::Asymmetric,
+            Some(ek) => match child_text(ek, DS_NS, "KeyName").map_err(container)? {
                 Some(name) => Protection::PreShared(name),
                 None => Protection::Unnamed,
             },
         };
-        let method = element(root, "MACMethod");
+        let method = pskc(root, "MACMethod").map_err(container)?;
         let mac_alg = match method.map(|m| m.attribute("Algorithm")) {
             None => Ok(MacAlg::Sha1),
             Some(None) => Err("MACMethod has no Algorithm".to_string()),
@@ -672,7 +813,11 @@ impl<'p> Crypto<'p> {
             }),
         };
         let mut mac_key = None;
-        if let (Some(psk), Some(mk)) = (psk, method.and_then(|m| element(m, "MACKey"))) {
+        let mac_key_node = match method {
+            Some(m) => pskc(m, "MACKey").map_err(|why| TokenError::new("MACMethod", why))?,
+            None => None,
+        };
+        if let (Some(psk), Some(mk)) = (psk, mac_key_node) {
             if matches!(protection, Protection::PreShared(_) | Protection::Unnamed) {
                 let key =
                     decrypt_value(mk, psk).map_err(|why| TokenError::new("MACMethod", format!("its MACKey: {why}")))?;
@@ -684,17 +829,25 @@ impl<'p> Crypto<'p> {
             protection,
             mac_alg,
             mac_key,
+            mac_required: method.is_some(),
         })
     }
 
     /// The secret of `Data/Secret`: `PlainValue`, or `EncryptedValue` decrypted after its
     /// `ValueMAC` (if any) is checked.
     fn secret(&self, secret: Node) -> Result<Zeroizing<Vec<u8>>, String> {
-        if let Some(plain) = element(secret, "PlainValue") {
-            return base64_value(&text_of(plain)).ok_or_else(|| "the secret's PlainValue is not base64".into());
-        }
-        let Some(encrypted) = element(secret, "EncryptedValue") else {
-            return Err("Data/Secret has neither a PlainValue nor an EncryptedValue".into());
+        let encrypted = match (pskc(secret, "PlainValue")?, pskc(secret, "EncryptedValue")?) {
+            (Some(_), Some(_)) => {
+                return Err("Data/Secret holds both a PlainValue and an EncryptedValue; the plain one is not protected by the encryption or its MAC, so the file is refused".into())
+            }
+            (Some(_), None) if self.psk.is_some() => {
+                return Err("the secret is a PlainValue (not encrypted), but a pre-shared key was given (--psk-file): the file mixes encrypted and plain keys, or is not the encrypted file expected".into())
+            }
+            (Some(plain), None) => {
+                return base64_value(&text_of(plain)).ok_or_else(|| "the secret's PlainValue is not base64".into())
+            }
+            (None, Some(encrypted)) => encrypted,
+            (None, None) => return Err("Data/Secret has neither a PlainValue nor an EncryptedValue".into()),
         };
         match &self.protection {
             Protection::Derived => {
@@ -713,7 +866,11 @@ impl<'p> Crypto<'p> {
             }
             return Err(why);
         };
-        if let Some(value_mac) = element(secret, "ValueMAC") {
+        let value_mac = pskc(secret, "ValueMAC")?;
+        if value_mac.is_none() && self.mac_required {
+            return Err("the secret has no ValueMAC, though the file has a MACMethod: it may have been altered".into());
+        }
+        if let Some(value_mac) = value_mac {
             let tag = base64_value(&text_of(value_mac)).ok_or("the secret's ValueMAC is not base64")?;
             let alg = self.mac_alg.clone()?;
             // RFC 6030 §6.1.1: the MAC key is MACMethod/MACKey. Files without one (earlier
@@ -733,7 +890,7 @@ impl<'p> Crypto<'p> {
 /// `IV || ciphertext` of an `EncryptedValue` (or `MACKey`), after checking its
 /// `EncryptionMethod` is AES-128-CBC. Ciphertext is not secret; it is not zeroized.
 fn encrypted_bytes(node: Node) -> Result<Vec<u8>, String> {
-    match element(node, "EncryptionMethod").map(|m| m.attribute("Algorithm")) {
+    match child(node, XENC_NS, "EncryptionMethod")?.map(|m| m.attribute("Algorithm")) {
         None | Some(None) => return Err("an encrypted value has no EncryptionMethod Algorithm".into()),
         Some(Some(AES128_CBC)) => {}
         Some(Some(other)) => {
@@ -743,11 +900,11 @@ fn encrypted_bytes(node: Node) -> Result<Vec<u8>, String> {
             ))
         }
     }
-    let data = element(node, "CipherData").ok_or("an encrypted value has no CipherData")?;
-    if element(data, "CipherReference").is_some() {
+    let data = child(node, XENC_NS, "CipherData")?.ok_or("an encrypted value has no CipherData")?;
+    if child(data, XENC_NS, "CipherReference")?.is_some() {
         return Err("a CipherReference (a value stored elsewhere) is not supported".into());
     }
-    let value = element(data, "CipherValue").ok_or("an encrypted value has no CipherValue")?;
+    let value = child(data, XENC_NS, "CipherValue")?.ok_or("an encrypted value has no CipherValue")?;
     let bytes = base64_value(&text_of(value)).ok_or("a CipherValue is not base64")?;
     Ok(bytes.to_vec())
 }
@@ -795,22 +952,20 @@ fn suite_algorithm(suite: &str) -> Option<Algorithm> {
 
 /// A `PlainValue` integer of `Data/<name>`, if present.
 fn data_int(data: Option<Node>, name: &'static str) -> Result<Option<u64>, String> {
-    let Some(node) = data.and_then(|d| element(d, name)) else {
+    let Some(node) = data.map(|d| pskc(d, name)).transpose()?.flatten() else {
         return Ok(None);
     };
-    if let Some(plain) = element(node, "PlainValue") {
-        return whole_number(text_of(plain).trim())
+    match (pskc(node, "PlainValue")?, pskc(node, "EncryptedValue")?) {
+        (_, Some(_)) => Err(format!("an encrypted Data/{name} is not supported")),
+        (Some(plain), None) => whole_number(text_of(plain).trim())
             .map(Some)
-            .ok_or_else(|| format!("Data/{name} is not a whole number, 0 or more"));
+            .ok_or_else(|| format!("Data/{name} is not a whole number, 0 or more")),
+        (None, None) => Ok(None),
     }
-    if element(node, "EncryptedValue").is_some() {
-        return Err(format!("an encrypted Data/{name} is not supported"));
-    }
-    Ok(None)
 }
 
 fn key_package(package: Node, index: usize, crypto: &Crypto) -> Result<TokenRecord, TokenError> {
-    let keys: Vec<Node> = elements(package, "Key").collect();
+    let keys = children(package, PSKC_NS, "Key").map_err(|why| TokenError::new(format!("KeyPackage {index}"), why))?;
     let id = keys
         .first()
         .and_then(|k| k.attribute("Id"))
@@ -845,20 +1000,26 @@ fn package_record(
             )
         })?,
     };
-    let device = element(package, "DeviceInfo");
-    let user = child_text(key, "UserId")
-        .or_else(|| device.and_then(|d| child_text(d, "UserId")))
-        .ok_or("it has no UserId (in its Key or DeviceInfo) naming the account the token is for")?;
+    let device = pskc(package, "DeviceInfo")?;
+    let device_text = |name: &'static str| match device {
+        Some(d) => child_text(d, PSKC_NS, name),
+        None => Ok(None),
+    };
+    let user = match child_text(key, PSKC_NS, "UserId")? {
+        Some(u) => Some(u),
+        None => device_text("UserId")?,
+    }
+    .ok_or("it has no UserId (in its Key or DeviceInfo) naming the account the token is for")?;
     check_user(&user).map_err(|why| format!("UserId: {why}"))?;
-    let name = match (device.and_then(|d| child_text(d, "SerialNo")), id) {
+    let name = match (device_text("SerialNo")?, id) {
         (Some(serial), _) => format!("token {serial}"),
         (None, Some(id)) => format!("token {id}"),
         (None, None) => return Err("it has neither a DeviceInfo SerialNo nor a Key Id to name the device".into()),
     };
     check_name(&name)?;
 
-    let params = element(key, "AlgorithmParameters");
-    let algorithm = match params.and_then(|p| child_text(p, "Suite")) {
+    let params = pskc(key, "AlgorithmParameters")?;
+    let algorithm = match params.map(|p| child_text(p, PSKC_NS, "Suite")).transpose()?.flatten() {
         None => Algorithm::Sha1,
         Some(suite) => suite_algorithm(&suite).ok_or_else(|| {
             format!(
@@ -867,7 +1028,7 @@ fn package_record(
             )
         })?,
     };
-    let digits = match params.and_then(|p| element(p, "ResponseFormat")) {
+    let digits = match params.map(|p| pskc(p, "ResponseFormat")).transpose()?.flatten() {
         None => 6,
         Some(format) => {
             if let Some(encoding) = format.attribute("Encoding") {
@@ -887,14 +1048,15 @@ fn package_record(
         }
     };
 
-    if let Some(policy) = element(key, "Policy") {
-        let usages: Vec<String> = elements(policy, "KeyUsage")
+    if let Some(policy) = pskc(key, "Policy")? {
+        let usages: Vec<String> = children(policy, PSKC_NS, "KeyUsage")?
+            .into_iter()
             .map(|u| text_of(u).trim().to_string())
             .collect();
         if !usages.is_empty() && !usages.iter().any(|u| u.eq_ignore_ascii_case("OTP")) {
             return Err("its Policy KeyUsage does not include OTP".into());
         }
-        if let Some(pin) = element(policy, "PINPolicy") {
+        if let Some(pin) = pskc(policy, "PINPolicy")? {
             match pin.attribute("PINUsageMode").map(str::trim) {
                 None | Some("Local") => {}
                 Some(mode) => {
@@ -907,9 +1069,15 @@ fn package_record(
         }
     }
 
-    let data = element(key, "Data");
+    let data = pskc(key, "Data")?;
     let (period, counter) = match kind {
-        TokenKind::Hotp => (30, data_int(data, "Counter")?.unwrap_or(0)),
+        TokenKind::Hotp => match data_int(data, "Counter")? {
+            None => (30, 0),
+            Some(c) => (
+                30,
+                check_counter(Some(c)).map_err(|why| format!("Data/Counter: {why}"))?,
+            ),
+        },
         TokenKind::Totp => {
             if data_int(data, "Time")?.is_some_and(|t0| t0 != 0) {
                 return Err(
@@ -926,7 +1094,9 @@ fn package_record(
         }
     };
     let secret = data
-        .and_then(|d| element(d, "Secret"))
+        .map(|d| pskc(d, "Secret"))
+        .transpose()?
+        .flatten()
         .ok_or("it has no Data/Secret; keys kept by reference (KeyReference) cannot be imported")?;
     let key = crypto.secret(secret)?;
     check_key_len(key.len())?;
@@ -1017,7 +1187,7 @@ mod tests {
         let text = "\u{feff}USER, Name ,type,SECRET,algorithm,digits,period,counter\r\n\
                     # comment\r\n\
                     \r\n\
-                    \u{20} dave , \"a, b\" , hotp , GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ , SHA512 , 6 , 300 , 18446744073709551615 \r\n";
+                    \u{20} dave , \"a, b\" , hotp , GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ , SHA512 , 6 , 300 , 4611686018427387904 \r\n";
         let r = parse_csv(text).unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].user, "dave");
@@ -1025,7 +1195,7 @@ mod tests {
         assert_eq!(r[0].algorithm, Algorithm::Sha512);
         assert_eq!(
             (r[0].period, r[0].counter),
-            (30, u64::MAX),
+            (30, MAX_COUNTER),
             "an HOTP row's period is unused"
         );
         assert_eq!(r[0].entry, "line 4");
@@ -1290,7 +1460,7 @@ mod tests {
         );
         // ... and the ValueMAC is HMAC-SHA1 over IV || ciphertext with it.
         let secret = doc.descendants().find(|n| n.has_tag_name((PSKC_NS, "Secret"))).unwrap();
-        let cipher = encrypted_bytes(element(secret, "EncryptedValue").unwrap()).unwrap();
+        let cipher = encrypted_bytes(pskc(secret, "EncryptedValue").unwrap().unwrap()).unwrap();
         assert_eq!(
             &cipher[..16],
             &(0u8..16).collect::<Vec<_>>()[..],
@@ -1489,5 +1659,298 @@ mod tests {
         let with_entity = figure3.replace(">987654321<", ">&xxe;<");
         let msg = pskc_err(&with_entity, None);
         assert!(msg.starts_with("the file: it is not well-formed XML"), "{msg}");
+    }
+
+    // ----- Counters, namespaces, nesting ---------------------------------------------
+
+    #[test]
+    fn counters_above_the_secret_files_limit_are_refused_with_their_entry() {
+        let row = |c: &str| {
+            format!("{CSV_HEADER}\nalice,fob,hotp,JBSWY3DPEHPK3PXP,,,,1\nbob,fob,hotp,JBSWY3DPEHPK3PXP,,,,{c}\n")
+        };
+        assert_eq!(parse_csv(&row("4611686018427387904")).unwrap()[1].counter, MAX_COUNTER);
+        for c in ["4611686018427387905", "18446744073709551615", "99999999999999999999"] {
+            assert_eq!(
+                csv_err(&row(c)),
+                "line 3: the counter must be a whole number from 0 to 4611686018427387904",
+                "{c}"
+            );
+        }
+        // A TOTP row's counter is checked too, though unused.
+        let totp = format!("{CSV_HEADER}\nalice,fob,totp,JBSWY3DPEHPK3PXP,,,,18446744073709551615\n");
+        assert!(csv_err(&totp).starts_with("line 2: the counter must be"));
+
+        let base = fixture!("totp-and-hotp.pskcxml");
+        let at = |c: &str| {
+            base.replace(
+                "<pskc:PlainValue>42</pskc:PlainValue>",
+                &format!("<pskc:PlainValue>{c}</pskc:PlainValue>"),
+            )
+        };
+        assert_eq!(
+            parse_pskc(&at("4611686018427387904"), None).unwrap()[1].counter,
+            MAX_COUNTER
+        );
+        assert_eq!(
+            pskc_err(&at("4611686018427387905"), None),
+            "KeyPackage 2 (Id 987654): Data/Counter: the counter must be a whole number from 0 to 4611686018427387904"
+        );
+        assert_eq!(
+            pskc_err(&at("18446744073709551615"), None),
+            "KeyPackage 2 (Id 987654): Data/Counter: the counter must be a whole number from 0 to 4611686018427387904"
+        );
+    }
+
+    /// RFC 6030 figure 6 (with a UserId) with `extra` put into its Secret before the
+    /// EncryptedValue.
+    fn figure6_with(extra: &str) -> String {
+        let text = fixture!("rfc6030-figure6-userid.pskcxml");
+        let out = text.replacen("<EncryptedValue>", &format!("{extra}<EncryptedValue>"), 1);
+        assert_ne!(out, text);
+        out
+    }
+
+    /// A plain 160-bit key that is not the figure's ("AAAA..."), base64.
+    const OTHER_KEY_B64: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUE=";
+
+    #[test]
+    fn pskc_plain_value_next_to_an_encrypted_one_is_refused() {
+        let psk = rfc_psk();
+        // In a foreign namespace: a reader going by local names took it, unauthenticated.
+        let foreign = figure6_with(&format!(
+            "<x:PlainValue xmlns:x=\"urn:not-pskc\">{OTHER_KEY_B64}</x:PlainValue>"
+        ));
+        for key in [Some(&psk[..]), None] {
+            let msg = pskc_err(&foreign, key);
+            assert_eq!(
+                msg,
+                "KeyPackage 1 (Id 12345678): Secret holds a PlainValue in namespace urn:not-pskc, not in \
+                 urn:ietf:params:xml:ns:keyprov:pskc; the file is refused rather than guess which value counts"
+            );
+        }
+        // In no namespace at all.
+        let none = figure6_with(&format!("<PlainValue xmlns=\"\">{OTHER_KEY_B64}</PlainValue>"));
+        let msg = pskc_err(&none, Some(&psk));
+        assert!(msg.contains("Secret holds a PlainValue in no namespace"), "{msg}");
+        // In the PSKC namespace, next to the encrypted value: which one counts is unclear.
+        let both = figure6_with(&format!("<PlainValue>{OTHER_KEY_B64}</PlainValue>"));
+        for key in [Some(&psk[..]), None] {
+            assert_eq!(
+                pskc_err(&both, key),
+                "KeyPackage 1 (Id 12345678): Data/Secret holds both a PlainValue and an EncryptedValue; the plain \
+                 one is not protected by the encryption or its MAC, so the file is refused"
+            );
+        }
+        // Two of either.
+        let two = fixture!("rfc6030-figure3.pskcxml").replacen(
+            "</PlainValue>",
+            &format!("</PlainValue><PlainValue>{OTHER_KEY_B64}</PlainValue>"),
+            1,
+        );
+        assert_eq!(
+            pskc_err(&two, None),
+            "KeyPackage 1 (Id 12345678): Secret holds 2 PlainValue elements; one is allowed"
+        );
+        // The untampered file still imports.
+        let r = parse_pskc(fixture!("rfc6030-figure6-userid.pskcxml"), Some(&psk)).unwrap();
+        assert_eq!(r[0].key.as_slice(), SEED20);
+    }
+
+    #[test]
+    fn pskc_with_a_pre_shared_key_refuses_plain_keys() {
+        let psk = rfc_psk();
+        // A whole plain file where an encrypted one was expected ...
+        for plain in [fixture!("rfc6030-figure3.pskcxml"), fixture!("totp-and-hotp.pskcxml")] {
+            assert!(parse_pskc(plain, None).is_ok());
+            let msg = pskc_err(plain, Some(&psk));
+            assert!(msg.contains("the file mixes encrypted and plain keys"), "{msg}");
+            assert!(msg.starts_with("KeyPackage 1 "), "{msg}");
+        }
+        // ... or a plain package added to an encrypted file.
+        let text = fixture!("rfc6030-figure6-userid.pskcxml");
+        let second = "<KeyPackage><DeviceInfo><SerialNo>666</SerialNo></DeviceInfo>\
+                      <Key Id=\"666\" Algorithm=\"urn:ietf:params:xml:ns:keyprov:pskc:hotp\">\
+                      <Data><Secret><PlainValue>QUFBQUFBQUFBQUFBQUFBQUFBQUE=</PlainValue></Secret></Data>\
+                      <UserId>alice</UserId></Key></KeyPackage>";
+        let mixed = text.replace("</KeyContainer>", &format!("{second}</KeyContainer>"));
+        let err = parse_pskc(&mixed, Some(&psk)).unwrap_err();
+        assert_eq!(err.entry, "KeyPackage 2 (Id 666)");
+        assert!(err.why.contains("the file mixes encrypted and plain keys"), "{err}");
+    }
+
+    #[test]
+    fn pskc_elements_read_must_be_in_their_namespace() {
+        let base = fixture!("totp-and-hotp.pskcxml");
+        let foreign = |from: &str, to: &str| {
+            let t = base.replacen(from, to, 1);
+            assert_ne!(t, base, "{from}");
+            pskc_err(&t, None)
+        };
+        let cases = [
+            (
+                "<pskc:PlainValue>42</pskc:PlainValue>",
+                "<x:PlainValue xmlns:x=\"urn:x\">7</x:PlainValue>",
+                "KeyPackage 2 (Id 987654): Counter holds a PlainValue in namespace urn:x",
+            ),
+            (
+                "<pskc:Counter>",
+                "<x:Counter xmlns:x=\"urn:x\"><x:PlainValue>7</x:PlainValue></x:Counter><pskc:Counter>",
+                "KeyPackage 2 (Id 987654): Data holds a Counter in namespace urn:x",
+            ),
+            (
+                "<pskc:TimeInterval>",
+                "<TimeInterval><pskc:PlainValue>60</pskc:PlainValue></TimeInterval><pskc:TimeInterval>",
+                "KeyPackage 1 (Id TT0000001#1): Data holds a TimeInterval in no namespace",
+            ),
+            (
+                "<pskc:UserId>alice</pskc:UserId>",
+                "<x:UserId xmlns:x=\"urn:x\">root</x:UserId><pskc:UserId>alice</pskc:UserId>",
+                "Key holds a UserId in namespace urn:x",
+            ),
+            (
+                "<pskc:SerialNo>TT0000001</pskc:SerialNo>",
+                "<x:SerialNo xmlns:x=\"urn:x\">1</x:SerialNo>",
+                "DeviceInfo holds a SerialNo in namespace urn:x",
+            ),
+            (
+                "<pskc:ResponseFormat Length=\"8\"",
+                "<x:ResponseFormat xmlns:x=\"urn:x\" Length=\"6\"/><pskc:ResponseFormat Length=\"8\"",
+                "AlgorithmParameters holds a ResponseFormat in namespace urn:x",
+            ),
+            (
+                "<pskc:Suite>HMAC-SHA256</pskc:Suite>",
+                "<x:Suite xmlns:x=\"urn:x\">HMAC-SHA1</x:Suite><pskc:Suite>HMAC-SHA256</pskc:Suite>",
+                "AlgorithmParameters holds a Suite in namespace urn:x",
+            ),
+            (
+                "<pskc:KeyUsage>OTP</pskc:KeyUsage>",
+                "<x:KeyUsage xmlns:x=\"urn:x\">OTP</x:KeyUsage>",
+                "Policy holds a KeyUsage in namespace urn:x",
+            ),
+            (
+                "<pskc:Key Id=\"987654\"",
+                "<x:Key xmlns:x=\"urn:x\"/><pskc:Key Id=\"987654\"",
+                "KeyPackage 2: KeyPackage holds a Key in namespace urn:x",
+            ),
+            (
+                "<pskc:KeyPackage>",
+                "<KeyPackage/><pskc:KeyPackage>",
+                "KeyContainer: KeyContainer holds a KeyPackage in no namespace",
+            ),
+            (
+                "<pskc:UserId>alice</pskc:UserId>",
+                "<pskc:UserId>alice</pskc:UserId><pskc:UserId>root</pskc:UserId>",
+                "Key holds 2 UserId elements; one is allowed",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let msg = foreign(from, to);
+            assert!(msg.contains(want), "{to}: {msg}");
+        }
+
+        // xmlenc's elements in xmlenc's namespace, the ValueMAC in PSKC's.
+        let psk = rfc_psk();
+        let text = fixture!("rfc6030-figure6-userid.pskcxml");
+        let tampered = [
+            (
+                text.replacen("<xenc:CipherValue>", "<CipherValue>", 2).replacen("</xenc:CipherValue>", "</CipherValue>", 2),
+                "CipherData holds a CipherValue in namespace urn:ietf:params:xml:ns:keyprov:pskc, not in http://www.w3.org/2001/04/xmlenc#",
+            ),
+            (
+                text.replace("<ValueMAC>", "<x:ValueMAC xmlns:x=\"urn:x\">").replace("</ValueMAC>", "</x:ValueMAC>"),
+                "Secret holds a ValueMAC in namespace urn:x",
+            ),
+            (
+                text.replace("<ds:KeyName>Pre-shared-key</ds:KeyName>", "<KeyName>Pre-shared-key</KeyName>"),
+                "KeyContainer: EncryptionKey holds a KeyName in namespace urn:ietf:params:xml:ns:keyprov:pskc",
+            ),
+        ];
+        for (t, want) in tampered {
+            let msg = pskc_err(&t, Some(&psk));
+            assert!(msg.contains(want), "{msg}");
+        }
+        // Prefixes do not matter: the same file with other prefixes imports.
+        let renamed = text.replace("xmlns:xenc=", "xmlns:e=").replace("xenc:", "e:").replace(
+            "xmlns=\"urn:ietf:params:xml:ns:keyprov:pskc\"",
+            "xmlns:p=\"urn:ietf:params:xml:ns:keyprov:pskc\"",
+        );
+        let renamed = prefix_unprefixed(&renamed, "p");
+        assert_eq!(parse_pskc(&renamed, Some(&psk)).unwrap()[0].key.as_slice(), SEED20);
+    }
+
+    /// Gives every element without a prefix the prefix `p`.
+    fn prefix_unprefixed(text: &str, p: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find('<') {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            let (open, name_start) = if rest.starts_with("</") { ("</", 2) } else { ("<", 1) };
+            let name: String = rest[name_start..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == ':')
+                .collect();
+            if !name.is_empty() && !name.contains(':') && rest[name_start..].starts_with(|c: char| c.is_alphabetic()) {
+                out.push_str(&format!("{open}{p}:"));
+                rest = &rest[name_start..];
+            } else {
+                out.push_str(open);
+                rest = &rest[name_start..];
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[test]
+    fn pskc_encrypted_value_without_its_value_mac_is_refused_when_the_file_has_a_mac_method() {
+        let text = fixture!("rfc6030-figure6-userid.pskcxml");
+        let start = text.find("<ValueMAC>").unwrap();
+        let end = text.find("</ValueMAC>").unwrap() + "</ValueMAC>".len();
+        let no_value_mac = format!("{}{}", &text[..start], &text[end..]);
+        assert_eq!(
+            pskc_err(&no_value_mac, Some(&rfc_psk())),
+            "KeyPackage 1 (Id 12345678): the secret has no ValueMAC, though the file has a MACMethod: it may have \
+             been altered"
+        );
+    }
+
+    fn nested(n: usize) -> String {
+        format!(
+            "<KeyContainer Version=\"1.0\" xmlns=\"{PSKC_NS}\">{}{}</KeyContainer>",
+            "<a>".repeat(n),
+            "</a>".repeat(n)
+        )
+    }
+
+    #[test]
+    fn pskc_deeply_nested_elements_are_refused_before_parsing() {
+        let want = "the file: its elements are nested more than 64 deep; a token file needs about 10";
+        for n in [100, 2_000, 50_000] {
+            assert_eq!(pskc_err(&nested(n), None), want, "{n}");
+        }
+        // Unclosed, and self-closing at the bottom.
+        let open = format!("<KeyContainer xmlns=\"{PSKC_NS}\">{}", "<a x='1'>".repeat(50_000));
+        assert_eq!(pskc_err(&open, None), want);
+        // 63 inside the container is fine (then refused for what it is).
+        assert_eq!(pskc_err(&nested(63), None), "KeyContainer: it has no KeyPackage");
+        assert_eq!(pskc_err(&nested(64), None), want);
+        // What is not an element is not counted: comments, CDATA, processing instructions,
+        // `/>`, and `>` or `/>` inside quoted attribute values.
+        let flat = format!(
+            "<?xml version=\"1.0\"?><KeyContainer Version=\"1.0\" xmlns=\"{PSKC_NS}\">\
+             <!-- {} --><![CDATA[{}]]><?pi {} ?>{}{}{}</KeyContainer>",
+            "<a>".repeat(100),
+            "<a>".repeat(100),
+            "<a>".repeat(100),
+            "<a/>".repeat(100),
+            "<a x=\"/>\" y='>'></a>".repeat(100),
+            "<a b='/>'>".repeat(60) + &"</a>".repeat(60)
+        );
+        assert_eq!(pskc_err(&flat, None), "KeyContainer: it has no KeyPackage");
+        // The real files pass.
+        for f in [fixture!("rfc6030-figure3.pskcxml"), fixture!("totp-and-hotp.pskcxml")] {
+            check_depth(f).unwrap();
+        }
     }
 }

@@ -1,8 +1,6 @@
 //! `backup-codes`, `reset`, `unlock`.
 
-use pam_totp_core::enroll::{
-    load_secret, new_backup_codes, remove_secret, save_secret, secret_path, DEFAULT_BACKUP_CODES,
-};
+use pam_totp_core::enroll::{load_secret, new_backup_codes, remove_secret, secret_path, DEFAULT_BACKUP_CODES};
 use pam_totp_core::store::StateStore;
 
 use crate::context::{json_line, lookup, print, print_result, safe, safe_path, syslog, Ctx};
@@ -10,7 +8,7 @@ use crate::context::{json_line, lookup, print, print_result, safe, safe_path, sy
 pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool) -> Result<(), String> {
     let account = ctx.target(user, "change the backup codes of")?;
     let path = secret_path(&ctx.cfg, &account);
-    let mut secret = load_secret(&path, &account)
+    let secret = load_secret(&path, &account)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
             format!(
@@ -45,8 +43,13 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool)
         return print_result(&text);
     }
     let (codes, hashes) = new_backup_codes(DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?;
-    secret.backup_codes = hashes;
-    save_secret(&path, &account, &secret, true).map_err(|e| format!("could not save the new codes: {e}"))?;
+    // On the file as it is now, under its lock: an authenticator added or removed since it
+    // was read above stays added or removed.
+    crate::devices::update_enrolled(ctx, &account, |current| {
+        current.backup_codes = hashes;
+        Ok((true, ()))
+    })
+    .map_err(|e| format!("the new codes were not saved: {e}"))?;
     syslog(&format!(
         "new backup codes for user={} by uid={}",
         account.name, ctx.me.uid

@@ -16,6 +16,7 @@ use pam_totp_core::clock::{Clock, SystemClock};
 use pam_totp_core::config::{Config, Date};
 use pam_totp_core::store::FileStore;
 pub use pam_totp_core::text::terminal_safe;
+use pam_totp_core::text::unsafe_char;
 
 #[derive(Debug)]
 pub struct Ctx {
@@ -132,23 +133,49 @@ pub fn safe_path(p: &Path) -> String {
     terminal_safe(&p.to_string_lossy()).into_owned()
 }
 
-/// One JSON value as one line. serde_json escapes C0 controls inside strings but writes DEL
-/// and the C1 controls (U+0080..U+009F, which include the 8-bit CSI) raw; they can only
-/// occur inside strings, where `\uXXXX` means the same character, so they are escaped too.
+/// One JSON value as one line. serde_json escapes C0 controls inside strings but writes DEL,
+/// the C1 controls (U+0080..U+009F, which include the 8-bit CSI) and the characters that
+/// reorder or break a terminal line (bidirectional overrides such as U+202E, U+2028 ...:
+/// [`unsafe_char`]) raw; they can only occur inside strings, where `\uXXXX` means the same
+/// character, so they are escaped too. (All of them are in the Basic Multilingual Plane:
+/// one `\uXXXX` each.)
 pub fn json_line(v: &serde_json::Value) -> String {
     let s = v.to_string();
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(unsafe_char) {
         return s;
     }
     let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
-        if c.is_control() {
+        if unsafe_char(c) {
             out.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Why a change made under the secret file's lock ([`update_secret`]) did not happen: the
+/// core's error (locking, reading or writing the file), or the command's own refusal of
+/// what it found there, in words.
+///
+/// [`update_secret`]: pam_totp_core::enroll::update_secret
+#[derive(Debug)]
+pub enum Change {
+    Core(pam_totp_core::error::Error),
+    Refused(String),
+}
+
+impl From<pam_totp_core::error::Error> for Change {
+    fn from(e: pam_totp_core::error::Error) -> Self {
+        Change::Core(e)
+    }
+}
+
+impl From<String> for Change {
+    fn from(s: String) -> Self {
+        Change::Refused(s)
+    }
 }
 
 /// Writes `text` and a newline to stdout and flushes. A closed pipe (EPIPE: Rust ignores
@@ -224,6 +251,19 @@ mod tests {
         let v = serde_json::json!({"issuer": "a\u{1b}[2K\rb\u{7f}\u{9b}31m"});
         let line = json_line(&v);
         assert!(!line.chars().any(char::is_control), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn json_lines_carry_no_raw_bidi_overrides_or_line_separators() {
+        let v =
+            serde_json::json!({"name": "evil\u{202E}gpj.exe", "label": "a\u{2028}b\u{2066}c\u{200F}", "ok": "Zürich"});
+        let line = json_line(&v);
+        assert!(!line.chars().any(unsafe_char), "{line}");
+        assert!(line.contains("evil\\u202egpj.exe"), "{line}");
+        assert!(line.contains("a\\u2028b\\u2066c\\u200f"), "{line}");
+        assert!(line.contains("Zürich"), "{line}");
         let back: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(back, v);
     }

@@ -2,16 +2,17 @@
 //!
 //! Also the shapes every command shows a device in ([`device_json`], [`device_line`]), so
 //! `status` and `devices list` agree. Names are matched ignoring case, as the secret file
-//! keeps them unique. Changes rewrite the secret file (replace) and go to syslog (authpriv):
-//! who changed whose authenticator, by name — never a key.
+//! keeps them unique. Changes are made under the secret file's lock, on the file as it is
+//! then ([`update_enrolled`]: a change made meanwhile by another command is never undone),
+//! and go to syslog (authpriv): who changed whose authenticator, by name — never a key.
 
 use pam_totp_core::account::Account;
-use pam_totp_core::enroll::{load_secret, save_secret, secret_path};
+use pam_totp_core::enroll::{load_secret, secret_path, update_secret};
 use pam_totp_core::secret::{valid_device_name, Device, Kind, SecretFile, MAX_NAME_CHARS};
 use pam_totp_core::state::State;
 use pam_totp_core::store::StateStore;
 
-use crate::context::{format_time, json_line, print, print_result, safe, safe_path, syslog, Ctx};
+use crate::context::{format_time, json_line, print, print_result, safe, safe_path, syslog, Change, Ctx};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DevicesCmd {
@@ -162,14 +163,46 @@ fn last_used(d: &Device, st: &State) -> String {
 /// The user's secret file, which must exist.
 fn load_enrolled(ctx: &Ctx, account: &Account) -> Result<(std::path::PathBuf, SecretFile), String> {
     let path = secret_path(&ctx.cfg, account);
-    let secret = load_secret(&path, account).map_err(|e| e.to_string())?.ok_or_else(|| {
-        format!(
-            "{} is not enrolled (no {}); run `pam-totp enroll` first",
-            safe(&account.name),
-            safe_path(&path)
-        )
-    })?;
+    let secret = load_secret(&path, account)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| not_enrolled(account, &path))?;
     Ok((path, secret))
+}
+
+fn not_enrolled(account: &Account, path: &std::path::Path) -> String {
+    format!(
+        "{} is not enrolled (no {}); run `pam-totp enroll` first",
+        safe(&account.name),
+        safe_path(path)
+    )
+}
+
+/// Changes `account`'s enrollment under the secret file's lock
+/// ([`pam_totp_core::enroll::update_secret`]): `f` gets the file as it is now — not a copy
+/// read earlier, so a change another command made meanwhile is kept — and returns whether
+/// to write it back, and its result. An error of `f` writes nothing.
+pub fn update_enrolled<T>(
+    ctx: &Ctx,
+    account: &Account,
+    f: impl FnOnce(&mut SecretFile) -> Result<(bool, T), String>,
+) -> Result<(std::path::PathBuf, T), String> {
+    // Checked first without the lock, which would create the directory of a user who has
+    // none (the answer is checked again under it).
+    let (path, _) = load_enrolled(ctx, account)?;
+    let r = update_secret(&path, account, |current: Option<SecretFile>| -> Result<_, Change> {
+        let mut secret = current.ok_or_else(|| not_enrolled(account, &path))?;
+        let (write, t) = f(&mut secret)?;
+        Ok((write.then_some(secret), t))
+    });
+    match r {
+        Ok(t) => Ok((path, t)),
+        Err(Change::Refused(why)) => Err(why),
+        Err(Change::Core(e)) => Err(format!(
+            "could not change {}: {}",
+            safe_path(&path),
+            safe(&e.to_string())
+        )),
+    }
 }
 
 /// The state as root sees it (None for other users, who cannot read it).
@@ -278,31 +311,32 @@ fn table(rows: &[Vec<String>]) -> String {
 
 fn remove(ctx: &Ctx, user: Option<&str>, name: &str) -> Result<(), String> {
     let account = ctx.target(user, "remove an authenticator of")?;
-    let (path, mut secret) = load_enrolled(ctx, &account)?;
-    let i = find(&secret, &account, name)?;
-    if secret.devices.len() == 1 {
-        return Err(format!(
-            "\"{}\" is the only authenticator of {}: that would leave no authenticator; `pam-totp reset --user {}` removes the enrollment",
-            safe(&secret.devices[0].name),
-            safe(&account.name),
-            safe(&account.name)
-        ));
-    }
-    let gone = secret.devices.remove(i);
-    save_secret(&path, &account, &secret, true).map_err(|e| format!("could not save {}: {e}", safe_path(&path)))?;
+    let (_, (gone, left, count)) = update_enrolled(ctx, &account, |secret| {
+        let i = find(secret, &account, name)?;
+        if secret.devices.len() == 1 {
+            return Err(format!(
+                "\"{}\" is the only authenticator of {}: that would leave no authenticator; `pam-totp reset --user {}` removes the enrollment",
+                safe(&secret.devices[0].name),
+                safe(&account.name),
+                safe(&account.name)
+            ));
+        }
+        let gone = secret.devices.remove(i);
+        Ok((true, (gone, names(secret), secret.devices.len())))
+    })?;
     syslog(&format!(
         "devices: removed authenticator \"{}\" ({}) of user={} by uid={}; {} left",
         log_name(&gone.name),
         gone.kind.name(),
         account.name,
         ctx.me.uid,
-        secret.devices.len()
+        count
     ));
     let text = format!(
         "Removed \"{}\" from the authenticators of {}: its codes no longer work. Left: {}.",
         safe(&gone.name),
         safe(&account.name),
-        names(&secret)
+        left
     );
     print(&text).map_err(|e| {
         format!(
@@ -322,22 +356,23 @@ fn rename(ctx: &Ctx, user: Option<&str>, old: &str, new: &str) -> Result<(), Str
             name_rule()
         ));
     }
-    let (path, mut secret) = load_enrolled(ctx, &account)?;
-    let i = find(&secret, &account, old)?;
-    if let Some(j) = secret.device_index(new) {
-        if j != i {
-            return Err(format!(
-                "{} already has an authenticator named \"{}\"",
-                safe(&account.name),
-                safe(&secret.devices[j].name)
-            ));
+    let (_, was) = update_enrolled(ctx, &account, |secret| {
+        let i = find(secret, &account, old)?;
+        if let Some(j) = secret.device_index(new) {
+            if j != i {
+                return Err(format!(
+                    "{} already has an authenticator named \"{}\"",
+                    safe(&account.name),
+                    safe(&secret.devices[j].name)
+                ));
+            }
         }
-    }
-    let was = std::mem::replace(&mut secret.devices[i].name, new.to_string());
+        let was = std::mem::replace(&mut secret.devices[i].name, new.to_string());
+        Ok((was != new, was))
+    })?;
     if was == new {
         return print_result(&format!("\"{}\" already has that name; nothing changed.", safe(new)));
     }
-    save_secret(&path, &account, &secret, true).map_err(|e| format!("could not save {}: {e}", safe_path(&path)))?;
     syslog(&format!(
         "devices: renamed authenticator \"{}\" to \"{}\" of user={} by uid={}",
         log_name(&was),

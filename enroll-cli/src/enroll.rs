@@ -2,6 +2,11 @@
 //! `--add`, another authenticator for an enrolled user (backup codes kept); with `--hotp`,
 //! a counter-based one.
 //!
+//! The save happens under the secret file's lock, on the file as it is then: `--add` waits
+//! at its confirmation prompt with the enrollment it read at the start, and an authenticator
+//! removed or backup codes regenerated meanwhile must stay removed or regenerated (see
+//! [`store`]).
+//!
 //! Output after the save can fail (a closed pipe: `pam-totp enroll --json | head -c0`):
 //! the error then says that the secret WAS saved, and what to do about what was not shown.
 
@@ -10,14 +15,14 @@ use std::io::{BufRead, IsTerminal, Write};
 use pam_totp_core::account::Account;
 use pam_totp_core::enroll::{
     backup_code_lines, default_issuer, default_label, grouped, load_secret, new_device, new_secret, otpauth_uri,
-    save_secret, secret_path, DEFAULT_BACKUP_CODES, DEFAULT_DEVICE_NAME,
+    save_secret, secret_path, update_secret, DEFAULT_BACKUP_CODES, DEFAULT_DEVICE_NAME,
 };
-use pam_totp_core::error::{Error, FileProblem};
+use pam_totp_core::error::Error;
 use pam_totp_core::otp::{self, Algorithm, Params};
 use pam_totp_core::secret::{valid_device_name, Device, Kind, SecretFile, MAX_DEVICES};
 use zeroize::Zeroizing;
 
-use crate::context::{describe, json_line, safe, safe_path, syslog, Ctx};
+use crate::context::{describe, json_line, safe, safe_path, syslog, Change, Ctx};
 use crate::qr::{self, QrMode};
 
 /// The default name of a counter-based authenticator (`--hotp`).
@@ -114,31 +119,19 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         Ok(None) => None,
         Ok(Some(s)) if a.add => {
             if s.devices.len() >= MAX_DEVICES {
-                return Err(format!(
-                    "{} already has {} authenticators, the most one user can have; remove one first (`pam-totp devices remove NAME`)",
-                    safe(&account.name),
-                    s.devices.len()
-                ));
+                return Err(too_many(&account, s.devices.len()));
             }
             Some(s)
         }
         Ok(Some(_)) if a.force => None,
-        Ok(Some(_)) => {
-            return Err(format!(
-                "{} is already enrolled ({}); use --add to add another authenticator, or --force to replace the enrollment (the current authenticators and backup codes will stop working)",
-                safe(&account.name),
-                safe_path(&path)
-            ))
-        }
+        Ok(Some(_)) => return Err(already_enrolled(&account, &path)),
         Err(_) if a.force => None,
         Err(e) if a.add => return Err(format!("{e}; fix it, or replace the whole enrollment with --force")),
         Err(e) => return Err(format!("{e}; fix it or use --force to replace it")),
     };
     let kind = if a.hotp { Kind::Hotp } else { Kind::Totp };
-    let default_name = unique_name(
-        base.as_ref(),
-        if a.hotp { DEFAULT_HOTP_NAME } else { DEFAULT_DEVICE_NAME },
-    );
+    let base_name = if a.hotp { DEFAULT_HOTP_NAME } else { DEFAULT_DEVICE_NAME };
+    let default_name = unique_name(base.as_ref(), base_name);
     if let Some(n) = &a.name {
         check_new_name(base.as_ref(), &account, n)?;
     }
@@ -163,10 +156,18 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     let uri = otpauth_uri(&device);
     let b32 = otp::encode_base32(&device.key);
     let adding = base.is_some();
+    let mode = if adding {
+        Mode::Add
+    } else if a.force {
+        Mode::Replace
+    } else {
+        Mode::New
+    };
+    // A name of our choosing may be chosen again at the save; one the user gave may not.
+    let mut auto_name = a.name.is_none().then_some(base_name);
 
     if a.json {
-        let (secret, codes) = build(base, device.clone())?;
-        save(&path, &account, &secret, a.force || adding)?;
+        let (_, codes) = store(&path, &account, mode, &mut device, auto_name)?;
         log_added(ctx, &account, &device, adding);
         let recorded = crate::admin::record_enrollment(ctx, &account);
         let mut obj = serde_json::json!({
@@ -250,9 +251,11 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     }
     if ask_name {
         device.name = ask_for_name(&mut out, base.as_ref(), &account, &default_name)?;
+        if device.name != default_name {
+            auto_name = None;
+        }
     }
-    let (secret, codes) = build(base, device.clone())?;
-    save(&path, &account, &secret, a.force || adding)?;
+    let (secret, codes) = store(&path, &account, mode, &mut device, auto_name)?;
     log_added(ctx, &account, &device, adding);
     // The codes are shown even if this fails; its error comes after them.
     let recorded = crate::admin::record_enrollment(ctx, &account);
@@ -305,16 +308,101 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     recorded
 }
 
-/// The file to save: `device` added to `base` (backup codes kept, none new), or a new
-/// enrollment with new backup codes (returned in clear, to show once).
-fn build(base: Option<SecretFile>, device: Device) -> Result<(SecretFile, Vec<Zeroizing<String>>), String> {
-    match base {
-        Some(mut s) => {
-            s.devices.push(device);
-            Ok((s, Vec::new()))
+/// How [`store`] saves the new authenticator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `--add`: onto the enrollment as it is at the save.
+    Add,
+    /// `--force`: a new enrollment in place of whatever is there.
+    Replace,
+    /// A first enrollment: refused if one was made meanwhile.
+    New,
+}
+
+/// Saves `device` under the secret file's lock, on the file as it is now (not as it was
+/// read before the confirmation prompt, which may have waited for minutes): added to the
+/// enrollment ([`Mode::Add`]: it must still exist, have room and not have taken the name
+/// meanwhile; a name chosen by us, from `auto_name`, moves on to the next free one), or a
+/// new enrollment with new backup codes. Returns the file saved and the backup codes in
+/// clear, to show once (none when adding).
+fn store(
+    path: &std::path::Path,
+    account: &Account,
+    mode: Mode,
+    device: &mut Device,
+    auto_name: Option<&str>,
+) -> Result<(SecretFile, Vec<Zeroizing<String>>), String> {
+    let saved = match mode {
+        Mode::Replace => {
+            let (secret, codes) = new_secret(device.clone(), DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?;
+            replace_secret(path, account, &secret).map_err(|e| format!("could not save the secret: {e}"))?;
+            return Ok((secret, codes));
         }
-        None => new_secret(device, DEFAULT_BACKUP_CODES).map_err(|e| e.to_string()),
+        Mode::New => update_secret(path, account, |current: Option<SecretFile>| -> Result<_, Change> {
+            if current.is_some() {
+                return Err(already_enrolled(account, path).into());
+            }
+            let (secret, codes) = new_secret(device.clone(), DEFAULT_BACKUP_CODES)?;
+            Ok((Some(secret.clone()), (secret, codes)))
+        }),
+        Mode::Add => update_secret(path, account, |current: Option<SecretFile>| -> Result<_, Change> {
+            let Some(mut secret) = current else {
+                return Err(format!(
+                    "{} is no longer enrolled: {} was removed while this command ran",
+                    safe(&account.name),
+                    safe_path(path)
+                )
+                .into());
+            };
+            if secret.devices.len() >= MAX_DEVICES {
+                return Err(too_many(account, secret.devices.len()).into());
+            }
+            if secret.device(&device.name).is_some() {
+                match auto_name {
+                    Some(base) => device.name = unique_name(Some(&secret), base),
+                    None => check_new_name(Some(&secret), account, &device.name)?,
+                }
+            }
+            secret.devices.push(device.clone());
+            Ok((Some(secret.clone()), (secret, Vec::new())))
+        }),
+    };
+    saved.map_err(|e| match e {
+        Change::Refused(why) => {
+            format!("{why}; nothing was saved (delete the new entry from the app if it was added there)")
+        }
+        Change::Core(e) => format!("could not save the secret: {e}"),
+    })
+}
+
+/// Writes `secret` in place of the enrollment, under the secret file's lock. A file that
+/// cannot be read or locked (malformed, wrong mode ...) is replaced all the same, as
+/// `--force` promises, without the lock.
+pub fn replace_secret(path: &std::path::Path, account: &Account, secret: &SecretFile) -> Result<(), Error> {
+    let mut ran = false;
+    let r = update_secret(path, account, |_| -> Result<_, Error> {
+        ran = true;
+        Ok((Some(secret.clone()), ()))
+    });
+    match r {
+        Err(_) if !ran => save_secret(path, account, secret, true),
+        r => r,
     }
+}
+
+fn too_many(account: &Account, n: usize) -> String {
+    format!(
+        "{} already has {n} authenticators, the most one user can have; remove one first (`pam-totp devices remove NAME`)",
+        safe(&account.name),
+    )
+}
+
+fn already_enrolled(account: &Account, path: &std::path::Path) -> String {
+    format!(
+        "{} is already enrolled ({}); use --add to add another authenticator, or --force to replace the enrollment (the current authenticators and backup codes will stop working)",
+        safe(&account.name),
+        safe_path(path)
+    )
 }
 
 /// An added authenticator changes an enrollment others may rely on: on record in syslog.
@@ -336,22 +424,6 @@ fn also(recorded: &Result<(), String>) -> String {
         Ok(()) => String::new(),
         Err(e) => format!("; also: {e}"),
     }
-}
-
-fn save(path: &std::path::Path, account: &Account, secret: &SecretFile, replace: bool) -> Result<(), String> {
-    save_secret(path, account, secret, replace).map_err(|e| match e {
-        Error::File {
-            problem: FileProblem::AlreadyExists,
-            ..
-        } => {
-            format!(
-                "{} is already enrolled ({}); use --add to add another authenticator, or --force to replace the enrollment",
-                safe(&account.name),
-                safe_path(path)
-            )
-        }
-        e => format!("could not save the secret: {e}"),
-    })
 }
 
 fn not_saved(e: std::io::Error) -> String {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use pam_totp_core::account::Account;
 use pam_totp_core::enroll::{
-    default_issuer, default_label, load_secret, save_secret, secret_path, DEFAULT_DEVICE_NAME,
+    default_issuer, default_label, load_secret, secret_path, update_secret, DEFAULT_DEVICE_NAME,
 };
 use pam_totp_core::fs::{read_checked, with_fs_identity, Owners};
 use pam_totp_core::import::parse_google_authenticator;
@@ -21,7 +21,7 @@ use pam_totp_core::otp::{Algorithm, Params};
 use pam_totp_core::secret::{valid_device_name, Device, Kind, SecretFile, MAX_DEVICES};
 use pam_totp_core::tokens::{self, TokenError, TokenFormat, TokenKind, TokenRecord};
 
-use crate::context::{lookup, print, safe, safe_path, syslog, Ctx};
+use crate::context::{lookup, print, safe, safe_path, syslog, Change, Ctx};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImportFrom {
@@ -116,11 +116,7 @@ fn google_authenticator(
 
     let path = secret_path(&ctx.cfg, &account);
     if !force && load_secret(&path, &account).map(|s| s.is_some()).unwrap_or(true) {
-        return Err(format!(
-            "{} is already enrolled ({}); use --force to replace it",
-            account.name,
-            path.display()
-        ));
+        return Err(already_enrolled(&account, &path));
     }
     let mut hashes = Vec::with_capacity(ga.scratch_codes.len());
     for c in &ga.scratch_codes {
@@ -141,7 +137,22 @@ fn google_authenticator(
         devices: vec![device],
         backup_codes: hashes,
     };
-    save_secret(&path, &account, &secret, force).map_err(|e| format!("could not save the secret: {e}"))?;
+    if force {
+        crate::enroll::replace_secret(&path, &account, &secret)
+            .map_err(|e| format!("could not save the secret: {e}"))?;
+    } else {
+        // Checked again under the lock: an enrollment made since the check above is kept.
+        update_secret(&path, &account, |current: Option<SecretFile>| -> Result<_, Change> {
+            if current.is_some() {
+                return Err(already_enrolled(&account, &path).into());
+            }
+            Ok((Some(secret.clone()), ()))
+        })
+        .map_err(|e| match e {
+            Change::Refused(why) => why,
+            Change::Core(e) => format!("could not save the secret: {e}"),
+        })?;
+    }
     crate::admin::record_enrollment(ctx, &account)?;
     syslog(&format!(
         "imported google-authenticator secret ({}) for user={} by uid={}",
@@ -193,6 +204,14 @@ fn google_authenticator(
             crate::context::describe(&e)
         )
     })
+}
+
+fn already_enrolled(account: &Account, path: &Path) -> String {
+    format!(
+        "{} is already enrolled ({}); use --force to replace it",
+        safe(&account.name),
+        safe_path(path)
+    )
 }
 
 /// The most read of a pre-shared key file (the core refuses more than 4096 bytes).
@@ -425,59 +444,63 @@ fn import_for_user(
 ) -> (Vec<(usize, Outcome)>, Option<String>) {
     let refuse_all = |why: String| idx.iter().map(|&i| (i, Outcome::Refused(why.clone()))).collect();
     let path = secret_path(&ctx.cfg, account);
-    let existing = match load_secret(&path, account) {
-        Ok(s) => s,
-        Err(e) => {
-            return (
-                refuse_all(format!(
-                    "the existing secret file cannot be used: {}",
-                    safe(&e.to_string())
-                )),
-                None,
-            )
-        }
-    };
-    let had_file = existing.is_some();
-    let mut secret = existing.unwrap_or(SecretFile {
-        devices: Vec::new(),
-        backup_codes: Vec::new(),
-    });
     let now = ctx.now();
     let issuer = default_issuer(&ctx.cfg);
     let label = default_label(&account.name);
-    let mut results = Vec::with_capacity(idx.len());
-    // Names added from this file, so two spellings of one account cannot collide silently.
-    let mut from_file: Vec<String> = Vec::new();
-    for &i in idx {
-        let outcome = add_token(
-            &mut secret,
-            &mut from_file,
-            &records[i],
-            force,
-            &issuer,
-            &label,
-            now,
-            account,
-        );
-        results.push((i, outcome));
-    }
-    if results.iter().any(|(_, o)| !matches!(o, Outcome::Added)) {
-        for (_, o) in results.iter_mut() {
-            if matches!(o, Outcome::Added) {
-                *o = Outcome::Held;
-            }
+    // Under the secret file's lock, on the file as it is now: a change another command made
+    // since (a device removed, new backup codes) is kept.
+    let mut read = false;
+    let r = update_secret(&path, account, |existing: Option<SecretFile>| -> Result<_, Change> {
+        read = true;
+        let mut secret = existing.unwrap_or(SecretFile {
+            devices: Vec::new(),
+            backup_codes: Vec::new(),
+        });
+        let mut results = Vec::with_capacity(idx.len());
+        // Names added from this file, so two spellings of one account cannot collide silently.
+        let mut from_file: Vec<String> = Vec::new();
+        for &i in idx {
+            let outcome = add_token(
+                &mut secret,
+                &mut from_file,
+                &records[i],
+                force,
+                &issuer,
+                &label,
+                now,
+                account,
+            );
+            results.push((i, outcome));
         }
+        if results.iter().any(|(_, o)| !matches!(o, Outcome::Added)) {
+            for (_, o) in results.iter_mut() {
+                if matches!(o, Outcome::Added) {
+                    *o = Outcome::Held;
+                }
+            }
+            return Ok((None, results));
+        }
+        Ok((Some(secret), results))
+    });
+    let results = match r {
+        Ok(results) => results,
+        Err(e) => {
+            let why = match e {
+                Change::Refused(why) => why,
+                Change::Core(e) => safe(&e.to_string()).into_owned(),
+            };
+            return (
+                refuse_all(if read {
+                    format!("could not save {}: {why}; nothing was written", safe_path(&path))
+                } else {
+                    format!("the secret file cannot be used: {why}")
+                }),
+                None,
+            );
+        }
+    };
+    if results.iter().any(|(_, o)| !matches!(o, Outcome::Added)) {
         return (results, None);
-    }
-    if let Err(e) = save_secret(&path, account, &secret, had_file) {
-        return (
-            refuse_all(format!(
-                "could not save {}: {}; nothing was written",
-                safe_path(&path),
-                safe(&e.to_string())
-            )),
-            None,
-        );
     }
     for &i in idx {
         let r = &records[i];

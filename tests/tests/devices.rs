@@ -906,3 +906,218 @@ fn a_counter_based_google_authenticator_file_imports_with_its_counter() {
         "cannot name an authenticator",
     );
 }
+
+/// `pam-totp enroll --user U ARGS --qr none`, stopped at its confirmation prompt with its
+/// stdin a pipe held open: it has read the secret file and waits for the code.
+struct WaitingEnroll {
+    child: std::process::Child,
+    out: std::process::ChildStdout,
+    /// The new authenticator's key, from the printed `URI: otpauth://...secret=...`.
+    key: String,
+}
+
+fn enroll_waiting_at_its_prompt(f: &Fixture, u: &TestUser, args: &[&str]) -> WaitingEnroll {
+    let mut all = vec!["enroll", "--user", &u.name, "--qr", "none"];
+    all.extend_from_slice(args);
+    let mut child = f
+        .cli(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let shown = read_until(&mut out, "to confirm: ");
+    assert!(shown.contains("Enter the 6-digit code"), "{shown}");
+    let uri = shown.lines().find_map(|l| l.strip_prefix("URI: ")).unwrap();
+    let key = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    register_secret(&key);
+    WaitingEnroll { child, out, key }
+}
+
+impl WaitingEnroll {
+    /// Types the current code and lets it finish: (exit code, stdout after the prompt, stderr).
+    fn confirm(mut self) -> (i32, String, String) {
+        let mut stdin = self.child.stdin.take().unwrap();
+        writeln!(stdin, "{}", code_now(&self.key)).unwrap();
+        drop(stdin);
+        let mut rest = String::new();
+        self.out.read_to_string(&mut rest).unwrap();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let status = self.child.wait().unwrap();
+        (status.code().unwrap_or(-1), rest, err)
+    }
+}
+
+#[test]
+fn an_add_waiting_at_its_prompt_does_not_bring_back_a_device_removed_meanwhile() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let phone = enroll(&f, &u, &["--name", "phone"]);
+    let tablet = enroll(&f, &u, &["--add", "--name", "tablet"]);
+    let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "laptop"]);
+    // Meanwhile, root removes the phone (lost, say).
+    let out = ok(f.cli(&["devices", "remove", "phone", "--user", &u.name]));
+    assert!(out.contains("Left: \"tablet\""), "{out}");
+    let key = waiting.key.clone();
+    let (rc, rest, err) = waiting.confirm();
+    assert_eq!(rc, 0, "{rest}{err}");
+    assert!(
+        rest.contains("\"laptop\" added; 2 authenticators: \"tablet\", \"laptop\""),
+        "{rest}"
+    );
+    assert_eq!(names(&devices(&f, &u)), ["tablet", "laptop"], "the phone stays removed");
+    // ... and so it is for the module: the phone's codes no longer work, the others' do.
+    let r = f.auth("svc", &u.name, &[&code_now(phone["secret"].as_str().unwrap())]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{r:?}");
+    assert_eq!(f.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
+    assert_eq!(
+        f.auth("svc", &u.name, &[&code_now(tablet["secret"].as_str().unwrap())])
+            .rc,
+        PAM_SUCCESS
+    );
+}
+
+#[test]
+fn an_add_waiting_at_its_prompt_keeps_backup_codes_regenerated_meanwhile() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let first = enroll(&f, &u, &["--name", "phone"]);
+    let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "laptop"]);
+    let regenerated = json(&ok(f.cli(&[
+        "backup-codes",
+        "--user",
+        &u.name,
+        "--regenerate",
+        "--json",
+    ])));
+    register_enrollment(&regenerated);
+    let (rc, rest, err) = waiting.confirm();
+    assert_eq!(rc, 0, "{rest}{err}");
+    assert_eq!(names(&devices(&f, &u)), ["phone", "laptop"]);
+    let old = first["backup_codes"][0].as_str().unwrap();
+    assert_eq!(
+        f.auth("svc", &u.name, &[old]).rc,
+        PAM_AUTH_ERR,
+        "the old set stays replaced"
+    );
+    let new = regenerated["backup_codes"][0].as_str().unwrap();
+    assert_eq!(f.auth("svc", &u.name, &[new]).rc, PAM_SUCCESS, "the new set survives");
+}
+
+#[test]
+fn an_enrollment_waiting_at_its_prompt_rechecks_what_changed_meanwhile_and_saves_nothing_if_refused() {
+    let f = Fixture::new();
+    let u = TestUser::create();
+    enroll(&f, &u, &["--name", "phone"]);
+
+    // The name it was given was taken meanwhile (by a rename): refused, nothing saved.
+    let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "laptop"]);
+    ok(f.cli(&["devices", "rename", "phone", "Laptop", "--user", &u.name]));
+    let (rc, _, err) = waiting.confirm();
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains("already has an authenticator named \"Laptop\"") && err.contains("nothing was saved"),
+        "{err}"
+    );
+    assert_eq!(names(&devices(&f, &u)), ["Laptop"]);
+
+    // A name it chose itself moves on to the next free one.
+    let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add"]);
+    enroll(&f, &u, &["--add", "--name", "phone"]);
+    let (rc, rest, err) = waiting.confirm();
+    assert_eq!(rc, 0, "{rest}{err}");
+    assert!(rest.contains("\"phone 2\" added"), "{rest}");
+    assert_eq!(names(&devices(&f, &u)), ["Laptop", "phone", "phone 2"]);
+
+    // The enrollment was reset meanwhile: nothing to add to.
+    let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "tablet"]);
+    ok(f.cli(&["reset", "--user", &u.name]));
+    let (rc, _, err) = waiting.confirm();
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains("is no longer enrolled") && err.contains("nothing was saved"),
+        "{err}"
+    );
+    assert!(!u.secret_path().exists());
+
+    // A first enrollment while another one is made: the other one stays.
+    let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--name", "slow"]);
+    enroll(&f, &u, &["--name", "fast"]);
+    let (rc, _, err) = waiting.confirm();
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains("is already enrolled") && err.contains("nothing was saved"),
+        "{err}"
+    );
+    assert_eq!(names(&devices(&f, &u)), ["fast"]);
+    assert_private_and_owned(&u);
+}
+
+#[test]
+fn json_output_escapes_bidi_overrides_and_line_separators_in_names_and_labels() {
+    let f = Fixture::new();
+    let u = TestUser::create();
+    let name = "evil\u{202E}txt.exe";
+    let label = "bob\u{2028}Locked out: no";
+    enroll(&f, &u, &["--name", name, "--label", label]);
+    for args in [
+        vec!["devices", "list", "--user", &u.name, "--json"],
+        vec!["status", "--user", &u.name, "--json"],
+    ] {
+        let out = ok(f.cli(&args));
+        assert!(
+            !out.contains('\u{202E}') && !out.contains('\u{2028}'),
+            "{args:?}: raw in {out:?}"
+        );
+        assert!(
+            out.contains("evil\\u202etxt.exe") && out.contains("bob\\u2028Locked out: no"),
+            "{args:?}: {out}"
+        );
+        let j = json(&out);
+        assert_eq!(j["devices"][0]["name"], name, "{args:?}");
+        assert_eq!(j["devices"][0]["label"], label, "{args:?}");
+    }
+    let j = json(&ok(f.cli(&["status", "--user", &u.name, "--json"])));
+    assert_eq!(j["label"], label);
+}
+
+#[test]
+fn import_tokens_with_a_pre_shared_key_refuses_a_plain_file() {
+    register_fixture_keys();
+    let f = Fixture::new();
+    let (u1, u2) = (TestUser::create(), TestUser::create());
+    let plain = fixture_copy(
+        &f,
+        "tokens/totp-and-hotp.pskcxml",
+        &[
+            (">alice<", &format!(">{}<", u1.name)),
+            (">bob<", &format!(">{}<", u2.name)),
+        ],
+    );
+    let psk = f.root.join("psk.hex");
+    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused(
+        f.cli(&[
+            "import",
+            "tokens",
+            "--file",
+            plain.to_str().unwrap(),
+            "--psk-file",
+            psk.to_str().unwrap(),
+        ]),
+        "the file mixes encrypted and plain keys",
+    );
+    assert!(!u1.secret_path().exists() && !u2.secret_path().exists());
+}
