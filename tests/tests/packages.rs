@@ -1,4 +1,4 @@
-//! The built packages (scripts/test runs packaging/build first): their file lists, lintian,
+//! The built packages (scripts/test runs packaging/build first): their file lists, lintian, rpmlint,
 //! the .rpm's modes and owners, and the .deb really installed, used and removed.
 
 use pam_totp_tests::*;
@@ -80,6 +80,38 @@ fn lintian_finds_no_errors_or_warnings() {
         .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
         .collect();
     assert!(bad.is_empty(), "lintian:\n{}", bad.join("\n"));
+}
+
+/// rpmlint as Fedora and EPEL configure it (packaging/rpm/rpmlint.toml), with the findings kept
+/// on purpose filtered, each with its reason, in packaging/rpm/rpmlintrc (listed in README.md).
+/// A filter that no longer matches is itself an error (unused-rpmlintrc-filter).
+#[test]
+fn rpm_is_clean_under_rpmlint_except_documented_warnings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/rpm");
+    let out = Command::new("rpmlint")
+        .arg("-c")
+        .arg(dir.join("rpmlint.toml"))
+        .arg("-r")
+        .arg(dir.join("rpmlintrc"))
+        .arg(package("rpm"))
+        .output()
+        .expect("rpmlint (Debian package rpmlint; scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    // " 1 packages and 0 specfiles checked; 0 errors, 0 warnings, 0 badness; has taken 0.1 s"
+    let summary = text
+        .lines()
+        .find(|l| l.contains(" packages and ") && l.contains(" errors, "))
+        .unwrap_or_else(|| panic!("no rpmlint summary line:\n{report}"));
+    let count = |what: &str| -> u32 {
+        summary
+            .split([';', ','])
+            .find_map(|part| part.trim().strip_suffix(what)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {what} count in {summary:?}"))
+    };
+    assert_eq!(count("packages and 0 specfiles checked"), 1, "{report}");
+    assert_eq!((count("errors"), count("warnings")), (0, 0), "rpmlint:\n{report}");
+    assert!(out.status.success(), "rpmlint: {}\n{report}", out.status);
 }
 
 #[test]
