@@ -22,6 +22,10 @@ pub const MAX_HOTP_WINDOW: u64 = 100;
 pub const DEFAULT_LOCKOUT: u64 = 300;
 pub const MAX_LOCKOUT: u64 = 7 * 24 * 3600;
 pub const MAX_REMEMBER: u64 = 90 * 24 * 3600;
+/// Default of `protected_groups`: accounts a help desk must not change through sudo.
+pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["root", "sudo", "wheel"];
+/// Most names `protected_groups` may list.
+pub const MAX_PROTECTED_GROUPS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -30,6 +34,8 @@ pub enum Kind {
     Path,
     Text,
     Date,
+    /// A TOML array of names; pam_totp.conf only (a module argument is an error).
+    List,
 }
 
 #[derive(Debug)]
@@ -61,6 +67,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "issuer", kind: Kind::Text, default: "the host name", doc: "Issuer shown in the authenticator app for new enrollments (pam-totp enroll).", example: "\"example.org\"" },
     OptionSpec { name: "digits", kind: Kind::Number, default: "6", doc: "Code length for new enrollments, 6 or 8 (pam-totp enroll).", example: "6" },
     OptionSpec { name: "algorithm", kind: Kind::Text, default: "SHA1", doc: "HMAC algorithm for new enrollments: SHA1 (what every app supports), SHA256 or SHA512 (pam-totp enroll).", example: "\"SHA1\"" },
+    OptionSpec { name: "protected_groups", kind: Kind::List, default: "[\"root\", \"sudo\", \"wheel\"]", doc: "In pam_totp.conf only: group names. Run through sudo by a user other than root (a help desk rule), pam-totp refuses to change the enrollment or state of root or of any member of these groups (primary or supplementary): unlock, reset, enroll, backup-codes, devices, import. The module does not use it.", example: "[\"root\", \"sudo\", \"wheel\"]" },
 ];
 
 /// The shipped /etc/security/pam_totp.conf: every option that may appear in the file,
@@ -184,6 +191,8 @@ pub struct Config {
     pub issuer: Option<String>,
     pub digits: u32,
     pub algorithm: crate::otp::Algorithm,
+    /// pam_totp.conf only; for `pam-totp` run through sudo (the module does not use it).
+    pub protected_groups: Vec<String>,
 }
 
 impl Default for Config {
@@ -206,6 +215,7 @@ impl Default for Config {
             issuer: None,
             digits: 6,
             algorithm: crate::otp::Algorithm::Sha1,
+            protected_groups: DEFAULT_PROTECTED_GROUPS.iter().map(|g| g.to_string()).collect(),
         }
     }
 }
@@ -321,6 +331,27 @@ impl Config {
                     _ => self.remember = n,
                 }
             }
+            Kind::List => {
+                let Some(Value::Toml(toml::Value::Array(items))) = value else {
+                    return Err(e(match value {
+                        Some(Value::Text(_)) | None => {
+                            "only valid in pam_totp.conf, as a list: protected_groups = [\"root\", \"sudo\", \"wheel\"]"
+                        }
+                        Some(_) => "needs a list of group names, e.g. [\"root\", \"sudo\", \"wheel\"]",
+                    }));
+                };
+                if items.len() > MAX_PROTECTED_GROUPS {
+                    return Err(e(&format!("lists more than {MAX_PROTECTED_GROUPS} groups")));
+                }
+                let mut groups = Vec::with_capacity(items.len());
+                for item in items {
+                    match item.as_str() {
+                        Some(g) if valid_group_name(g) => groups.push(g.to_string()),
+                        _ => return Err(e("every entry must be a group name (text without spaces, control characters, `:`, `,` or `/`, not starting with `-`)")),
+                    }
+                }
+                self.protected_groups = groups;
+            }
             Kind::Path | Kind::Text | Kind::Date => {
                 let s = match value {
                     Some(Value::Text(t)) => t,
@@ -355,6 +386,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A group name `protected_groups` may hold: what `getent group NAME` can be asked about
+/// without it being read as an option or a list.
+pub fn valid_group_name(g: &str) -> bool {
+    crate::account::valid_user_name(g)
+        && !g.starts_with('-')
+        && !g.chars().any(|c| c.is_whitespace() || c == ':' || c == ',')
 }
 
 fn check_template(t: &str) -> Result<(), String> {
@@ -466,6 +505,8 @@ mod tests {
             "remember=999999999",
             "config=relative",
             "secret",
+            "protected_groups=root",
+            "protected_groups",
         ] {
             let e = Config::load(&[bad], no_file)
                 .err()
@@ -498,6 +539,12 @@ mod tests {
             "config = \"/x\"",
             "window = ",
             "secret = 5",
+            "protected_groups = \"root\"",
+            "protected_groups = [\"ro ot\"]",
+            "protected_groups = [\"-x\"]",
+            "protected_groups = [\"a:b\"]",
+            "protected_groups = [\"\"]",
+            "protected_groups = [1]",
         ] {
             let t = text.to_string();
             assert!(
@@ -505,6 +552,19 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn protected_groups_are_a_list_in_the_file_only() {
+        assert_eq!(Config::default().protected_groups, ["root", "sudo", "wheel"]);
+        let file = |_: &Path| Ok(Some("protected_groups = [\"admins\", \"ops team\"]".to_string()));
+        assert!(Config::load(&[], file).is_err(), "a space is not in a group name");
+        let file = |_: &Path| Ok(Some("protected_groups = [\"admins\", \"wheel\"]".to_string()));
+        assert_eq!(Config::load(&[], file).unwrap().protected_groups, ["admins", "wheel"]);
+        let file = |_: &Path| Ok(Some("protected_groups = []".to_string()));
+        assert!(Config::load(&[], file).unwrap().protected_groups.is_empty());
+        let e = Config::load(&["protected_groups=admins"], no_file).unwrap_err();
+        assert!(e.to_string().contains("only valid in pam_totp.conf"), "{e}");
     }
 
     #[test]

@@ -52,6 +52,29 @@ pub fn escape_user(user: &str) -> String {
     out
 }
 
+/// The inverse of [`escape_user`], for listing the state directory (`pam-totp report`):
+/// `None` for a name `escape_user` would not have made (so no two file names map to one user).
+pub fn unescape_user(escaped: &str) -> Option<String> {
+    let b = escaped.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = escaped.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (escape_user(&name) == escaped).then_some(name)
+}
+
 impl FileStore {
     /// Opens (creating it 0700 if missing) the state directory. It must be owned by the
     /// user we run as (root) and not writable by group or others.
@@ -158,6 +181,25 @@ mod tests {
         assert_eq!(escape_user("a/"), "a%2F");
         assert_eq!(escape_user("x\ny"), "x%0Ay");
         assert_ne!(escape_user("a%2F"), escape_user("a/"));
+    }
+
+    #[test]
+    fn unescaping_inverts_escaping_and_nothing_else() {
+        for name in [
+            "bob",
+            "bob.smith@corp",
+            "../etc",
+            ".hidden",
+            "a%2F",
+            "x\ny",
+            "Zürich",
+            "a b",
+        ] {
+            assert_eq!(unescape_user(&escape_user(name)).as_deref(), Some(name), "{name}");
+        }
+        for bad in ["%2", "%zz", "%2e.", "a%2f", ".x", "a/b", "%C3", "%41"] {
+            assert_eq!(unescape_user(bad), None, "{bad}");
+        }
     }
 
     fn tmp() -> PathBuf {

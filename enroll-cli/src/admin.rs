@@ -5,8 +5,18 @@ use pam_totp_core::store::StateStore;
 
 use crate::context::{json_line, lookup, print, print_result, safe, safe_path, syslog, Ctx};
 
-pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool) -> Result<(), String> {
-    let account = ctx.target(user, "change the backup codes of")?;
+pub fn backup_codes(
+    ctx: &Ctx,
+    user: Option<&str>,
+    regenerate: bool,
+    output: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), String> {
+    let account = if regenerate {
+        ctx.target_to_change(user, "change the backup codes of")?
+    } else {
+        ctx.target(user, "show the backup codes of")?
+    };
     let path = secret_path(&ctx.cfg, &account);
     let secret = load_secret(&path, &account)
         .map_err(|e| e.to_string())?
@@ -43,21 +53,54 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool)
         return print_result(&text);
     }
     let (codes, hashes) = new_backup_codes(DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?;
+    // The file first: if it cannot be written, nothing has changed.
+    let file = match output {
+        Some(p) => {
+            let p = crate::codesfile::absolute(p)?;
+            Some(
+                crate::codesfile::write(ctx, &account, &p, &codes, ctx.now())
+                    .map_err(|e| format!("{e}; nothing was changed"))?,
+            )
+        }
+        None => None,
+    };
     // On the file as it is now, under its lock: an authenticator added or removed since it
     // was read above stays added or removed.
-    crate::devices::update_enrolled(ctx, &account, |current| {
+    let saved = crate::devices::update_enrolled(ctx, &account, |current| {
         current.backup_codes = hashes;
         Ok((true, ()))
-    })
-    .map_err(|e| format!("the new codes were not saved: {e}"))?;
+    });
+    if let Err(e) = saved {
+        let removed = file
+            .map(|f| {
+                let p = safe_path(&f.path);
+                f.undo();
+                format!(" ({p} was removed again)")
+            })
+            .unwrap_or_default();
+        return Err(format!("the new codes were not saved: {e}{removed}"));
+    }
     syslog(&format!(
-        "new backup codes for user={} by uid={}",
-        account.name, ctx.me.uid
+        "new backup codes for user={} by {}{}",
+        account.name,
+        ctx.by(),
+        file.as_ref()
+            .map(|f| format!(", written to {}", f.path.display()))
+            .unwrap_or_default()
     ));
     let text = if json {
         let list: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
-        zeroize::Zeroizing::new(json_line(
-            &serde_json::json!({"user": account.name, "backup_codes": list}),
+        let mut j = serde_json::json!({"user": account.name, "backup_codes": list});
+        if let Some(f) = &file {
+            j["backup_codes_file"] = f.path.to_string_lossy().into();
+        }
+        zeroize::Zeroizing::new(json_line(&j))
+    } else if let Some(f) = &file {
+        zeroize::Zeroizing::new(format!(
+            "New backup codes for {} written to {} (mode 0600, owned by {}); the old ones no longer work. Print it or keep it somewhere safe, then delete the file.",
+            safe(&account.name),
+            safe_path(&f.path),
+            safe(&account.name)
         ))
     } else {
         zeroize::Zeroizing::new(format!(
@@ -78,6 +121,7 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>, regenerate: bool, json: bool)
 pub fn reset(ctx: &Ctx, user: &str) -> Result<(), String> {
     ctx.require_root("reset a user")?;
     let account = lookup(user)?;
+    ctx.may_change(&account, "reset")?;
     let path = secret_path(&ctx.cfg, &account);
     // The state store first: a missing or unusable state directory must not leave the
     // secret removed and the state (with its lockout and enrollment record) behind.
@@ -89,8 +133,9 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), String> {
             .map_err(|e| format!("the secret was removed, but the state could not be: {e}"))?;
     }
     syslog(&format!(
-        "reset user={}: secret and state removed by uid={}",
-        account.name, ctx.me.uid
+        "reset user={}: secret and state removed by {}",
+        account.name,
+        ctx.by()
     ));
     let text = if had_secret {
         format!(
@@ -117,6 +162,7 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), String> {
 pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), String> {
     ctx.require_root("unlock a user")?;
     let account = lookup(user)?;
+    ctx.may_change(&account, "unlock")?;
     let now = ctx.now();
     // Remembered hosts go too: an unlock follows a lockout, and a host remembered before it
     // should not skip the code for whoever caused it.
@@ -132,8 +178,9 @@ pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     syslog(&format!(
-        "unlock user={} by uid={}: failures cleared, {forgot} remembered host(s) forgotten",
-        account.name, ctx.me.uid
+        "unlock user={} by {}: failures cleared, {forgot} remembered host(s) forgotten",
+        account.name,
+        ctx.by()
     ));
     let text = format!(
         "{} {}; failure count cleared{}.",

@@ -23,14 +23,24 @@ pub struct Ctx {
     pub cfg: Config,
     pub me: Account,
     pub root: bool,
+    /// Set when run through sudo by a user other than root (a help desk rule): then the
+    /// command does not change root or members of `protected_groups`, and every change is
+    /// logged with who ran sudo.
+    pub sudo: Option<SudoCaller>,
+}
+
+/// Who ran `sudo pam-totp ...`: `SUDO_UID` and `SUDO_USER`, which sudo sets itself (a caller
+/// cannot pass their own through sudo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SudoCaller {
+    pub uid: String,
+    pub user: String,
 }
 
 impl Ctx {
     pub fn new(config: Option<&Path>, state_dir: Option<&Path>) -> Result<Ctx, String> {
-        let sudo = run_by_sudo_for_non_root(
-            nix::unistd::geteuid().is_root(),
-            std::env::var_os("SUDO_UID").as_deref(),
-        );
+        let sudo_uid = std::env::var_os("SUDO_UID");
+        let sudo = run_by_sudo_for_non_root(nix::unistd::geteuid().is_root(), sudo_uid.as_deref());
         if sudo && config.is_some() {
             return Err(format!(
                 "--config is refused under sudo: it would let a sudo rule for pam-totp use a configuration (and a state directory) other than {}; run as root without sudo or drop the option",
@@ -63,11 +73,72 @@ impl Ctx {
             gid: user.gid.as_raw(),
             home: user.dir,
         };
+        let caller = sudo.then(|| SudoCaller {
+            uid: sudo_uid.unwrap_or_default().to_string_lossy().into_owned(),
+            user: std::env::var_os("SUDO_USER")
+                .map(|u| u.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "?".into()),
+        });
         Ok(Ctx {
             cfg,
             me,
             root: uid.is_root(),
+            sudo: caller,
         })
+    }
+
+    /// Who acts, for log lines: `uid=0`, or through sudo `uid=1001 (sudo user=alice)`.
+    pub fn by(&self) -> String {
+        match &self.sudo {
+            Some(c) => format!("uid={} (sudo user={})", c.uid, c.user),
+            None => format!("uid={}", self.me.uid),
+        }
+    }
+
+    /// [`Ctx::target`] for commands that change the account's enrollment or state: also
+    /// [`Ctx::may_change`].
+    pub fn target_to_change(&self, user: Option<&str>, what: &str) -> Result<Account, String> {
+        let account = self.target(user, what)?;
+        self.may_change(&account, what)?;
+        Ok(account)
+    }
+
+    /// Run through sudo by a user other than root (a help desk rule such as
+    /// `pam-totp unlock --user *`), refuses to change root or a member (primary or
+    /// supplementary) of a group in `protected_groups`; the refusal is logged. Otherwise
+    /// (root itself, a user for themselves) everything is allowed as before. `what` reads
+    /// "unlock", "change the backup codes of" ...
+    pub fn may_change(&self, account: &Account, what: &str) -> Result<(), String> {
+        if self.sudo.is_none() {
+            return Ok(());
+        }
+        let why = if account.uid == 0 {
+            "it is the root account (uid 0)".to_string()
+        } else {
+            match protected_group_of(account, &self.cfg.protected_groups) {
+                Ok(None) => return Ok(()),
+                Ok(Some(g)) => format!(
+                    "{} is a member of the protected group {}",
+                    safe(&account.name),
+                    safe(&g)
+                ),
+                Err(e) => format!(
+                    "cannot tell whether {} is in a protected group ({e})",
+                    safe(&account.name)
+                ),
+            }
+        };
+        syslog(&format!(
+            "refused to {what} user={} by {}: {}",
+            account.name,
+            self.by(),
+            why
+        ));
+        Err(format!(
+            "refusing to {what} {}: {why}. Run through sudo by another user, pam-totp does not change root or members of protected_groups ({}); an administrator with full root rights runs it outside sudo's environment (`sudo su -`, then pam-totp; `sudo -i` keeps SUDO_UID)",
+            safe(&account.name),
+            safe_path(&self.cfg.config_path)
+        ))
     }
 
     /// The account a command acts on: yourself, or (root only) `--user NAME`.
@@ -121,6 +192,51 @@ impl Ctx {
 /// directory. sudo sets `SUDO_UID` itself; a caller cannot remove it through sudo.
 fn run_by_sudo_for_non_root(euid_root: bool, sudo_uid: Option<&std::ffi::OsStr>) -> bool {
     euid_root && sudo_uid.is_some_and(|u| u != "0")
+}
+
+/// A system program run with a cleared environment (as `doctor` runs them).
+pub fn program(path: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(path);
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C");
+    c
+}
+
+/// The first group of `groups` that `account` belongs to (its primary group by gid, or a
+/// supplementary one by the member list), as `getent group NAME` answers through NSS.
+/// A group that does not exist protects nobody; a lookup that fails is an error (the caller
+/// refuses: it cannot tell).
+pub fn protected_group_of(account: &Account, groups: &[String]) -> Result<Option<String>, String> {
+    for g in groups {
+        let out = program("/usr/bin/getent")
+            .args(["group", "--", g])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("getent group {}: {}", safe(g), describe(&e)))?;
+        match out.status.code() {
+            Some(0) => {}
+            Some(2) => continue, // no such group
+            _ => return Err(format!("getent group {} failed ({})", safe(g), out.status)),
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.lines().any(|l| group_line_has(l, account)) {
+            return Ok(Some(g.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a group(5) line `name:passwd:gid:member,member` has `account` as a member or as
+/// its primary group.
+fn group_line_has(line: &str, account: &Account) -> bool {
+    let f: Vec<&str> = line.splitn(4, ':').collect();
+    if f.len() < 3 {
+        return false;
+    }
+    f[2].trim().parse::<u32>().is_ok_and(|gid| gid == account.gid)
+        || f.get(3)
+            .is_some_and(|m| m.trim_end().split(',').any(|u| u.trim() == account.name))
 }
 
 /// User-controlled text on its way to a terminal: control characters as visible escapes.
@@ -244,6 +360,22 @@ mod tests {
             !run_by_sudo_for_non_root(false, Some(OsStr::new("1000"))),
             "not root at all"
         );
+    }
+
+    #[test]
+    fn group_lines_match_primary_and_supplementary_members_only() {
+        let a = Account {
+            name: "bob".into(),
+            uid: 1001,
+            gid: 1001,
+            home: "/home/bob".into(),
+        };
+        assert!(group_line_has("sudo:x:27:alice,bob", &a));
+        assert!(group_line_has("sudo:x:27:bob\n", &a));
+        assert!(group_line_has("staff:x:1001:", &a), "primary group");
+        assert!(!group_line_has("sudo:x:27:alice,bobby", &a));
+        assert!(!group_line_has("sudo:x:27:", &a));
+        assert!(!group_line_has("bob:x", &a));
     }
 
     #[test]

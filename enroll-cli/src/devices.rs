@@ -283,7 +283,7 @@ fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
 }
 
 /// Columns padded to their widest cell (in characters), two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
+pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -310,7 +310,7 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 fn remove(ctx: &Ctx, user: Option<&str>, name: &str) -> Result<(), String> {
-    let account = ctx.target(user, "remove an authenticator of")?;
+    let account = ctx.target_to_change(user, "remove an authenticator of")?;
     let (_, (gone, left, count)) = update_enrolled(ctx, &account, |secret| {
         let i = find(secret, &account, name)?;
         if secret.devices.len() == 1 {
@@ -325,11 +325,11 @@ fn remove(ctx: &Ctx, user: Option<&str>, name: &str) -> Result<(), String> {
         Ok((true, (gone, names(secret), secret.devices.len())))
     })?;
     syslog(&format!(
-        "devices: removed authenticator \"{}\" ({}) of user={} by uid={}; {} left",
+        "devices: removed authenticator \"{}\" ({}) of user={} by {}; {} left",
         log_name(&gone.name),
         gone.kind.name(),
         account.name,
-        ctx.me.uid,
+        ctx.by(),
         count
     ));
     let text = format!(
@@ -348,7 +348,7 @@ fn remove(ctx: &Ctx, user: Option<&str>, name: &str) -> Result<(), String> {
 }
 
 fn rename(ctx: &Ctx, user: Option<&str>, old: &str, new: &str) -> Result<(), String> {
-    let account = ctx.target(user, "rename an authenticator of")?;
+    let account = ctx.target_to_change(user, "rename an authenticator of")?;
     if !valid_device_name(new) {
         return Err(format!(
             "\"{}\" cannot name an authenticator: {}",
@@ -374,11 +374,11 @@ fn rename(ctx: &Ctx, user: Option<&str>, old: &str, new: &str) -> Result<(), Str
         return print_result(&format!("\"{}\" already has that name; nothing changed.", safe(new)));
     }
     syslog(&format!(
-        "devices: renamed authenticator \"{}\" to \"{}\" of user={} by uid={}",
+        "devices: renamed authenticator \"{}\" to \"{}\" of user={} by {}",
         log_name(&was),
         log_name(new),
         account.name,
-        ctx.me.uid
+        ctx.by()
     ));
     print(&format!(
         "Renamed \"{}\" to \"{}\" ({}).",

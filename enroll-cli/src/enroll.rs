@@ -14,7 +14,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use pam_totp_core::account::Account;
 use pam_totp_core::enroll::{
-    backup_code_lines, default_issuer, default_label, grouped, load_secret, new_device, new_secret, otpauth_uri,
+    backup_code_lines, default_issuer, default_label, grouped, load_secret, new_backup_codes, new_device, otpauth_uri,
     save_secret, secret_path, update_secret, DEFAULT_BACKUP_CODES, DEFAULT_DEVICE_NAME,
 };
 use pam_totp_core::error::Error;
@@ -71,6 +71,12 @@ pub struct EnrollArgs {
     /// nothing else; implies --no-confirm and --qr none.
     #[arg(long)]
     json: bool,
+    /// Write the backup codes to this new file (never over an existing one), mode 0600, owned
+    /// by the user: a page to print. They are then not shown on the terminal (--json still
+    /// includes them). Checked before the secret is shown; nothing is saved if it cannot be
+    /// written.
+    #[arg(long, value_name = "PATH", conflicts_with = "add")]
+    backup_codes_file: Option<std::path::PathBuf>,
 }
 
 /// `base`, else `base 2`, `base 3` ...: the first not taken in `existing` (ignoring case).
@@ -105,7 +111,7 @@ fn check_new_name(existing: Option<&SecretFile>, account: &Account, name: &str) 
 }
 
 pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
-    let account = ctx.target(a.user.as_deref(), "enroll")?;
+    let account = ctx.target_to_change(a.user.as_deref(), "enroll")?;
     let path = secret_path(&ctx.cfg, &account);
     // The enrollment this one adds to (--add), or None for a new one.
     let base: Option<SecretFile> = match load_secret(&path, &account) {
@@ -137,8 +143,16 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     }
     // Asked for after the code is confirmed, as the user looks at the app's new entry.
     let ask_name = a.name.is_none() && !a.json && std::io::stdin().is_terminal();
-    // Before anything secret is shown: will we be able to save it?
+    // Before anything secret is shown: will we be able to save it (and the codes' file)?
     pam_totp_core::enroll::check_writable(&path, &account).map_err(|e| format!("could not save the secret: {e}"))?;
+    let codes_file = match &a.backup_codes_file {
+        Some(p) => {
+            let p = crate::codesfile::absolute(p)?;
+            crate::codesfile::check(ctx, &account, &p).map_err(|e| format!("{e}; nothing was saved"))?;
+            Some(p)
+        }
+        None => None,
+    };
     let algorithm = match &a.algorithm {
         Some(s) => Algorithm::parse(s).ok_or("unknown algorithm")?,
         None => ctx.cfg.algorithm,
@@ -167,8 +181,16 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     let mut auto_name = a.name.is_none().then_some(base_name);
 
     if a.json {
-        let (_, codes) = store(&path, &account, mode, &mut device, auto_name)?;
-        log_added(ctx, &account, &device, adding);
+        let Saved { codes, written, .. } = save(
+            ctx,
+            &path,
+            &account,
+            mode,
+            &mut device,
+            auto_name,
+            codes_file.as_deref(),
+        )?;
+        log_added(ctx, &account, &device, mode, written.as_ref());
         let recorded = crate::admin::record_enrollment(ctx, &account);
         let mut obj = serde_json::json!({
             "user": account.name,
@@ -183,6 +205,9 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
             "digits": digits,
             "backup_codes": codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
         });
+        if let Some(w) = &written {
+            obj["backup_codes_file"] = w.path.to_string_lossy().into();
+        }
         match kind {
             Kind::Totp => obj["period"] = params.period().into(),
             Kind::Hotp => obj["counter"] = device.counter.into(),
@@ -255,8 +280,16 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
             auto_name = None;
         }
     }
-    let (secret, codes) = store(&path, &account, mode, &mut device, auto_name)?;
-    log_added(ctx, &account, &device, adding);
+    let Saved { secret, codes, written } = save(
+        ctx,
+        &path,
+        &account,
+        mode,
+        &mut device,
+        auto_name,
+        codes_file.as_deref(),
+    )?;
+    log_added(ctx, &account, &device, mode, written.as_ref());
     // The codes are shown even if this fails; its error comes after them.
     let recorded = crate::admin::record_enrollment(ctx, &account);
     if adding {
@@ -277,6 +310,26 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
                 "saved {} (\"{}\" added), but could not print the result: {}{}",
                 safe_path(&path),
                 safe(&device.name),
+                describe(&e),
+                also(&recorded)
+            )
+        })?;
+        return recorded;
+    }
+    if let Some(w) = &written {
+        let text = format!(
+            "Saved {} (authenticator \"{}\").\n\n{} backup codes written to {} (mode 0600, owned by {}). Each works once, if you lose your phone. Print the file or keep it somewhere safe, then delete it; the codes are not shown again (`pam-totp backup-codes --regenerate` makes a new set).\n\nDone. From now on you will be asked for a verification code when you log in.",
+            safe_path(&path),
+            safe(&device.name),
+            codes.len(),
+            safe_path(&w.path),
+            safe(&account.name)
+        );
+        writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| {
+            format!(
+                "saved {} and the backup codes in {}, but could not print the result: {}{}",
+                safe_path(&path),
+                safe_path(&w.path),
                 describe(&e),
                 also(&recorded)
             )
@@ -323,27 +376,31 @@ enum Mode {
 /// read before the confirmation prompt, which may have waited for minutes): added to the
 /// enrollment ([`Mode::Add`]: it must still exist, have room and not have taken the name
 /// meanwhile; a name chosen by us, from `auto_name`, moves on to the next free one), or a
-/// new enrollment with new backup codes. Returns the file saved and the backup codes in
-/// clear, to show once (none when adding).
+/// new enrollment with the backup codes `hashes`. Returns the file saved.
 fn store(
     path: &std::path::Path,
     account: &Account,
     mode: Mode,
     device: &mut Device,
     auto_name: Option<&str>,
-) -> Result<(SecretFile, Vec<Zeroizing<String>>), String> {
+    hashes: &[String],
+) -> Result<SecretFile, String> {
+    let fresh = |device: &Device| SecretFile {
+        devices: vec![device.clone()],
+        backup_codes: hashes.to_vec(),
+    };
     let saved = match mode {
         Mode::Replace => {
-            let (secret, codes) = new_secret(device.clone(), DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?;
+            let secret = fresh(device);
             replace_secret(path, account, &secret).map_err(|e| format!("could not save the secret: {e}"))?;
-            return Ok((secret, codes));
+            return Ok(secret);
         }
         Mode::New => update_secret(path, account, |current: Option<SecretFile>| -> Result<_, Change> {
             if current.is_some() {
                 return Err(already_enrolled(account, path).into());
             }
-            let (secret, codes) = new_secret(device.clone(), DEFAULT_BACKUP_CODES)?;
-            Ok((Some(secret.clone()), (secret, codes)))
+            let secret = fresh(device);
+            Ok((Some(secret.clone()), secret))
         }),
         Mode::Add => update_secret(path, account, |current: Option<SecretFile>| -> Result<_, Change> {
             let Some(mut secret) = current else {
@@ -364,7 +421,7 @@ fn store(
                 }
             }
             secret.devices.push(device.clone());
-            Ok((Some(secret.clone()), (secret, Vec::new())))
+            Ok((Some(secret.clone()), secret))
         }),
     };
     saved.map_err(|e| match e {
@@ -373,6 +430,52 @@ fn store(
         }
         Change::Core(e) => format!("could not save the secret: {e}"),
     })
+}
+
+/// What [`save`] saved: the secret file, the backup codes in clear (to show once; none when
+/// adding) and the file they were written to.
+struct Saved {
+    secret: SecretFile,
+    codes: Vec<Zeroizing<String>>,
+    written: Option<crate::codesfile::Written>,
+}
+
+/// New backup codes (none when adding: the user keeps theirs), written to `codes_file` first
+/// when one is asked for, then [`store`]; if the save fails, the file is removed again, so a
+/// file only ever holds codes that work.
+fn save(
+    ctx: &Ctx,
+    path: &std::path::Path,
+    account: &Account,
+    mode: Mode,
+    device: &mut Device,
+    auto_name: Option<&str>,
+    codes_file: Option<&std::path::Path>,
+) -> Result<Saved, String> {
+    let (codes, hashes) = if mode == Mode::Add {
+        (Vec::new(), Vec::new())
+    } else {
+        new_backup_codes(DEFAULT_BACKUP_CODES).map_err(|e| e.to_string())?
+    };
+    let written = match codes_file {
+        Some(p) => Some(
+            crate::codesfile::write(ctx, account, p, &codes, ctx.now()).map_err(|e| {
+                format!("{e}; nothing was saved (delete the new entry from the app if it was added there)")
+            })?,
+        ),
+        None => None,
+    };
+    match store(path, account, mode, device, auto_name, &hashes) {
+        Ok(secret) => Ok(Saved { secret, codes, written }),
+        Err(e) => Err(match written {
+            Some(w) => {
+                let p = safe_path(&w.path);
+                w.undo();
+                format!("{e} ({p} was removed again)")
+            }
+            None => e,
+        }),
+    }
 }
 
 /// Writes `secret` in place of the enrollment, under the secret file's lock. A file that
@@ -405,17 +508,23 @@ fn already_enrolled(account: &Account, path: &std::path::Path) -> String {
     )
 }
 
-/// An added authenticator changes an enrollment others may rely on: on record in syslog.
-fn log_added(ctx: &Ctx, account: &Account, device: &Device, adding: bool) {
-    if adding {
-        syslog(&format!(
-            "enroll: added authenticator \"{}\" ({}) for user={} by uid={}",
-            crate::devices::log_name(&device.name),
-            device.kind.name(),
-            account.name,
-            ctx.me.uid
-        ));
-    }
+/// Every enrollment goes on record in syslog: who enrolled whom, which authenticator (by
+/// name, never a key), and where backup codes were written.
+fn log_added(ctx: &Ctx, account: &Account, device: &Device, mode: Mode, file: Option<&crate::codesfile::Written>) {
+    let what = match mode {
+        Mode::Add => "added authenticator",
+        Mode::Replace => "replaced the enrollment with authenticator",
+        Mode::New => "enrolled with authenticator",
+    };
+    syslog(&format!(
+        "enroll: {what} \"{}\" ({}) for user={} by {}{}",
+        crate::devices::log_name(&device.name),
+        device.kind.name(),
+        account.name,
+        ctx.by(),
+        file.map(|f| format!(", backup codes written to {}", f.path.display()))
+            .unwrap_or_default()
+    ));
 }
 
 /// The error of recording the enrollment, to add to another error so neither is lost.
@@ -539,6 +648,7 @@ fn ask_for_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pam_totp_core::enroll::new_secret;
 
     #[test]
     fn default_names_count_up_past_taken_ones_ignoring_case() {

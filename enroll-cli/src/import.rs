@@ -93,7 +93,7 @@ fn google_authenticator(
     name: Option<String>,
     force: bool,
 ) -> Result<(), String> {
-    let account = ctx.target(user, "import for")?;
+    let account = ctx.target_to_change(user, "import for")?;
     let name = name.unwrap_or_else(|| DEFAULT_DEVICE_NAME.to_string());
     if !valid_device_name(&name) {
         return Err(format!(
@@ -155,10 +155,10 @@ fn google_authenticator(
     }
     crate::admin::record_enrollment(ctx, &account)?;
     syslog(&format!(
-        "imported google-authenticator secret ({}) for user={} by uid={}",
+        "imported google-authenticator secret ({}) for user={} by {}",
         ga.kind.name(),
         account.name,
-        ctx.me.uid
+        ctx.by()
     ));
     let n = secret.backup_codes.len();
     let mut text = match ga.kind {
@@ -443,6 +443,9 @@ fn import_for_user(
     force: bool,
 ) -> (Vec<(usize, Outcome)>, Option<String>) {
     let refuse_all = |why: String| idx.iter().map(|&i| (i, Outcome::Refused(why.clone()))).collect();
+    if let Err(why) = ctx.may_change(account, "import tokens for") {
+        return (refuse_all(why), None);
+    }
     let path = secret_path(&ctx.cfg, account);
     let now = ctx.now();
     let issuer = default_issuer(&ctx.cfg);
@@ -505,11 +508,11 @@ fn import_for_user(
     for &i in idx {
         let r = &records[i];
         syslog(&format!(
-            "import tokens: authenticator \"{}\" ({}) for user={} by uid={}",
+            "import tokens: authenticator \"{}\" ({}) for user={} by {}",
             crate::devices::log_name(&r.name),
             r.kind.name(),
             account.name,
-            ctx.me.uid
+            ctx.by()
         ));
     }
     (results, crate::admin::record_enrollment(ctx, account).err())

@@ -4,12 +4,14 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod codesfile;
 mod context;
 mod devices;
 mod doctor;
 mod enroll;
 mod import;
 mod qr;
+mod report;
 mod status;
 
 pub use clap;
@@ -19,7 +21,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "pam-totp", version, about = "One-time codes (TOTP and HOTP) for Linux logins: enroll, devices, status, backup codes, reset, unlock, import, doctor.", long_about = None)]
+#[command(name = "pam-totp", version, about = "One-time codes (TOTP and HOTP) for Linux logins: enroll, devices, status, backup codes, reset, unlock, import, report, doctor.", long_about = None)]
 pub struct Cli {
     /// Configuration file (default /etc/security/pam_totp.conf); use the same as the module line.
     /// Refused when run through sudo by a user other than root.
@@ -58,6 +60,11 @@ enum Command {
         /// Replace all backup codes with a new set (the old ones stop working).
         #[arg(long)]
         regenerate: bool,
+        /// With --regenerate: write the new codes to this new file (never over an existing
+        /// one), mode 0600, owned by the user, as a page to print, instead of showing them
+        /// (--json still includes them). If it cannot be written, nothing is changed.
+        #[arg(long, value_name = "PATH", requires = "regenerate")]
+        output: Option<PathBuf>,
         /// The user (root only for other users).
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
@@ -66,15 +73,28 @@ enum Command {
         json: bool,
     },
     /// Remove a user's secret and state, so they must enroll again (root only).
+    ///
+    /// Run through sudo by another user (a help desk rule), root and members of
+    /// protected_groups (pam_totp.conf) are refused, and the action is logged with the sudo user.
     Reset {
         #[arg(long, value_name = "NAME")]
         user: String,
     },
     /// Clear a user's lockout and failure count (root only).
+    ///
+    /// Run through sudo by another user (a help desk rule), root and members of
+    /// protected_groups (pam_totp.conf) are refused, and the action is logged with the sudo user.
     Unlock {
         #[arg(long, value_name = "NAME")]
         user: String,
     },
+    /// Who has enrolled, and who enforce_after will refuse (root only; reads only).
+    ///
+    /// Every account with a uid from UID_MIN to UID_MAX (/etc/login.defs) and every account
+    /// with a secret or state file: authenticators, backup codes left, failures, lockout,
+    /// last code login, remembered hosts; N of M enrolled, and with enforce_after the date,
+    /// the days left and who will be refused from it.
+    Report(report::ReportArgs),
     /// Check the PAM stacks, sshd, pam_totp.conf, the state directory, your secret file and
     /// the clock for the usual mistakes; exits non-zero if one would lock users out or let
     /// them in without a code.
@@ -93,10 +113,16 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Enroll(args) => enroll::run(&ctx, args),
         Command::Devices { action } => devices::run(&ctx, action),
         Command::Status { user, json } => status::run(&ctx, user.as_deref(), json),
-        Command::BackupCodes { regenerate, user, json } => admin::backup_codes(&ctx, user.as_deref(), regenerate, json),
+        Command::BackupCodes {
+            regenerate,
+            output,
+            user,
+            json,
+        } => admin::backup_codes(&ctx, user.as_deref(), regenerate, output.as_deref(), json),
         Command::Reset { user } => admin::reset(&ctx, &user),
         Command::Unlock { user } => admin::unlock(&ctx, &user),
         Command::Import { from } => import::run(&ctx, from),
+        Command::Report(args) => report::run(&ctx, args),
         Command::Doctor(args) => doctor::run(&ctx, args),
     }
 }

@@ -165,10 +165,18 @@ pub struct TestUser {
 
 impl TestUser {
     pub fn create() -> TestUser {
+        TestUser::create_with(&[])
+    }
+
+    /// [`TestUser::create`] with more `useradd` arguments (`--gid GROUP`, `--groups GROUP`).
+    pub fn create_with(extra: &[&str]) -> TestUser {
         let name = format!("ptt{}", random_hex(4));
         {
             let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
-            run("useradd", &["--create-home", "--shell", "/bin/sh", &name]);
+            let mut args = vec!["--create-home", "--shell", "/bin/sh"];
+            args.extend(extra);
+            args.push(&name);
+            run("useradd", &args);
         }
         let u = pam_totp_core::account::SystemAccounts;
         use pam_totp_core::account::Accounts;
@@ -228,6 +236,35 @@ impl Drop for TestUser {
     fn drop(&mut self) {
         let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
         let _ = Command::new("userdel").args(["--remove", &self.name]).output();
+    }
+}
+
+/// A real local group, removed on drop. Declare it before the users put in it, so that
+/// they are removed first (a primary group cannot be removed while its user exists).
+#[derive(Debug)]
+pub struct TestGroup {
+    pub name: String,
+}
+
+impl TestGroup {
+    pub fn create() -> TestGroup {
+        let name = format!("pttg{}", random_hex(4));
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        run("groupadd", &[&name]);
+        TestGroup { name }
+    }
+
+    /// Adds `user` to the group as a supplementary member.
+    pub fn add(&self, user: &str) {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        run("usermod", &["--append", "--groups", &self.name, user]);
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = Command::new("groupdel").arg(&self.name).output();
     }
 }
 

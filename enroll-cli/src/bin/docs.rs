@@ -28,6 +28,7 @@ fn value_name(kind: Kind) -> &'static str {
         Kind::Path => "PATH",
         Kind::Text => "TEXT",
         Kind::Date => "YYYY\\-MM\\-DD",
+        Kind::List => "[NAMES]",
     }
 }
 
@@ -56,7 +57,11 @@ fn module_page() -> String {
          and is logged to syslog (authpriv), never with a code or a secret.\n",
     );
     m.push_str(".SH OPTIONS\nEach option can also be set in \\fBpam_totp.conf\\fR(5); arguments override it.\n");
-    for o in OPTIONS.iter().filter(|o| !o.doc.contains("(pam-totp enroll)")) {
+    // Settings for the command line, or valid only in the file, are in pam_totp.conf(5).
+    for o in OPTIONS
+        .iter()
+        .filter(|o| !o.doc.contains("(pam-totp enroll)") && o.kind != Kind::List)
+    {
         let v = value_name(o.kind);
         if v.is_empty() {
             let _ = writeln!(m, ".TP\n.B {}", esc(o.name));
@@ -94,7 +99,7 @@ fn config_page() -> String {
         ".SH DESCRIPTION\n\
          \\fI/etc/security/pam_totp.conf\\fR is a TOML file read by \\fBpam_totp\\fR(8) and \\fBpam\\-totp\\fR(1). \
          Keys are named like the module arguments; flags are \\fBtrue\\fR or \\fBfalse\\fR, numbers are integers, \
-         everything else is a quoted string. Arguments on a module line override the file; \\fBconfig=\\fR on a module \
+         \\fBprotected_groups\\fR is a list of quoted strings, everything else is a quoted string. Arguments on a module line override the file; \\fBconfig=\\fR on a module \
          line names another file. The file must be owned by root and not writable by group or others. An unknown or \
          malformed key makes the module refuse every login and log why.\n.SH SETTINGS\n",
     );
