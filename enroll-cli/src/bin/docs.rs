@@ -124,10 +124,19 @@ fn main() -> std::io::Result<()> {
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
     write(out, "pam-totp.1", &buf)?;
-    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        let name = format!("pam-totp-{}", sub.get_name());
+    // One page per command, and per subcommand of those (`pam-totp-devices-list.1`,
+    // `pam-totp-import-tokens.1`), so every page a SEE ALSO names exists.
+    let mut queue: Vec<(String, clap::Command)> = cmd
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help")
+        .map(|s| (format!("pam-totp-{}", s.get_name()), s.clone()))
+        .collect();
+    while let Some((name, sub)) = queue.pop() {
+        for child in sub.get_subcommands().filter(|s| s.get_name() != "help") {
+            queue.push((format!("{name}-{}", child.get_name()), child.clone()));
+        }
         // clap names are &'static str; this short-lived tool may leak a few.
-        let sub = sub.clone().name(&*Box::leak(name.clone().into_boxed_str()));
+        let sub = sub.name(&*Box::leak(name.clone().into_boxed_str()));
         let mut buf = Vec::new();
         clap_mangen::Man::new(sub).render(&mut buf)?;
         write(out, &format!("{name}.1"), &buf)?;
