@@ -208,35 +208,31 @@ pub fn program(path: &str) -> std::process::Command {
 /// A group that does not exist protects nobody; a lookup that fails is an error (the caller
 /// refuses: it cannot tell).
 pub fn protected_group_of(account: &Account, groups: &[String]) -> Result<Option<String>, String> {
+    // The account's groups as sudo and login compute them (initgroups: getgrouplist through
+    // NSS), so membership a group's member list does not show — SSSD/AD with
+    // ignore_group_members, nested groups, a primary gid — counts too.
+    let name = std::ffi::CString::new(account.name.as_str())
+        .map_err(|_| format!("{} is not a valid user name", safe(&account.name)))?;
+    let gids = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(account.gid))
+        .map_err(|e| format!("cannot list the groups of {}: {}", safe(&account.name), e.desc()))?;
     for g in groups {
-        let out = program("/usr/bin/getent")
-            .args(["group", "--", g])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("getent group {}: {}", safe(g), describe(&e)))?;
-        match out.status.code() {
-            Some(0) => {}
-            Some(2) => continue, // no such group
-            _ => return Err(format!("getent group {} failed ({})", safe(g), out.status)),
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.lines().any(|l| group_line_has(l, account)) {
-            return Ok(Some(g.clone()));
+        match nix::unistd::Group::from_name(g) {
+            Ok(Some(grp)) => {
+                if gids.contains(&grp.gid) || grp.mem.iter().any(|m| m == &account.name) {
+                    return Ok(Some(g.clone()));
+                }
+            }
+            // The defaults name groups not every distribution has (Debian has no wheel,
+            // RHEL no sudo); any other listed group must be found, or we cannot tell.
+            Ok(None) if pam_totp_core::config::DEFAULT_PROTECTED_GROUPS.contains(&g.as_str()) => {}
+            Ok(None) => return Err(format!(
+                "the protected group {} cannot be found (a typo in protected_groups, or its directory is unavailable)",
+                safe(g)
+            )),
+            Err(e) => return Err(format!("cannot look up the protected group {}: {}", safe(g), e.desc())),
         }
     }
     Ok(None)
-}
-
-/// Whether a group(5) line `name:passwd:gid:member,member` has `account` as a member or as
-/// its primary group.
-fn group_line_has(line: &str, account: &Account) -> bool {
-    let f: Vec<&str> = line.splitn(4, ':').collect();
-    if f.len() < 3 {
-        return false;
-    }
-    f[2].trim().parse::<u32>().is_ok_and(|gid| gid == account.gid)
-        || f.get(3)
-            .is_some_and(|m| m.trim_end().split(',').any(|u| u.trim() == account.name))
 }
 
 /// User-controlled text on its way to a terminal: control characters as visible escapes.
@@ -363,22 +359,6 @@ mod tests {
     }
 
     #[test]
-    fn group_lines_match_primary_and_supplementary_members_only() {
-        let a = Account {
-            name: "bob".into(),
-            uid: 1001,
-            gid: 1001,
-            home: "/home/bob".into(),
-        };
-        assert!(group_line_has("sudo:x:27:alice,bob", &a));
-        assert!(group_line_has("sudo:x:27:bob\n", &a));
-        assert!(group_line_has("staff:x:1001:", &a), "primary group");
-        assert!(!group_line_has("sudo:x:27:alice,bobby", &a));
-        assert!(!group_line_has("sudo:x:27:", &a));
-        assert!(!group_line_has("bob:x", &a));
-    }
-
-    #[test]
     fn json_lines_carry_no_raw_control_characters() {
         let v = serde_json::json!({"issuer": "a\u{1b}[2K\rb\u{7f}\u{9b}31m"});
         let line = json_line(&v);
@@ -398,5 +378,29 @@ mod tests {
         assert!(line.contains("Zürich"), "{line}");
         let back: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn protected_groups_come_from_the_accounts_group_list_and_an_unknown_group_refuses() {
+        let root = Account {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            home: "/root".into(),
+        };
+        // root's primary group is root (gid 0): found through getgrouplist, not a member list.
+        assert_eq!(
+            protected_group_of(&root, &["root".into()]).unwrap().as_deref(),
+            Some("root")
+        );
+        // A default group this distribution lacks protects nobody; a configured one must exist.
+        assert!(protected_group_of(&root, &["wheel-that-is-not-here".into()]).is_err());
+        let nobody = Account {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            home: "/nonexistent".into(),
+        };
+        assert_eq!(protected_group_of(&nobody, &["root".into()]).unwrap(), None);
     }
 }
