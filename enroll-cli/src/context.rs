@@ -225,14 +225,16 @@ pub fn protected_group_of(account: &Account, groups: &[String]) -> Result<Option
             // The defaults name groups not every distribution has (Debian has no wheel,
             // RHEL no sudo); any other listed group must be found, or we cannot tell.
             Ok(None) if pam_totp_core::config::DEFAULT_PROTECTED_GROUPS.contains(&g.as_str()) => {}
-            Ok(None) => return Err(format!(
-                "the protected group {} cannot be found (a typo in protected_groups, or its directory is unavailable)",
-                safe(g)
-            )),
+            Ok(None) => return Err(missing_group(g)),
             Err(e) => return Err(format!("cannot look up the protected group {}: {}", safe(g), e.desc())),
         }
     }
     Ok(None)
+}
+
+fn missing_group(g: &str) -> String {
+    let why = "a typo in protected_groups, or its directory is unavailable";
+    format!("the protected group {} cannot be found ({why})", safe(g))
 }
 
 /// User-controlled text on its way to a terminal: control characters as visible escapes.
