@@ -1074,11 +1074,8 @@ impl Stack {
         if !self.lines.iter().any(Line::is_checking_totp) {
             return None;
         }
-        struct Succeed {
-            found: Option<Vec<Step>>,
-        }
-        impl Question for Succeed {
-            fn returns(&self, stack: &Stack, i: usize) -> Codes {
+        let trace = self.succeeds(
+            |stack, i| {
                 let l = &stack.lines[i];
                 if l.is("pam_rootok.so") {
                     // Its success means the caller is root: no second factor is owed.
@@ -1086,25 +1083,9 @@ impl Stack {
                 } else {
                     any_returns(l)
                 }
-            }
-            fn visit(&mut self, stack: &Stack, i: usize, flags: u8, _: Trace<'_>) -> Visit {
-                if stack.lines[i].is_checking_totp() {
-                    return Visit::Stop;
-                }
-                Visit::Go(flags)
-            }
-            fn end(&mut self, success: bool, _: u8, trace: Trace<'_>) {
-                if success && self.found.is_none() {
-                    self.found = Some(trace());
-                }
-            }
-            fn done(&self) -> bool {
-                self.found.is_some()
-            }
-        }
-        let mut q = Succeed { found: None };
-        self.walk(&mut q);
-        let trace = q.found?;
+            },
+            true,
+        )?;
         let skips_totp = |s: &&Step| {
             s.skipped
                 .is_some_and(|(a, b)| (a..=b).any(|i| self.lines[i].is_checking_totp()))
@@ -1151,11 +1132,8 @@ impl Stack {
         if !self.lines.iter().any(Line::is_checking_totp) {
             return None;
         }
-        struct Q {
-            found: Option<Vec<Step>>,
-        }
-        impl Question for Q {
-            fn returns(&self, stack: &Stack, i: usize) -> Codes {
+        let trace = self.succeeds(
+            |stack, i| {
                 let l = &stack.lines[i];
                 if l.is_checking_totp() {
                     bit(AUTH_ERR) | bit(CONV_ERR) | bit(SERVICE_ERR)
@@ -1164,22 +1142,9 @@ impl Stack {
                 } else {
                     any_returns(l)
                 }
-            }
-            fn visit(&mut self, _: &Stack, _: usize, flags: u8, _: Trace<'_>) -> Visit {
-                Visit::Go(flags)
-            }
-            fn end(&mut self, success: bool, _: u8, trace: Trace<'_>) {
-                if success && self.found.is_none() {
-                    self.found = Some(trace());
-                }
-            }
-            fn done(&self) -> bool {
-                self.found.is_some()
-            }
-        }
-        let mut q = Q { found: None };
-        self.walk(&mut q);
-        let trace = q.found?;
+            },
+            false,
+        )?;
         // The pam_totp step whose failure was not final, else the jump that skipped it.
         let step = trace
             .iter()
@@ -1201,11 +1166,8 @@ impl Stack {
         if !self.lines.iter().any(Line::is_password_module) {
             return None;
         }
-        struct Q {
-            found: Option<Vec<Step>>,
-        }
-        impl Question for Q {
-            fn returns(&self, stack: &Stack, i: usize) -> Codes {
+        let trace = self.succeeds(
+            |stack, i| {
                 let l = &stack.lines[i];
                 if l.is_password_module() {
                     let ignore = if l.ignore_reason().is_some() { bit(IGNORE) } else { 0 };
@@ -1215,8 +1177,34 @@ impl Stack {
                 } else {
                     any_returns(l)
                 }
+            },
+            false,
+        )?;
+        let step = trace
+            .iter()
+            .find(|s| self.lines[s.line].is_password_module() && !matches!(s.action, Action::Bad | Action::Die))
+            .or_else(|| trace.iter().find(|s| s.skipped.is_some()))
+            .or_else(|| trace.iter().find(|s| self.lines[s.line].is_password_module()))?;
+        Some(self.through(step))
+    }
+
+    /// The steps of a way through the stack that ends in overall success, with each line
+    /// returning what `returns` allows; with `stop_at_totp`, ways that reach a pam_totp line
+    /// checking codes are not followed (success must come without it).
+    fn succeeds(&self, returns: impl Fn(&Stack, usize) -> Codes, stop_at_totp: bool) -> Option<Vec<Step>> {
+        struct Q<F> {
+            returns: F,
+            stop_at_totp: bool,
+            found: Option<Vec<Step>>,
+        }
+        impl<F: Fn(&Stack, usize) -> Codes> Question for Q<F> {
+            fn returns(&self, stack: &Stack, i: usize) -> Codes {
+                (self.returns)(stack, i)
             }
-            fn visit(&mut self, _: &Stack, _: usize, flags: u8, _: Trace<'_>) -> Visit {
+            fn visit(&mut self, stack: &Stack, i: usize, flags: u8, _: Trace<'_>) -> Visit {
+                if self.stop_at_totp && stack.lines[i].is_checking_totp() {
+                    return Visit::Stop;
+                }
                 Visit::Go(flags)
             }
             fn end(&mut self, success: bool, _: u8, trace: Trace<'_>) {
@@ -1228,15 +1216,13 @@ impl Stack {
                 self.found.is_some()
             }
         }
-        let mut q = Q { found: None };
+        let mut q = Q {
+            returns,
+            stop_at_totp,
+            found: None,
+        };
         self.walk(&mut q);
-        let trace = q.found?;
-        let step = trace
-            .iter()
-            .find(|s| self.lines[s.line].is_password_module() && !matches!(s.action, Action::Bad | Action::Die))
-            .or_else(|| trace.iter().find(|s| s.skipped.is_some()))
-            .or_else(|| trace.iter().find(|s| self.lines[s.line].is_password_module()))?;
-        Some(self.through(step))
+        q.found
     }
 
     fn through(&self, s: &Step) -> Through {
