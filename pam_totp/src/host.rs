@@ -209,6 +209,8 @@ impl Host for PamHost {
     }
 }
 
+/// The PAM data name of a kept code. A `const`: the match below runs at compile time, so its
+/// `panic!` can only fail the build, never a login.
 const KEPT_NAME: &CStr =
     match CStr::from_bytes_with_nul(concat!("pam_totp/", env!("CARGO_PKG_VERSION"), "/kept_code\0").as_bytes()) {
         Ok(c) => c,
