@@ -21,7 +21,11 @@ pub trait StateStore {
     /// has none ([`State::ensure_key`]: every keyed record depends on it, so no decision may
     /// run without it), runs `f`, writes the state back if it changed, releases the lock.
     /// When this returns `Ok`, the change is stored.
-    fn update<T>(&self, user: &str, f: impl FnOnce(&mut State) -> T) -> Result<T, Error>;
+    ///
+    /// `f` must be a pure decision over the state it is given (no side effects outside its
+    /// return value): a store shared between hosts runs it again on the fresh state when
+    /// another host changed the state between its read and its write (compare-and-swap).
+    fn update<T>(&self, user: &str, f: impl FnMut(&mut State) -> T) -> Result<T, Error>;
 
     /// Deletes the user's state (used by `reset`).
     fn remove(&self, user: &str) -> Result<(), Error>;
@@ -121,7 +125,7 @@ impl StateStore for FileStore {
         self.read(user)
     }
 
-    fn update<T>(&self, user: &str, f: impl FnOnce(&mut State) -> T) -> Result<T, Error> {
+    fn update<T>(&self, user: &str, mut f: impl FnMut(&mut State) -> T) -> Result<T, Error> {
         let esc = escape_user(user);
         let lock_name = format!("{esc}.lock");
         let lock = self.dir.open_lock_file(&lock_name, &self.owners())?;
