@@ -160,7 +160,26 @@ impl Dir {
     /// reads it. `Ok(None)`: it does not exist.
     pub fn read_file(&self, name: &str, owners: &Owners) -> Result<Option<Zeroizing<String>>, Error> {
         let path = self.child(name);
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let Some(file) = self.open_checked(name, owners, false, MAX_FILE_SIZE)? else {
+            return Ok(None);
+        };
+        let buf = read_capped(&file, &path, MAX_FILE_SIZE)?;
+        match std::str::from_utf8(&buf) {
+            Ok(s) => Ok(Some(Zeroizing::new(s.to_owned()))),
+            Err(e) => Err(Error::file(
+                path,
+                FileProblem::Malformed(format!("not UTF-8 text (byte {})", e.valid_up_to())),
+            )),
+        }
+    }
+
+    /// Opens `name` (read-only, or read-write when `write`) with the checks of
+    /// [`Dir::read_file`]: no symlink, no FIFO, a regular file owned by one of `owners`
+    /// with no group/other access, one link, at most `max` bytes. `Ok(None)`: it does not exist.
+    pub fn open_checked(&self, name: &str, owners: &Owners, write: bool, max: u64) -> Result<Option<File>, Error> {
+        let path = self.child(name);
+        let access = if write { OFlag::O_RDWR } else { OFlag::O_RDONLY };
+        let flags = access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
         let fd = match openat(self.fd.as_fd(), name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
@@ -176,7 +195,7 @@ impl Dir {
             }
             Err(e) => return Err(Error::file(path, FileProblem::Io(e.desc().to_string()))),
         };
-        let mut file = File::from(fd);
+        let file = File::from(fd);
         let md = file.metadata().map_err(|e| Error::io(&path, &e))?;
         if !md.file_type().is_file() {
             return Err(Error::file(path, FileProblem::NotRegular(kind_name(md.file_type()))));
@@ -191,37 +210,15 @@ impl Dir {
         if md.nlink() > 1 {
             return Err(Error::file(path, FileProblem::HardLinked { links: md.nlink() }));
         }
-        if md.size() > MAX_FILE_SIZE {
-            return Err(Error::file(
-                path,
-                FileProblem::TooLarge {
-                    size: md.size(),
-                    max: MAX_FILE_SIZE,
-                },
-            ));
+        if md.size() > max {
+            return Err(Error::file(path, FileProblem::TooLarge { size: md.size(), max }));
         }
-        // The file may grow after fstat: read at most one byte past the cap to notice.
-        let mut buf = Zeroizing::new(Vec::with_capacity(md.size() as usize));
-        (&mut file)
-            .take(MAX_FILE_SIZE + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::io(&path, &e))?;
-        if buf.len() as u64 > MAX_FILE_SIZE {
-            return Err(Error::file(
-                path,
-                FileProblem::TooLarge {
-                    size: buf.len() as u64,
-                    max: MAX_FILE_SIZE,
-                },
-            ));
-        }
-        match std::str::from_utf8(&buf) {
-            Ok(s) => Ok(Some(Zeroizing::new(s.to_owned()))),
-            Err(e) => Err(Error::file(
-                path,
-                FileProblem::Malformed(format!("not UTF-8 text (byte {})", e.valid_up_to())),
-            )),
-        }
+        Ok(Some(file))
+    }
+
+    /// Fsyncs the directory (after a rename into it, so the new name survives a crash).
+    pub fn sync(&self) -> Result<(), Error> {
+        nix::unistd::fsync(self.fd.as_fd()).map_err(|e| Error::file(&self.path, FileProblem::Io(e.desc().to_string())))
     }
 
     /// Opens (creating if needed, mode 0600) a lock file that is never unlinked, so every
@@ -325,6 +322,28 @@ impl Dir {
             Err(e) => Err(Error::file(self.child(name), FileProblem::Io(e.desc().to_string()))),
         }
     }
+}
+
+/// Reads an open file to its end, refusing more than `max` bytes (the file may have grown
+/// since it was checked: at most one byte past the cap is read to notice).
+pub fn read_capped(file: &File, path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let mut file = file;
+    let size = file.metadata().map(|m| m.size()).unwrap_or(0).min(max);
+    let mut buf = Zeroizing::new(Vec::with_capacity(size as usize + 1));
+    (&mut file)
+        .take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, &e))?;
+    if buf.len() as u64 > max {
+        return Err(Error::file(
+            path,
+            FileProblem::TooLarge {
+                size: buf.len() as u64,
+                max,
+            },
+        ));
+    }
+    Ok(buf)
 }
 
 fn libc_flags(f: OFlag) -> i32 {

@@ -8,7 +8,8 @@
 //! | `qr.rs` | terminal QR codes |
 //! | `secret.rs` | secret file v1 format |
 //! | `backup.rs` | backup code format and hashing |
-//! | `state.rs` | state file v1 format |
+//! | `state.rs` | the state record (TOML form: versions 1, 2) |
+//! | `statefile.rs` | state file format 3 on disk: two checksummed slots + counters |
 //! | `store.rs` | locked, atomic state updates (the only writer of state) |
 //! | `fs.rs` | safe opening of files in places others can write |
 //! | `config.rs` | options: module arguments + pam_totp.conf |
@@ -41,6 +42,7 @@ pub mod pamstack;
 pub mod qr;
 pub mod secret;
 pub mod state;
+pub mod statefile;
 pub mod store;
 pub mod text;
 pub mod tokens;

@@ -215,7 +215,7 @@ impl State {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if !(self.key.is_empty() || is_hex(&self.key, KEY_BYTES * 2)) {
             return Err("key is not 64 hex digits".into());
         }

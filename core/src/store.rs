@@ -9,8 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, FileProblem};
-use crate::fs::{Dir, Owners};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use crate::fs::{read_capped, Dir, Owners};
 use crate::state::State;
+use crate::statefile::{self, Image};
 
 pub trait StateStore {
     /// A consistent snapshot without taking the lock (writers replace the file
@@ -109,12 +113,72 @@ impl FileStore {
         Owners(vec![self.owner])
     }
 
-    fn read(&self, user: &str) -> Result<State, Error> {
+    /// Reads the user's state file: `(state, Some(image))` for a format-3 file (opened
+    /// read-write when `write`), `(state, None)` for a version 1/2 TOML file, which the next
+    /// write replaces by a format-3 file, or the default state when there is none.
+    fn read(&self, user: &str, write: bool) -> Result<(State, Option<(File, Image)>), Error> {
         let name = format!("{}.state", escape_user(user));
-        match self.dir.read_file(&name, &self.owners())? {
-            None => Ok(State::default()),
-            Some(text) => {
-                State::parse(&text).map_err(|why| Error::file(self.state_path(user), FileProblem::Malformed(why)))
+        let path = self.state_path(user);
+        let Some(file) = self
+            .dir
+            .open_checked(&name, &self.owners(), write, statefile::MAX_FILE as u64)?
+        else {
+            return Ok((State::default(), None));
+        };
+        let bytes = read_capped(&file, &path, statefile::MAX_FILE as u64)?;
+        if statefile::is_format3(&bytes) {
+            let img = statefile::decode_file(&bytes).map_err(|why| Error::file(&path, FileProblem::Malformed(why)))?;
+            return Ok((img.state.clone(), Some((file, img))));
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            Error::file(
+                &path,
+                FileProblem::Malformed(format!("not UTF-8 text (byte {})", e.valid_up_to())),
+            )
+        })?;
+        let state = State::parse(text).map_err(|why| Error::file(&path, FileProblem::Malformed(why)))?;
+        Ok((state, None))
+    }
+
+    /// Stores `state` over `before` (read from `on_disk`): see [`StateStore::update`].
+    fn write(&self, user: &str, state: &State, before: &State, on_disk: Option<(File, Image)>) -> Result<(), Error> {
+        let path = self.state_path(user);
+        let malformed = |why: String| Error::file(&path, FileProblem::Malformed(why));
+        let io = |e: std::io::Error| Error::io(&path, &e);
+        let payload = statefile::encode_payload(state).map_err(malformed)?;
+        match on_disk {
+            Some((file, img)) if statefile::fits(img.slot_size, payload.len()) => {
+                // The slot that does not hold the newest valid record, then the counters,
+                // then one fdatasync for both: the file's size and blocks never change, so
+                // that flush carries no metadata.
+                let durable_change = payload != img.payload;
+                if durable_change {
+                    let rec = statefile::slot_record(img.seq + 1, &payload);
+                    file.write_all_at(&rec, statefile::slot_offset(img.slot_size, 1 - img.slot))
+                        .map_err(io)?;
+                }
+                let counters = (state.failures, state.locked_until);
+                if counters != (before.failures, before.locked_until) || !img.counters_valid {
+                    let rec = statefile::counters_record(counters.0, counters.1);
+                    file.write_all_at(&rec, statefile::counters_offset()).map_err(io)?;
+                }
+                // Only a change of the durable part is flushed: a spent credential, the
+                // enrollment record, the key, a remembered host. A failure count or lockout
+                // alone stays in the page cache (a crash may forget it, never a spent code),
+                // which keeps the wrong-code path — a brute-force storm — cheap.
+                if durable_change && self.durable {
+                    file.sync_data().map_err(io)?;
+                }
+                Ok(())
+            }
+            old => {
+                // A new user, a version 1/2 file, or a state that outgrew its slots: a whole
+                // new file, written aside and renamed into place (flushed, with the directory,
+                // when durable). The sequence continues so a reader never goes backwards.
+                let seq = old.map_or(1, |(_, img)| img.seq + 1);
+                let image = statefile::new_file(state, seq).map_err(malformed)?;
+                let name = format!("{}.state", escape_user(user));
+                self.dir.write_atomic(&name, &image, 0o600, self.durable)
             }
         }
     }
@@ -122,7 +186,18 @@ impl FileStore {
 
 impl StateStore for FileStore {
     fn peek(&self, user: &str) -> Result<State, Error> {
-        self.read(user)
+        // Without the lock a writer may be in the middle of a slot or the counters: the
+        // checksums make the reader take the previous record then. A damaged record is read
+        // again a few times (it may be a write in progress, and the reader would otherwise
+        // see an older state or no failures); a record damaged for good stays what it is.
+        let mut last = self.read(user, false)?;
+        for _ in 0..3 {
+            match &last {
+                (_, Some((_, img))) if !img.counters_valid || img.other_torn => last = self.read(user, false)?,
+                _ => break,
+            }
+        }
+        Ok(last.0)
     }
 
     fn update<T>(&self, user: &str, mut f: impl FnMut(&mut State) -> T) -> Result<T, Error> {
@@ -133,7 +208,7 @@ impl StateStore for FileStore {
         // The lock is released when `lock` is dropped, or by the kernel if we die.
         lock.lock()
             .map_err(|e| Error::io(self.dir.path().join(&lock_name), &e))?;
-        let mut state = self.read(user)?;
+        let (mut state, on_disk) = self.read(user, true)?;
         let before = state.clone();
         state.ensure_key().map_err(|e| {
             Error::file(
@@ -143,21 +218,7 @@ impl StateStore for FileStore {
         })?;
         let out = f(&mut state);
         if state != before {
-            let text = state
-                .to_toml()
-                .map_err(|why| Error::file(self.state_path(user), FileProblem::Malformed(why)))?;
-            // Every write is atomic (rename); only a spent credential — a newly accepted time
-            // step, HOTP counter or backup code — or the record of an enrollment is also
-            // fsync'd, so that a power cut cannot bring back a code that was already used. A
-            // lost failure count or lockout only resets a counter, and skipping its fsync keeps
-            // the wrong-code path (a brute-force storm) cheap. The per-user key is written with
-            // the first spend at the latest, so every durable record is durable with its key.
-            let spends = state.devices != before.devices
-                || state.used_backup != before.used_backup
-                || state.enrolled != before.enrolled
-                || state.v1_last_step != before.v1_last_step;
-            self.dir
-                .write_atomic(&format!("{esc}.state"), text.as_bytes(), 0o600, self.durable && spends)?;
+            self.write(user, &state, &before, on_disk)?;
         }
         drop(lock);
         Ok(out)
@@ -258,6 +319,134 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(FileStore::open(&d, false).unwrap().peek("bob").unwrap().failures, 200);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    fn inode(p: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).unwrap();
+        (m.ino(), m.len())
+    }
+
+    #[test]
+    fn version_1_and_2_files_are_read_and_replaced_by_format_3_at_the_next_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmp();
+        let s = FileStore::open(&d, true).unwrap();
+        let p = d.join("bob.state");
+        for (text, failures) in [
+            ("version = 1\nlast_step = 5\nfailures = 2\n", 2),
+            ("version = 2\nfailures = 3\nenrolled = 9\n", 3),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert_eq!(s.peek("bob").unwrap().failures, failures);
+            s.update("bob", |st| st.failures += 1).unwrap();
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(statefile::is_format3(&bytes));
+            let st = s.peek("bob").unwrap();
+            assert_eq!(st.failures, failures + 1);
+            assert_eq!(st.key.len(), 64, "the key is made with the first write");
+            std::fs::remove_file(&p).unwrap();
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    /// A wrong code changes only the counters record, in place; a spend writes the other
+    /// slot, in place: the file keeps its inode and size, and the slot holding the newest
+    /// record is never the one written.
+    #[test]
+    fn writes_go_in_place_to_the_other_slot_and_failures_touch_only_the_counters() {
+        let d = tmp();
+        let s = FileStore::open(&d, true).unwrap();
+        let p = d.join("bob.state");
+        s.update("bob", |st| st.failures = 1).unwrap();
+        let first = inode(&p);
+        let img = |p: &Path| statefile::decode_file(&std::fs::read(p).unwrap()).unwrap();
+        let before = std::fs::read(&p).unwrap();
+        s.update("bob", |st| st.failures = 2).unwrap();
+        let after = std::fs::read(&p).unwrap();
+        let changed: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
+        assert!(
+            changed.iter().all(|&i| i < statefile::BLOCK),
+            "a failure only rewrites the counters"
+        );
+        assert_eq!(img(&p).state.failures, 2);
+        for round in 0..4u64 {
+            let old = img(&p);
+            let newest = std::fs::read(&p).unwrap();
+            let at = statefile::slot_offset(old.slot_size, old.slot) as usize;
+            s.update("bob", |st| st.last_success = 100 + round).unwrap();
+            let now = img(&p);
+            assert_eq!((now.seq, now.slot), (old.seq + 1, 1 - old.slot));
+            assert_eq!(now.state.last_success, 100 + round);
+            let bytes = std::fs::read(&p).unwrap();
+            assert_eq!(
+                bytes[at..at + old.slot_size],
+                newest[at..at + old.slot_size],
+                "the newest record is never overwritten"
+            );
+            assert_eq!(inode(&p), first, "same file, same size");
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_state_that_outgrows_its_slots_moves_to_a_larger_file() {
+        let d = tmp();
+        let s = FileStore::open(&d, true).unwrap();
+        let p = d.join("bob.state");
+        s.update("bob", |st| st.failures = 1).unwrap();
+        let small = inode(&p);
+        s.update("bob", |st| {
+            for i in 0..100u32 {
+                st.used_backup.push(crate::state::UsedBackup {
+                    tag: format!("{i:032x}"),
+                    entry: format!("{i:016x}"),
+                });
+            }
+        })
+        .unwrap();
+        let big = inode(&p);
+        assert!(big.1 > small.1, "{big:?} {small:?}");
+        let st = s.peek("bob").unwrap();
+        assert_eq!((st.used_backup.len(), st.failures), (100, 1));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    /// Readers take no lock: while writers rewrite slots and counters in place, every peek
+    /// must see a whole state, and the spend count never goes backwards.
+    #[test]
+    fn lock_free_readers_see_whole_states_during_in_place_writes() {
+        let d = tmp();
+        let s = FileStore::open(&d, false).unwrap();
+        s.update("bob", |st| st.last_success = 0).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let d = d.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let s = FileStore::open(&d, false).unwrap();
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    s.update("bob", |st| {
+                        st.last_success = n;
+                        st.failures = (n % 7) as u32;
+                    })
+                    .unwrap();
+                }
+                n
+            })
+        };
+        let mut seen = 0;
+        for _ in 0..20_000 {
+            let st = s.peek("bob").unwrap();
+            assert!(st.last_success >= seen, "went back from {seen} to {}", st.last_success);
+            seen = st.last_success;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let n = writer.join().unwrap();
+        assert!(n > 10, "the writer ran ({n} writes)");
         std::fs::remove_dir_all(d).unwrap();
     }
 }

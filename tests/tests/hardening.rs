@@ -257,6 +257,49 @@ fn full_disk_or_read_only_state_refuses_a_right_code_and_keeps_the_old_state() {
     }
 }
 
+/// Format 3 writes an existing state file in place, over blocks it already owns: a full
+/// disk no longer stands between a user and a login, and the spend still holds. The state
+/// file is copied onto a 16 KiB tmpfs that is then filled to the last byte; two logins run
+/// there: the right code is accepted, the same code again is refused (its spend was kept).
+#[test]
+fn on_a_full_disk_an_existing_state_still_records_a_spend() {
+    let (f, u, key) = setup("");
+    assert_eq!(
+        f.auth("svc", &u.name, &[&oathtool(&key, now() - 30, "sha1", 6)]).rc,
+        PAM_SUCCESS
+    );
+    let copy = f.root.join("state-copy");
+    run("cp", &["-a", f.state_dir().to_str().unwrap(), copy.to_str().unwrap()]);
+    let code = code_now(&key);
+    let first = f.root.join("first-run");
+    let script = concat!(
+        "set -e; mount --make-rprivate /; mount -t tmpfs -o size=64k,mode=0700 tmpfs \"$STATE\"; ",
+        "cp -a \"$COPY\"/. \"$STATE\"/; ",
+        "dd if=/dev/zero of=\"$STATE/fill\" bs=4096 count=64 2>/dev/null || true; ",
+        "\"$@\" > \"$FIRST\"; exec \"$@\""
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--", "sh", "-c", script, "sh"])
+        .arg(harness_path())
+        .arg(f.confdir())
+        .args(["svc", &u.name, &code])
+        .env("STATE", f.state_dir())
+        .env("COPY", &copy)
+        .env("FIRST", &first)
+        .output()
+        .unwrap();
+    let again = PamRun::parse(&out);
+    let first = PamRun::parse(&std::process::Output {
+        stdout: std::fs::read(&first).unwrap(),
+        ..out
+    });
+    assert_eq!(first.rc, PAM_SUCCESS, "full disk, existing state: {first:?}");
+    assert_eq!(
+        again.rc, PAM_AUTH_ERR,
+        "the spend was recorded on the full disk: {again:?}"
+    );
+}
+
 /// (what, how to break it, what the log must say)
 type Case<T> = (&'static str, Box<dyn Fn(&T)>, &'static str);
 

@@ -606,8 +606,10 @@ fn remembered_host_skips_the_prompt_only_for_that_host_and_service() {
 fn state_that_cannot_be_written_refuses_a_right_code() {
     let env = Env::new();
     env.enroll(&[]);
-    assert_eq!(env.run(&[], &[&code(NOW)], NOW).0, Outcome::Accepted(Accepted::Totp));
-    // A directory where the temporary file would go makes the atomic write fail.
+    // A directory where the temporary file of a new state file would go makes its atomic
+    // write fail. (Writes into an existing file fail on a full or read-only disk: the
+    // hardening tests run those.)
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(env.root.join("state"));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(env.root.join("state/.alice.state.tmp"))
@@ -931,6 +933,9 @@ fn a_remembered_host_is_asked_again_once_the_password_changes() {
     );
     assert_eq!(run(&[&code(NOW + 30)], NOW + 30), Outcome::Accepted(Accepted::Totp));
     assert_eq!(run(&[], NOW + 40), Outcome::Accepted(Accepted::RememberedHost));
-    let text = std::fs::read_to_string(env.root.join("state/alice.state")).unwrap();
-    assert!(!text.contains("$y$"), "the hash itself is never stored");
+    let bytes = std::fs::read(env.root.join("state/alice.state")).unwrap();
+    assert!(
+        !bytes.windows(3).any(|w| w == b"$y$"),
+        "the hash itself is never stored"
+    );
 }
