@@ -7,9 +7,10 @@
  *           and unloaded by each pam_end, unless it is marked nodelete);
  *           "fork": every round in a freshly forked child, as sshd runs each connection
  *           (the parent never loads a module, so each round pays the first load)
- *   RESET   before each round, outside the timed region, RESET_PATH is overwritten with the
- *           contents of RESET_SRC: this erases the module's replay record, so a right code
- *           is accepted again and every timed round does the real read, check and write.
+ *   RESET   before each round, outside the timed region, RESET_PATH is overwritten in place
+ *           with the contents of RESET_SRC and flushed: this erases the module's replay
+ *           record, so a right code is accepted again and every timed round does the real
+ *           read, check and write.
  * Prints: "<mean ns> <median ns> <accepted rounds> <peak RSS KiB after warm-up> <peak RSS KiB at end>
  *          <current RSS KiB after warm-up> <current RSS KiB at end>".
  * C on purpose: a Rust driver would already have libgcc_s.so.1 loaded and hide its cost.
@@ -118,8 +119,14 @@ int main(int argc, char **argv) {
             now_warm = rss_now();
         }
         if (reset_path) {
-            int fd = open(reset_path, O_WRONLY | O_TRUNC);
-            if (fd < 0 || write(fd, reset_buf, reset_len) != reset_len) { perror(reset_path); return 2; }
+            /* In place, then flushed: the timed login must not pay for the reset's own
+             * writes (a truncation would also free the file's blocks for the next write to
+             * allocate again). The same for every module. */
+            int fd = open(reset_path, O_WRONLY);
+            if (fd < 0 || write(fd, reset_buf, reset_len) != reset_len || ftruncate(fd, reset_len) != 0 || fsync(fd) != 0) {
+                perror(reset_path);
+                return 2;
+            }
             close(fd);
         }
         if (strcmp(mode, "right") == 0) {

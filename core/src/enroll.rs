@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::account::Account;
 use crate::config::{expand_template, Config};
 use crate::error::{Error, FileProblem};
-use crate::fs::{read_checked, split_path, with_fs_identity, Dir, Owners};
+use crate::fs::{read_checked_stamped, split_path, with_fs_identity, Dir, FileStamp, Owners};
 use crate::otp::Params;
 use crate::secret::{Device, Kind, ParseError, SecretFile};
 
@@ -82,17 +82,33 @@ fn as_owner<T>(path: &Path, account: &Account, f: impl FnOnce() -> Result<T, Err
 
 /// Reads and parses a secret file (see fs.rs for the checks). `Ok(None)`: no such file.
 pub fn load_secret(path: &Path, account: &Account) -> Result<Option<SecretFile>, Error> {
+    Ok(load_secret_stamped(path, account)?.map(|(s, _)| s))
+}
+
+/// [`load_secret`], with the [`FileStamp`] of the file that was read, for
+/// [`secret_unchanged`].
+pub fn load_secret_stamped(path: &Path, account: &Account) -> Result<Option<(SecretFile, FileStamp)>, Error> {
     let owners = Owners(vec![account.uid, 0]);
-    let Some(text) = as_owner(path, account, || read_checked(path, &owners))? else {
+    let Some((text, stamp)) = as_owner(path, account, || read_checked_stamped(path, &owners))? else {
         return Ok(None);
     };
-    SecretFile::parse(&text).map(Some).map_err(|e| {
+    SecretFile::parse(&text).map(|s| Some((s, stamp))).map_err(|e| {
         let problem = match e {
             ParseError::Malformed(why) => FileProblem::Malformed(why),
             ParseError::UnsupportedVersion(v) => FileProblem::UnsupportedVersion(v),
         };
         Error::file(path, problem)
     })
+}
+
+/// Whether `path` is still the file that was read with `stamp` (same inode, size and change
+/// times), looked up as its owner like every read in a home: one `lstat` instead of reading
+/// and parsing the file again. `false` when it is gone or cannot be looked up.
+pub fn secret_unchanged(path: &Path, account: &Account, stamp: &FileStamp) -> bool {
+    let md = as_owner(path, account, || {
+        std::fs::symlink_metadata(path).map_err(|e| Error::io(path, &e))
+    });
+    md.is_ok_and(|md| FileStamp::of(&md) == *stamp)
 }
 
 /// A new authenticator with a fresh 160-bit key from the OS random source.

@@ -62,6 +62,29 @@ fn kind_name(ft: std::fs::FileType) -> &'static str {
     }
 }
 
+/// One version of a file: its inode and its size and change times. A file replaced (renamed
+/// over, as every writer of secret files does) or rewritten in place gets another stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    pub fn of(md: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
+}
+
 /// An open, checked directory. Every file operation is relative to its descriptor, so a
 /// rename of the path after the check cannot redirect us.
 #[derive(Debug)]
@@ -159,13 +182,23 @@ impl Dir {
     /// it with fstat (regular file, owner, no group/other access, one link, size cap) and
     /// reads it. `Ok(None)`: it does not exist.
     pub fn read_file(&self, name: &str, owners: &Owners) -> Result<Option<Zeroizing<String>>, Error> {
+        Ok(self.read_file_stamped(name, owners)?.map(|(text, _)| text))
+    }
+
+    /// [`Dir::read_file`], with the [`FileStamp`] of what was read.
+    pub fn read_file_stamped(
+        &self,
+        name: &str,
+        owners: &Owners,
+    ) -> Result<Option<(Zeroizing<String>, FileStamp)>, Error> {
         let path = self.child(name);
         let Some(file) = self.open_checked(name, owners, false, MAX_FILE_SIZE)? else {
             return Ok(None);
         };
+        let md = file.metadata().map_err(|e| Error::io(&path, &e))?;
         let buf = read_capped(&file, &path, MAX_FILE_SIZE)?;
         match std::str::from_utf8(&buf) {
-            Ok(s) => Ok(Some(Zeroizing::new(s.to_owned()))),
+            Ok(s) => Ok(Some((Zeroizing::new(s.to_owned()), FileStamp::of(&md)))),
             Err(e) => Err(Error::file(
                 path,
                 FileProblem::Malformed(format!("not UTF-8 text (byte {})", e.valid_up_to())),
@@ -409,11 +442,16 @@ pub fn split_path(path: &Path) -> Option<(&Path, &str)> {
 /// by group/others; the file must pass [`Dir::read_file`]. `Ok(None)` when the file or its
 /// directory does not exist (the user has not enrolled).
 pub fn read_checked(path: &Path, owners: &Owners) -> Result<Option<Zeroizing<String>>, Error> {
+    Ok(read_checked_stamped(path, owners)?.map(|(text, _)| text))
+}
+
+/// [`read_checked`], with the [`FileStamp`] of what was read.
+pub fn read_checked_stamped(path: &Path, owners: &Owners) -> Result<Option<(Zeroizing<String>, FileStamp)>, Error> {
     let (dir, name) =
         split_path(path).ok_or_else(|| Error::file(path, FileProblem::Io("not an absolute file path".into())))?;
     match Dir::open(dir, owners)? {
         None => Ok(None),
-        Some(d) => d.read_file(name, owners),
+        Some(d) => d.read_file_stamped(name, owners),
     }
 }
 

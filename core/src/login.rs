@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::account::{resolve, Account, Accounts, Unresolved};
 use crate::clock::Clock;
 use crate::config::{expand_template, Config, Date, FORWARD_PASS_PROMPT};
-use crate::enroll::load_secret;
+use crate::enroll::{load_secret, load_secret_stamped, secret_unchanged};
 use crate::secret::SecretFile;
 use crate::store::{FileStore, StateStore};
 use crate::verify::{decide, Count, Decision, How, Policy};
@@ -270,7 +270,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     });
 
     let path = expand_template(&cfg.secret, &account.name, &account.home);
-    let secret = match load_secret(&path, &account) {
+    let (secret, stamp) = match load_secret_stamped(&path, &account) {
         Ok(Some(s)) => s,
         Ok(None) => {
             let mode = if after_split { Mode::AfterSplit } else { Mode::Prompting };
@@ -297,8 +297,16 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     };
     // The answer is decided against the file as it is once the user has answered: an
     // authenticator removed (or backup codes replaced) while the prompt waited — su and the
-    // console never time out — must not let its code in.
-    let reload = || load_secret(&path, &account);
+    // console never time out — must not let its code in. Every writer replaces the file
+    // (a new inode) and an edit in place changes its size or times, so one lstat tells
+    // whether it must be read again.
+    let reload = || {
+        if secret_unchanged(&path, &account, &stamp) {
+            Ok(Reload::Unchanged)
+        } else {
+            load_secret(&path, &account).map(Reload::Changed)
+        }
+    };
     let password = remembered_password(&cfg, accounts, &account, req);
     let ctx = Prompting {
         secret: &secret,
@@ -834,10 +842,18 @@ fn remembered_password(
 }
 
 /// What [`check_and_prompt`] decides against.
+/// The secret file after the prompt.
+enum Reload {
+    /// The file read before the prompt is still in place.
+    Unchanged,
+    /// It changed: read again (`None`: it is gone).
+    Changed(Option<SecretFile>),
+}
+
 struct Prompting<'a> {
     secret: &'a SecretFile,
-    /// Reads the secret file again (after the prompt).
-    reload: &'a dyn Fn() -> Result<Option<SecretFile>, crate::error::Error>,
+    /// Checks the secret file again (after the prompt).
+    reload: &'a dyn Fn() -> Result<Reload, crate::error::Error>,
     user: &'a str,
     /// See [`remembered_password`].
     password: Option<&'a str>,
@@ -900,11 +916,12 @@ fn check_and_prompt<H: Host, S: StateStore>(
         secret
     } else {
         match reload() {
-            Ok(Some(s)) => {
+            Ok(Reload::Unchanged) => secret,
+            Ok(Reload::Changed(Some(s))) => {
                 fresh = s;
                 &fresh
             }
-            Ok(None) => {
+            Ok(Reload::Changed(None)) => {
                 cx.log(
                     Level::Err,
                     "refused: the secret file disappeared while the code was asked for",

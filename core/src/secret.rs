@@ -91,6 +91,30 @@ impl std::fmt::Debug for Device {
     }
 }
 
+/// The `version = N` of a file by a line scan: the first line, before any table header,
+/// that is exactly `version = <digits>` (spaces and a trailing comment allowed). `None`
+/// when the scan is not sure (the full parser decides then). Whatever it returns, the
+/// typed parse that follows must read the same version.
+fn quick_version(text: &str) -> Option<i64> {
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with('[') || l.contains("\"\"\"") || l.contains("'''") {
+            return None;
+        }
+        let Some(rest) = l.strip_prefix("version") else {
+            continue;
+        };
+        let rest = rest.trim_start().strip_prefix('=')?.trim_start();
+        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let tail = rest[end..].trim_start();
+        if end == 0 || end > 9 || !(tail.is_empty() || tail.starts_with('#')) {
+            return None;
+        }
+        return rest[..end].parse().ok();
+    }
+    None
+}
+
 /// A validated secret file.
 #[derive(Clone)]
 pub struct SecretFile {
@@ -263,18 +287,34 @@ impl SecretFile {
     /// Parses a version-2 file, or a version-1 file as one TOTP authenticator named
     /// [`V1_DEVICE_NAME`].
     pub fn parse(text: &str) -> Result<SecretFile, ParseError> {
-        let table: toml::Table =
-            toml::from_str(text).map_err(|e| ParseError::Malformed(toml_error_position(text, &e)))?;
-        let v = table
-            .get("version")
-            .and_then(toml::Value::as_integer)
-            .map(|version| VersionOnly { version })
-            .ok_or_else(|| ParseError::Malformed("missing or invalid version".into()))?;
-        drop(table);
-        match v.version {
+        // Every login parses this file: the version is found by a line scan when it can be
+        // (one parse instead of two); the typed parse then confirms it, and anything the
+        // scan is unsure of goes through the full table parse first.
+        let version = match quick_version(text) {
+            Some(v @ (1 | VERSION)) => v,
+            _ => {
+                let table: toml::Table =
+                    toml::from_str(text).map_err(|e| ParseError::Malformed(toml_error_position(text, &e)))?;
+                let v = table
+                    .get("version")
+                    .and_then(toml::Value::as_integer)
+                    .map(|version| VersionOnly { version })
+                    .ok_or_else(|| ParseError::Malformed("missing or invalid version".into()))?;
+                v.version
+            }
+        };
+        let confirm = |found: i64| {
+            if found == version {
+                Ok(())
+            } else {
+                Err(ParseError::Malformed("the version line is ambiguous".into()))
+            }
+        };
+        match version {
             1 => {
                 let raw: RawV1 =
                     toml::from_str(text).map_err(|e| ParseError::Malformed(toml_error_position(text, &e)))?;
+                confirm(raw.version)?;
                 check_backup_codes(&raw.backup_codes)?;
                 let device = device_from_raw(
                     &RawDevice {
@@ -304,6 +344,7 @@ impl SecretFile {
             VERSION => {
                 let raw: RawV2 =
                     toml::from_str(text).map_err(|e| ParseError::Malformed(toml_error_position(text, &e)))?;
+                confirm(raw.version)?;
                 check_backup_codes(&raw.backup_codes)?;
                 if raw.devices.is_empty() {
                     return Err(ParseError::Malformed("no [[device]] entry".into()));
@@ -524,5 +565,27 @@ counter = 42
             text.push_str(&format!("[[device]]\nname = \"d{i}\"\nsecret = \"GEZDGNBVGY3TQOJQ\"\n"));
         }
         assert!(SecretFile::parse(&text).is_err());
+    }
+
+    #[test]
+    fn the_version_scan_is_sure_or_silent_and_the_typed_parse_confirms_it() {
+        assert_eq!(quick_version("# c\nversion = 2\n[[device]]\n"), Some(2));
+        assert_eq!(quick_version("  version=1 # old\nsecret = \"x\""), Some(1));
+        for unsure in [
+            "versions = 2\n",
+            "version = \"2\"\n",
+            "version = 2x\n",
+            "[t]\nversion = 2\n",
+            "label = \"\"\"\nversion = 1\n\"\"\"\nversion = 2\n",
+            "",
+        ] {
+            assert_eq!(quick_version(unsure), None, "{unsure:?}");
+        }
+        // A file whose scan and typed parse could disagree is read by the full parser or
+        // refused, never read as the other version.
+        let v2 = "version = 2\n[[device]]\nname = \"a\"\nsecret = \"GEZDGNBVGY3TQOJQ\"\n";
+        assert!(SecretFile::parse(v2).is_ok());
+        let tricky = format!("label2 = '''\nversion = 1\n'''\n{v2}");
+        assert!(SecretFile::parse(&tricky).is_err());
     }
 }
