@@ -73,8 +73,15 @@ pub fn hash(canonical: &str) -> Result<String, getrandom::Error> {
 }
 
 /// Whether a stored hash string is well formed (checked when a secret file is parsed).
+/// Checks the characters only (every login parses the file; decoding every entry there
+/// was a tenth of a login): exactly what [`parse_hash`] accepts.
 pub fn is_valid_hash(stored: &str) -> bool {
-    parse_hash(stored).is_some()
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let mut parts = stored.split('$');
+    parts.next() == Some("v1")
+        && parts.next().is_some_and(|s| hex(s, 32))
+        && parts.next().is_some_and(|s| hex(s, 64))
+        && parts.next().is_none()
 }
 
 fn parse_hash(stored: &str) -> Option<(Vec<u8>, Vec<u8>)> {
@@ -164,6 +171,28 @@ mod tests {
             "v1$00112233445566778899aabbccddeeff$00",
         ] {
             assert!(!is_valid_hash(bad), "{bad}");
+        }
+    }
+    #[test]
+    fn the_character_check_accepts_exactly_what_decodes() {
+        let good = hash(&normalize("7kq2m-x9d10").unwrap()).unwrap();
+        let mut cases = vec![
+            good.clone(),
+            good.to_uppercase(),
+            format!("{good}$"),
+            String::new(),
+            "v1$$".into(),
+        ];
+        for i in 0..good.len() {
+            for c in ['0', 'f', 'g', 'A', '$', ' '] {
+                let mut b = good.clone().into_bytes();
+                b[i] = c as u8;
+                cases.push(String::from_utf8(b).unwrap());
+            }
+            cases.push(format!("{}{}", &good[..i], &good[i + 1..]));
+        }
+        for c in cases {
+            assert_eq!(is_valid_hash(&c), parse_hash(&c).is_some(), "{c}");
         }
     }
 }

@@ -192,11 +192,10 @@ impl Dir {
         owners: &Owners,
     ) -> Result<Option<(Zeroizing<String>, FileStamp)>, Error> {
         let path = self.child(name);
-        let Some(file) = self.open_checked(name, owners, false, MAX_FILE_SIZE)? else {
+        let Some((file, md)) = self.open_checked(name, owners, false, MAX_FILE_SIZE)? else {
             return Ok(None);
         };
-        let md = file.metadata().map_err(|e| Error::io(&path, &e))?;
-        let buf = read_capped(&file, &path, MAX_FILE_SIZE)?;
+        let buf = read_capped(&file, &path, MAX_FILE_SIZE, md.size())?;
         match std::str::from_utf8(&buf) {
             Ok(s) => Ok(Some((Zeroizing::new(s.to_owned()), FileStamp::of(&md)))),
             Err(e) => Err(Error::file(
@@ -209,7 +208,13 @@ impl Dir {
     /// Opens `name` (read-only, or read-write when `write`) with the checks of
     /// [`Dir::read_file`]: no symlink, no FIFO, a regular file owned by one of `owners`
     /// with no group/other access, one link, at most `max` bytes. `Ok(None)`: it does not exist.
-    pub fn open_checked(&self, name: &str, owners: &Owners, write: bool, max: u64) -> Result<Option<File>, Error> {
+    pub fn open_checked(
+        &self,
+        name: &str,
+        owners: &Owners,
+        write: bool,
+        max: u64,
+    ) -> Result<Option<(File, std::fs::Metadata)>, Error> {
         let path = self.child(name);
         let access = if write { OFlag::O_RDWR } else { OFlag::O_RDONLY };
         let flags = access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
@@ -246,7 +251,7 @@ impl Dir {
         if md.size() > max {
             return Err(Error::file(path, FileProblem::TooLarge { size: md.size(), max }));
         }
-        Ok(Some(file))
+        Ok(Some((file, md)))
     }
 
     /// Fsyncs the directory (after a rename into it, so the new name survives a crash).
@@ -359,13 +364,28 @@ impl Dir {
 
 /// Reads an open file to its end, refusing more than `max` bytes (the file may have grown
 /// since it was checked: at most one byte past the cap is read to notice).
-pub fn read_capped(file: &File, path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let mut file = file;
-    let size = file.metadata().map(|m| m.size()).unwrap_or(0).min(max);
+/// `size`: the size fstat gave (the buffer's first capacity).
+pub fn read_capped(file: &File, path: &Path, max: u64, size: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let size = size.min(max);
     let mut buf = Zeroizing::new(Vec::with_capacity(size as usize + 1));
+    read_into(file, path, max, &mut buf)?;
+    Ok(buf)
+}
+
+/// [`read_capped`] into a buffer that is not wiped when dropped: for files that hold no
+/// secret, or whose caller wipes the parts that do (a wipe of every byte read is a
+/// measurable part of a login).
+pub fn read_capped_plain(file: &File, path: &Path, max: u64, size: u64) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::with_capacity(size.min(max) as usize + 1);
+    read_into(file, path, max, &mut buf)?;
+    Ok(buf)
+}
+
+fn read_into(file: &File, path: &Path, max: u64, buf: &mut Vec<u8>) -> Result<(), Error> {
+    let mut file = file;
     (&mut file)
         .take(max + 1)
-        .read_to_end(&mut buf)
+        .read_to_end(buf)
         .map_err(|e| Error::io(path, &e))?;
     if buf.len() as u64 > max {
         return Err(Error::file(
@@ -376,7 +396,7 @@ pub fn read_capped(file: &File, path: &Path, max: u64) -> Result<Zeroizing<Vec<u
             },
         ));
     }
-    Ok(buf)
+    Ok(())
 }
 
 fn libc_flags(f: OFlag) -> i32 {

@@ -53,7 +53,7 @@ pub struct Image {
     /// Bytes per slot.
     pub slot_size: usize,
     /// The payload of that slot, to tell whether a write needs a new one.
-    pub payload: Vec<u8>,
+    pub payload: zeroize::Zeroizing<Vec<u8>>,
     /// `false`: the counters record was damaged (read as no failures, no lockout).
     pub counters_valid: bool,
     /// The other slot has a record that is not whole: a write in progress (or cut by a
@@ -184,10 +184,31 @@ pub fn decode_file(bytes: &[u8]) -> Result<Image, String> {
         seq,
         slot,
         slot_size,
-        payload: payload.to_vec(),
+        payload: zeroize::Zeroizing::new(payload.to_vec()),
         counters_valid,
         other_torn: slots[1 - slot].is_none() && started(1 - slot),
     })
+}
+
+/// Wipes the records of both slots in a file image read into memory (their payloads hold
+/// the per-user key); the rest of the file is padding and the counters.
+pub fn wipe(bytes: &mut [u8]) {
+    use zeroize::Zeroize;
+    let n = bytes.len();
+    if n < 3 * BLOCK {
+        bytes.zeroize();
+        return;
+    }
+    let slot_size = (n - BLOCK) / 2;
+    for i in 0..2 {
+        let at = BLOCK + i * slot_size;
+        let len = bytes
+            .get(at + 16..at + 20)
+            .and_then(|b| b.try_into().ok())
+            .map_or(slot_size, |b| u32::from_le_bytes(b) as usize);
+        let end = (at + SLOT_HEADER).saturating_add(len).min(at + slot_size).min(n);
+        bytes[at..end].zeroize();
+    }
 }
 
 struct Writer(Vec<u8>);
