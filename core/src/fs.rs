@@ -383,10 +383,29 @@ pub fn read_capped_plain(file: &File, path: &Path, max: u64, size: u64) -> Resul
 
 fn read_into(file: &File, path: &Path, max: u64, buf: &mut Vec<u8>) -> Result<(), Error> {
     let mut file = file;
-    (&mut file)
-        .take(max + 1)
-        .read_to_end(buf)
-        .map_err(|e| Error::io(path, &e))?;
+    // Into the capacity fstat asked for first: one read for the file and one that sees its
+    // end (read_to_end's growth steps took three for a state file); then the capped rest.
+    let want = buf.capacity().min(max as usize + 1);
+    buf.resize(want, 0);
+    let mut filled = 0;
+    while filled < want {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(filled);
+                return Err(Error::io(path, &e));
+            }
+        }
+    }
+    buf.truncate(filled);
+    if filled == want {
+        (&mut file)
+            .take(max + 1 - filled as u64)
+            .read_to_end(buf)
+            .map_err(|e| Error::io(path, &e))?;
+    }
     if buf.len() as u64 > max {
         return Err(Error::file(
             path,
