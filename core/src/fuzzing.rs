@@ -43,8 +43,19 @@ pub fn secret_file(data: &[u8]) {
     }
 }
 
-/// State file parser: no panic; round trip.
+/// State file parsers: no panic; round trip. Binary input goes to the format-3 reader
+/// (whole file and bare record), text to the version 1/2 reader.
 pub fn state_file(data: &[u8]) {
+    use crate::statefile::{decode_file, decode_payload, encode_payload};
+    if let Ok(img) = decode_file(data) {
+        let again = decode_payload(&encode_payload(&img.state).expect("a decoded state encodes"))
+            .expect("an encoded state decodes");
+        assert_eq!((again.key.as_str(), &again.devices), (img.state.key.as_str(), &img.state.devices));
+        assert_eq!(*img.payload, encode_payload(&img.state).unwrap(), "the record is canonical");
+    }
+    if let Ok(st) = decode_payload(data) {
+        assert_eq!(encode_payload(&st).unwrap(), data, "the record is canonical");
+    }
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(st) = State::parse(text) {
         if let Ok(written) = st.to_toml() {
