@@ -50,8 +50,15 @@ pub fn state_file(data: &[u8]) {
     if let Ok(img) = decode_file(data) {
         let again = decode_payload(&encode_payload(&img.state).expect("a decoded state encodes"))
             .expect("an encoded state decodes");
-        assert_eq!((again.key.as_str(), &again.devices), (img.state.key.as_str(), &img.state.devices));
-        assert_eq!(*img.payload, encode_payload(&img.state).unwrap(), "the record is canonical");
+        assert_eq!(
+            (again.key.as_str(), &again.devices),
+            (img.state.key.as_str(), &img.state.devices)
+        );
+        assert_eq!(
+            *img.payload,
+            encode_payload(&img.state).unwrap(),
+            "the record is canonical"
+        );
     }
     if let Ok(st) = decode_payload(data) {
         assert_eq!(encode_payload(&st).unwrap(), data, "the record is canonical");
