@@ -159,16 +159,23 @@ pub fn decode_file(bytes: &[u8]) -> Result<Image, String> {
         return Err(format!("a format 3 state file of {n} bytes (the layout is damaged)"));
     }
     let slot_size = (n - BLOCK) / 2;
-    let slots = [
-        read_slot(&bytes[BLOCK..BLOCK + slot_size]),
-        read_slot(&bytes[BLOCK + slot_size..]),
-    ];
-    let started = |i: usize| bytes[BLOCK + i * slot_size..].starts_with(SLOT_MAGIC);
-    let (slot, seq, payload) = match slots {
-        [Some((a, pa)), Some((b, _))] if a > b => (0, a, pa),
-        [_, Some((b, pb))] => (1, b, pb),
-        [Some((a, pa)), None] => (0, a, pa),
-        [None, None] => return Err("neither copy of the state is intact".into()),
+    let slot_bytes = |i: usize| &bytes[BLOCK + i * slot_size..BLOCK + (i + 1) * slot_size];
+    // The slot whose header claims the higher sequence number is checked first; only if its
+    // record is not whole is the other one checked (one checksum per read, not two). A
+    // claimed number is only trusted once its checksum holds, so the result is the newest
+    // valid record either way.
+    let claimed = |i: usize| {
+        slot_bytes(i)
+            .get(8..16)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    let first = if claimed(0) > claimed(1) { 0 } else { 1 };
+    let (slot, seq, payload, other_torn) = match read_slot(slot_bytes(first)) {
+        Some((seq, payload)) => (first, seq, payload, false),
+        None => match read_slot(slot_bytes(1 - first)) {
+            Some((seq, payload)) => (1 - first, seq, payload, slot_bytes(first).starts_with(SLOT_MAGIC)),
+            None => return Err("neither copy of the state is intact".into()),
+        },
     };
     let mut state = decode_payload(payload)?;
     let c = &bytes[COUNTERS_AT..COUNTERS_AT + COUNTERS_LEN];
@@ -186,7 +193,7 @@ pub fn decode_file(bytes: &[u8]) -> Result<Image, String> {
         slot_size,
         payload: zeroize::Zeroizing::new(payload.to_vec()),
         counters_valid,
-        other_torn: slots[1 - slot].is_none() && started(1 - slot),
+        other_torn,
     })
 }
 
