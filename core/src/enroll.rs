@@ -101,14 +101,14 @@ pub fn load_secret_stamped(path: &Path, account: &Account) -> Result<Option<(Sec
     })
 }
 
-/// Whether `path` is still the file that was read with `stamp` (same inode, size and change
-/// times), looked up as its owner like every read in a home: one `lstat` instead of reading
-/// and parsing the file again. `false` when it is gone or cannot be looked up.
-pub fn secret_unchanged(path: &Path, account: &Account, stamp: &FileStamp) -> bool {
-    let md = as_owner(path, account, || {
-        std::fs::symlink_metadata(path).map_err(|e| Error::io(path, &e))
-    });
-    md.is_ok_and(|md| FileStamp::of(&md) == *stamp)
+/// Whether `path` is still the file that was read with `stamp` (same device and inode, same
+/// size and change times): one `lstat` instead of reading and parsing the file again.
+/// `false` when it is gone or cannot be looked up (the caller then reads it again, as its
+/// owner, with every check). The lookup runs as root, without switching to the owner's
+/// identity: it reads no content and opens nothing, and a match means the very inode that
+/// was read and checked, unchanged, whatever path led to it.
+pub fn secret_unchanged(path: &Path, stamp: &FileStamp) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|md| FileStamp::of(&md) == *stamp)
 }
 
 /// A new authenticator with a fresh 160-bit key from the OS random source.
