@@ -60,7 +60,7 @@ fn module_page() -> String {
     // Settings for the command line, or valid only in the file, are in pam_totp.conf(5).
     for o in OPTIONS
         .iter()
-        .filter(|o| !o.doc.contains("(pam-totp enroll)") && o.kind != Kind::List)
+        .filter(|o| !o.doc.contains("(pam-totp enroll)") && o.kind != Kind::List && !o.name.starts_with("fleet."))
     {
         let v = value_name(o.kind);
         if v.is_empty() {
