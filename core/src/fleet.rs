@@ -39,8 +39,11 @@ pub const MAX_USER: usize = 256;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long a client waits for one answer (the daemon's etcd deadline is shorter).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Compare-and-swap rounds lost to other hosts before a decision is refused.
-pub const MAX_CAS_ATTEMPTS: usize = 5;
+/// Compare-and-swap rounds lost to other logins of the same user before a decision is
+/// refused. Each lost round waits a random 0-4 ms times its number, so that a burst of
+/// logins (every refused one writes its failure count) spreads out instead of colliding
+/// again; at most ~70 ms in all.
+pub const MAX_CAS_ATTEMPTS: usize = 8;
 
 /// The etcd key of a user's document: `pam-totp/v1/<namespace>/users/<escaped user>`.
 pub fn user_key(namespace: &str, user: &str) -> String {
@@ -604,7 +607,7 @@ impl FleetStore {
 
     fn update_fleet<T>(&self, user: &str, f: &mut impl FnMut(&mut State) -> T) -> Result<T, FleetError> {
         let mut current = self.get(user)?;
-        for _ in 0..MAX_CAS_ATTEMPTS {
+        for attempt in 0..MAX_CAS_ATTEMPTS {
             let (mut state, expected) = match &current {
                 None => (State::default(), 0),
                 Some(d) => (self.parse(user, d)?, d.revision),
@@ -631,7 +634,14 @@ impl FleetStore {
                 value,
             })? {
                 Response::Stored { .. } => return Ok(out),
-                Response::Conflict(now) => current = now,
+                Response::Conflict(now) => {
+                    current = now;
+                    let mut r = [0u8; 1];
+                    if getrandom::getrandom(&mut r).is_ok() {
+                        let ms = u64::from(r[0] % 5) * (attempt as u64 + 1);
+                        std::thread::sleep(Duration::from_millis(ms));
+                    }
+                }
                 _ => return Err(FleetError::Refused("unexpected answer".into())),
             }
         }

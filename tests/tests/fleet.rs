@@ -1,0 +1,336 @@
+//! The fleet store through the real module and the real libpam: one real etcd member on
+//! 127.0.0.1, two real `pam-totp-stated` daemons ("hosts" A and B, each with its own
+//! fixture, pam_totp.conf and state directory) and one user whose secret both hosts read.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use pam_totp_tests::fleet::{Etcd, Stated};
+use pam_totp_tests::*;
+
+/// Host A and host B of one fleet.
+struct Fleet {
+    a: Fixture,
+    b: Fixture,
+    sa: Stated,
+    sb: Stated,
+    ns: String,
+}
+
+fn fleet(etcd: &Etcd, module_args: &str, extra_conf: &str, timeout_ms: u64) -> Fleet {
+    let ns = format!("t{}", random_hex(4));
+    let (a, b) = (Fixture::new(), Fixture::new());
+    a.simple("svc", module_args);
+    b.simple("svc", module_args);
+    let table = Stated::fleet_table(etcd, &ns, timeout_ms);
+    let sa = Stated::start(&a, extra_conf, &table);
+    let sb = Stated::start(&b, extra_conf, &table);
+    Fleet { a, b, sa, sb, ns }
+}
+
+fn user() -> (TestUser, String) {
+    let u = TestUser::create();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    (u, key)
+}
+
+fn backup_codes(u: &TestUser, key: &str, n: usize) -> Vec<String> {
+    let codes = pam_totp_core::backup::generate(n).unwrap();
+    codes.iter().for_each(|c| register_secret(c));
+    let hashes: Vec<String> = codes
+        .iter()
+        .map(|c| {
+            let h = pam_totp_core::backup::hash(&pam_totp_core::backup::normalize(c).unwrap()).unwrap();
+            format!("\"{h}\"")
+        })
+        .collect();
+    u.enroll(key, &format!("backup_codes = [{}]\n", hashes.join(", ")));
+    codes.iter().map(|c| c.to_string()).collect()
+}
+
+/// Logins started at the same instant, one process each, spread over the hosts in turn.
+fn race(hosts: &[&Fixture], user: &str, answers: &[String]) -> Vec<PamRun> {
+    let start = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        + 1_000_000_000)
+        .to_string();
+    let children: Vec<_> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            hosts[i % hosts.len()]
+                .harness("svc", user, &[a], &["--start-at", &start])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| PamRun::parse(&c.wait_with_output().unwrap()))
+        .collect()
+}
+
+fn accepted(runs: &[PamRun]) -> usize {
+    runs.iter().filter(|r| r.rc == PAM_SUCCESS).count()
+}
+
+#[test]
+fn a_code_spent_on_one_host_is_refused_on_the_other_and_the_state_is_one_toml_document_in_etcd() {
+    let etcd = Etcd::single();
+    let fl = fleet(&etcd, "", "", 1000);
+    let (u, key) = user();
+    let code = code_now(&key);
+    let r = fl.a.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?} {}", fl.sa.log_text());
+    let r = fl.b.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{r:?}");
+    assert!(r.logged(&["refused: replayed verification code"]), "{:?}", r.logs);
+    // Neither host wrote a local state file: the state is in etcd only.
+    for f in [&fl.a, &fl.b] {
+        let local = std::fs::read_dir(f.state_dir()).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(local, 0, "a local state file was written");
+    }
+    let k = format!("pam-totp/v1/{}/users/{}", fl.ns, u.name);
+    let out = etcd.etcdctl(&["get", &k, "--print-value-only"]);
+    let doc = String::from_utf8_lossy(&out.stdout).to_string();
+    pam_totp_core::state::State::parse(doc.trim_end()).unwrap_or_else(|e| panic!("{e}: {doc}"));
+    // No daemon logged the document's per-user key.
+    let key_line = doc
+        .lines()
+        .find(|l| l.starts_with("key = "))
+        .expect("the document has its key");
+    let state_key = key_line.trim_start_matches("key = ").trim_matches('"');
+    assert!(state_key.len() >= 32 && !fl.sa.log_text().contains(state_key) && !fl.sb.log_text().contains(state_key));
+}
+
+#[test]
+fn wrong_codes_on_both_hosts_add_up_to_one_lockout_and_unlock_on_b_frees_a() {
+    let etcd = Etcd::single();
+    let fl = fleet(&etcd, "max_failures=4 lockout=600", "", 1000);
+    let (u, key) = user();
+    let wrong = wrong_code(&key);
+    for f in [&fl.a, &fl.b, &fl.a] {
+        assert_eq!(f.auth("svc", &u.name, &[&wrong]).rc, PAM_AUTH_ERR);
+    }
+    let r = fl.b.auth("svc", &u.name, &[&wrong]);
+    assert!(
+        r.logged(&["locked out for 600 s after 4 consecutive failures"]),
+        "{:?}",
+        r.logs
+    );
+    // Locked on A by failures counted on both: the right code does not help.
+    let r = fl.a.auth("svc", &u.name, &[&code_now(&key)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR);
+    assert!(r.logged(&["refused: locked out"]), "{:?}", r.logs);
+    let (rc, out, err) = output(fl.b.cli(&["status", "--user", &u.name, "--json"]));
+    assert_eq!(rc, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["locked"], true, "{j}");
+    // `pam-totp unlock` on host B frees the user on host A.
+    let (rc, out, err) = output(fl.b.cli(&["unlock", "--user", &u.name]));
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("is unlocked"), "{out}");
+    let r = fl.a.auth("svc", &u.name, &[&code_now(&key)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+}
+
+#[test]
+fn a_backup_code_works_once_across_hosts() {
+    let etcd = Etcd::single();
+    let fl = fleet(&etcd, "", "", 1000);
+    let (u, key) = user();
+    let codes = backup_codes(&u, &key, 2);
+    let r = fl.b.auth("svc", &u.name, &[&codes[0]]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    let r = fl.a.auth("svc", &u.name, &[&codes[0]]);
+    assert_eq!(r.rc, PAM_AUTH_ERR);
+    assert_eq!(r.errors, vec!["That backup code has already been used."]);
+    assert_eq!(fl.a.auth("svc", &u.name, &[&codes[1]]).rc, PAM_SUCCESS);
+}
+
+#[test]
+fn sixteen_logins_racing_one_code_across_two_hosts_let_exactly_one_in() {
+    let etcd = Etcd::single();
+    let fl = fleet(&etcd, "max_failures=1000", "", 1500);
+    let (u, key) = user();
+    let code = code_now(&key);
+    let runs = race(&[&fl.a, &fl.b], &u.name, &vec![code.clone(); 16]);
+    let rcs: Vec<i32> = runs.iter().map(|r| r.rc).collect();
+    assert_eq!(accepted(&runs), 1, "{rcs:?}");
+    // Every other one was refused: as a replay, or (nothing recorded, nothing told) after
+    // losing every compare-and-swap round to the others; never for want of an answer.
+    let refused = runs
+        .iter()
+        .filter(|r| {
+            r.rc == PAM_AUTH_ERR
+                && (r.logged(&["refused: replayed verification code"]) || r.logged(&["compare-and-swap rounds"]))
+        })
+        .count();
+    assert_eq!(
+        refused,
+        15,
+        "{rcs:?} {:?}",
+        runs.iter().map(|r| &r.logs).collect::<Vec<_>>()
+    );
+    assert_eq!(fl.b.auth("svc", &u.name, &[&code]).rc, PAM_AUTH_ERR);
+}
+
+/// A login that must be refused because the store cannot answer, and how long it took.
+fn refused_for_want_of_a_store(f: &Fixture, user: &str, code: &str) -> (PamRun, Duration) {
+    let t = Instant::now();
+    let r = f.auth("svc", user, &[code]);
+    let took = t.elapsed();
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{r:?}");
+    (r, took)
+}
+
+#[test]
+fn etcd_frozen_or_stopped_refuses_within_the_deadline() {
+    let mut etcd = Etcd::single();
+    let fl = fleet(&etcd, "", "", 800);
+    let (u, key) = user();
+    let wrong = wrong_code(&key);
+    // Warm: both daemons have connected once.
+    assert_eq!(fl.a.auth("svc", &u.name, &[&wrong]).rc, PAM_AUTH_ERR);
+    assert_eq!(fl.b.auth("svc", &u.name, &[&wrong]).rc, PAM_AUTH_ERR);
+    etcd.freeze(0);
+    let code = code_now(&key);
+    let (r, took) = refused_for_want_of_a_store(&fl.a, &u.name, &code);
+    assert!(
+        r.logged(&["refused: state:", "fleet store is unavailable"]),
+        "{:?}",
+        r.logs
+    );
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    etcd.kill(0);
+    let (r, took) = refused_for_want_of_a_store(&fl.b, &u.name, &code);
+    assert!(r.logged(&["refused: state:", "unavailable"]), "{:?}", r.logs);
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    // The member comes back on its data: the code (never accepted) works, once.
+    etcd.restart(0);
+    etcd.wait_healthy(Duration::from_secs(20));
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut r = fl.a.auth("svc", &u.name, &[&code]);
+    while r.rc != PAM_SUCCESS && Instant::now() < until && !r.logged(&["replayed"]) {
+        std::thread::sleep(Duration::from_millis(200));
+        r = fl.a.auth("svc", &u.name, &[&code]);
+    }
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    assert_eq!(fl.b.auth("svc", &u.name, &[&code]).rc, PAM_AUTH_ERR);
+}
+
+#[test]
+fn store_unavailable_local_decides_on_local_state_and_logs_degraded_every_time() {
+    let mut etcd = Etcd::single();
+    let fl = fleet(&etcd, "", "store_unavailable = \"local\"", 800);
+    let (u, key) = user();
+    let code = code_now(&key);
+    etcd.kill(0);
+    let r = fl.a.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    assert!(
+        r.logged(&["degraded: decided on this host's own state"]),
+        "{:?}",
+        r.logs
+    );
+    // The local state guards the code on this host, and says so again.
+    let r = fl.a.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_AUTH_ERR);
+    assert!(r.logged(&["refused: replayed verification code"]), "{:?}", r.logs);
+    assert!(r.logged(&["degraded:"]), "{:?}", r.logs);
+    assert!(fl.a.state_dir().join(format!("{}.state", u.name)).exists());
+    // A wrong code is still refused: the fallback never lets anyone in without a code.
+    let r = fl.b.auth("svc", &u.name, &[&wrong_code(&key)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR);
+    assert!(r.logged(&["degraded:"]), "{:?}", r.logs);
+    // The daemon stopped: the same.
+    let mut sb = fl.sb;
+    sb.stop();
+    let r = fl.b.auth("svc", &u.name, &[&code_now(&key)]);
+    assert!(r.logged(&["degraded:"]), "{:?}", r.logs);
+}
+
+#[test]
+fn daemon_stopped_refuses_and_a_restarted_daemon_serves_again() {
+    let etcd = Etcd::single();
+    let mut fl = fleet(&etcd, "", "", 1000);
+    let (u, key) = user();
+    fl.sa.stop();
+    let code = code_now(&key);
+    let (r, took) = refused_for_want_of_a_store(&fl.a, &u.name, &code);
+    assert!(
+        r.logged(&["refused: state:", "is pam-totp-stated running?"]),
+        "{:?}",
+        r.logs
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(!fl.a.state_dir().join(format!("{}.state", u.name)).exists());
+    fl.sa.restart();
+    assert_eq!(fl.a.auth("svc", &u.name, &[&code]).rc, PAM_SUCCESS);
+    assert_eq!(fl.b.auth("svc", &u.name, &[&code]).rc, PAM_AUTH_ERR);
+}
+
+#[test]
+fn the_daemon_refuses_a_bad_config_in_one_line() {
+    let f = Fixture::new();
+    for (conf, says) in [
+        ("[fleet]\nendpoints = []\n", "endpoints is empty"),
+        (
+            "[fleet]\nendpoints = [\"http://192.0.2.1:2379\"]\n",
+            "http:// is refused except to a loopback",
+        ),
+        (
+            "[fleet]\nendpoints = [\"https://127.0.0.1:2379\"]\n",
+            "need ca_file, cert_file and key_file",
+        ),
+        ("[fleet]\nbogus = 1\n", "unknown option `fleet.bogus`"),
+        ("[fleet]\ntimeout_ms = 5000\n", "between 10 and 1900"),
+    ] {
+        let p = f.root.join("stated.conf");
+        std::fs::write(&p, conf).unwrap();
+        let mut c = std::process::Command::new(pam_totp_tests::fleet::stated_path());
+        c.arg("--config").arg(&p).arg("--socket").arg(f.root.join("x.sock"));
+        let (rc, out, err) = output(c);
+        assert_ne!(rc, 0, "{conf}");
+        assert!(out.is_empty());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("pam-totp-stated: ") && err.contains(says),
+            "{conf}: {err}"
+        );
+    }
+}
+
+#[test]
+fn only_root_reaches_the_daemon_and_a_socket_others_can_write_is_refused() {
+    let etcd = Etcd::single();
+    let fl = fleet(&etcd, "", "", 1000);
+    let (u, key) = user();
+    // A user connecting to the socket (made 0666 here for the test) is cut off at once.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fl.sa.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let pl = format!(
+        "use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => '{}') or die 'connect'; print $s pack('N', 2), chr(1), chr(1); my $b = ''; my $n = sysread($s, $b, 64); print defined($n) ? \"read $n\" : 'reset';",
+        fl.sa.socket.display()
+    );
+    let (_, out, err) = output({
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", &u.name, "--", "perl", "-e", &pl]);
+        c
+    });
+    assert!(out == "read 0" || out == "reset", "{out} {err}");
+    assert!(fl
+        .sa
+        .log_text()
+        .contains(&format!("refused a connection from uid {}", u.uid)));
+    // The module refuses a socket others can write to, and does not fall back for it.
+    let r = fl.a.auth("svc", &u.name, &[&code_now(&key)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR);
+    assert!(r.logged(&["writable by group or others"]), "{:?}", r.logs);
+    std::fs::set_permissions(&fl.sa.socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(fl.a.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
+}
