@@ -72,9 +72,12 @@ impl std::fmt::Debug for Doc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Ping,
-    /// The user's document, or none.
+    /// The user's document, or none. `fresh`: a linearizable read (through the quorum);
+    /// otherwise the member's own copy, which may lag — good enough to start a
+    /// compare-and-swap, which fails on a stale revision.
     Get {
         user: String,
+        fresh: bool,
     },
     /// Stores `value` if the document's mod_revision is still `expected` (0: if it does not
     /// exist), in one etcd transaction.
@@ -115,6 +118,7 @@ mod tag {
     pub const CAS: u8 = 3;
     pub const DELETE: u8 = 4;
     pub const LIST: u8 = 5;
+    pub const GET_LOCAL: u8 = 6;
     pub const PONG: u8 = 101;
     pub const VALUE: u8 = 102;
     pub const STORED: u8 = 103;
@@ -211,8 +215,8 @@ impl Request {
         let mut e;
         match self {
             Request::Ping => e = Enc::new(tag::PING),
-            Request::Get { user } => {
-                e = Enc::new(tag::GET);
+            Request::Get { user, fresh } => {
+                e = Enc::new(if *fresh { tag::GET } else { tag::GET_LOCAL });
                 e.bytes(user.as_bytes());
             }
             Request::Cas { user, expected, value } => {
@@ -235,7 +239,14 @@ impl Request {
         let (mut d, t) = Dec::start(body)?;
         let r = match t {
             tag::PING => Request::Ping,
-            tag::GET => Request::Get { user: d.user()? },
+            tag::GET => Request::Get {
+                user: d.user()?,
+                fresh: true,
+            },
+            tag::GET_LOCAL => Request::Get {
+                user: d.user()?,
+                fresh: false,
+            },
             tag::CAS => Request::Cas {
                 user: d.user()?,
                 expected: d.u64()?,
@@ -591,22 +602,30 @@ impl FleetStore {
         })
     }
 
-    pub fn get(&self, user: &str) -> Result<Option<Doc>, FleetError> {
-        match self.call(&Request::Get { user: user.into() })? {
+    pub fn get(&self, user: &str, fresh: bool) -> Result<Option<Doc>, FleetError> {
+        match self.call(&Request::Get {
+            user: user.into(),
+            fresh,
+        })? {
             Response::Value(d) => Ok(d),
             _ => Err(FleetError::Refused("unexpected answer".into())),
         }
     }
 
     fn peek_fleet(&self, user: &str) -> Result<State, FleetError> {
-        match self.get(user)? {
+        match self.get(user, true)? {
             None => Ok(State::default()),
             Some(d) => self.parse(user, &d),
         }
     }
 
+    /// The read-decide-write: read (the member's own copy: it may lag), decide, then
+    /// either compare-and-swap the new document on the revision read — a stale read only
+    /// costs a conflict, whose answer carries the current document to decide on again — or,
+    /// when the decision changed nothing, confirm with a linearizable read that the revision
+    /// is still the current one. Every outcome is so decided on the state as it is.
     fn update_fleet<T>(&self, user: &str, f: &mut impl FnMut(&mut State) -> T) -> Result<T, FleetError> {
-        let mut current = self.get(user)?;
+        let mut current = self.get(user, false)?;
         for attempt in 0..MAX_CAS_ATTEMPTS {
             let (mut state, expected) = match &current {
                 None => (State::default(), 0),
@@ -618,8 +637,12 @@ impl FleetStore {
                 .map_err(|e| FleetError::Unavailable(format!("the OS random source failed: {e}")))?;
             let out = f(&mut state);
             if state == before {
-                // Decided on a linearizable read; nothing to write.
-                return Ok(out);
+                let now = self.get(user, true)?;
+                if now.as_ref().map(|d| d.revision) == current.as_ref().map(|d| d.revision) {
+                    return Ok(out);
+                }
+                current = now;
+                continue;
             }
             let value = state.to_toml().map_err(FleetError::Refused)?.into_bytes();
             if value.len() > MAX_DOCUMENT {
@@ -828,7 +851,14 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         roundtrip_req(Request::Ping);
-        roundtrip_req(Request::Get { user: "bob".into() });
+        roundtrip_req(Request::Get {
+            user: "bob".into(),
+            fresh: true,
+        });
+        roundtrip_req(Request::Get {
+            user: "bob".into(),
+            fresh: false,
+        });
         roundtrip_req(Request::Cas {
             user: "bob".into(),
             expected: 7,

@@ -460,9 +460,9 @@ pub fn run(ctx: &Ctx, a: ReportArgs) -> Result<(), String> {
 mod tests {
     use super::*;
     use pam_totp_core::enroll::{new_device, new_secret, save_secret};
-    use pam_totp_core::store::FileStore;
     use pam_totp_core::otp::Params;
     use pam_totp_core::secret::Kind;
+    use pam_totp_core::store::FileStore;
     use std::os::unix::fs::DirBuilderExt;
 
     #[test]

@@ -262,8 +262,9 @@ async fn serve(setup: Setup, std_listener: std::os::unix::net::UnixListener) -> 
         .with_connect_timeout(setup.timeout)
         .with_timeout(setup.timeout)
         .with_keep_alive(Duration::from_secs(5), setup.timeout)
-        .with_keep_alive_while_idle(true)
-        .with_require_leader(true);
+        .with_keep_alive_while_idle(true);
+    // No `require_leader`: a request that meets an election waits for the new leader
+    // within the deadline instead of failing at once, so logins ride through a failover.
     if let Some(tls) = setup.tls {
         opts = opts.with_tls(tls);
     }
@@ -428,8 +429,9 @@ async fn run(etcd: &Etcd, req: Request) -> Result<Response, String> {
             .map_err(|e| e.to_string())?;
             Ok(Response::Pong)
         }
-        Request::Get { user } => {
-            let r = kv.get(key(&user), None).await.map_err(|e| e.to_string())?;
+        Request::Get { user, fresh } => {
+            let opts = (!fresh).then(|| GetOptions::new().with_serializable());
+            let r = kv.get(key(&user), opts).await.map_err(|e| e.to_string())?;
             Ok(Response::Value(doc_of(r.kvs().first())?))
         }
         Request::Cas { user, expected, value } => {

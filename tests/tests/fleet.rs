@@ -314,7 +314,7 @@ fn only_root_reaches_the_daemon_and_a_socket_others_can_write_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fl.sa.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let pl = format!(
-        "use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => '{}') or die 'connect'; print $s pack('N', 2), chr(1), chr(1); my $b = ''; my $n = sysread($s, $b, 64); print defined($n) ? \"read $n\" : 'reset';",
+        "$SIG{{PIPE}} = 'IGNORE'; use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => '{}') or die 'connect'; syswrite($s, pack('N', 2) . chr(1) . chr(1)); my $b = ''; my $n = sysread($s, $b, 64); print defined($n) ? \"read $n\" : 'reset';",
         fl.sa.socket.display()
     );
     let (_, out, err) = output({
