@@ -240,8 +240,13 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1);
 }
 
+/// One client per member: the daemon picks the member itself, so that a dead or frozen
+/// one is left for the next within the deadline (etcd-client's own balancing keeps sending
+/// a share of the requests to a member that refuses connections).
 struct Etcd {
-    client: Client,
+    members: Vec<(String, Client)>,
+    /// The member that answered last; tried first.
+    preferred: std::sync::atomic::AtomicUsize,
     namespace: String,
     timeout: Duration,
 }
@@ -269,22 +274,26 @@ async fn serve(setup: Setup, std_listener: std::os::unix::net::UnixListener) -> 
         opts = opts.with_tls(tls);
     }
     // Lazy: no connection is made here, so the daemon starts while etcd is down.
-    let client = match Client::connect(&setup.endpoints, Some(opts)).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pam-totp-stated: cannot set up the etcd client: {e}");
-            return 1;
+    let mut members = Vec::new();
+    for ep in &setup.endpoints {
+        match Client::connect([ep.as_str()], Some(opts.clone())).await {
+            Ok(c) => members.push((ep.clone(), c)),
+            Err(e) => {
+                eprintln!("pam-totp-stated: cannot set up the etcd client for {ep}: {e}");
+                return 1;
+            }
         }
-    };
+    }
     let etcd = Arc::new(Etcd {
-        client,
+        members,
+        preferred: std::sync::atomic::AtomicUsize::new(0),
         namespace: setup.namespace,
         timeout: setup.timeout,
     });
     eprintln!(
         "pam-totp-stated: serving namespace {} from {} etcd endpoint(s)",
         etcd.namespace,
-        setup.endpoints.len()
+        etcd.members.len()
     );
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -385,10 +394,32 @@ fn doc_of(kv: Option<&etcd_client::KeyValue>) -> Result<Option<Doc>, String> {
     }))
 }
 
-/// One request against etcd, within the configured deadline. Every failure is
-/// `Unavailable`: the client refuses (a timed-out write may still be applied by etcd).
+/// Whether a failed call may be tried again on another member: the member could not be
+/// reached, has no leader, or gave up. A compare-and-swap tried again is still safe: if the
+/// first one was applied after all, the second fails its compare (the revision moved) and
+/// the client decides again on the document as it is — it never counts a spend twice.
+fn retryable(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+            )
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// One request against etcd, within the configured deadline (`timeout_ms`), trying the
+/// members in turn — each try gets at most half the deadline, so a frozen member leaves
+/// time for another. Every failure is `Unavailable`: the client refuses (a timed-out write
+/// may still be applied by etcd).
 async fn handle(etcd: &Etcd, req: Request) -> Response {
+    use std::sync::atomic::Ordering;
     let started = Instant::now();
+    let deadline = started + etcd.timeout;
     let what = match &req {
         Request::Ping => "ping",
         Request::Get { .. } => "get",
@@ -396,27 +427,78 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
         Request::Delete { .. } => "delete",
         Request::List => "list",
     };
-    let r = tokio::time::timeout(etcd.timeout, run(etcd, req)).await;
-    match r {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            let msg = format!("etcd {what} failed: {e}");
-            eprintln!("pam-totp-stated: {msg}");
-            Response::Unavailable(msg)
+    let n = etcd.members.len();
+    let first = etcd.preferred.load(Ordering::Relaxed) % n.max(1);
+    let slice = (etcd.timeout / 2).max(Duration::from_millis(100));
+    let mut last = String::from("no etcd member answered");
+    for round in 0..2 * n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
         }
-        Err(_) => {
-            let msg = format!(
-                "etcd did not answer the {what} within {} ms",
-                started.elapsed().as_millis()
-            );
-            eprintln!("pam-totp-stated: {msg}");
-            Response::Unavailable(msg)
+        let i = (first + round) % n;
+        let (ep, client) = &etcd.members[i];
+        match tokio::time::timeout(left.min(slice), run(etcd, client, req.clone())).await {
+            Ok(Ok(resp)) => {
+                etcd.preferred.store(i, Ordering::Relaxed);
+                return resp;
+            }
+            Ok(Err(Failure::Etcd(e))) if retryable(&e) => {
+                last = format!("{ep}: {e}");
+                // A member that refuses at once: a short pause before the next.
+                let pause = Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+            }
+            Ok(Err(e)) => {
+                let msg = format!("etcd {what} failed at {ep}: {e}");
+                eprintln!("pam-totp-stated: {msg}");
+                return Response::Unavailable(msg);
+            }
+            Err(_) => last = format!("{ep} did not answer in time"),
+        }
+    }
+    let msg = format!(
+        "etcd did not answer the {what} within {} ms ({last})",
+        started.elapsed().as_millis()
+    );
+    eprintln!("pam-totp-stated: {msg}");
+    Response::Unavailable(msg)
+}
+
+enum Failure {
+    Etcd(etcd_client::Error),
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Etcd(e) => write!(f, "{e}"),
+            Failure::Other(m) => f.write_str(m),
         }
     }
 }
 
-async fn run(etcd: &Etcd, req: Request) -> Result<Response, String> {
-    let mut kv = etcd.client.kv_client();
+impl From<etcd_client::Error> for Failure {
+    fn from(e: etcd_client::Error) -> Self {
+        Failure::Etcd(e)
+    }
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        Failure::Other(m)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(m: &str) -> Self {
+        Failure::Other(m.to_string())
+    }
+}
+
+async fn run(etcd: &Etcd, client: &Client, req: Request) -> Result<Response, Failure> {
+    let mut kv = client.kv_client();
     let key = |user: &str| fleet::user_key(&etcd.namespace, user);
     match req {
         Request::Ping => {
@@ -425,18 +507,17 @@ async fn run(etcd: &Etcd, req: Request) -> Result<Response, String> {
                 fleet::users_prefix(&etcd.namespace),
                 Some(GetOptions::new().with_count_only()),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             Ok(Response::Pong)
         }
         Request::Get { user, fresh } => {
             let opts = (!fresh).then(|| GetOptions::new().with_serializable());
-            let r = kv.get(key(&user), opts).await.map_err(|e| e.to_string())?;
+            let r = kv.get(key(&user), opts).await?;
             Ok(Response::Value(doc_of(r.kvs().first())?))
         }
         Request::Cas { user, expected, value } => {
             let k = key(&user);
-            let expected = i64::try_from(expected).map_err(|_| "revision out of range".to_string())?;
+            let expected = i64::try_from(expected).map_err(|_| "revision out of range")?;
             let cmp = if expected == 0 {
                 Compare::create_revision(k.clone(), CompareOp::Equal, 0)
             } else {
@@ -446,7 +527,7 @@ async fn run(etcd: &Etcd, req: Request) -> Result<Response, String> {
                 .when([cmp])
                 .and_then([TxnOp::put(k.clone(), value, None)])
                 .or_else([TxnOp::get(k, None)]);
-            let r = kv.txn(txn).await.map_err(|e| e.to_string())?;
+            let r = kv.txn(txn).await?;
             if r.succeeded() {
                 let revision = r
                     .header()
@@ -465,15 +546,14 @@ async fn run(etcd: &Etcd, req: Request) -> Result<Response, String> {
             }
         }
         Request::Delete { user } => {
-            kv.delete(key(&user), None).await.map_err(|e| e.to_string())?;
+            kv.delete(key(&user), None).await?;
             Ok(Response::Deleted)
         }
         Request::List => {
             let prefix = fleet::users_prefix(&etcd.namespace);
             let r = kv
                 .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let users = r
                 .kvs()
                 .iter()
