@@ -334,3 +334,75 @@ fn only_root_reaches_the_daemon_and_a_socket_others_can_write_is_refused() {
     std::fs::set_permissions(&fl.sa.socket, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(fl.a.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
 }
+
+fn doctor_json(f: &Fixture) -> serde_json::Value {
+    let pam = f.root.join("doctor-pam.d");
+    let _ = std::fs::create_dir_all(&pam);
+    let sshd = f.root.join("sshd_config");
+    std::fs::write(&sshd, "UsePAM yes\n").unwrap();
+    let (_, json, err) = output(f.cli(&[
+        "doctor",
+        "--pam-dir",
+        pam.to_str().unwrap(),
+        "--sshd-config",
+        sshd.to_str().unwrap(),
+        "--json",
+    ]));
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json} {err}"))
+}
+
+fn finding(j: &serde_json::Value, check: &str) -> Option<String> {
+    j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["check"] == check)
+        .map(|x| x["severity"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn doctor_checks_the_daemon_and_warns_on_the_local_fallback() {
+    let etcd = Etcd::single();
+    let mut fl = fleet(&etcd, "", "", 1000);
+    let j = doctor_json(&fl.a);
+    assert_eq!(finding(&j, "fleet-socket").as_deref(), Some("ok"), "{j}");
+    assert_eq!(finding(&j, "fleet-fallback"), None, "{j}");
+    fl.sa.stop();
+    let j = doctor_json(&fl.a);
+    assert_eq!(finding(&j, "fleet-socket").as_deref(), Some("error"), "{j}");
+    // The same host with the fallback: warned twice over, never an error for the socket.
+    let conf = std::fs::read_to_string(&fl.sa.config).unwrap();
+    std::fs::write(&fl.sa.config, format!("store_unavailable = \"local\"\n{conf}")).unwrap();
+    let j = doctor_json(&fl.a);
+    assert_eq!(finding(&j, "fleet-fallback").as_deref(), Some("warning"), "{j}");
+    assert_eq!(finding(&j, "fleet-socket").as_deref(), Some("warning"), "{j}");
+}
+
+#[test]
+fn report_lists_the_fleet_state_and_reset_on_one_host_clears_it_for_all() {
+    let etcd = Etcd::single();
+    let fl = fleet(&etcd, "max_failures=10", "", 1000);
+    let (u, key) = user();
+    let wrong = wrong_code(&key);
+    assert_eq!(fl.a.auth("svc", &u.name, &[&wrong]).rc, PAM_AUTH_ERR);
+    assert_eq!(fl.b.auth("svc", &u.name, &[&wrong]).rc, PAM_AUTH_ERR);
+    let (rc, out, err) = output(fl.a.cli(&["report", "--json", "--all-users"]));
+    assert_eq!(rc, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = j["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user"] == u.name.as_str())
+        .unwrap_or_else(|| panic!("{j}"))
+        .clone();
+    assert_eq!(row["failures"], 2, "{row}");
+    let k = format!("pam-totp/v1/{}/users/{}", fl.ns, u.name);
+    assert!(!etcd.etcdctl(&["get", &k]).stdout.is_empty());
+    let (rc, _, err) = output(fl.b.cli(&["reset", "--user", &u.name]));
+    assert_eq!(rc, 0, "{err}");
+    assert!(etcd.etcdctl(&["get", &k]).stdout.is_empty(), "the document is gone");
+    // A user's own status (which never reads the root-only state) still works.
+    let (rc, _, err) = output(fl.a.cli_as(&u.name, &["status"]));
+    assert_eq!(rc, 0, "{err}");
+}
