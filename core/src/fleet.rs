@@ -71,6 +71,10 @@ impl std::fmt::Debug for Doc {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
+    /// Answered by the daemon itself, without etcd (a liveness check; the socket's round
+    /// trip in `scripts/bench-fleet`).
+    Hello,
+    /// Answered after a linearizable etcd read: the daemon and a quorum answer.
     Ping,
     /// The user's document, or none. `fresh`: a linearizable read (through the quorum);
     /// otherwise the member's own copy, which may lag — good enough to start a
@@ -119,6 +123,7 @@ mod tag {
     pub const DELETE: u8 = 4;
     pub const LIST: u8 = 5;
     pub const GET_LOCAL: u8 = 6;
+    pub const HELLO: u8 = 7;
     pub const PONG: u8 = 101;
     pub const VALUE: u8 = 102;
     pub const STORED: u8 = 103;
@@ -214,6 +219,7 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let mut e;
         match self {
+            Request::Hello => e = Enc::new(tag::HELLO),
             Request::Ping => e = Enc::new(tag::PING),
             Request::Get { user, fresh } => {
                 e = Enc::new(if *fresh { tag::GET } else { tag::GET_LOCAL });
@@ -238,6 +244,7 @@ impl Request {
     pub fn decode(body: &[u8]) -> Option<Request> {
         let (mut d, t) = Dec::start(body)?;
         let r = match t {
+            tag::HELLO => Request::Hello,
             tag::PING => Request::Ping,
             tag::GET => Request::Get {
                 user: d.user()?,
@@ -520,7 +527,7 @@ impl Client {
         let fits = match (req, &resp) {
             (_, Response::Unavailable(why)) => return Err(FleetError::Unavailable(why.clone())),
             (_, Response::Refused(why)) => return Err(FleetError::Refused(format!("pam-totp-stated: {why}"))),
-            (Request::Ping, Response::Pong) => true,
+            (Request::Ping | Request::Hello, Response::Pong) => true,
             (Request::Get { .. }, Response::Value(_)) => true,
             (Request::Cas { .. }, Response::Stored { .. } | Response::Conflict(_)) => true,
             (Request::Delete { .. }, Response::Deleted) => true,
@@ -851,6 +858,7 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         roundtrip_req(Request::Ping);
+        roundtrip_req(Request::Hello);
         roundtrip_req(Request::Get {
             user: "bob".into(),
             fresh: true,

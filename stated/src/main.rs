@@ -4,9 +4,11 @@
 //!
 //! Owns: the etcd side — one key per user, a compare-and-swap as one etcd transaction on
 //! the key's mod_revision (create_revision == 0 for a new user), deadlines on every etcd
-//! call. Never: answers a client that is not root (SO_PEERCRED); retries a write (a write
-//! whose answer was lost may still be applied, so it is reported unavailable and the login
-//! refused); logs a document, a code or a key.
+//! call, moving on to the next member when one fails. Never: answers a client that is not
+//! root (SO_PEERCRED); reports a write it has no answer for as anything but unavailable (it
+//! may still be applied, so the login is refused; tried again on another member, it is the
+//! same compare-and-swap on the same revision, never applied twice); logs a document, a
+//! code or a key.
 //!
 //! `pam-totp-stated [--config PATH] [--socket PATH]`, in the foreground. The socket comes
 //! from systemd (LISTEN_FDS, `pam-totp-stated.socket`), else `--socket`, else `fleet_socket`
@@ -361,7 +363,10 @@ async fn connection(mut s: UnixStream, etcd: &Etcd) {
             let _ = send(&mut s, &Response::Refused("malformed request".into())).await;
             return;
         };
-        let resp = handle(etcd, req).await;
+        let resp = match req {
+            Request::Hello => Response::Pong,
+            req => handle(etcd, req).await,
+        };
         if send(&mut s, &resp).await.is_err() {
             return;
         }
@@ -421,6 +426,7 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
     let started = Instant::now();
     let deadline = started + etcd.timeout;
     let what = match &req {
+        Request::Hello => "hello",
         Request::Ping => "ping",
         Request::Get { .. } => "get",
         Request::Cas { .. } => "compare-and-swap",
@@ -501,6 +507,7 @@ async fn run(etcd: &Etcd, client: &Client, req: Request) -> Result<Response, Fai
     let mut kv = client.kv_client();
     let key = |user: &str| fleet::user_key(&etcd.namespace, user);
     match req {
+        Request::Hello => Ok(Response::Pong),
         Request::Ping => {
             // A linearizable read proves a quorum answers.
             kv.get(

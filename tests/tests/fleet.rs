@@ -406,3 +406,47 @@ fn report_lists_the_fleet_state_and_reset_on_one_host_clears_it_for_all() {
     let (rc, _, err) = output(fl.a.cli_as(&u.name, &["status"]));
     assert_eq!(rc, 0, "{err}");
 }
+
+#[test]
+fn the_daemon_takes_the_socket_systemd_passes_and_a_login_waiting_for_its_start_is_served() {
+    let etcd = Etcd::single();
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let socket = f.root.join("activated.sock");
+    let conf = f.root.join("pam_totp.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "store = \"fleet\"\nfleet_socket = \"{}\"\n[fleet]\n{}",
+            socket.display(),
+            Stated::fleet_table(&etcd, &format!("t{}", random_hex(4)), 1000)
+        ),
+    )
+    .unwrap();
+    // systemd-socket-activate listens, and starts the daemon (with LISTEN_FDS) only when the
+    // first login connects: that login waits in the backlog and is served.
+    let mut act = std::process::Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(pam_totp_tests::fleet::stated_path())
+        .arg("--config")
+        .arg(&conf)
+        .arg("--socket")
+        .arg(f.root.join("not-this-one.sock"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() {
+        assert!(Instant::now() < until, "systemd-socket-activate did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (u, key) = user();
+    let r = f.auth("svc", &u.name, &[&code_now(&key)]);
+    let _ = act.kill();
+    let _ = act.wait();
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
+    assert!(!f.root.join("not-this-one.sock").exists(), "the passed socket was used");
+}
