@@ -566,6 +566,11 @@ impl Read for DeadlineReader<'_> {
 pub struct FleetStore {
     socket: PathBuf,
     conn: RefCell<Option<Client>>,
+    /// The document this store last read or wrote, and for which user: an `update` after a
+    /// `peek` of the same user (a login: lockout check, prompt, decision) starts from it
+    /// instead of reading again. If it is stale by then, the compare-and-swap fails and
+    /// its answer carries the current document.
+    last: RefCell<Option<(String, Option<Doc>)>>,
 }
 
 impl FleetStore {
@@ -574,6 +579,7 @@ impl FleetStore {
         FleetStore {
             socket: socket.to_path_buf(),
             conn: RefCell::new(None),
+            last: RefCell::new(None),
         }
     }
 
@@ -620,10 +626,13 @@ impl FleetStore {
     }
 
     fn peek_fleet(&self, user: &str) -> Result<State, FleetError> {
-        match self.get(user, true)? {
-            None => Ok(State::default()),
-            Some(d) => self.parse(user, &d),
-        }
+        let doc = self.get(user, true)?;
+        let state = match &doc {
+            None => State::default(),
+            Some(d) => self.parse(user, d)?,
+        };
+        *self.last.borrow_mut() = Some((user.to_string(), doc));
+        Ok(state)
     }
 
     /// The read-decide-write: read (the member's own copy: it may lag), decide, then
@@ -632,7 +641,11 @@ impl FleetStore {
     /// when the decision changed nothing, confirm with a linearizable read that the revision
     /// is still the current one. Every outcome is so decided on the state as it is.
     fn update_fleet<T>(&self, user: &str, f: &mut impl FnMut(&mut State) -> T) -> Result<T, FleetError> {
-        let mut current = self.get(user, false)?;
+        let cached = self.last.borrow_mut().take().filter(|(u, _)| u == user);
+        let mut current = match cached {
+            Some((_, doc)) => doc,
+            None => self.get(user, false)?,
+        };
         for attempt in 0..MAX_CAS_ATTEMPTS {
             let (mut state, expected) = match &current {
                 None => (State::default(), 0),
@@ -661,9 +674,12 @@ impl FleetStore {
             match self.call(&Request::Cas {
                 user: user.into(),
                 expected,
-                value,
+                value: value.clone(),
             })? {
-                Response::Stored { .. } => return Ok(out),
+                Response::Stored { revision } => {
+                    *self.last.borrow_mut() = Some((user.to_string(), Some(Doc { revision, value })));
+                    return Ok(out);
+                }
                 Response::Conflict(now) => {
                     current = now;
                     let mut r = [0u8; 1];
@@ -681,6 +697,7 @@ impl FleetStore {
     }
 
     fn remove_fleet(&self, user: &str) -> Result<(), FleetError> {
+        *self.last.borrow_mut() = None;
         self.call(&Request::Delete { user: user.into() }).map(|_| ())
     }
 
