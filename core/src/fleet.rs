@@ -39,6 +39,9 @@ pub const MAX_USER: usize = 256;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long a client waits for one answer (the daemon's etcd deadline is shorter).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one decision (`update`: its reads and compare-and-swap rounds) may take in all;
+/// each request within it still has at most [`REQUEST_TIMEOUT`].
+pub const UPDATE_BUDGET: Duration = Duration::from_secs(3);
 /// Compare-and-swap rounds lost to other logins of the same user before a decision is
 /// refused. Each lost round waits a random 0-4 ms times its number, so that a burst of
 /// logins (every refused one writes its failure count) spreads out instead of colliding
@@ -500,12 +503,21 @@ impl Client {
     /// One request and its answer, within [`REQUEST_TIMEOUT`] in all. A daemon's
     /// `Unavailable` or `Refused` answer is returned as the error.
     pub fn call(&mut self, req: &Request) -> Result<Response, FleetError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        self.call_until(req, Instant::now() + REQUEST_TIMEOUT)
+    }
+
+    /// [`Client::call`], answered before `deadline` (and within [`REQUEST_TIMEOUT`]).
+    pub fn call_until(&mut self, req: &Request, deadline: Instant) -> Result<Response, FleetError> {
+        let deadline = deadline.min(Instant::now() + REQUEST_TIMEOUT);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FleetError::Unavailable("no time left for the fleet store".into()));
+        }
+        let _ = self.stream.set_write_timeout(Some(left));
         let timeout = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => FleetError::Unavailable(format!(
-                "pam-totp-stated did not answer within {} s",
-                REQUEST_TIMEOUT.as_secs()
-            )),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                FleetError::Unavailable("pam-totp-stated did not answer in time".into())
+            }
             _ => FleetError::Unavailable(format!(
                 "lost the connection to pam-totp-stated: {}",
                 crate::error::describe_io(&e)
@@ -566,6 +578,8 @@ impl Read for DeadlineReader<'_> {
 pub struct FleetStore {
     socket: PathBuf,
     conn: RefCell<Option<Client>>,
+    /// While an `update` runs: when it must be done ([`UPDATE_BUDGET`]).
+    deadline: Cell<Option<Instant>>,
     /// The document this store last read or wrote, and for which user: an `update` after a
     /// `peek` of the same user (a login: lockout check, prompt, decision) starts from it
     /// instead of reading again. If it is stale by then, the compare-and-swap fails and
@@ -579,6 +593,7 @@ impl FleetStore {
         FleetStore {
             socket: socket.to_path_buf(),
             conn: RefCell::new(None),
+            deadline: Cell::new(None),
             last: RefCell::new(None),
         }
     }
@@ -595,7 +610,8 @@ impl FleetStore {
         let Some(c) = conn.as_mut() else {
             return Err(FleetError::Unavailable("no connection".into()));
         };
-        let r = c.call(req);
+        let deadline = self.deadline.get().unwrap_or_else(|| Instant::now() + REQUEST_TIMEOUT);
+        let r = c.call_until(req, deadline);
         // After an error the stream may hold a late answer: never reuse it.
         if r.is_err() {
             *conn = None;
@@ -641,6 +657,13 @@ impl FleetStore {
     /// when the decision changed nothing, confirm with a linearizable read that the revision
     /// is still the current one. Every outcome is so decided on the state as it is.
     fn update_fleet<T>(&self, user: &str, f: &mut impl FnMut(&mut State) -> T) -> Result<T, FleetError> {
+        self.deadline.set(Some(Instant::now() + UPDATE_BUDGET));
+        let r = self.decide(user, f);
+        self.deadline.set(None);
+        r
+    }
+
+    fn decide<T>(&self, user: &str, f: &mut impl FnMut(&mut State) -> T) -> Result<T, FleetError> {
         let cached = self.last.borrow_mut().take().filter(|(u, _)| u == user);
         let mut current = match cached {
             Some((_, doc)) => doc,
@@ -691,7 +714,9 @@ impl FleetStore {
                 _ => return Err(FleetError::Refused("unexpected answer".into())),
             }
         }
-        Err(FleetError::Unavailable(format!(
+        // Contention, not an outage: never a reason to fall back to the local state (a burst
+        // of logins must not be a way to get there).
+        Err(FleetError::Refused(format!(
             "{MAX_CAS_ATTEMPTS} compare-and-swap rounds in a row lost to other logins of this user"
         )))
     }
