@@ -807,6 +807,73 @@ mod tests {
     }
 
     #[test]
+    fn fleet_options_parse_and_the_fleet_table_is_for_the_file_only() {
+        let c = Config::load(
+            &["store=fleet", "fleet_socket=/run/x.sock", "store_unavailable=local"],
+            no_file,
+        )
+        .unwrap();
+        assert_eq!(c.store, StoreKind::Fleet);
+        assert_eq!(c.fleet_socket, PathBuf::from("/run/x.sock"));
+        assert_eq!(c.store_unavailable, Unavailable::Local);
+        assert_eq!(Config::default().store, StoreKind::Local);
+        assert_eq!(Config::default().store_unavailable, Unavailable::Deny);
+        let file = |_: &Path| {
+            Ok(Some(
+                "store = \"fleet\"\n[fleet]\nendpoints = [\"https://etcd1:2379\", \"http://127.0.0.1:2379\", \"http://[::1]:2379\"]\nnamespace = \"prod-eu\"\nca_file = \"/etc/pam-totp/ca.pem\"\ncert_file = \"/etc/pam-totp/h.pem\"\nkey_file = \"/etc/pam-totp/h-key.pem\"\ntimeout_ms = 800\n"
+                    .to_string(),
+            ))
+        };
+        let c = Config::load(&[], file).unwrap();
+        assert_eq!(c.fleet.endpoints.len(), 3);
+        assert_eq!(c.fleet.namespace, "prod-eu");
+        assert_eq!(c.fleet.timeout_ms, 800);
+        assert_eq!(c.fleet.key_file, Some(PathBuf::from("/etc/pam-totp/h-key.pem")));
+        // Dotted keys are the same table.
+        let dotted = |_: &Path| Ok(Some("fleet.namespace = \"x\"\n".to_string()));
+        assert_eq!(Config::load(&[], dotted).unwrap().fleet.namespace, "x");
+        for bad in [
+            "store=remote",
+            "store_unavailable=allow",
+            "store_unavailable",
+            "fleet_socket=relative.sock",
+            "fleet.namespace=x",
+            "fleet.endpoints=https://a:1",
+            "fleet=1",
+        ] {
+            assert!(Config::load(&[bad], no_file).is_err(), "{bad}");
+        }
+        for text in [
+            "fleet = 1",
+            "[fleet]\nbogus = 1",
+            "[fleet]\nendpoints = \"https://a:1\"",
+            "[fleet]\nendpoints = [\"http://10.0.0.1:2379\"]",
+            "[fleet]\nendpoints = [\"http://etcd.example.org:2379\"]",
+            "[fleet]\nendpoints = [\"https://a\"]",
+            "[fleet]\nendpoints = [\"https://a:0\"]",
+            "[fleet]\nendpoints = [\"https://user@a:1\"]",
+            "[fleet]\nendpoints = [\"https://a:1/path\"]",
+            "[fleet]\nendpoints = [\"ftp://a:1\"]",
+            "[fleet]\nendpoints = [1]",
+            "[fleet]\nnamespace = \"a/b\"",
+            "[fleet]\nnamespace = \"..\"",
+            "[fleet]\ntimeout_ms = 5",
+            "[fleet]\ntimeout_ms = 2000",
+            "[fleet]\nca_file = \"relative.pem\"",
+            "store = \"fleet \"",
+        ] {
+            let t = text.to_string();
+            assert!(
+                Config::load(&[], move |_: &Path| Ok(Some(t.clone()))).is_err(),
+                "{text}"
+            );
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("\"https://e{i}:2379\"")).collect();
+        let t = format!("[fleet]\nendpoints = [{}]", many.join(", "));
+        assert!(Config::load(&[], move |_: &Path| Ok(Some(t.clone()))).is_err());
+    }
+
+    #[test]
     fn dates_are_real_calendar_days() {
         assert_eq!(Date::parse("1970-01-01"), Some(Date(0)));
         assert_eq!(Date::parse("2024-02-29").unwrap().to_string(), "2024-02-29");
