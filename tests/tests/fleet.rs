@@ -450,3 +450,50 @@ fn the_daemon_takes_the_socket_systemd_passes_and_a_login_waiting_for_its_start_
     assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
     assert!(!f.root.join("not-this-one.sock").exists(), "the passed socket was used");
 }
+
+#[test]
+fn the_daemon_survives_garbage_and_oversized_frames_from_root() {
+    use std::io::{Read, Write};
+    let etcd = Etcd::single();
+    let fl = fleet(&etcd, "", "", 1000);
+    let answer = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = std::os::unix::net::UnixStream::connect(&fl.sa.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    let refused = |out: &[u8]| {
+        let n = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+        matches!(
+            pam_totp_core::fleet::Response::decode(&out[4..4 + n]),
+            Some(pam_totp_core::fleet::Response::Refused(_))
+        )
+    };
+    // A length over the limit: refused at once, nothing more read.
+    assert!(refused(&answer(&u32::MAX.to_be_bytes())));
+    // Malformed bodies: another version, an unknown tag, a truncated field, trailing bytes.
+    for body in [&[9u8, 2][..], &[1, 200], &[1, 2, 0, 0, 0, 9, b'x'], &[1, 1, 0]] {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        assert!(refused(&answer(&frame)), "{body:?}");
+    }
+    // Random frames: whatever they are, the daemon answers or closes, and stays up.
+    for i in 0..200u32 {
+        let len = (i * 7919) % 300;
+        let mut frame = len.to_be_bytes().to_vec();
+        frame.extend((0..len).map(|j| (j.wrapping_mul(31).wrapping_add(i * 17) % 256) as u8));
+        let _ = answer(&frame);
+    }
+    // A client that sends half a frame and waits is cut off, not waited for forever.
+    let t = Instant::now();
+    let out = answer(&[0, 0, 0, 50, 1]);
+    assert!(
+        out.is_empty() && t.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    let (u, key) = user();
+    assert_eq!(fl.a.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
+}
