@@ -778,8 +778,8 @@ impl AnyStore {
     }
 
     /// For the command line: `Ok(None)` when the store is local and its directory does not
-    /// exist. The fleet store is used without fallback: an administrator's change must
-    /// reach the fleet or fail.
+    /// exist. The fleet store is used without fallback (an administrator's change must
+    /// reach the fleet or fail), and must answer a round trip through etcd first.
     pub fn open_existing(cfg: &Config) -> Result<Option<AnyStore>, Error> {
         let s = AnyStore::new(cfg, true)?;
         if s.fleet.is_none() && s.local.borrow().is_none() {
@@ -799,7 +799,16 @@ impl AnyStore {
             used_local: Cell::new(false),
         };
         match cfg.store {
-            StoreKind::Fleet => s.fleet = Some(FleetStore::new(&cfg.fleet_socket)),
+            StoreKind::Fleet => {
+                let fleet = FleetStore::new(&cfg.fleet_socket);
+                // The command line learns first that the store answers (daemon and quorum),
+                // so that a command stops before it changes anything else (reset removes
+                // the secret file only once it knows the state can go too).
+                if cli {
+                    fleet.ping().map_err(|e| fleet.err(e))?;
+                }
+                s.fleet = Some(fleet);
+            }
             StoreKind::Local if cli => *s.local.borrow_mut() = FileStore::open_existing(&cfg.state_dir, true)?,
             StoreKind::Local => *s.local.borrow_mut() = Some(FileStore::open(&cfg.state_dir, true)?),
         }

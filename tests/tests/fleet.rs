@@ -497,3 +497,18 @@ fn the_daemon_survives_garbage_and_oversized_frames_from_root() {
     let (u, key) = user();
     assert_eq!(fl.a.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
 }
+
+#[test]
+fn reset_with_the_daemon_down_changes_nothing() {
+    let etcd = Etcd::single();
+    let mut fl = fleet(&etcd, "", "", 1000);
+    let (u, key) = user();
+    assert_eq!(fl.a.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
+    fl.sb.stop();
+    let (rc, _, err) = output(fl.b.cli(&["reset", "--user", &u.name]));
+    assert_ne!(rc, 0);
+    assert!(err.contains("is pam-totp-stated running?"), "{err}");
+    assert!(u.secret_path().exists(), "the secret is kept when the state cannot go");
+    let (rc, _, err) = output(fl.b.cli(&["unlock", "--user", &u.name]));
+    assert_ne!(rc, 0, "{err}");
+}
