@@ -42,7 +42,8 @@ fn fresh_code(key: &str) -> String {
 fn leader_killed_during_a_64_process_race_over_two_daemons_lets_exactly_one_in_and_loses_no_spend() {
     let mut etcd = Etcd::cluster(3);
     let ns = format!("t{}", random_hex(4));
-    let t = table(&etcd.endpoints(), &ns, 1500);
+    // The longest daemon deadline: logins caught by the election wait for the new leader.
+    let t = table(&etcd.endpoints(), &ns, 1900);
     let ((a, _sa), (b, _sb)) = (host(&t, "max_failures=1000"), host(&t, "max_failures=1000"));
     let (u, key) = user();
     // Both daemons have their connections up before the race.
