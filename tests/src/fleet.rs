@@ -340,10 +340,31 @@ impl Etcd {
         self.spawn(i);
     }
 
-    /// SIGSTOP: the process keeps its sockets open but answers nothing.
+    /// SIGSTOP: the process keeps its sockets open but answers nothing. Returns once every
+    /// thread of it is stopped (a busy machine may take a while to stop them all, and a
+    /// thread still running could still answer its peers).
     pub fn freeze(&mut self, i: usize) {
         self.signal(i, "STOP");
         self.members[i].frozen = true;
+        let Some(pid) = self.pid(i) else { return };
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| {
+                    tasks.flatten().all(|t| {
+                        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                        // The state follows the ")" that ends the command name.
+                        stat.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                    })
+                })
+                .unwrap_or(false);
+            if stopped {
+                return;
+            }
+            assert!(Instant::now() < until, "etcd member {i} did not stop");
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     pub fn thaw(&mut self, i: usize) {

@@ -129,7 +129,17 @@ fn two_members_frozen_refuse_in_time_and_the_timed_out_spend_is_spent_once_they_
     std::fs::write(&gate, "").unwrap();
     let r = PamRun::parse(&child.wait_with_output().unwrap());
     let took = t.elapsed();
-    assert_eq!(r.rc, PAM_AUTH_ERR, "{r:?}");
+    let ps = std::process::Command::new("ps")
+        .args(["-C", "etcd", "-o", "pid,stat,args"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.rc,
+        PAM_AUTH_ERR,
+        "{r:?}\nleader {leader}, frozen {followers:?}\n{}\n{}",
+        String::from_utf8_lossy(&ps.stdout),
+        sa.log_text()
+    );
     assert!(
         r.logged(&["refused: could not record the attempt", "unavailable"]),
         "{:?}",
