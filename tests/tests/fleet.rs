@@ -149,6 +149,11 @@ fn a_backup_code_works_once_across_hosts() {
     let r = fl.a.auth("svc", &u.name, &[&codes[0]]);
     assert_eq!(r.rc, PAM_AUTH_ERR);
     assert_eq!(r.errors, vec!["That backup code has already been used."]);
+    // `pam-totp backup-codes` on the other host counts from the fleet's record.
+    let (rc, out, err) = output(fl.a.cli(&["backup-codes", "--user", &u.name, "--json"]));
+    assert_eq!(rc, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["backup_codes_left"], 1, "{j}");
     assert_eq!(fl.a.auth("svc", &u.name, &[&codes[1]]).rc, PAM_SUCCESS);
 }
 
