@@ -651,7 +651,8 @@ impl FleetStore {
         Ok(state)
     }
 
-    /// The read-decide-write: read (the member's own copy: it may lag), decide, then
+    /// The read-decide-write: read (the document this login's lockout check read, else the
+    /// member's own copy; either may be stale by now), decide, then
     /// either compare-and-swap the new document on the revision read — a stale read only
     /// costs a conflict, whose answer carries the current document to decide on again — or,
     /// when the decision changed nothing, confirm with a linearizable read that the revision
