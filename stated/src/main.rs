@@ -1,6 +1,7 @@
 //! pam-totp-stated: the fleet daemon. Keeps its gRPC connections (TLS, client certificate;
-//! one per etcd member it uses) to the etcd cluster and serves the module and the CLI the shared per-user state over a
-//! root-only Unix socket, with the protocol of `pam_totp_core::fleet`.
+//! one per etcd member it uses) to the etcd cluster and serves the module and the CLI the
+//! shared per-user state over a root-only Unix socket, with the protocol of
+//! `pam_totp_core::fleet`.
 //!
 //! Owns: the etcd side — one key per user, a compare-and-swap as one etcd transaction on
 //! the key's mod_revision (create_revision == 0 for a new user), deadlines on every etcd
