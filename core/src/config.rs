@@ -26,6 +26,14 @@ pub const MAX_REMEMBER: u64 = 90 * 24 * 3600;
 pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["root", "sudo", "wheel"];
 /// Most names `protected_groups` may list.
 pub const MAX_PROTECTED_GROUPS: usize = 64;
+/// Where `pam-totp-stated` listens and the module and the CLI reach it (`fleet_socket`).
+pub const DEFAULT_FLEET_SOCKET: &str = "/run/pam-totp/stated.sock";
+pub const DEFAULT_FLEET_NAMESPACE: &str = "default";
+/// The daemon's deadline for one etcd call; shorter than the module's 2 s per request.
+pub const DEFAULT_FLEET_TIMEOUT_MS: u64 = 1500;
+pub const MAX_FLEET_TIMEOUT_MS: u64 = 1900;
+/// Most URLs `fleet.endpoints` may list.
+pub const MAX_FLEET_ENDPOINTS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -67,8 +75,92 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "issuer", kind: Kind::Text, default: "the host name", doc: "Issuer shown in the authenticator app for new enrollments (pam-totp enroll).", example: "\"example.org\"" },
     OptionSpec { name: "digits", kind: Kind::Number, default: "6", doc: "Code length for new enrollments, 6 or 8 (pam-totp enroll).", example: "6" },
     OptionSpec { name: "algorithm", kind: Kind::Text, default: "SHA1", doc: "HMAC algorithm for new enrollments: SHA1 (what every app supports), SHA256 or SHA512 (pam-totp enroll).", example: "\"SHA1\"" },
+    OptionSpec { name: "store", kind: Kind::Text, default: "local", doc: "Where the per-user state lives: local (the state_dir of this host) or fleet (shared by every host through pam-totp-stated and etcd, so a code, a backup code and the failure count are one for the whole fleet; README: Fleet).", example: "\"local\"" },
+    OptionSpec { name: "fleet_socket", kind: Kind::Path, default: DEFAULT_FLEET_SOCKET, doc: "With store=fleet: the Unix socket of pam-totp-stated. It and its directory must be owned by root and not writable by group or others, and the daemon must run as root.", example: "\"/run/pam-totp/stated.sock\"" },
+    OptionSpec { name: "store_unavailable", kind: Kind::Text, default: "deny", doc: "With store=fleet, when the shared store does not answer in time: deny (refuse the login) or local (decide on this host's own state in state_dir and log degraded on every such login; a code spent elsewhere may then work here once). A code is always asked.", example: "\"deny\"" },
     OptionSpec { name: "protected_groups", kind: Kind::List, default: "[\"root\", \"sudo\", \"wheel\"]", doc: "In pam_totp.conf only: group names. Run through sudo by a user other than root (a help desk rule), pam-totp refuses to change the enrollment or state of root or of any member of these groups (primary or supplementary): unlock, reset, enroll, backup-codes, devices, import. The module does not use it.", example: "[\"root\", \"sudo\", \"wheel\"]" },
+    OptionSpec { name: "fleet.endpoints", kind: Kind::List, default: "[]", doc: "In pam_totp.conf only, read by pam-totp-stated: the etcd members' client URLs. https:// (with ca_file, cert_file and key_file); http:// only to a loopback address.", example: "[\"https://etcd1.example.org:2379\", \"https://etcd2.example.org:2379\", \"https://etcd3.example.org:2379\"]" },
+    OptionSpec { name: "fleet.namespace", kind: Kind::Text, default: DEFAULT_FLEET_NAMESPACE, doc: "In pam_totp.conf only: the fleet's name in the etcd keys pam-totp/v1/NAMESPACE/users/USER (letters, digits, . _ -; at most 64). Hosts that share users share it.", example: "\"default\"" },
+    OptionSpec { name: "fleet.ca_file", kind: Kind::Path, default: "none", doc: "In pam_totp.conf only: PEM file of the CA that signed the etcd members' certificates.", example: "\"/etc/pam-totp/etcd-ca.pem\"" },
+    OptionSpec { name: "fleet.cert_file", kind: Kind::Path, default: "none", doc: "In pam_totp.conf only: PEM client certificate of this host; its CN is the etcd user (give it a role limited to the key prefix).", example: "\"/etc/pam-totp/host.pem\"" },
+    OptionSpec { name: "fleet.key_file", kind: Kind::Path, default: "none", doc: "In pam_totp.conf only: PEM private key of cert_file, readable by root only.", example: "\"/etc/pam-totp/host-key.pem\"" },
+    OptionSpec { name: "fleet.timeout_ms", kind: Kind::Number, default: "1500", doc: "In pam_totp.conf only: the daemon's deadline in milliseconds for one etcd call (10-1900); the module waits at most 2 s for an answer and refuses after that.", example: "1500" },
 ];
+
+/// How the module and the command line reach the per-user state (`store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Local,
+    Fleet,
+}
+
+/// What a fleet login does when the shared store does not answer (`store_unavailable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    Deny,
+    Local,
+}
+
+/// The `[fleet]` table of pam_totp.conf, read by `pam-totp-stated`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    pub endpoints: Vec<String>,
+    pub namespace: String,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub timeout_ms: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            endpoints: Vec::new(),
+            namespace: DEFAULT_FLEET_NAMESPACE.into(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            timeout_ms: DEFAULT_FLEET_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Checks one `fleet.endpoints` URL: `https://HOST:PORT`, or `http://` to a loopback address
+/// only (plain text elsewhere would give the network the fleet's state).
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} is not a URL (https://HOST:PORT)"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty()
+        || rest.contains(['/', '@', '?', '#'])
+        || rest.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{url:?}: only scheme://HOST:PORT, without a path or user"));
+    }
+    let host = match rest.strip_prefix('[') {
+        Some(r) => r.split_once(']').map(|(h, _)| h).unwrap_or(""),
+        None => rest.rsplit_once(':').map(|(h, _)| h).unwrap_or(rest),
+    };
+    let port_ok = rest.rsplit_once(':').is_some_and(|(_, p)| {
+        !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    if host.is_empty() || !port_ok {
+        return Err(format!("{url:?}: needs a host and a port (https://HOST:PORT)"));
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" if is_loopback(host) => Ok(()),
+        "http" => Err(format!(
+            "{url:?}: http:// is refused except to a loopback address; use https://"
+        )),
+        _ => Err(format!("{url:?}: the scheme must be https:// (or http:// to loopback)")),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
 
 /// The shipped /etc/security/pam_totp.conf: every option that may appear in the file,
 /// commented out with its default or an example, and its description.
@@ -78,7 +170,15 @@ pub fn commented_config_file() -> String {
          # Arguments on a module line override these settings. See pam_totp.conf(5) and pam_totp(8).\n\
          # An unknown or malformed setting makes pam_totp refuse every login and log why.\n",
     );
-    for o in OPTIONS.iter().filter(|o| !o.example.is_empty()) {
+    let top = OPTIONS.iter().filter(|o| !o.name.starts_with("fleet."));
+    let fleet = OPTIONS.iter().filter(|o| o.name.starts_with("fleet."));
+    let mut in_fleet = false;
+    for o in top.chain(fleet).filter(|o| !o.example.is_empty()) {
+        let key = o.name.strip_prefix("fleet.").unwrap_or(o.name);
+        if key != o.name && !in_fleet {
+            in_fleet = true;
+            out.push_str("\n# For store = \"fleet\": read by pam-totp-stated (README: Fleet).\n#[fleet]\n");
+        }
         out.push('\n');
         let mut line = String::from("#");
         for word in format!("{} (default: {})", o.doc, o.default).split_whitespace() {
@@ -91,7 +191,7 @@ pub fn commented_config_file() -> String {
             line.push_str(word);
         }
         out.push_str(&line);
-        out.push_str(&format!("\n#{} = {}\n", o.name, o.example));
+        out.push_str(&format!("\n#{key} = {}\n", o.example));
     }
     out
 }
@@ -193,6 +293,11 @@ pub struct Config {
     pub algorithm: crate::otp::Algorithm,
     /// pam_totp.conf only; for `pam-totp` run through sudo (the module does not use it).
     pub protected_groups: Vec<String>,
+    pub store: StoreKind,
+    pub fleet_socket: PathBuf,
+    pub store_unavailable: Unavailable,
+    /// pam_totp.conf only (`[fleet]`); for `pam-totp-stated`.
+    pub fleet: FleetConfig,
 }
 
 impl Default for Config {
@@ -216,6 +321,10 @@ impl Default for Config {
             digits: 6,
             algorithm: crate::otp::Algorithm::Sha1,
             protected_groups: DEFAULT_PROTECTED_GROUPS.iter().map(|g| g.to_string()).collect(),
+            store: StoreKind::Local,
+            fleet_socket: DEFAULT_FLEET_SOCKET.into(),
+            store_unavailable: Unavailable::Deny,
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -264,6 +373,13 @@ impl Config {
             if name == "config" {
                 continue;
             }
+            if name.starts_with("fleet.") || name == "fleet" {
+                return Err(err(
+                    "module arguments",
+                    name,
+                    "only valid in pam_totp.conf, in its [fleet] table",
+                ));
+            }
             cfg.set("module arguments", name, value.map(Value::Text))?;
         }
         Ok(cfg)
@@ -276,6 +392,21 @@ impl Config {
         for (name, value) in &table {
             if name == "config" {
                 return Err(err(&origin, name, "only valid as a module argument"));
+            }
+            if name == "fleet" {
+                let Some(fleet) = value.as_table() else {
+                    return Err(err(&origin, name, "must be a table: [fleet]"));
+                };
+                for (key, v) in fleet {
+                    self.set(&origin, &format!("fleet.{key}"), Some(Value::Toml(v)))?;
+                }
+                continue;
+            }
+            if name.starts_with("fleet.") {
+                return Err(Error::Config(format!(
+                    "{origin}: unknown option `{}`",
+                    name.escape_debug()
+                )));
             }
             self.set(&origin, name, Some(Value::Toml(value)))?;
         }
@@ -316,6 +447,7 @@ impl Config {
                     "max_failures" => (1, 1_000_000),
                     "lockout" => (1, MAX_LOCKOUT),
                     "digits" => (6, 8),
+                    "fleet.timeout_ms" => (10, MAX_FLEET_TIMEOUT_MS),
                     _ => (0, MAX_REMEMBER),
                 };
                 if !(lo..=hi).contains(&n) {
@@ -328,8 +460,24 @@ impl Config {
                     "lockout" => self.lockout = n,
                     "digits" if n == 7 => return Err(e("must be 6 or 8")),
                     "digits" => self.digits = n as u32,
+                    "fleet.timeout_ms" => self.fleet.timeout_ms = n,
                     _ => self.remember = n,
                 }
+            }
+            Kind::List if name == "fleet.endpoints" => {
+                let Some(Value::Toml(toml::Value::Array(items))) = value else {
+                    return Err(e("needs a list of URLs, e.g. [\"https://etcd1.example.org:2379\"]"));
+                };
+                if items.len() > MAX_FLEET_ENDPOINTS {
+                    return Err(e(&format!("lists more than {MAX_FLEET_ENDPOINTS} URLs")));
+                }
+                let mut urls = Vec::with_capacity(items.len());
+                for item in items {
+                    let url = item.as_str().ok_or_else(|| e("every entry must be a URL in quotes"))?;
+                    check_endpoint(url).map_err(|w| e(&w))?;
+                    urls.push(url.to_string());
+                }
+                self.fleet.endpoints = urls;
             }
             Kind::List => {
                 let Some(Value::Toml(toml::Value::Array(items))) = value else {
@@ -373,6 +521,43 @@ impl Config {
                         self.state_dir = PathBuf::from(s);
                     }
                     "prompt" => self.prompt = s.to_string(),
+                    "store" => {
+                        self.store = match s {
+                            "local" => StoreKind::Local,
+                            "fleet" => StoreKind::Fleet,
+                            _ => return Err(e("must be local or fleet")),
+                        }
+                    }
+                    "store_unavailable" => {
+                        self.store_unavailable = match s {
+                            "deny" => Unavailable::Deny,
+                            "local" => Unavailable::Local,
+                            _ => return Err(e("must be deny or local")),
+                        }
+                    }
+                    "fleet_socket" | "fleet.ca_file" | "fleet.cert_file" | "fleet.key_file" => {
+                        if !s.starts_with('/') {
+                            return Err(e("must be an absolute path"));
+                        }
+                        let p = PathBuf::from(s);
+                        match name {
+                            "fleet_socket" => self.fleet_socket = p,
+                            "fleet.ca_file" => self.fleet.ca_file = Some(p),
+                            "fleet.cert_file" => self.fleet.cert_file = Some(p),
+                            _ => self.fleet.key_file = Some(p),
+                        }
+                    }
+                    "fleet.namespace" => {
+                        let ok = s.len() <= 64
+                            && s != "."
+                            && s != ".."
+                            && s.bytes()
+                                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+                        if !ok {
+                            return Err(e("letters, digits, `.`, `_` and `-` only, at most 64"));
+                        }
+                        self.fleet.namespace = s.to_string();
+                    }
                     "issuer" => self.issuer = Some(s.to_string()),
                     "algorithm" => {
                         self.algorithm =
@@ -603,7 +788,7 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| {
-                if l.starts_with("#") && l.contains(" = ") && !l.starts_with("# ") {
+                if (l.starts_with("#") && l.contains(" = ") && !l.starts_with("# ")) || l == "#[fleet]" {
                     &l[1..]
                 } else {
                     l
@@ -619,6 +804,73 @@ mod tests {
             .filter(|l| !l.starts_with('#') && l.contains(" = "))
             .count();
         assert_eq!(settings, OPTIONS.len() - 1, "every option but config= is in the file");
+    }
+
+    #[test]
+    fn fleet_options_parse_and_the_fleet_table_is_for_the_file_only() {
+        let c = Config::load(
+            &["store=fleet", "fleet_socket=/run/x.sock", "store_unavailable=local"],
+            no_file,
+        )
+        .unwrap();
+        assert_eq!(c.store, StoreKind::Fleet);
+        assert_eq!(c.fleet_socket, PathBuf::from("/run/x.sock"));
+        assert_eq!(c.store_unavailable, Unavailable::Local);
+        assert_eq!(Config::default().store, StoreKind::Local);
+        assert_eq!(Config::default().store_unavailable, Unavailable::Deny);
+        let file = |_: &Path| {
+            Ok(Some(
+                "store = \"fleet\"\n[fleet]\nendpoints = [\"https://etcd1:2379\", \"http://127.0.0.1:2379\", \"http://[::1]:2379\"]\nnamespace = \"prod-eu\"\nca_file = \"/etc/pam-totp/ca.pem\"\ncert_file = \"/etc/pam-totp/h.pem\"\nkey_file = \"/etc/pam-totp/h-key.pem\"\ntimeout_ms = 800\n"
+                    .to_string(),
+            ))
+        };
+        let c = Config::load(&[], file).unwrap();
+        assert_eq!(c.fleet.endpoints.len(), 3);
+        assert_eq!(c.fleet.namespace, "prod-eu");
+        assert_eq!(c.fleet.timeout_ms, 800);
+        assert_eq!(c.fleet.key_file, Some(PathBuf::from("/etc/pam-totp/h-key.pem")));
+        // Dotted keys are the same table.
+        let dotted = |_: &Path| Ok(Some("fleet.namespace = \"x\"\n".to_string()));
+        assert_eq!(Config::load(&[], dotted).unwrap().fleet.namespace, "x");
+        for bad in [
+            "store=remote",
+            "store_unavailable=allow",
+            "store_unavailable",
+            "fleet_socket=relative.sock",
+            "fleet.namespace=x",
+            "fleet.endpoints=https://a:1",
+            "fleet=1",
+        ] {
+            assert!(Config::load(&[bad], no_file).is_err(), "{bad}");
+        }
+        for text in [
+            "fleet = 1",
+            "[fleet]\nbogus = 1",
+            "[fleet]\nendpoints = \"https://a:1\"",
+            "[fleet]\nendpoints = [\"http://10.0.0.1:2379\"]",
+            "[fleet]\nendpoints = [\"http://etcd.example.org:2379\"]",
+            "[fleet]\nendpoints = [\"https://a\"]",
+            "[fleet]\nendpoints = [\"https://a:0\"]",
+            "[fleet]\nendpoints = [\"https://user@a:1\"]",
+            "[fleet]\nendpoints = [\"https://a:1/path\"]",
+            "[fleet]\nendpoints = [\"ftp://a:1\"]",
+            "[fleet]\nendpoints = [1]",
+            "[fleet]\nnamespace = \"a/b\"",
+            "[fleet]\nnamespace = \"..\"",
+            "[fleet]\ntimeout_ms = 5",
+            "[fleet]\ntimeout_ms = 2000",
+            "[fleet]\nca_file = \"relative.pem\"",
+            "store = \"fleet \"",
+        ] {
+            let t = text.to_string();
+            assert!(
+                Config::load(&[], move |_: &Path| Ok(Some(t.clone()))).is_err(),
+                "{text}"
+            );
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("\"https://e{i}:2379\"")).collect();
+        let t = format!("[fleet]\nendpoints = [{}]", many.join(", "));
+        assert!(Config::load(&[], move |_: &Path| Ok(Some(t.clone()))).is_err());
     }
 
     #[test]

@@ -312,6 +312,17 @@ pub fn check_stack(service: &str, stack: &Stack, findings: &mut Vec<Finding>) ->
         }
     }
     let has = |a: &str| first.args().iter().any(|x| x == a);
+    if let Some(t) = totp
+        .iter()
+        .find(|t| t.args().iter().any(|a| a == "store_unavailable=local"))
+    {
+        findings.push(finding(
+            Severity::Warning,
+            "fleet-fallback",
+            format!("{service}: store_unavailable=local: {FLEET_FALLBACK_RISK}"),
+            loc(t),
+        ));
+    }
     if has("nullok") && first.args().iter().any(|a| a.starts_with("enforce_after=")) {
         findings.push(finding(
             Severity::Warning,
@@ -327,6 +338,96 @@ pub fn check_stack(service: &str, stack: &Stack, findings: &mut Vec<Finding>) ->
         loc(first),
     ));
     true
+}
+
+/// What `store_unavailable = "local"` gives up, for the warning.
+const FLEET_FALLBACK_RISK: &str = "while the fleet store does not answer, logins are decided on this host's own state: a code already used on another host may work here once, and wrong codes counted here are not seen by the others (each such login is logged as degraded). Use deny unless logins must go on through an etcd outage";
+
+/// How a round trip to pam-totp-stated went, for [`check_fleet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetProbe {
+    /// Not tried (not root: the socket is root's).
+    NotTried,
+    /// The daemon answered, and etcd with it (a linearizable read).
+    Answered,
+    Unavailable(String),
+    Refused(String),
+}
+
+/// The fleet settings of pam_totp.conf (`store`, `store_unavailable`, `[fleet]`) and what
+/// the daemon answered.
+pub fn check_fleet(cfg: &Config, probe: &FleetProbe, findings: &mut Vec<Finding>) {
+    use crate::config::{StoreKind, Unavailable};
+    if cfg.store != StoreKind::Fleet {
+        if cfg.store_unavailable == Unavailable::Local {
+            findings.push(finding(
+                Severity::Info,
+                "fleet-fallback",
+                "store_unavailable = \"local\" has no effect: store is local".into(),
+                None,
+            ));
+        }
+        return;
+    }
+    let fallback = cfg.store_unavailable == Unavailable::Local;
+    if fallback {
+        findings.push(finding(
+            Severity::Warning,
+            "fleet-fallback",
+            format!("store_unavailable = \"local\": {FLEET_FALLBACK_RISK}"),
+            None,
+        ));
+    }
+    let socket = cfg.fleet_socket.display();
+    let down = if fallback {
+        "logins are decided on this host's own state (degraded)"
+    } else {
+        "every login through pam_totp is refused"
+    };
+    match probe {
+        FleetProbe::NotTried => findings.push(finding(
+            Severity::Info,
+            "fleet-socket",
+            format!("cannot check {socket} as a user (it is root's); run doctor as root"),
+            None,
+        )),
+        FleetProbe::Answered => findings.push(finding(
+            Severity::Ok,
+            "fleet-socket",
+            format!("pam-totp-stated answers at {socket}, and etcd with it"),
+            None,
+        )),
+        FleetProbe::Unavailable(why) => findings.push(finding(
+            if fallback { Severity::Warning } else { Severity::Error },
+            "fleet-socket",
+            format!("{why}; {down} (systemctl enable --now pam-totp-stated.socket; journalctl -u pam-totp-stated)"),
+            None,
+        )),
+        FleetProbe::Refused(why) => findings.push(finding(
+            Severity::Error,
+            "fleet-socket",
+            format!("{why}; every login through pam_totp is refused"),
+            None,
+        )),
+    }
+    if cfg.fleet.endpoints.is_empty() {
+        findings.push(finding(
+            Severity::Warning,
+            "fleet-endpoints",
+            format!(
+                "store = \"fleet\" but [fleet] endpoints is empty in {}: pam-totp-stated on this host will not start",
+                cfg.config_path.display()
+            ),
+            None,
+        ));
+    } else if cfg.fleet.endpoints.iter().any(|e| e.starts_with("http://")) {
+        findings.push(finding(
+            Severity::Info,
+            "fleet-endpoints",
+            "[fleet] endpoints uses http:// (loopback only): fine for a test, not for a fleet".into(),
+            None,
+        ));
+    }
 }
 
 /// Checks sshd's effective configuration, given that pam_totp is (or is not) in its stack.
@@ -369,6 +470,36 @@ pub fn has_errors(findings: &[Finding]) -> bool {
 mod tests {
     use super::*;
     use crate::pamstack;
+
+    #[test]
+    fn fleet_checks_warn_on_fallback_and_say_when_the_daemon_is_down() {
+        use crate::config::{StoreKind, Unavailable};
+        let mut cfg = Config {
+            store: StoreKind::Fleet,
+            ..Config::default()
+        };
+        cfg.fleet.endpoints = vec!["https://etcd1:2379".into()];
+        let run = |cfg: &Config, p: FleetProbe| {
+            let mut f = Vec::new();
+            check_fleet(cfg, &p, &mut f);
+            f
+        };
+        let f = run(&cfg, FleetProbe::Answered);
+        assert_eq!(checks(&f, Severity::Ok), ["fleet-socket"]);
+        assert!(!has_errors(&f));
+        let f = run(&cfg, FleetProbe::Unavailable("no socket".into()));
+        assert_eq!(checks(&f, Severity::Error), ["fleet-socket"]);
+        cfg.store_unavailable = Unavailable::Local;
+        let f = run(&cfg, FleetProbe::Unavailable("no socket".into()));
+        assert_eq!(checks(&f, Severity::Warning), ["fleet-fallback", "fleet-socket"]);
+        let f = run(&cfg, FleetProbe::Refused("not root".into()));
+        assert_eq!(checks(&f, Severity::Error), ["fleet-socket"]);
+        cfg.store = StoreKind::Local;
+        assert_eq!(
+            checks(&run(&cfg, FleetProbe::NotTried), Severity::Info),
+            ["fleet-fallback"]
+        );
+    }
 
     fn checks(f: &[Finding], sev: Severity) -> Vec<&'static str> {
         f.iter().filter(|x| x.severity == sev).map(|x| x.check).collect()

@@ -23,6 +23,7 @@
 //! | `text.rs` | outside text made safe for a terminal |
 //! | `tokens.rs` | hardware token seed files (CSV, RFC 6030 PSKC) read into records |
 //! | `error.rs` | the error type |
+//! | `fleet.rs` | the fleet store: protocol to pam-totp-stated, its client, the store a login opens |
 #![forbid(unsafe_code)]
 
 pub mod account;
@@ -32,6 +33,7 @@ pub mod config;
 pub mod doctor;
 pub mod enroll;
 pub mod error;
+pub mod fleet;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -15,8 +15,9 @@ use crate::account::{resolve, Account, Accounts, Unresolved};
 use crate::clock::Clock;
 use crate::config::{expand_template, Config, Date, FORWARD_PASS_PROMPT};
 use crate::enroll::{load_secret, load_secret_stamped, secret_unchanged};
+use crate::fleet::AnyStore;
 use crate::secret::SecretFile;
-use crate::store::{FileStore, StateStore};
+use crate::store::StateStore;
 use crate::verify::{decide, Count, Decision, How, Policy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,7 +289,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         secret.backup_codes.len()
     ));
 
-    let store = match FileStore::open(&cfg.state_dir, true) {
+    let store = match AnyStore::open(&cfg) {
         Ok(s) => s,
         Err(e) => {
             cx.log(Level::Err, &format!("refused: state directory: {e}"));
@@ -314,7 +315,20 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         user: &account.name,
         password: password.as_deref().map(|p| p.as_str()),
     };
-    check_and_prompt(&mut cx, &cfg, &ctx, &store, req, clock, pending)
+    let outcome = check_and_prompt(&mut cx, &cfg, &ctx, &store, req, clock, pending);
+    note_degraded(&mut cx, &store);
+    outcome
+}
+
+/// `store_unavailable = "local"`: says in the log, on every login it happens to, that the
+/// decision was made on this host's own state because the fleet store did not answer.
+fn note_degraded<H: Host>(cx: &mut Ctx<'_, H>, store: &AnyStore) {
+    if let Some(why) = store.degraded() {
+        cx.log(
+            Level::Err,
+            &format!("degraded: decided on this host's own state (store_unavailable=local): {why}"),
+        );
+    }
 }
 
 /// Resolves the PAM user to its account (logging why not); from then on the log lines
@@ -386,7 +400,12 @@ fn not_enrolled<H: Host>(
     // A user pam_totp has seen enrolled is never "not enrolled" again because the file is
     // gone: renaming it would otherwise undo a lockout under nullok, and a home that is not
     // mounted yet (pam_mount, ecryptfs) would skip the code. Only `pam-totp reset` clears it.
-    let recorded = FileStore::open(&cfg.state_dir, true).and_then(|st| st.peek(&account.name));
+    let opened = AnyStore::open(cfg);
+    let recorded = opened.as_ref().map_err(|e| e.to_string()).and_then(|st| {
+        let r = st.peek(&account.name).map_err(|e| e.to_string());
+        note_degraded(cx, st);
+        r
+    });
     match recorded {
         Err(e) => {
             cx.log(
@@ -493,7 +512,7 @@ fn enroll_at_login<H: Host>(
         cx.log(Level::Err, &format!("refused: enrollment at login failed: {why}"));
         Outcome::NotEnrolled
     };
-    let store = match FileStore::open(&cfg.state_dir, true) {
+    let store = match AnyStore::open(cfg) {
         Ok(s) => s,
         Err(e) => return refuse(cx, format!("state directory: {e}")),
     };
@@ -590,6 +609,7 @@ fn enroll_at_login<H: Host>(
     }) {
         return refuse(cx, format!("could not record the attempt: {e}"));
     }
+    note_degraded(cx, &store);
     let list = zeroize::Zeroizing::new(format!(
         "Two-factor sign-in is set up. Backup codes (each works once, if you lose your phone; they are not shown again):\n\n{}",
         crate::enroll::backup_code_lines(&codes).as_str()
@@ -694,7 +714,7 @@ fn split_line<H: Host>(
             return whole(cx, Outcome::BadSecretFile);
         }
     };
-    let store = match FileStore::open(&cfg.state_dir, true) {
+    let store = match AnyStore::open(cfg) {
         Ok(s) => s,
         Err(e) => {
             cx.log(Level::Err, &format!("refused: state directory: {e}"));
@@ -717,6 +737,7 @@ fn split_line<H: Host>(
         }
         (d, i, remembered)
     });
+    note_degraded(cx, &store);
     let keep = |cx: &mut Ctx<'_, H>, verdict: Kept| {
         cx.host
             .keep_code(Some(KeptCode {

@@ -214,7 +214,7 @@ pub fn record_enrollment(ctx: &Ctx, account: &pam_totp_core::account::Account) -
     if !ctx.root {
         return Ok(());
     }
-    let Some(store) = pam_totp_core::store::FileStore::open_existing(&ctx.cfg.state_dir, true)
+    let Some(store) = pam_totp_core::fleet::AnyStore::open_existing(&ctx.cfg)
         .map_err(|e| format!("the secret was saved, but the state could not be opened: {e}"))?
     else {
         return Ok(());

@@ -14,7 +14,7 @@ use std::path::Path;
 use pam_totp_core::account::{Account, Accounts, SystemAccounts};
 use pam_totp_core::clock::{Clock, SystemClock};
 use pam_totp_core::config::{Config, Date};
-use pam_totp_core::store::FileStore;
+use pam_totp_core::fleet::AnyStore;
 pub use pam_totp_core::text::terminal_safe;
 use pam_totp_core::text::unsafe_char;
 
@@ -166,7 +166,7 @@ impl Ctx {
     /// The state store, for commands that write state. The command line never creates the
     /// state directory (a sudo rule for `pam-totp unlock` must not make root create
     /// directories): a missing one is an error.
-    pub fn store(&self) -> Result<FileStore, String> {
+    pub fn store(&self) -> Result<AnyStore, String> {
         self.store_if_exists()?.ok_or_else(|| {
             format!(
                 "the state directory {} does not exist; the module or the package creates it",
@@ -176,9 +176,17 @@ impl Ctx {
     }
 
     /// The state store if its directory exists, for commands that only read: `None` means
-    /// no state yet (read it as `State::default()`).
-    pub fn store_if_exists(&self) -> Result<Option<FileStore>, String> {
-        FileStore::open_existing(&self.cfg.state_dir, true).map_err(|e| e.to_string())
+    /// no state yet (read it as `State::default()`). With `store = "fleet"` it is the fleet
+    /// store through pam-totp-stated (root only; no fallback to the local state: a change
+    /// must reach every host or fail).
+    pub fn store_if_exists(&self) -> Result<Option<AnyStore>, String> {
+        if self.cfg.store == pam_totp_core::config::StoreKind::Fleet && !self.root {
+            return Err(format!(
+                "the state is in the fleet store (store = \"fleet\" in {}), which only root can read: run with sudo",
+                safe_path(&self.cfg.config_path)
+            ));
+        }
+        AnyStore::open_existing(&self.cfg).map_err(|e| e.to_string())
     }
 
     pub fn now(&self) -> u64 {

@@ -209,6 +209,16 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
             format!("state directory: {e}; every login through pam_totp is refused"),
         ),
     }
+    let probe = match ctx.cfg.store {
+        pam_totp_core::config::StoreKind::Local => doctor::FleetProbe::NotTried,
+        _ if !ctx.root => doctor::FleetProbe::NotTried,
+        _ => match pam_totp_core::fleet::FleetStore::new(&ctx.cfg.fleet_socket).ping() {
+            Ok(()) => doctor::FleetProbe::Answered,
+            Err(pam_totp_core::fleet::FleetError::Unavailable(why)) => doctor::FleetProbe::Unavailable(why),
+            Err(pam_totp_core::fleet::FleetError::Refused(why)) => doctor::FleetProbe::Refused(why),
+        },
+    };
+    doctor::check_fleet(&ctx.cfg, &probe, &mut f);
     let mine = secret_path(&ctx.cfg, &ctx.me);
     match load_secret(&mine, &ctx.me) {
         Ok(Some(_)) => push(

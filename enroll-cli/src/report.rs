@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use pam_totp_core::account::{valid_user_name, Account, Accounts, SystemAccounts};
 use pam_totp_core::config::{Config, Date};
 use pam_totp_core::enroll::{load_secret, secret_path};
+use pam_totp_core::fleet::AnyStore;
 use pam_totp_core::state::State;
-use pam_totp_core::store::{unescape_user, FileStore, StateStore};
+use pam_totp_core::store::{unescape_user, StateStore};
 
 use crate::context::{describe, format_time, json_line, print_result, program, safe, safe_path, Ctx};
 
@@ -65,7 +66,7 @@ pub struct Row {
 }
 
 /// What the report knows about `account`.
-pub fn row(cfg: &Config, store: Option<&FileStore>, account: &Account, now: u64) -> Row {
+pub fn row<S: StateStore>(cfg: &Config, store: Option<&S>, account: &Account, now: u64) -> Row {
     let mut errors: Vec<String> = Vec::new();
     let state = match store.map(|s| s.peek(&account.name)) {
         None => State::default(),
@@ -107,9 +108,9 @@ pub fn row(cfg: &Config, store: Option<&FileStore>, account: &Account, now: u64)
 }
 
 /// [`row`] for every account, in the order given.
-pub fn collect<'a>(
+pub fn collect<'a, S: StateStore>(
     cfg: &Config,
-    store: Option<&FileStore>,
+    store: Option<&S>,
     accounts: impl IntoIterator<Item = &'a Account>,
     now: u64,
 ) -> Vec<Row> {
@@ -380,7 +381,7 @@ pub fn state_dir_names(dir: &Path) -> Result<Vec<String>, String> {
 }
 
 /// The accounts the report covers (see the module comment).
-fn list_accounts(ctx: &Ctx, store: Option<&FileStore>, all: bool) -> Result<Listing, String> {
+fn list_accounts(ctx: &Ctx, store: Option<&AnyStore>, all: bool) -> Result<Listing, String> {
     let out = program("/usr/bin/getent")
         .arg("passwd")
         .stdin(std::process::Stdio::null())
@@ -407,7 +408,16 @@ fn list_accounts(ctx: &Ctx, store: Option<&FileStore>, all: bool) -> Result<List
     }
     let mut extra: BTreeSet<String> = BTreeSet::new();
     if let Some(s) = store {
-        match state_dir_names(s.path()) {
+        // The users with a state: files in the state directory, or documents in the fleet's
+        // namespace (through pam-totp-stated).
+        let names = match (s.local_path(), s.fleet()) {
+            (Some(dir), _) => state_dir_names(&dir),
+            (None, Some(fleet)) => fleet
+                .list_users()
+                .map_err(|e| format!("cannot list the users of the fleet store: {e}")),
+            (None, None) => Ok(Vec::new()),
+        };
+        match names {
             Ok(n) => extra.extend(n),
             Err(e) => listing.notes.push(e),
         }
@@ -452,6 +462,7 @@ mod tests {
     use pam_totp_core::enroll::{new_device, new_secret, save_secret};
     use pam_totp_core::otp::Params;
     use pam_totp_core::secret::Kind;
+    use pam_totp_core::store::FileStore;
     use std::os::unix::fs::DirBuilderExt;
 
     #[test]

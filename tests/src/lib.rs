@@ -523,6 +523,8 @@ pub fn pam_dir_copy(f: &Fixture, files: &[(&str, &str)]) -> PathBuf {
     d
 }
 
+pub mod fleet;
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -25,6 +25,10 @@ fn lines(cmd: &str, args: &[&str]) -> Vec<String> {
 
 const COMMON: &[(&str, &str)] = &[
     ("usr/bin/pam-totp", "rwxr-xr-x"),
+    ("usr/sbin/pam-totp-stated", "rwxr-xr-x"),
+    ("usr/lib/systemd/system/pam-totp-stated.socket", "rw-r--r--"),
+    ("usr/lib/systemd/system/pam-totp-stated.service", "rw-r--r--"),
+    ("usr/share/man/man8/pam-totp-stated.8.gz", "rw-r--r--"),
     ("etc/security/pam_totp.conf", "rw-r--r--"),
     ("var/lib/pam-totp/", "rwx------"),
     ("usr/share/man/man1/pam-totp.1.gz", "rw-r--r--"),

@@ -6,6 +6,7 @@ use crate::backup;
 use crate::clock::FixedClock;
 use crate::error::Error;
 use crate::otp::{totp_at_step, Params};
+use crate::store::FileStore;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 

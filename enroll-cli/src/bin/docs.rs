@@ -60,7 +60,7 @@ fn module_page() -> String {
     // Settings for the command line, or valid only in the file, are in pam_totp.conf(5).
     for o in OPTIONS
         .iter()
-        .filter(|o| !o.doc.contains("(pam-totp enroll)") && o.kind != Kind::List)
+        .filter(|o| !o.doc.contains("(pam-totp enroll)") && o.kind != Kind::List && !o.name.starts_with("fleet."))
     {
         let v = value_name(o.kind);
         if v.is_empty() {
@@ -112,6 +112,36 @@ fn config_page() -> String {
     m
 }
 
+/// pam-totp-stated(8): the fleet daemon (its options are few; the `[fleet]` settings are
+/// in pam_totp.conf(5)).
+fn stated_page() -> String {
+    let mut m = header("pam-totp-stated", 8, "System Manager's Manual");
+    m.push_str(".SH NAME\npam\\-totp\\-stated \\- the fleet store of pam_totp: shared per\\-user state in etcd\n");
+    m.push_str(".SH SYNOPSIS\n.B pam\\-totp\\-stated\n[\\fB\\-\\-config\\fR \\fIPATH\\fR] [\\fB\\-\\-socket\\fR \\fIPATH\\fR]\n");
+    m.push_str(
+        ".SH DESCRIPTION\n\
+         With \\fBstore = \"fleet\"\\fR in \\fBpam_totp.conf\\fR(5), \\fBpam_totp\\fR(8) and \\fBpam\\-totp\\fR(1) keep each user's \
+         replay guard, failure count, lockout and used backup codes in etcd, so that a code or a backup code is accepted once \
+         in the whole fleet and wrong codes on any host count toward one lockout. They reach etcd through this daemon, over a \
+         Unix socket that only root can use: the daemon answers only root peers, and the clients talk only to a root\\-owned \
+         socket whose peer is root. Every change is one etcd compare\\-and\\-swap on the user's document (tried on another \
+         member after a failure, still on the same revision, so it is never applied twice), and the module refuses the \
+         login on every timeout or error.\n\
+         .PP\n\
+         It runs in the foreground and logs to standard error. The socket comes from systemd \
+         (\\fIpam\\-totp\\-stated.socket\\fR), else from \\fB\\-\\-socket\\fR, else from \\fBfleet_socket\\fR; it is created 0600 \
+         in a root\\-owned directory. A bad configuration is one line on standard error and exit status 1.\n\
+         .SH OPTIONS\n\
+         .TP\n\\fB\\-\\-config\\fR \\fIPATH\\fR\nThe configuration file (default /etc/security/pam_totp.conf); its \\fB[fleet]\\fR table names the etcd endpoints, namespace, CA, client certificate and key, and the deadline.\n\
+         .TP\n\\fB\\-\\-socket\\fR \\fIPATH\\fR\nListen here instead of \\fBfleet_socket\\fR (ignored when systemd passes a socket).\n\
+         .SH FILES\n\
+         .TP\n.I /run/pam\\-totp/stated.sock\nThe socket (option \\fBfleet_socket\\fR).\n\
+         .TP\n.I /etc/security/pam_totp.conf\nThe \\fB[fleet]\\fR settings.\n\
+         .SH SEE ALSO\n\\fBpam_totp\\fR(8), \\fBpam_totp.conf\\fR(5), \\fBpam\\-totp\\fR(1), \\fBetcd\\fR(1)\n",
+    );
+    m
+}
+
 fn write(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
     std::fs::write(dir.join(name), body)
 }
@@ -143,6 +173,7 @@ fn main() -> std::io::Result<()> {
     }
     write(out, "pam_totp.8", module_page().as_bytes())?;
     write(out, "pam_totp.conf.5", config_page().as_bytes())?;
+    write(out, "pam-totp-stated.8", stated_page().as_bytes())?;
     write(out, "pam_totp.conf", commented_config_file().as_bytes())?;
     Ok(())
 }

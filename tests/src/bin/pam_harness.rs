@@ -1,8 +1,11 @@
 //! pam-harness: runs pam_start_confdir + pam_authenticate + pam_end through the real libpam
 //! with a scripted conversation, and prints what the user would have seen.
 //!
-//! usage: pam-harness CONFDIR SERVICE USER [--rhost H] [--start-at UNIX_NANOS] [ANSWER ...]
+//! usage: pam-harness CONFDIR SERVICE USER [--rhost H] [--start-at UNIX_NANOS]
+//! [--answer-after PATH] [ANSWER ...]
 //! Each prompt consumes the next ANSWER (a prompt with none left fails the conversation).
+//! With `--answer-after PATH`, the first prompt creates `PATH.prompted` and waits (up to
+//! 60 s) for PATH to exist before answering: a test can act while a login waits at its prompt.
 //! Output lines: `PROMPT <text>`, `ERROR <text>`, `INFO <text>`, `LOG <syslog line>`, then
 //! `RESULT <code>`.
 //!
@@ -54,6 +57,7 @@ const PAM_RHOST: c_int = 4;
 struct Script {
     answers: VecDeque<String>,
     out: Vec<String>,
+    answer_after: Option<String>,
 }
 
 unsafe extern "C" fn conv(
@@ -76,6 +80,13 @@ unsafe extern "C" fn conv(
         match m.msg_style {
             1 | 2 => {
                 script.out.push(format!("PROMPT {text}"));
+                if let Some(gate) = script.answer_after.take() {
+                    let _ = std::fs::write(format!("{gate}.prompted"), "");
+                    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                    while !std::path::Path::new(&gate).exists() && std::time::Instant::now() < until {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                }
                 let Some(a) = script.answers.pop_front() else {
                     // SAFETY: replies came from calloc above.
                     unsafe { libc::free(replies.cast()) };
@@ -169,12 +180,14 @@ fn main() {
     let user = CString::new(args.remove(0)).unwrap();
     let mut rhost = None;
     let mut start_at = None;
+    let mut answer_after = None;
     while args.first().is_some_and(|a| a.starts_with("--")) {
         let flag = args.remove(0);
         let value = args.remove(0);
         match flag.as_str() {
             "--rhost" => rhost = Some(CString::new(value).unwrap()),
             "--start-at" => start_at = Some(value.parse::<u128>().unwrap()),
+            "--answer-after" => answer_after = Some(value),
             _ => {
                 eprintln!("unknown flag {flag}");
                 std::process::exit(2);
@@ -185,6 +198,7 @@ fn main() {
     let mut script = Script {
         answers: args.into(),
         out: Vec::new(),
+        answer_after,
     };
     let c = PamConv {
         conv,

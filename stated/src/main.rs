@@ -1,0 +1,622 @@
+//! pam-totp-stated: the fleet daemon. Keeps its gRPC connections (TLS, client certificate;
+//! one per etcd member it uses) to the etcd cluster and serves the module and the CLI the
+//! shared per-user state over a root-only Unix socket, with the protocol of
+//! `pam_totp_core::fleet`.
+//!
+//! Owns: the etcd side — one key per user, a compare-and-swap as one etcd transaction on
+//! the key's mod_revision (create_revision == 0 for a new user), deadlines on every etcd
+//! call, moving on to the next member when one fails. Never: answers a client that is not
+//! root (SO_PEERCRED); reports a write it has no answer for as anything but unavailable (it
+//! may still be applied, so the login is refused; tried again on another member, it is the
+//! same compare-and-swap on the same revision, never applied twice); logs a document, a
+//! code or a key.
+//!
+//! `pam-totp-stated [--config PATH] [--socket PATH]`, in the foreground. The socket comes
+//! from systemd (LISTEN_FDS, `pam-totp-stated.socket`), else `--socket`, else `fleet_socket`
+//! of pam_totp.conf; it is created 0600 in a root-owned directory.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+    TxnOpResponse,
+};
+use pam_totp_core::config::{Config, FleetConfig};
+use pam_totp_core::fleet::{self, Doc, Request, Response, MAX_FRAME};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Connections served at once; more are closed at once (the module then refuses or falls
+/// back; a flood from root is not a case to serve).
+const MAX_CONNECTIONS: usize = 512;
+/// How long a connection may stay open without a request.
+const IDLE: Duration = Duration::from_secs(10);
+
+const USAGE: &str = "usage: pam-totp-stated [--config PATH] [--socket PATH]";
+
+struct Args {
+    config: Option<PathBuf>,
+    socket: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut a = Args {
+        config: None,
+        socket: None,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        let mut value = |name: &str| -> Result<PathBuf, String> {
+            let v = it.next().ok_or_else(|| format!("{name} needs a value; {USAGE}"))?;
+            let p = PathBuf::from(v);
+            if !p.is_absolute() {
+                return Err(format!("{name} must be an absolute path"));
+            }
+            Ok(p)
+        };
+        match arg.as_str() {
+            "--config" => a.config = Some(value("--config")?),
+            "--socket" => a.socket = Some(value("--socket")?),
+            "-h" | "--help" => {
+                println!(
+                    "{USAGE}\nServes pam_totp's fleet store (etcd) on a root-only Unix socket. See README: Fleet."
+                );
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("pam-totp-stated {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            other => return Err(format!("unknown argument {:?}; {USAGE}", other)),
+        }
+    }
+    Ok(Some(a))
+}
+
+/// What the daemon needs from the configuration, checked before anything starts.
+struct Setup {
+    endpoints: Vec<String>,
+    namespace: String,
+    timeout: Duration,
+    tls: Option<TlsOptions>,
+    socket: PathBuf,
+}
+
+fn read_pem(path: &Path, secret: bool) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !md.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if md.uid() != 0 {
+        return Err(format!("{} must be owned by root", path.display()));
+    }
+    if secret && md.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is accessible by group or others ({:04o}); run chmod 600 {}",
+            path.display(),
+            md.mode() & 0o7777,
+            path.display()
+        ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!("{} is writable by group or others", path.display()));
+    }
+    if md.len() > 1024 * 1024 {
+        return Err(format!("{} is larger than 1 MiB", path.display()));
+    }
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn setup(args: &Args) -> Result<Setup, String> {
+    let mut cfg_args = Vec::new();
+    if let Some(c) = &args.config {
+        cfg_args.push(format!("config={}", c.display()));
+    }
+    let cfg_args: Vec<&str> = cfg_args.iter().map(String::as_str).collect();
+    let cfg = Config::load(&cfg_args, pam_totp_core::fs::read_config).map_err(|e| e.to_string())?;
+    let FleetConfig {
+        endpoints,
+        namespace,
+        ca_file,
+        cert_file,
+        key_file,
+        timeout_ms,
+    } = cfg.fleet;
+    if endpoints.is_empty() {
+        return Err(format!(
+            "{}: [fleet] endpoints is empty: list the etcd members' client URLs",
+            cfg.config_path.display()
+        ));
+    }
+    let https = endpoints.iter().filter(|e| e.starts_with("https://")).count();
+    let tls = if https == 0 {
+        if ca_file.is_some() || cert_file.is_some() || key_file.is_some() {
+            return Err("[fleet] ca_file, cert_file and key_file need https:// endpoints".into());
+        }
+        None
+    } else {
+        if https != endpoints.len() {
+            return Err("[fleet] endpoints mixes https:// and http://: use https:// for all".into());
+        }
+        let (Some(ca), Some(cert), Some(key)) = (ca_file, cert_file, key_file) else {
+            return Err(
+                "[fleet] https:// endpoints need ca_file, cert_file and key_file (a client certificate per host)"
+                    .into(),
+            );
+        };
+        Some(
+            TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(read_pem(&ca, false)?))
+                .identity(Identity::from_pem(read_pem(&cert, false)?, read_pem(&key, true)?)),
+        )
+    };
+    Ok(Setup {
+        endpoints,
+        namespace,
+        timeout: Duration::from_millis(timeout_ms),
+        tls,
+        socket: args.socket.clone().unwrap_or(cfg.fleet_socket),
+    })
+}
+
+/// The socket systemd passed (LISTEN_FDS), else a new one at `path`: bound under a
+/// temporary name, made 0600, then renamed into place, so it is never reachable with
+/// another mode. Its directory is created 0755 if missing and must be root's and not
+/// writable by group or others. `true`: we made it (and remove it at exit).
+fn listener(path: &Path) -> Result<(std::os::unix::net::UnixListener, bool), String> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    let mut fds = listenfd::ListenFd::from_env();
+    if let Ok(Some(l)) = fds.take_unix_listener(0) {
+        return Ok((l, false));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or("the socket path has no directory")?;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "{} is in use: is pam-totp-stated already running?",
+                    path.display()
+                ));
+            }
+            std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale {}: {e}", path.display()))?;
+        }
+        Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
+        Err(_) => {}
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let l = std::os::unix::net::UnixListener::bind(&tmp).map_err(|e| format!("cannot bind {}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot put the socket at {}: {e}", path.display())
+        })?;
+    // The client makes the same check; refusing here says it at start.
+    fleet::check_socket_path(path).map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        e.to_string()
+    })?;
+    Ok((l, true))
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return,
+        Err(e) => fail(&e),
+    };
+    if !nix::unistd::geteuid().is_root() {
+        fail("must run as root (the module and pam-totp only talk to a root-owned daemon)");
+    }
+    let setup = setup(&args).unwrap_or_else(|e| fail(&e));
+    let (std_listener, ours) = listener(&setup.socket).unwrap_or_else(|e| fail(&e));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(&format!("cannot start: {e}")));
+    let socket = setup.socket.clone();
+    let code = rt.block_on(serve(setup, std_listener));
+    if ours {
+        let _ = std::fs::remove_file(&socket);
+    }
+    std::process::exit(code);
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("pam-totp-stated: {msg}");
+    std::process::exit(1);
+}
+
+/// One client per member: the daemon picks the member itself, so that a dead or frozen
+/// one is left for the next within the deadline (etcd-client's own balancing keeps sending
+/// a share of the requests to a member that refuses connections).
+struct Etcd {
+    members: Vec<(String, Client)>,
+    /// The member that answered last; tried first.
+    preferred: std::sync::atomic::AtomicUsize,
+    namespace: String,
+    timeout: Duration,
+}
+
+async fn serve(setup: Setup, std_listener: std::os::unix::net::UnixListener) -> i32 {
+    if let Err(e) = std_listener.set_nonblocking(true) {
+        eprintln!("pam-totp-stated: {e}");
+        return 1;
+    }
+    let listener = match UnixListener::from_std(std_listener) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pam-totp-stated: {e}");
+            return 1;
+        }
+    };
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(setup.timeout)
+        .with_timeout(setup.timeout)
+        .with_keep_alive(Duration::from_secs(5), setup.timeout)
+        .with_keep_alive_while_idle(true);
+    // No `require_leader`: a request that meets an election waits for the new leader
+    // within the deadline instead of failing at once, so logins ride through a failover.
+    if let Some(tls) = setup.tls {
+        opts = opts.with_tls(tls);
+    }
+    // Lazy: no connection is made here, so the daemon starts while etcd is down.
+    let mut members = Vec::new();
+    for ep in &setup.endpoints {
+        match Client::connect([ep.as_str()], Some(opts.clone())).await {
+            Ok(c) => members.push((ep.clone(), c)),
+            Err(e) => {
+                eprintln!("pam-totp-stated: cannot set up the etcd client for {ep}: {e}");
+                return 1;
+            }
+        }
+    }
+    let etcd = Arc::new(Etcd {
+        members,
+        preferred: std::sync::atomic::AtomicUsize::new(0),
+        namespace: setup.namespace,
+        timeout: setup.timeout,
+    });
+    eprintln!(
+        "pam-totp-stated: serving namespace {} from {} etcd endpoint(s)",
+        etcd.namespace,
+        etcd.members.len()
+    );
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pam-totp-stated: {e}");
+            return 1;
+        }
+    };
+    loop {
+        let stream = tokio::select! {
+            _ = term.recv() => return 0,
+            _ = tokio::signal::ctrl_c() => return 0,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    eprintln!("pam-totp-stated: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        match stream.peer_cred() {
+            Ok(c) if c.uid() == 0 => {}
+            Ok(c) => {
+                eprintln!("pam-totp-stated: refused a connection from uid {}", c.uid());
+                continue;
+            }
+            Err(e) => {
+                eprintln!("pam-totp-stated: refused a connection: no peer credentials: {e}");
+                continue;
+            }
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            eprintln!("pam-totp-stated: {MAX_CONNECTIONS} connections open; closed a new one");
+            continue;
+        };
+        let etcd = etcd.clone();
+        tokio::spawn(async move {
+            connection(stream, &etcd).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Serves one client: frames in, frames out, until it closes, idles, or sends garbage.
+async fn connection(mut s: UnixStream, etcd: &Etcd) {
+    loop {
+        let mut len = [0u8; 4];
+        match tokio::time::timeout(IDLE, s.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if n > MAX_FRAME {
+            let _ = send(&mut s, &Response::Refused("request too large".into())).await;
+            return;
+        }
+        let mut body = vec![0u8; n];
+        match tokio::time::timeout(fleet::REQUEST_TIMEOUT, s.read_exact(&mut body)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let Some(req) = Request::decode(&body) else {
+            let _ = send(&mut s, &Response::Refused("malformed request".into())).await;
+            return;
+        };
+        let resp = match req {
+            Request::Hello => Response::Pong,
+            req => handle(etcd, req).await,
+        };
+        if send(&mut s, &resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send(s: &mut UnixStream, r: &Response) -> Result<(), ()> {
+    let body = r.encode();
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    match tokio::time::timeout(fleet::REQUEST_TIMEOUT, s.write_all(&frame)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+fn doc_of(kv: Option<&etcd_client::KeyValue>) -> Result<Option<Doc>, String> {
+    let Some(kv) = kv else { return Ok(None) };
+    let revision = u64::try_from(kv.mod_revision())
+        .ok()
+        .filter(|&r| r > 0)
+        .ok_or("etcd returned a document without a revision")?;
+    if kv.value().len() > fleet::MAX_DOCUMENT {
+        return Err("a stored document is larger than the limit".into());
+    }
+    Ok(Some(Doc {
+        revision,
+        value: kv.value().to_vec(),
+    }))
+}
+
+/// Whether a failed call may be tried again on another member: the member could not be
+/// reached, has no leader, or gave up. A compare-and-swap tried again is still safe: if the
+/// first one was applied after all, the second fails its compare (the revision moved) and
+/// the client decides again on the document as it is — it never counts a spend twice.
+fn retryable(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+            )
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// One request against etcd, within the configured deadline (`timeout_ms`), trying the
+/// members in turn — each try gets at most half the deadline, so a frozen member leaves
+/// time for another. Every failure is `Unavailable`: the client refuses (a timed-out write
+/// may still be applied by etcd).
+async fn handle(etcd: &Etcd, req: Request) -> Response {
+    use std::sync::atomic::Ordering;
+    let started = Instant::now();
+    let deadline = started + etcd.timeout;
+    let what = match &req {
+        Request::Hello => "hello",
+        Request::Ping => "ping",
+        Request::Get { .. } => "get",
+        Request::Cas { .. } => "compare-and-swap",
+        Request::Delete { .. } => "delete",
+        Request::List => "list",
+    };
+    let n = etcd.members.len();
+    let first = etcd.preferred.load(Ordering::Relaxed) % n.max(1);
+    let slice = (etcd.timeout / 2).max(Duration::from_millis(100));
+    let mut last = String::from("no etcd member answered");
+    for round in 0..2 * n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let i = (first + round) % n;
+        let (ep, client) = &etcd.members[i];
+        match tokio::time::timeout(left.min(slice), run(etcd, client, req.clone())).await {
+            Ok(Ok(resp)) => {
+                etcd.preferred.store(i, Ordering::Relaxed);
+                return resp;
+            }
+            Ok(Err(Failure::Etcd(e))) if retryable(&e) => {
+                last = format!("{ep}: {e}");
+                // A member that refuses at once: a short pause before the next.
+                let pause = Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+            }
+            Ok(Err(e)) => {
+                let msg = format!("etcd {what} failed at {ep}: {e}");
+                eprintln!("pam-totp-stated: {msg}");
+                return Response::Unavailable(msg);
+            }
+            Err(_) => last = format!("{ep} did not answer in time"),
+        }
+    }
+    let msg = format!(
+        "etcd did not answer the {what} within {} ms ({last})",
+        started.elapsed().as_millis()
+    );
+    eprintln!("pam-totp-stated: {msg}");
+    Response::Unavailable(msg)
+}
+
+enum Failure {
+    Etcd(etcd_client::Error),
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Etcd(e) => write!(f, "{e}"),
+            Failure::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<etcd_client::Error> for Failure {
+    fn from(e: etcd_client::Error) -> Self {
+        Failure::Etcd(e)
+    }
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        Failure::Other(m)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(m: &str) -> Self {
+        Failure::Other(m.to_string())
+    }
+}
+
+async fn run(etcd: &Etcd, client: &Client, req: Request) -> Result<Response, Failure> {
+    let mut kv = client.kv_client();
+    let key = |user: &str| fleet::user_key(&etcd.namespace, user);
+    match req {
+        Request::Hello => Ok(Response::Pong),
+        Request::Ping => {
+            // A linearizable read proves a quorum answers.
+            kv.get(
+                fleet::users_prefix(&etcd.namespace),
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await?;
+            Ok(Response::Pong)
+        }
+        Request::Get { user, fresh } => {
+            let opts = (!fresh).then(|| GetOptions::new().with_serializable());
+            let r = kv.get(key(&user), opts).await?;
+            Ok(Response::Value(doc_of(r.kvs().first())?))
+        }
+        Request::Cas { user, expected, value } => {
+            let k = key(&user);
+            let expected = i64::try_from(expected).map_err(|_| "revision out of range")?;
+            let cmp = if expected == 0 {
+                Compare::create_revision(k.clone(), CompareOp::Equal, 0)
+            } else {
+                Compare::mod_revision(k.clone(), CompareOp::Equal, expected)
+            };
+            let txn = Txn::new()
+                .when([cmp])
+                .and_then([TxnOp::put(k.clone(), value, None)])
+                .or_else([TxnOp::get(k, None)]);
+            let r = kv.txn(txn).await?;
+            if r.succeeded() {
+                let revision = r
+                    .header()
+                    .and_then(|h| u64::try_from(h.revision()).ok())
+                    .filter(|&r| r > 0)
+                    .ok_or("etcd's answer has no revision")?;
+                return Ok(Response::Stored { revision });
+            }
+            let current = r.op_responses().into_iter().find_map(|o| match o {
+                TxnOpResponse::Get(g) => Some(doc_of(g.kvs().first())),
+                _ => None,
+            });
+            match current {
+                Some(d) => Ok(Response::Conflict(d?)),
+                None => Err("etcd's answer to a failed compare has no document".into()),
+            }
+        }
+        Request::Delete { user } => {
+            kv.delete(key(&user), None).await?;
+            Ok(Response::Deleted)
+        }
+        Request::List => {
+            let prefix = fleet::users_prefix(&etcd.namespace);
+            let r = kv
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
+                .await?;
+            let users = r
+                .kvs()
+                .iter()
+                .filter_map(|kv| {
+                    let k = std::str::from_utf8(kv.key()).ok()?;
+                    pam_totp_core::store::unescape_user(k.strip_prefix(&prefix)?)
+                })
+                .filter(|u| !u.is_empty() && u.len() <= fleet::MAX_USER)
+                .collect();
+            Ok(Response::Users(users))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pam-totp-stated-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_socket_is_made_0600_replaces_a_stale_one_and_refuses_a_live_one_or_a_file() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // the client's checks want root's socket and directory
+        }
+        let d = dir();
+        let p = d.join("run/stated.sock");
+        let (l, ours) = listener(&p).unwrap();
+        assert!(ours);
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(d.join("run")).unwrap().mode() & 0o777, 0o755);
+        let e = listener(&p).err().unwrap();
+        assert!(e.contains("in use"), "{e}");
+        drop(l);
+        let (_l, _) = listener(&p).expect("a stale socket is replaced");
+        let f = d.join("file");
+        std::fs::write(&f, "").unwrap();
+        assert!(listener(&f).err().unwrap().contains("not a socket"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn only_unreachable_or_leaderless_answers_are_tried_on_another_member() {
+        let status = |code| etcd_client::Error::GRpcStatus(tonic::Status::new(code, "x"));
+        assert!(retryable(&status(tonic::Code::Unavailable)));
+        assert!(retryable(&status(tonic::Code::DeadlineExceeded)));
+        assert!(!retryable(&status(tonic::Code::PermissionDenied)));
+        assert!(!retryable(&status(tonic::Code::InvalidArgument)));
+        assert!(!retryable(&etcd_client::Error::InvalidArgs("x".into())));
+    }
+}
