@@ -518,6 +518,11 @@ impl Client {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                 FleetError::Unavailable("pam-totp-stated did not answer in time".into())
             }
+            // An answer over the size limit: not an outage, never a reason to fall back.
+            std::io::ErrorKind::InvalidData => FleetError::Refused(format!(
+                "pam-totp-stated sent an answer that is not allowed: {}",
+                crate::error::describe_io(&e)
+            )),
             _ => FleetError::Unavailable(format!(
                 "lost the connection to pam-totp-stated: {}",
                 crate::error::describe_io(&e)
@@ -585,17 +590,50 @@ pub struct FleetStore {
     /// instead of reading again. If it is stale by then, the compare-and-swap fails and
     /// its answer carries the current document.
     last: RefCell<Option<(String, Option<Doc>)>>,
+    /// This host's state directory: a user the fleet has no document for yet starts from
+    /// their state there (see [`FleetStore::seed`]).
+    seed_dir: Option<PathBuf>,
 }
 
 impl FleetStore {
-    /// Connects lazily, at the first operation.
+    /// Connects lazily, at the first operation; every operation (a peek, an update, ...)
+    /// closes its connection when it is done. A login holds none while it waits at the
+    /// prompt — which may take longer than the daemon keeps an idle connection — and so
+    /// never decides on a connection that died meanwhile.
     pub fn new(socket: &Path) -> FleetStore {
         FleetStore {
             socket: socket.to_path_buf(),
             conn: RefCell::new(None),
             deadline: Cell::new(None),
             last: RefCell::new(None),
+            seed_dir: None,
         }
+    }
+
+    /// Users without a fleet document start from their state in `dir` (the host's state
+    /// directory before it joined the fleet): spent backup codes, replay guards, the
+    /// enrollment record and a lockout carry over into the fleet's first document.
+    pub fn with_seed_dir(mut self, dir: &Path) -> FleetStore {
+        self.seed_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The state a user without a fleet document starts from: their state in this host's
+    /// state directory, if it has one (read-only, with every check of the local store); a
+    /// state file that cannot be read refuses rather than starting from nothing.
+    fn seed(&self, user: &str) -> Result<State, FleetError> {
+        let Some(dir) = &self.seed_dir else {
+            return Ok(State::default());
+        };
+        let refused = |e: Error| FleetError::Refused(format!("this host's state of {}: {e}", escape_user(user)));
+        match FileStore::open_existing(dir, false).map_err(refused)? {
+            None => Ok(State::default()),
+            Some(local) => local.peek(user).map_err(refused),
+        }
+    }
+
+    fn done(&self) {
+        *self.conn.borrow_mut() = None;
     }
 
     pub fn socket(&self) -> &Path {
@@ -642,9 +680,11 @@ impl FleetStore {
     }
 
     fn peek_fleet(&self, user: &str) -> Result<State, FleetError> {
-        let doc = self.get(user, true)?;
+        let doc = self.get(user, true);
+        self.done();
+        let doc = doc?;
         let state = match &doc {
-            None => State::default(),
+            None => self.seed(user)?,
             Some(d) => self.parse(user, d)?,
         };
         *self.last.borrow_mut() = Some((user.to_string(), doc));
@@ -661,6 +701,7 @@ impl FleetStore {
         self.deadline.set(Some(Instant::now() + UPDATE_BUDGET));
         let r = self.decide(user, f);
         self.deadline.set(None);
+        self.done();
         r
     }
 
@@ -672,7 +713,7 @@ impl FleetStore {
         };
         for attempt in 0..MAX_CAS_ATTEMPTS {
             let (mut state, expected) = match &current {
-                None => (State::default(), 0),
+                None => (self.seed(user)?, 0),
                 Some(d) => (self.parse(user, d)?, d.revision),
             };
             let before = state.clone();
@@ -722,14 +763,21 @@ impl FleetStore {
         )))
     }
 
+    /// `pam-totp reset` on the fleet: the document is not deleted but cut down to what keeps
+    /// spent credentials spent — the per-user key, the replay guards and the spent backup
+    /// codes ([`State::forget_for_reset`]). Other hosts may still hold the old secret file
+    /// (configuration management, a second copy): deleting the document would make every
+    /// code and backup code already used there work again.
     fn remove_fleet(&self, user: &str) -> Result<(), FleetError> {
         *self.last.borrow_mut() = None;
-        self.call(&Request::Delete { user: user.into() }).map(|_| ())
+        self.update_fleet(user, &mut |st: &mut State| st.forget_for_reset())
     }
 
     /// Every user with a document (for `pam-totp report`).
     pub fn list_users(&self) -> Result<Vec<String>, Error> {
-        match self.call(&Request::List).map_err(|e| self.err(e))? {
+        let r = self.call(&Request::List);
+        self.done();
+        match r.map_err(|e| self.err(e))? {
             Response::Users(u) => Ok(u),
             _ => Err(self.err(FleetError::Refused("unexpected answer".into()))),
         }
@@ -737,7 +785,9 @@ impl FleetStore {
 
     /// A round trip to the daemon (for `pam-totp doctor`).
     pub fn ping(&self) -> Result<(), FleetError> {
-        self.call(&Request::Ping).map(|_| ())
+        let r = self.call(&Request::Ping).map(|_| ());
+        self.done();
+        r
     }
 }
 
@@ -770,6 +820,11 @@ pub struct AnyStore {
     existing_only: bool,
     degraded: RefCell<Option<String>>,
     used_local: Cell<bool>,
+    /// The fleet store answered an operation of this store (a login's lockout check): from
+    /// then on a failure refuses, never falls back — the fleet decides a login from start to
+    /// end, or the host does, never half and half (someone who could make the decision fail
+    /// after the check must not get this host's state instead).
+    fleet_answered: Cell<bool>,
 }
 
 impl AnyStore {
@@ -798,10 +853,11 @@ impl AnyStore {
             existing_only: cli,
             degraded: RefCell::new(None),
             used_local: Cell::new(false),
+            fleet_answered: Cell::new(false),
         };
         match cfg.store {
             StoreKind::Fleet => {
-                let fleet = FleetStore::new(&cfg.fleet_socket);
+                let fleet = FleetStore::new(&cfg.fleet_socket).with_seed_dir(&cfg.state_dir);
                 // The command line learns first that the store answers (daemon and quorum),
                 // so that a command stops before it changes anything else (reset removes
                 // the secret file only once it knows the state can go too).
@@ -864,8 +920,11 @@ impl AnyStore {
             return self.with_local(local_op);
         }
         match fleet_op(fleet) {
-            Ok(v) => Ok(v),
-            Err(FleetError::Unavailable(why)) if self.fallback => {
+            Ok(v) => {
+                self.fleet_answered.set(true);
+                Ok(v)
+            }
+            Err(FleetError::Unavailable(why)) if self.fallback && !self.fleet_answered.get() => {
                 self.used_local.set(true);
                 *self.degraded.borrow_mut() = Some(why);
                 self.with_local(local_op)

@@ -240,6 +240,18 @@ impl State {
         toml::to_string(self).map_err(|e| format!("cannot serialize state: {e}"))
     }
 
+    /// What `pam-totp reset` leaves of a state that other hosts may still share (the fleet
+    /// store): the key and every record that keeps a spent credential spent — replay guards
+    /// and spent backup codes, also in their version-1 form. The enrollment record, the
+    /// failure count, a lockout, remembered hosts and the last login go.
+    pub fn forget_for_reset(&mut self) {
+        self.enrolled = 0;
+        self.last_success = 0;
+        self.failures = 0;
+        self.locked_until = 0;
+        self.remembered.clear();
+    }
+
     /// Makes the per-user key if there is none yet (the store calls this before a write).
     pub fn ensure_key(&mut self) -> Result<(), getrandom::Error> {
         if self.key.is_empty() {

@@ -29,11 +29,15 @@ use pam_totp_core::fleet::{self, Doc, Request, Response, MAX_FRAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-/// Connections served at once; more are closed at once (the module then refuses or falls
-/// back; a flood from root is not a case to serve).
+/// Connections served at once. When all are taken the daemon stops accepting: new ones wait
+/// in the socket's backlog until one is free (within their own deadline), rather than being
+/// closed at once — a burst of logins (su started in a loop by a local user) must not turn
+/// into quick "unavailable" answers that `store_unavailable = "local"` would fall back on.
 const MAX_CONNECTIONS: usize = 512;
-/// How long a connection may stay open without a request.
-const IDLE: Duration = Duration::from_secs(10);
+/// How long a connection may stay open without a request. The module opens one per
+/// operation (a login: one for the lockout check, one for the decision) and holds none
+/// across the prompt, so this is only for clients that stall.
+const IDLE: Duration = Duration::from_secs(2);
 
 const USAGE: &str = "usage: pam-totp-stated [--config PATH] [--socket PATH]";
 
@@ -307,6 +311,15 @@ async fn serve(setup: Setup, std_listener: std::os::unix::net::UnixListener) -> 
         }
     };
     loop {
+        // A free slot first, then the next connection (see MAX_CONNECTIONS).
+        let permit = tokio::select! {
+            _ = term.recv() => return 0,
+            _ = tokio::signal::ctrl_c() => return 0,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return 1,
+            },
+        };
         let stream = tokio::select! {
             _ = term.recv() => return 0,
             _ = tokio::signal::ctrl_c() => return 0,
@@ -330,10 +343,6 @@ async fn serve(setup: Setup, std_listener: std::os::unix::net::UnixListener) -> 
                 continue;
             }
         }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            eprintln!("pam-totp-stated: {MAX_CONNECTIONS} connections open; closed a new one");
-            continue;
-        };
         let etcd = etcd.clone();
         tokio::spawn(async move {
             connection(stream, &etcd).await;
@@ -420,8 +429,9 @@ fn retryable(e: &etcd_client::Error) -> bool {
 
 /// One request against etcd, within the configured deadline (`timeout_ms`), trying the
 /// members in turn — each try gets at most half the deadline, so a frozen member leaves
-/// time for another. Every failure is `Unavailable`: the client refuses (a timed-out write
-/// may still be applied by etcd).
+/// time for another. A member that cannot be reached or does not answer in time ends as
+/// `Unavailable` (the client refuses; a timed-out write may still be applied by etcd);
+/// any other error as `Refused`.
 async fn handle(etcd: &Etcd, req: Request) -> Response {
     use std::sync::atomic::Ordering;
     let started = Instant::now();
@@ -457,9 +467,12 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
                 tokio::time::sleep(pause).await;
             }
             Ok(Err(e)) => {
+                // Not an outage that waiting fixes (permission denied: a revoked or
+                // misconfigured host; a malformed or oversized document): refused, so
+                // `store_unavailable = "local"` never falls back on it.
                 let msg = format!("etcd {what} failed at {ep}: {e}");
                 eprintln!("pam-totp-stated: {msg}");
-                return Response::Unavailable(msg);
+                return Response::Refused(msg);
             }
             Err(_) => last = format!("{ep} did not answer in time"),
         }
