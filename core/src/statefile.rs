@@ -7,20 +7,22 @@
 //!
 //! ```text
 //! offset 0          "PTSTATE3"                        file magic, written once
-//! offset 8          counters: failures u32, locked_until u64, check[16]
+//! offset 8          counters: seq u64, failures u32, locked_until u64, check[16]
 //! offset 4096       slot 0: "PTSLOT03", seq u64, len u32, check[32], payload[len], zeros
 //! offset 4096 + S   slot 1: the same
 //! ```
 //!
-//! Everything a credential depends on (replay guards, spent backup codes, the enrollment
-//! record, remembered hosts, the per-user key) is in the payload of a slot. A write goes to
-//! the slot that does *not* hold the newest valid record, with the next sequence number, and
-//! is flushed (`fdatasync`) before the login is accepted. A power cut during that write
-//! leaves a slot whose checksum fails, and the reader takes the other, untouched one: the
-//! state before this login, which this login was not yet accepted on. The failure count and
-//! lockout live in the small counters record, rewritten in place without a flush (as before:
-//! a crash may forget failures, never a spent code); a damaged counters record reads as no
-//! failures and no lockout, so a torn write can never lock anyone out.
+//! The whole state is in the payload of a slot. A write that changes anything but the
+//! failure count and lockout goes to the slot that does *not* hold the newest valid record,
+//! with the next sequence number, and is flushed (`fdatasync`, one block) before the login
+//! is accepted. A power cut during that write leaves a slot whose checksum fails, and the
+//! reader takes the other, untouched one: the state before this login, which this login was
+//! not yet accepted on. A wrong code changes only the failure count (and maybe a lockout):
+//! that goes to the small counters record, rewritten in place without a flush (as before: a
+//! crash may forget failures, never a spent code), stamped with the sequence number of the
+//! slot it applies to. The reader takes the counters record when it is whole and stamped
+//! with the newest slot's number (or a later one), else the slot's own counts — so a torn
+//! counters record reads as the last flushed counts, never as a lockout nobody earned.
 //!
 //! Little-endian integers; strings are u16 length + UTF-8 bytes. All lengths are checked.
 
@@ -34,7 +36,7 @@ const SLOT_MAGIC: &[u8; 8] = b"PTSLOT03";
 /// (a disk writes whole sectors or pages) can never reach into the other.
 pub const BLOCK: usize = 4096;
 const COUNTERS_AT: usize = 8;
-const COUNTERS_LEN: usize = 4 + 8 + 16;
+const COUNTERS_LEN: usize = 8 + 4 + 8 + 16;
 const SLOT_HEADER: usize = 8 + 8 + 4 + 32;
 /// Largest payload written (the state's own limits keep it far below this).
 pub const MAX_PAYLOAD: usize = 96 * 1024;
@@ -54,7 +56,7 @@ pub struct Image {
     pub slot_size: usize,
     /// The payload of that slot, to tell whether a write needs a new one.
     pub payload: zeroize::Zeroizing<Vec<u8>>,
-    /// `false`: the counters record was damaged (read as no failures, no lockout).
+    /// `false`: the counters record was damaged (the slot's own counts were taken).
     pub counters_valid: bool,
     /// The other slot has a record that is not whole: a write in progress (or cut by a
     /// crash). A reader without the lock reads again to get the newer state.
@@ -81,9 +83,10 @@ fn slot_size_for(len: usize) -> usize {
     (SLOT_HEADER + len + 1024).next_multiple_of(BLOCK)
 }
 
-fn counters_check(failures: u32, locked_until: u64) -> [u8; 16] {
+fn counters_check(seq: u64, failures: u32, locked_until: u64) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(b"pam_totp counters\0");
+    h.update(seq.to_le_bytes());
     h.update(failures.to_le_bytes());
     h.update(locked_until.to_le_bytes());
     let d = h.finalize();
@@ -92,12 +95,13 @@ fn counters_check(failures: u32, locked_until: u64) -> [u8; 16] {
     out
 }
 
-/// The counters record (written at [`counters_offset`]).
-pub fn counters_record(failures: u32, locked_until: u64) -> [u8; COUNTERS_LEN] {
+/// The counters record (written at [`counters_offset`]) for the slot numbered `seq`.
+pub fn counters_record(seq: u64, failures: u32, locked_until: u64) -> [u8; COUNTERS_LEN] {
     let mut out = [0u8; COUNTERS_LEN];
-    out[..4].copy_from_slice(&failures.to_le_bytes());
-    out[4..12].copy_from_slice(&locked_until.to_le_bytes());
-    out[12..].copy_from_slice(&counters_check(failures, locked_until));
+    out[..8].copy_from_slice(&seq.to_le_bytes());
+    out[8..12].copy_from_slice(&failures.to_le_bytes());
+    out[12..20].copy_from_slice(&locked_until.to_le_bytes());
+    out[20..].copy_from_slice(&counters_check(seq, failures, locked_until));
     out
 }
 
@@ -132,7 +136,7 @@ pub fn new_file(st: &State, seq: u64) -> Result<Vec<u8>, String> {
     let slot_size = slot_size_for(payload.len());
     let mut out = vec![0u8; BLOCK + 2 * slot_size];
     out[..8].copy_from_slice(FILE_MAGIC);
-    out[COUNTERS_AT..COUNTERS_AT + COUNTERS_LEN].copy_from_slice(&counters_record(st.failures, st.locked_until));
+    out[COUNTERS_AT..COUNTERS_AT + COUNTERS_LEN].copy_from_slice(&counters_record(seq, st.failures, st.locked_until));
     let rec = slot_record(seq, &payload);
     out[BLOCK..BLOCK + rec.len()].copy_from_slice(&rec);
     Ok(out)
@@ -179,10 +183,13 @@ pub fn decode_file(bytes: &[u8]) -> Result<Image, String> {
     };
     let mut state = decode_payload(payload)?;
     let c = &bytes[COUNTERS_AT..COUNTERS_AT + COUNTERS_LEN];
-    let failures = u32::from_le_bytes(c[..4].try_into().map_err(|_| "counters")?);
-    let locked_until = u64::from_le_bytes(c[4..12].try_into().map_err(|_| "counters")?);
-    let counters_valid = c[12..] == counters_check(failures, locked_until);
-    if counters_valid {
+    let c_seq = u64::from_le_bytes(c[..8].try_into().map_err(|_| "counters")?);
+    let failures = u32::from_le_bytes(c[8..12].try_into().map_err(|_| "counters")?);
+    let locked_until = u64::from_le_bytes(c[12..20].try_into().map_err(|_| "counters")?);
+    let counters_valid = c[20..] == counters_check(c_seq, failures, locked_until);
+    // Counts written since the newest slot (a wrong code) apply; older ones were replaced by
+    // the slot's own (a spend clears the failures in the slot, not in this record).
+    if counters_valid && c_seq >= seq {
         state.failures = failures;
         state.locked_until = locked_until;
     }
@@ -239,13 +246,15 @@ impl Writer {
     }
 }
 
-/// The durable part of a state (everything but the failure count and lockout).
+/// A state's record, as a slot holds it.
 pub fn encode_payload(st: &State) -> Result<Vec<u8>, String> {
     let mut w = Writer(Vec::with_capacity(256));
     w.u8(PAYLOAD_VERSION);
     w.str(&st.key)?;
     w.u64(st.enrolled);
     w.u64(st.last_success);
+    w.u64(u64::from(st.failures));
+    w.u64(st.locked_until);
     w.count(st.devices.len())?;
     for d in &st.devices {
         w.str(&d.id)?;
@@ -323,6 +332,8 @@ pub fn decode_payload(p: &[u8]) -> Result<State, String> {
         key: r.str()?,
         enrolled: r.u64()?,
         last_success: r.u64()?,
+        failures: u32::try_from(r.u64()?).map_err(|_| "the failure count is out of range")?,
+        locked_until: r.u64()?,
         ..State::default()
     };
     for _ in 0..r.count()? {
@@ -477,27 +488,45 @@ mod tests {
         }
     }
 
-    /// A counters record torn at any byte reads as the old counters, the new ones, or none
-    /// (no failures, not locked): never as a lockout nobody asked for.
+    /// A counters record torn at any byte reads as the old counts or the new ones, or — when
+    /// it is not whole — as the newest slot's own: never as a lockout nobody earned.
     #[test]
-    fn a_torn_counters_record_never_locks_anyone_out() {
+    fn a_torn_counters_record_reads_as_old_new_or_the_slots_own_counts() {
         let mut st = sample(1);
         st.failures = 4;
         st.locked_until = 0;
         let file = new_file(&st, 1).unwrap();
-        let new = counters_record(0, 1_900_000_000);
-        let at = COUNTERS_AT;
+        let old = file[COUNTERS_AT..COUNTERS_AT + COUNTERS_LEN].to_vec();
+        let new = counters_record(1, 5, 1_900_000_000);
         for cut in 0..=new.len() {
-            let mut f = file.clone();
-            f[at..at + cut].copy_from_slice(&new[..cut]);
-            let img = decode_file(&f).unwrap();
-            let c = (img.state.failures, img.state.locked_until);
-            if img.counters_valid {
-                assert!(c == (4, 0) || c == (0, 1_900_000_000), "cut {cut}: {c:?}");
-            } else {
-                assert_eq!(c, (0, 0), "cut {cut}");
+            for torn in [[&new[..cut], &old[cut..]].concat(), [&old[..cut], &new[cut..]].concat()] {
+                let mut f = file.clone();
+                f[COUNTERS_AT..COUNTERS_AT + COUNTERS_LEN].copy_from_slice(&torn);
+                let img = decode_file(&f).unwrap();
+                let c = (img.state.failures, img.state.locked_until);
+                assert!(c == (4, 0) || c == (5, 1_900_000_000), "cut {cut}: {c:?}");
+                if !img.counters_valid {
+                    assert_eq!(c, (4, 0), "cut {cut}: the slot's own counts");
+                }
             }
         }
+    }
+
+    /// A spend writes the counts into its slot and leaves the counters record alone: that
+    /// record, stamped with an older slot, no longer applies.
+    #[test]
+    fn counts_stamped_with_an_older_slot_give_way_to_the_newer_slots_own() {
+        let mut st = sample(1);
+        st.failures = 4;
+        let mut file = new_file(&st, 1).unwrap();
+        file[COUNTERS_AT..COUNTERS_AT + COUNTERS_LEN].copy_from_slice(&counters_record(1, 6, 0));
+        assert_eq!(decode_file(&file).unwrap().state.failures, 6, "a wrong code after slot 1");
+        let mut next = sample(2);
+        next.failures = 0;
+        let (at, rec) = write_next(&file, &next);
+        file[at as usize..at as usize + rec.len()].copy_from_slice(&rec);
+        let img = decode_file(&file).unwrap();
+        assert_eq!((img.seq, img.state.failures), (2, 0), "the spend cleared them");
     }
 
     #[test]

@@ -155,26 +155,28 @@ impl FileStore {
         let payload = zeroize::Zeroizing::new(statefile::encode_payload(state).map_err(malformed)?);
         match on_disk {
             Some((file, img)) if statefile::fits(img.slot_size, payload.len()) => {
-                // The slot that does not hold the newest valid record, then the counters,
-                // then one fdatasync for both: the file's size and blocks never change, so
-                // that flush carries no metadata.
-                let durable_change = *payload != *img.payload;
-                if durable_change {
+                let counts = |s: &State| (s.failures, s.locked_until);
+                let mut without = state.clone();
+                (without.failures, without.locked_until) = counts(before);
+                if without != *before {
+                    // Anything but the counts changed (a spent credential, the enrollment
+                    // record, the key, a remembered host): the whole state, counts included,
+                    // into the slot that does not hold the newest valid record, then one
+                    // fdatasync — one block, and no metadata (the file's size and blocks
+                    // never change). The counters record, stamped with an older slot, no
+                    // longer applies.
                     let rec = zeroize::Zeroizing::new(statefile::slot_record(img.seq + 1, &payload));
                     file.write_all_at(&rec, statefile::slot_offset(img.slot_size, 1 - img.slot))
                         .map_err(io)?;
-                }
-                let counters = (state.failures, state.locked_until);
-                if counters != (before.failures, before.locked_until) || !img.counters_valid {
-                    let rec = statefile::counters_record(counters.0, counters.1);
+                    if self.durable {
+                        file.sync_data().map_err(io)?;
+                    }
+                } else if counts(state) != counts(before) {
+                    // Only the counts (a wrong code, a lockout): the counters record in place,
+                    // stamped with the newest slot, not flushed — a crash may forget a failure,
+                    // never a spent code — which keeps a brute-force storm cheap.
+                    let rec = statefile::counters_record(img.seq, state.failures, state.locked_until);
                     file.write_all_at(&rec, statefile::counters_offset()).map_err(io)?;
-                }
-                // Only a change of the durable part is flushed: a spent credential, the
-                // enrollment record, the key, a remembered host. A failure count or lockout
-                // alone stays in the page cache (a crash may forget it, never a spent code),
-                // which keeps the wrong-code path — a brute-force storm — cheap.
-                if durable_change && self.durable {
-                    file.sync_data().map_err(io)?;
                 }
                 Ok(())
             }
