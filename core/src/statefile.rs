@@ -520,7 +520,11 @@ mod tests {
         st.failures = 4;
         let mut file = new_file(&st, 1).unwrap();
         file[COUNTERS_AT..COUNTERS_AT + COUNTERS_LEN].copy_from_slice(&counters_record(1, 6, 0));
-        assert_eq!(decode_file(&file).unwrap().state.failures, 6, "a wrong code after slot 1");
+        assert_eq!(
+            decode_file(&file).unwrap().state.failures,
+            6,
+            "a wrong code after slot 1"
+        );
         let mut next = sample(2);
         next.failures = 0;
         let (at, rec) = write_next(&file, &next);
