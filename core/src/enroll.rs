@@ -102,13 +102,23 @@ pub fn load_secret_stamped(path: &Path, account: &Account) -> Result<Option<(Sec
 }
 
 /// Whether `path` is still the file that was read with `stamp` (same device and inode, same
-/// size and change times): one `lstat` instead of reading and parsing the file again.
-/// `false` when it is gone or cannot be looked up (the caller then reads it again, as its
-/// owner, with every check). The lookup runs as root, without switching to the owner's
-/// identity: it reads no content and opens nothing, and a match means the very inode that
-/// was read and checked, unchanged, whatever path led to it.
-pub fn secret_unchanged(path: &Path, stamp: &FileStamp) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|md| FileStamp::of(&md) == *stamp)
+/// size and change times): the file is opened again as its owner with every check of a read
+/// (directory and file owner and mode, no symlink, one link), and its `fstat` compared —
+/// no read and no parse. An open, not an `lstat`: on NFS an open revalidates the name and
+/// the attributes (close-to-open), where an `lstat` may answer from a cache for a minute.
+/// `false` when it is gone, refused or different (the caller then reads it again).
+pub fn secret_unchanged(path: &Path, account: &Account, stamp: &FileStamp) -> bool {
+    let owners = Owners(vec![account.uid, 0]);
+    let now = as_owner(path, account, || {
+        let (dir, name) =
+            split_path(path).ok_or_else(|| Error::file(path, FileProblem::Io("not a file path".into())))?;
+        let Some(d) = Dir::open(dir, &owners)? else {
+            return Ok(None);
+        };
+        Ok(d.open_checked(name, &owners, false, crate::fs::MAX_FILE_SIZE)?
+            .map(|(_, md)| FileStamp::of(&md)))
+    });
+    matches!(now, Ok(Some(s)) if s == *stamp)
 }
 
 /// A new authenticator with a fresh 160-bit key from the OS random source.

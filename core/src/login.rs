@@ -302,7 +302,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     // (a new inode) and an edit in place changes its size or times, so one lstat tells
     // whether it must be read again.
     let reload = || {
-        if secret_unchanged(&path, &stamp) {
+        if secret_unchanged(&path, &account, &stamp) {
             Ok(Reload::Unchanged)
         } else {
             load_secret(&path, &account).map(Reload::Changed)

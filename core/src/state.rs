@@ -445,6 +445,12 @@ impl State {
     /// Remembers (rhost, service) for `enrollment` until `until`, dropping expired entries,
     /// entries of other enrollments and the excess.
     pub fn remember(&mut self, rhost: &str, service: &str, enrollment: &str, until: u64, now: u64) {
+        // A host name is at most 253 bytes; anything longer (a PAM application passing a
+        // client's text as PAM_RHOST) is not remembered, so the state stays small enough to
+        // store and the login that earned it is not refused for its size.
+        if rhost.len() > 255 || service.len() > 255 {
+            return;
+        }
         self.remembered
             .retain(|r| r.until > now && r.enrollment == enrollment && !(r.rhost == rhost && r.service == service));
         self.remembered.push(Remembered {

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! offset 0          "PTSTATE3"                        file magic, written once
-//! offset 8          counters: seq u64, failures u32, locked_until u64, check[16]
+//! offset 512        counters: seq u64, failures u32, locked_until u64, check[16]
 //! offset 4096       slot 0: "PTSLOT03", seq u64, len u32, check[32], payload[len], zeros
 //! offset 4096 + S   slot 1: the same
 //! ```
@@ -35,7 +35,9 @@ const SLOT_MAGIC: &[u8; 8] = b"PTSLOT03";
 /// The unit of the layout: slots start on a 4 KiB boundary, so a torn write of one slot
 /// (a disk writes whole sectors or pages) can never reach into the other.
 pub const BLOCK: usize = 4096;
-const COUNTERS_AT: usize = 8;
+/// In its own sector: rewritten often and not flushed, it must not share a sector with the
+/// file magic, which a torn or unreadable sector would take with it.
+const COUNTERS_AT: usize = 512;
 const COUNTERS_LEN: usize = 8 + 4 + 8 + 16;
 const SLOT_HEADER: usize = 8 + 8 + 4 + 32;
 /// Largest payload written (the state's own limits keep it far below this).
@@ -117,6 +119,10 @@ fn slot_check(seq: u64, payload: &[u8]) -> [u8; 32] {
     h.update(payload);
     h.finalize().into()
 }
+
+/// What to write over a slot's magic to make the slot invalid (see `FileStore::write`: a
+/// record whose flush failed must not stay readable as the newest).
+pub const SLOT_KILL: [u8; 8] = [0; 8];
 
 /// A slot's bytes (header + payload; the rest of the slot is left as it is: the length
 /// says where the record ends).

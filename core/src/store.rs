@@ -166,17 +166,32 @@ impl FileStore {
                     // never change). The counters record, stamped with an older slot, no
                     // longer applies.
                     let rec = zeroize::Zeroizing::new(statefile::slot_record(img.seq + 1, &payload));
-                    file.write_all_at(&rec, statefile::slot_offset(img.slot_size, 1 - img.slot))
-                        .map_err(io)?;
-                    if self.durable {
-                        file.sync_data().map_err(io)?;
+                    let at = statefile::slot_offset(img.slot_size, 1 - img.slot);
+                    let written =
+                        file.write_all_at(&rec, at)
+                            .and_then(|()| if self.durable { file.sync_data() } else { Ok(()) });
+                    if let Err(e) = written {
+                        // The record may be in the page cache but not on the disk (a failed
+                        // flush leaves the page clean, and later flushes report nothing):
+                        // read as the newest, it would send the next write over the slot
+                        // holding the only flushed copy. Its magic goes first; the login is
+                        // refused either way.
+                        let _ = file.write_all_at(&statefile::SLOT_KILL, at);
+                        let _ = file.sync_data();
+                        return Err(io(e));
                     }
                 } else if counts(state) != counts(before) {
                     // Only the counts (a wrong code, a lockout): the counters record in place,
                     // stamped with the newest slot, not flushed — a crash may forget a failure,
-                    // never a spent code — which keeps a brute-force storm cheap.
+                    // never a spent code — which keeps a brute-force storm cheap. Counts that
+                    // go down (`pam-totp unlock`, a lockout that ended) are flushed, so a
+                    // crash does not bring back a lockout an administrator lifted.
                     let rec = statefile::counters_record(img.seq, state.failures, state.locked_until);
                     file.write_all_at(&rec, statefile::counters_offset()).map_err(io)?;
+                    let lowered = state.failures < before.failures || state.locked_until < before.locked_until;
+                    if lowered && self.durable {
+                        file.sync_data().map_err(io)?;
+                    }
                 }
                 Ok(())
             }
@@ -199,14 +214,21 @@ impl StateStore for FileStore {
         // checksums make the reader take the previous record then. A damaged record is read
         // again a few times (it may be a write in progress, and the reader would otherwise
         // see an older state or no failures); a record damaged for good stays what it is.
-        let mut last = self.read(user, false)?;
+        // A read that overlapped two writes may even find both slots mid-write: that is
+        // read again too, and only refused if it stays so.
+        let mut last = self.read(user, false);
         for _ in 0..3 {
             match &last {
-                (_, Some((_, img))) if !img.counters_valid || img.other_torn => last = self.read(user, false)?,
+                Ok((_, Some((_, img)))) if !img.counters_valid || img.other_torn => {}
+                Err(Error::File {
+                    problem: FileProblem::Malformed(_),
+                    ..
+                }) => {}
                 _ => break,
             }
+            last = self.read(user, false);
         }
-        Ok(last.0)
+        last.map(|(state, _)| state)
     }
 
     fn update<T>(&self, user: &str, mut f: impl FnMut(&mut State) -> T) -> Result<T, Error> {
@@ -456,6 +478,50 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let n = writer.join().unwrap();
         assert!(n > 10, "the writer ran ({n} writes)");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    /// A flush that fails (EIO) leaves a record in the page cache that may never reach the
+    /// disk; `write` then overwrites its magic. This checks what that buys (the error itself
+    /// cannot be injected here): with the record killed, the reader takes the flushed slot,
+    /// and the next spend goes over the killed slot — never over the only flushed copy — so
+    /// a power cut tearing that next write still reads as the flushed state.
+    #[test]
+    fn a_slot_killed_after_a_failed_flush_keeps_the_flushed_copy_safe() {
+        use std::os::unix::fs::FileExt;
+        let d = tmp();
+        let s = FileStore::open(&d, true).unwrap();
+        let p = d.join("bob.state");
+        let tag = |i: u32| crate::state::UsedBackup {
+            tag: format!("{i:032x}"),
+            entry: format!("{i:016x}"),
+        };
+        s.update("bob", |st| st.used_backup.extend((0..15).map(|i| tag(0x100 + i))))
+            .unwrap();
+        s.update("bob", |st| st.used_backup.push(tag(0xA))).unwrap(); // accepted, flushed
+        let flushed = std::fs::read(&p).unwrap();
+        let a = statefile::decode_file(&flushed).unwrap();
+        s.update("bob", |st| st.used_backup.push(tag(0xB))).unwrap(); // its flush "fails":
+        let at = statefile::slot_offset(a.slot_size, 1 - a.slot);
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(&statefile::SLOT_KILL, at).unwrap();
+        let st = s.peek("bob").unwrap();
+        assert!(
+            !st.used_backup.iter().any(|u| u.tag == tag(0xB).tag),
+            "the killed record is not read"
+        );
+        s.update("bob", |st| st.used_backup.push(tag(0xC))).unwrap(); // the next spend
+        let cache = std::fs::read(&p).unwrap();
+        let flushed_slot = statefile::slot_offset(a.slot_size, a.slot) as usize;
+        assert_eq!(
+            cache[flushed_slot..flushed_slot + a.slot_size],
+            flushed[flushed_slot..flushed_slot + a.slot_size],
+            "the only flushed copy was not written over"
+        );
+        // A power cut after the first sector of that write: still the flushed state.
+        let mut disk = flushed.clone();
+        disk[at as usize..at as usize + 512].copy_from_slice(&cache[at as usize..at as usize + 512]);
+        let after = statefile::decode_file(&disk).unwrap();
+        assert!(after.state.used_backup.iter().any(|u| u.tag == tag(0xA).tag));
         std::fs::remove_dir_all(d).unwrap();
     }
 }
