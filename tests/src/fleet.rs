@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, harness_path, random_hex, Fixture};
+use crate::{free_port, harness_path, random_hex, random_key_b32, register_secret, Fixture, TestUser};
 
 /// Certificates for a TLS etcd: a CA, the members' server certificate (127.0.0.1), and
 /// client certificates whose CN is the etcd user.
@@ -492,4 +492,51 @@ impl Drop for Stated {
             let _ = c.wait();
         }
     }
+}
+
+/// Host A and host B of one fleet: two fixtures (each its own pam_totp.conf and state
+/// directory, service `svc`), two daemons, one namespace.
+#[derive(Debug)]
+pub struct Fleet {
+    pub a: Fixture,
+    pub b: Fixture,
+    pub sa: Stated,
+    pub sb: Stated,
+    pub ns: String,
+}
+
+/// A fleet of two hosts on `etcd`: `module_args` on both `svc` lines, `extra_conf` in both
+/// pam_totp.conf files, the daemons' etcd deadline `timeout_ms`.
+pub fn fleet(etcd: &Etcd, module_args: &str, extra_conf: &str, timeout_ms: u64) -> Fleet {
+    let ns = format!("t{}", random_hex(4));
+    let (a, b) = (Fixture::new(), Fixture::new());
+    a.simple("svc", module_args);
+    b.simple("svc", module_args);
+    let table = Stated::fleet_table(etcd, &ns, timeout_ms);
+    let sa = Stated::start(&a, extra_conf, &table);
+    let sb = Stated::start(&b, extra_conf, &table);
+    Fleet { a, b, sa, sb, ns }
+}
+
+/// A test user with a fresh key, enrolled (both hosts read the same home).
+pub fn enrolled_user() -> (TestUser, String) {
+    let u = TestUser::create();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    (u, key)
+}
+
+/// Gives `u` (key `key`) `n` new backup codes; returns them in clear.
+pub fn with_backup_codes(u: &TestUser, key: &str, n: usize) -> Vec<String> {
+    let codes = pam_totp_core::backup::generate(n).unwrap();
+    codes.iter().for_each(|c| register_secret(c));
+    let hashes: Vec<String> = codes
+        .iter()
+        .map(|c| {
+            let h = pam_totp_core::backup::hash(&pam_totp_core::backup::normalize(c).unwrap()).unwrap();
+            format!("\"{h}\"")
+        })
+        .collect();
+    u.enroll(key, &format!("backup_codes = [{}]\n", hashes.join(", ")));
+    codes.iter().map(|c| c.to_string()).collect()
 }

@@ -5,49 +5,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pam_totp_tests::fleet::{Etcd, Stated};
+use pam_totp_tests::fleet::{enrolled_user as user, fleet, with_backup_codes as backup_codes, Etcd, Stated};
 use pam_totp_tests::*;
-
-/// Host A and host B of one fleet.
-struct Fleet {
-    a: Fixture,
-    b: Fixture,
-    sa: Stated,
-    sb: Stated,
-    ns: String,
-}
-
-fn fleet(etcd: &Etcd, module_args: &str, extra_conf: &str, timeout_ms: u64) -> Fleet {
-    let ns = format!("t{}", random_hex(4));
-    let (a, b) = (Fixture::new(), Fixture::new());
-    a.simple("svc", module_args);
-    b.simple("svc", module_args);
-    let table = Stated::fleet_table(etcd, &ns, timeout_ms);
-    let sa = Stated::start(&a, extra_conf, &table);
-    let sb = Stated::start(&b, extra_conf, &table);
-    Fleet { a, b, sa, sb, ns }
-}
-
-fn user() -> (TestUser, String) {
-    let u = TestUser::create();
-    let key = random_key_b32();
-    u.enroll(&key, "");
-    (u, key)
-}
-
-fn backup_codes(u: &TestUser, key: &str, n: usize) -> Vec<String> {
-    let codes = pam_totp_core::backup::generate(n).unwrap();
-    codes.iter().for_each(|c| register_secret(c));
-    let hashes: Vec<String> = codes
-        .iter()
-        .map(|c| {
-            let h = pam_totp_core::backup::hash(&pam_totp_core::backup::normalize(c).unwrap()).unwrap();
-            format!("\"{h}\"")
-        })
-        .collect();
-    u.enroll(key, &format!("backup_codes = [{}]\n", hashes.join(", ")));
-    codes.iter().map(|c| c.to_string()).collect()
-}
 
 /// Logins started at the same instant, one process each, spread over the hosts in turn.
 fn race(hosts: &[&Fixture], user: &str, answers: &[String]) -> Vec<PamRun> {

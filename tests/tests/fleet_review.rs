@@ -7,47 +7,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use pam_totp_tests::fleet::{Etcd, Stated};
+use pam_totp_tests::fleet::{enrolled_user as user, with_backup_codes as backup_codes, Etcd, Fleet};
 use pam_totp_tests::*;
 
-struct Fleet {
-    a: Fixture,
-    b: Fixture,
-    _sa: Stated,
-    _sb: Stated,
-    ns: String,
-}
-
 fn fleet(etcd: &Etcd, extra_conf: &str) -> Fleet {
-    let ns = format!("t{}", random_hex(4));
-    let (a, b) = (Fixture::new(), Fixture::new());
-    a.simple("svc", "");
-    b.simple("svc", "");
-    let table = Stated::fleet_table(etcd, &ns, 1000);
-    let _sa = Stated::start(&a, extra_conf, &table);
-    let _sb = Stated::start(&b, extra_conf, &table);
-    Fleet { a, b, _sa, _sb, ns }
-}
-
-fn user() -> (TestUser, String) {
-    let u = TestUser::create();
-    let key = random_key_b32();
-    u.enroll(&key, "");
-    (u, key)
-}
-
-fn backup_codes(u: &TestUser, key: &str, n: usize) -> Vec<String> {
-    let codes = pam_totp_core::backup::generate(n).unwrap();
-    codes.iter().for_each(|c| register_secret(c));
-    let hashes: Vec<String> = codes
-        .iter()
-        .map(|c| {
-            let h = pam_totp_core::backup::hash(&pam_totp_core::backup::normalize(c).unwrap()).unwrap();
-            format!("\"{h}\"")
-        })
-        .collect();
-    u.enroll(key, &format!("backup_codes = [{}]\n", hashes.join(", ")));
-    codes.iter().map(|c| c.to_string()).collect()
+    pam_totp_tests::fleet::fleet(etcd, "", extra_conf, 1000)
 }
 
 /// A login that answers its prompt only after `wait` (the user opening their app).
