@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::account::Account;
 use crate::config::{expand_template, Config};
 use crate::error::{Error, FileProblem};
-use crate::fs::{read_checked_stamped, split_path, with_fs_identity, Dir, FileStamp, Owners};
+use crate::fs::{read_checked_stamped, split_path, stamp_checked, with_fs_identity, Dir, FileStamp, Owners};
 use crate::otp::Params;
 use crate::secret::{Device, Kind, ParseError, SecretFile};
 
@@ -109,15 +109,7 @@ pub fn load_secret_stamped(path: &Path, account: &Account) -> Result<Option<(Sec
 /// `false` when it is gone, refused or different (the caller then reads it again).
 pub fn secret_unchanged(path: &Path, account: &Account, stamp: &FileStamp) -> bool {
     let owners = Owners(vec![account.uid, 0]);
-    let now = as_owner(path, account, || {
-        let (dir, name) =
-            split_path(path).ok_or_else(|| Error::file(path, FileProblem::Io("not a file path".into())))?;
-        let Some(d) = Dir::open(dir, &owners)? else {
-            return Ok(None);
-        };
-        Ok(d.open_checked(name, &owners, false, crate::fs::MAX_FILE_SIZE)?
-            .map(|(_, md)| FileStamp::of(&md)))
-    });
+    let now = as_owner(path, account, || stamp_checked(path, &owners));
     matches!(now, Ok(Some(s)) if s == *stamp)
 }
 

@@ -254,11 +254,6 @@ impl Dir {
         Ok(Some((file, md)))
     }
 
-    /// Fsyncs the directory (after a rename into it, so the new name survives a crash).
-    pub fn sync(&self) -> Result<(), Error> {
-        nix::unistd::fsync(self.fd.as_fd()).map_err(|e| Error::file(&self.path, FileProblem::Io(e.desc().to_string())))
-    }
-
     /// Opens (creating if needed, mode 0600) a lock file that is never unlinked, so every
     /// process locks the same inode.
     pub fn open_lock_file(&self, name: &str, owners: &Owners) -> Result<File, Error> {
@@ -491,6 +486,19 @@ pub fn read_checked_stamped(path: &Path, owners: &Owners) -> Result<Option<(Zero
     match Dir::open(dir, owners)? {
         None => Ok(None),
         Some(d) => d.read_file_stamped(name, owners),
+    }
+}
+
+/// The [`FileStamp`] `path` has now, opened with every check of [`read_checked`] but not
+/// read: to tell whether a file read earlier is still the same. `Ok(None)`: it is gone.
+pub fn stamp_checked(path: &Path, owners: &Owners) -> Result<Option<FileStamp>, Error> {
+    let (dir, name) =
+        split_path(path).ok_or_else(|| Error::file(path, FileProblem::Io("not an absolute file path".into())))?;
+    match Dir::open(dir, owners)? {
+        None => Ok(None),
+        Some(d) => Ok(d
+            .open_checked(name, owners, false, MAX_FILE_SIZE)?
+            .map(|(_, md)| FileStamp::of(&md))),
     }
 }
 

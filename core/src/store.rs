@@ -152,13 +152,21 @@ impl FileStore {
         let path = self.state_path(user);
         let malformed = |why: String| Error::file(&path, FileProblem::Malformed(why));
         let io = |e: std::io::Error| Error::io(&path, &e);
-        let payload = zeroize::Zeroizing::new(statefile::encode_payload(state).map_err(malformed)?);
+        let counts = |s: &State| (s.failures, s.locked_until);
+        let only_counts = {
+            let mut without = state.clone();
+            (without.failures, without.locked_until) = counts(before);
+            without == *before
+        };
+        // A wrong code (only the counts) needs no record encoded: the hot path of a storm.
+        let payload = if only_counts && on_disk.is_some() {
+            zeroize::Zeroizing::new(Vec::new())
+        } else {
+            zeroize::Zeroizing::new(statefile::encode_payload(state).map_err(malformed)?)
+        };
         match on_disk {
-            Some((file, img)) if statefile::fits(img.slot_size, payload.len()) => {
-                let counts = |s: &State| (s.failures, s.locked_until);
-                let mut without = state.clone();
-                (without.failures, without.locked_until) = counts(before);
-                if without != *before {
+            Some((file, img)) if only_counts || statefile::fits(img.slot_size, payload.len()) => {
+                if !only_counts {
                     // Anything but the counts changed (a spent credential, the enrollment
                     // record, the key, a remembered host): the whole state, counts included,
                     // into the slot that does not hold the newest valid record, then one
