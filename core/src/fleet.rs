@@ -58,6 +58,42 @@ pub fn users_prefix(namespace: &str) -> String {
     format!("pam-totp/v1/{namespace}/users/")
 }
 
+/// The first line of every document: `write_id = "<32 hex digits>"`, a random id made for
+/// each compare-and-swap, then the state's TOML text. No two writes share an id, so the
+/// daemon can tell its own transaction from any other one when etcd's answer was lost (a
+/// member killed after it committed): byte-equal documents are the same write.
+const WRITE_ID_PREFIX: &[u8] = b"write_id = \"";
+const WRITE_ID_HEX: usize = 32;
+const WRITE_ID_LINE: usize = WRITE_ID_PREFIX.len() + WRITE_ID_HEX + 2;
+
+/// A new document: a fresh write id and the state's text.
+pub fn compose_document(state_toml: &str) -> Result<Vec<u8>, FleetError> {
+    let mut id = [0u8; WRITE_ID_HEX / 2];
+    getrandom::getrandom(&mut id).map_err(|e| FleetError::Unavailable(format!("the OS random source failed: {e}")))?;
+    let mut v = Vec::with_capacity(WRITE_ID_LINE + state_toml.len());
+    v.extend_from_slice(WRITE_ID_PREFIX);
+    v.extend_from_slice(data_encoding::HEXLOWER.encode(&id).as_bytes());
+    v.extend_from_slice(b"\"\n");
+    v.extend_from_slice(state_toml.as_bytes());
+    Ok(v)
+}
+
+/// The write id a document starts with, if it has a well-formed one.
+pub fn write_id(value: &[u8]) -> Option<&[u8]> {
+    let rest = value.strip_prefix(WRITE_ID_PREFIX)?;
+    let (id, after) = (rest.get(..WRITE_ID_HEX)?, rest.get(WRITE_ID_HEX..)?);
+    (id.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)) && after.starts_with(b"\"\n")).then_some(id)
+}
+
+/// The state text of a document: what follows its write id line (a document without one,
+/// written by hand with `etcdctl put`, is the state text as a whole).
+pub fn document_state(value: &[u8]) -> &[u8] {
+    match write_id(value) {
+        Some(_) => &value[WRITE_ID_LINE..],
+        None => value,
+    }
+}
+
 /// One stored document and its etcd `mod_revision`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Doc {
@@ -662,7 +698,7 @@ impl FleetStore {
     }
 
     fn parse(&self, user: &str, d: &Doc) -> Result<State, FleetError> {
-        let text = std::str::from_utf8(&d.value)
+        let text = std::str::from_utf8(document_state(&d.value))
             .map_err(|_| FleetError::Refused(format!("the stored state of {} is not UTF-8", escape_user(user))))?;
         State::parse(text).map_err(|why| {
             FleetError::Refused(format!("the stored state of {} is malformed: {why}", escape_user(user)))
@@ -729,7 +765,7 @@ impl FleetStore {
                 current = now;
                 continue;
             }
-            let value = state.to_toml().map_err(FleetError::Refused)?.into_bytes();
+            let value = compose_document(&state.to_toml().map_err(FleetError::Refused)?)?;
             if value.len() > MAX_DOCUMENT {
                 return Err(FleetError::Refused(format!(
                     "the state of {} would exceed {MAX_DOCUMENT} bytes",
@@ -743,6 +779,14 @@ impl FleetStore {
             })? {
                 Response::Stored { revision } => {
                     *self.last.borrow_mut() = Some((user.to_string(), Some(Doc { revision, value })));
+                    return Ok(out);
+                }
+                // This very write (the same bytes: the same write id) is the document: a
+                // copy sent earlier, whose answer the daemon lost (a member that was frozen
+                // and then went on), applied before the copy sent again. It was committed
+                // on `expected`, as decided.
+                Response::Conflict(Some(now)) if now.value == value => {
+                    *self.last.borrow_mut() = Some((user.to_string(), Some(now)));
                     return Ok(out);
                 }
                 Response::Conflict(now) => {
@@ -1051,6 +1095,42 @@ mod tests {
         assert!(read_frame(&mut &buf[..6], 16).is_err(), "truncated");
         let big = (u32::MAX).to_be_bytes();
         assert!(read_frame(&mut &big[..], MAX_FRAME).is_err());
+    }
+
+    #[test]
+    fn every_document_carries_its_own_write_id_and_reads_back_as_the_state() {
+        let st = State {
+            failures: 3,
+            ..State::default()
+        };
+        let text = st.to_toml().unwrap();
+        let (a, b) = (compose_document(&text).unwrap(), compose_document(&text).unwrap());
+        assert_ne!(a, b, "two writes of the same state are two documents");
+        assert_ne!(write_id(&a), write_id(&b));
+        for d in [&a, &b] {
+            assert_eq!(write_id(d).unwrap().len(), 32);
+            assert_eq!(document_state(d), text.as_bytes());
+            // Valid TOML as a whole, as `etcdctl get` shows it.
+            let t: toml::Table = toml::from_str(std::str::from_utf8(d).unwrap()).unwrap();
+            assert!(t.contains_key("write_id"));
+            assert_eq!(
+                State::parse(std::str::from_utf8(document_state(d)).unwrap()).unwrap(),
+                st
+            );
+        }
+        // A value put by hand is the state text as a whole; a malformed id line is not an id.
+        assert_eq!(document_state(text.as_bytes()), text.as_bytes());
+        assert_eq!(write_id(text.as_bytes()), None);
+        for bad in [
+            "write_id = \"0123\"\nversion = 2\n",
+            "write_id = \"0123456789ABCDEF0123456789abcdef\"\nversion = 2\n",
+            "write_id = \"0123456789abcdef0123456789abcdef\" version = 2\n",
+            "write_id = \"0123456789abcdef0123456789abcdef",
+            "write_id = \"0123456789abcdef0123456789abcdefX\"\n",
+        ] {
+            assert_eq!(write_id(bad.as_bytes()), None, "{bad}");
+            assert_eq!(document_state(bad.as_bytes()), bad.as_bytes());
+        }
     }
 
     #[test]

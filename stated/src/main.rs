@@ -7,9 +7,11 @@
 //! the key's mod_revision (create_revision == 0 for a new user), deadlines on every etcd
 //! call, moving on to the next member when one fails. Never: answers a client that is not
 //! root (SO_PEERCRED); reports a write it has no answer for as anything but unavailable (it
-//! may still be applied, so the login is refused; tried again on another member, it is the
-//! same compare-and-swap on the same revision, never applied twice); logs a document, a
-//! code or a key.
+//! may still be applied, so the login is refused); sends a compare-and-swap whose answer was
+//! lost again before it has found out whether it was applied ([`find_lost_write`]: by the
+//! document's write id, so the login it was for is accepted once, not refused as a replay
+//! of its own spend; sent again, it is the same compare on the same revision, never applied
+//! twice); logs a document, a code or a key.
 //!
 //! `pam-totp-stated [--config PATH] [--socket PATH]`, in the foreground. The socket comes
 //! from systemd (LISTEN_FDS, `pam-totp-stated.socket`), else `--socket`, else `fleet_socket`
@@ -21,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
-    TxnOpResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 use pam_totp_core::config::{Config, FleetConfig};
 use pam_totp_core::fleet::{self, Doc, Request, Response, MAX_FRAME};
@@ -410,9 +412,9 @@ fn doc_of(kv: Option<&etcd_client::KeyValue>) -> Result<Option<Doc>, String> {
 }
 
 /// Whether a failed call may be tried again on another member: the member could not be
-/// reached, has no leader, or gave up. A compare-and-swap tried again is still safe: if the
-/// first one was applied after all, the second fails its compare (the revision moved) and
-/// the client decides again on the document as it is — it never counts a spend twice.
+/// reached, has no leader, or gave up. A compare-and-swap is first looked for
+/// ([`find_lost_write`]): if it was applied after all, that is its answer; if not, the same
+/// compare on the same revision is sent again, and at most one of the two can apply.
 fn retryable(e: &etcd_client::Error) -> bool {
     use tonic::Code;
     match e {
@@ -448,6 +450,10 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
     let first = etcd.preferred.load(Ordering::Relaxed) % n.max(1);
     let slice = (etcd.timeout / 2).max(Duration::from_millis(100));
     let mut last = String::from("no etcd member answered");
+    // A compare-and-swap sent to a member that then failed or did not answer in time may
+    // have been applied: every later try first looks for it.
+    let mut lost = false;
+    let is_cas = matches!(req, Request::Cas { .. });
     for round in 0..2 * n {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -455,12 +461,23 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
         }
         let i = (first + round) % n;
         let (ep, client) = &etcd.members[i];
-        match tokio::time::timeout(left.min(slice), run(etcd, client, req.clone())).await {
+        #[cfg(debug_assertions)]
+        if round == 0 && is_cas && test_hook::lose(test_hook::Lose::Unsent).await {
+            lost = true;
+            continue;
+        }
+        match tokio::time::timeout(left.min(slice), run(etcd, client, req.clone(), lost)).await {
             Ok(Ok(resp)) => {
+                #[cfg(debug_assertions)]
+                if round == 0 && is_cas && test_hook::lose(test_hook::Lose::Applied).await {
+                    lost = true;
+                    continue;
+                }
                 etcd.preferred.store(i, Ordering::Relaxed);
                 return resp;
             }
             Ok(Err(Failure::Etcd(e))) if retryable(&e) => {
+                lost |= is_cas;
                 last = format!("{ep}: {e}");
                 // A member that refuses at once: a short pause before the next.
                 let pause = Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
@@ -474,7 +491,10 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
                 eprintln!("pam-totp-stated: {msg}");
                 return Response::Refused(msg);
             }
-            Err(_) => last = format!("{ep} did not answer in time"),
+            Err(_) => {
+                lost |= is_cas;
+                last = format!("{ep} did not answer in time");
+            }
         }
     }
     let msg = format!(
@@ -483,6 +503,43 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
     );
     eprintln!("pam-totp-stated: {msg}");
     Response::Unavailable(msg)
+}
+
+/// Debug builds only (the packages are release builds, without it): lets the tests lose
+/// etcd's answer to a compare-and-swap, which otherwise takes a member dying at the right
+/// instant. `PAM_TOTP_STATED_TEST_LOSE_CAS` = `applied` (the first try of each
+/// compare-and-swap is applied and its answer dropped) or `unsent` (the first try is dropped
+/// before it is sent); with `PAM_TOTP_STATED_TEST_GATE` = a path, `<path>.lost` is created
+/// when an answer is lost and the daemon waits (at most 5 s) for `<path>` before going on.
+#[cfg(debug_assertions)]
+mod test_hook {
+    use std::time::{Duration, Instant};
+
+    #[derive(PartialEq)]
+    pub enum Lose {
+        Applied,
+        Unsent,
+    }
+
+    pub async fn lose(at: Lose) -> bool {
+        let mode = match std::env::var("PAM_TOTP_STATED_TEST_LOSE_CAS").as_deref() {
+            Ok("applied") => Lose::Applied,
+            Ok("unsent") => Lose::Unsent,
+            _ => return false,
+        };
+        if mode != at {
+            return false;
+        }
+        if let Ok(gate) = std::env::var("PAM_TOTP_STATED_TEST_GATE") {
+            let _ = std::fs::write(format!("{gate}.lost"), "");
+            let until = Instant::now() + Duration::from_secs(5);
+            while !std::path::Path::new(&gate).exists() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        eprintln!("pam-totp-stated: test: the answer to a compare-and-swap is dropped");
+        true
+    }
 }
 
 enum Failure {
@@ -517,7 +574,8 @@ impl From<&str> for Failure {
     }
 }
 
-async fn run(etcd: &Etcd, client: &Client, req: Request) -> Result<Response, Failure> {
+/// `lost`: a compare-and-swap of this request was sent before and its answer lost.
+async fn run(etcd: &Etcd, client: &Client, req: Request, lost: bool) -> Result<Response, Failure> {
     let mut kv = client.kv_client();
     let key = |user: &str| fleet::user_key(&etcd.namespace, user);
     match req {
@@ -539,6 +597,11 @@ async fn run(etcd: &Etcd, client: &Client, req: Request) -> Result<Response, Fai
         Request::Cas { user, expected, value } => {
             let k = key(&user);
             let expected = i64::try_from(expected).map_err(|_| "revision out of range")?;
+            if lost {
+                if let Some(r) = find_lost_write(client, &k, expected, &value).await? {
+                    return Ok(r);
+                }
+            }
             let cmp = if expected == 0 {
                 Compare::create_revision(k.clone(), CompareOp::Equal, 0)
             } else {
@@ -585,6 +648,86 @@ async fn run(etcd: &Etcd, client: &Client, req: Request) -> Result<Response, Fai
                 .filter(|u| !u.is_empty() && u.len() <= fleet::MAX_USER)
                 .collect();
             Ok(Response::Users(users))
+        }
+    }
+}
+
+/// Whether a compare-and-swap (`expected` → `value`) whose answer was lost was applied,
+/// asked of a member that answers a linearizable read — so every entry of an old leader's
+/// term is, by then, committed or gone for good. `Stored` if it was; `Conflict` with the
+/// document as it is if another write came first (the lost one can then never apply: its
+/// compare names a revision that has passed); `None` if the key is still at `expected`
+/// (the caller sends it again: its compare lets at most one copy apply).
+///
+/// A document is recognised by its bytes, which hold a write id made for that one write
+/// ([`fleet::write_id`]); a value without one is never claimed.
+async fn find_lost_write(client: &Client, k: &str, expected: i64, value: &[u8]) -> Result<Option<Response>, Failure> {
+    if fleet::write_id(value).is_none() {
+        return Ok(None);
+    }
+    let found = look_for_write(client, k, expected, value).await?;
+    let what = match &found {
+        None => "not applied; sent again".to_string(),
+        Some(Response::Stored { revision }) => format!("applied at revision {revision}"),
+        Some(_) => "not applied: another write came first".to_string(),
+    };
+    eprintln!("pam-totp-stated: a compare-and-swap of {k} on revision {expected} whose answer was lost: {what}");
+    Ok(found)
+}
+
+async fn look_for_write(client: &Client, k: &str, expected: i64, value: &[u8]) -> Result<Option<Response>, Failure> {
+    let mut kv = client.kv_client();
+    let now = kv.get(k, None).await?;
+    let Some(cur) = now.kvs().first() else {
+        // No key: a create not applied (sent again), or a document deleted since.
+        return Ok((expected != 0).then_some(Response::Conflict(None)));
+    };
+    if expected != 0 && cur.mod_revision() == expected {
+        return Ok(None);
+    }
+    let current = doc_of(Some(cur))?;
+    if cur.value() == value {
+        return Ok(Some(stored(cur)?));
+    }
+    // Written since: the first write after `expected` is this one or none of it.
+    let first = if expected == 0 {
+        let created = GetOptions::new().with_revision(cur.create_revision());
+        kv.get(k, Some(created)).await?.kvs().first().cloned()
+    } else {
+        first_write_after(client, k, expected).await?
+    };
+    match first {
+        Some(f) if f.value() == value => Ok(Some(stored(&f)?)),
+        _ => Ok(Some(Response::Conflict(current))),
+    }
+}
+
+fn stored(kv: &KeyValue) -> Result<Response, Failure> {
+    let revision = u64::try_from(kv.mod_revision())
+        .ok()
+        .filter(|&r| r > 0)
+        .ok_or("etcd's answer has no revision")?;
+    Ok(Response::Stored { revision })
+}
+
+/// The key as its first change after revision `after` left it (from etcd's history, by a
+/// watch from `after + 1`), or an error if that history has been compacted away.
+async fn first_write_after(client: &Client, k: &str, after: i64) -> Result<Option<KeyValue>, Failure> {
+    let mut w = client.watch_client();
+    let opts = WatchOptions::new().with_start_revision(after + 1);
+    let mut stream = w.watch(k, Some(opts)).await?;
+    loop {
+        let Some(resp) = stream.message().await? else {
+            return Err("etcd ended the watch of the document's history".into());
+        };
+        if resp.canceled() || resp.compact_revision() != 0 {
+            return Err(format!(
+                "etcd's history of the document after revision {after} is compacted: whether a lost write was applied is unknown"
+            )
+            .into());
+        }
+        if let Some(ev) = resp.events().first() {
+            return Ok(ev.kv().cloned());
         }
     }
 }

@@ -317,9 +317,12 @@ impl Etcd {
 
     fn signal(&self, i: usize, sig: &str) {
         if let Some(pid) = self.pid(i) {
-            let _ = Command::new("kill")
+            let st = Command::new("kill")
                 .args([&format!("-{sig}"), &pid.to_string()])
                 .status();
+            if !matches!(st, Ok(s) if s.success()) {
+                eprintln!("kill -{sig} {pid}: {st:?}");
+            }
         }
     }
 
@@ -344,26 +347,43 @@ impl Etcd {
     /// thread of it is stopped (a busy machine may take a while to stop them all, and a
     /// thread still running could still answer its peers).
     pub fn freeze(&mut self, i: usize) {
-        self.signal(i, "STOP");
         self.members[i].frozen = true;
         let Some(pid) = self.pid(i) else { return };
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+        // The state of every thread, as /proc shows it ("T" = stopped).
+        let states = || -> Vec<String> {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
                 .map(|tasks| {
-                    tasks.flatten().all(|t| {
-                        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-                        // The state follows the ")" that ends the command name.
-                        stat.rsplit_once(") ")
-                            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
-                    })
+                    tasks
+                        .flatten()
+                        .filter_map(|t| {
+                            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+                            // The state follows the ")" that ends the command name.
+                            let (_, rest) = stat.rsplit_once(") ")?;
+                            Some(rest.chars().next()?.to_string())
+                        })
+                        .collect()
                 })
-                .unwrap_or(false);
-            if stopped {
-                return;
+                .unwrap_or_default()
+        };
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            // Sent again every half second: one `kill` that could not be started on a busy
+            // machine must not leave the member running.
+            self.signal(i, "STOP");
+            let again = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < again {
+                let s = states();
+                // A thread that has exited (zombie, dead) answers nothing either.
+                if !s.is_empty() && s.iter().all(|c| matches!(c.as_str(), "T" | "t" | "Z" | "X")) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
-            assert!(Instant::now() < until, "etcd member {i} did not stop");
-            std::thread::sleep(Duration::from_millis(2));
+            assert!(
+                Instant::now() < until,
+                "etcd member {i} (pid {pid}) did not stop: thread states {:?}",
+                states()
+            );
         }
     }
 
@@ -408,12 +428,19 @@ pub struct Stated {
     pub socket: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Set in the daemon's environment (its debug-build test hooks).
+    env: Vec<(String, String)>,
 }
 
 impl Stated {
     /// Writes `f`'s pam_totp.conf for the fleet (`extra` settings first, then the `[fleet]`
     /// table from `fleet`) and starts its daemon.
     pub fn start(f: &Fixture, extra: &str, fleet: &str) -> Stated {
+        Stated::start_with_env(f, extra, fleet, &[])
+    }
+
+    /// [`Stated::start`] with `env` set for the daemon.
+    pub fn start_with_env(f: &Fixture, extra: &str, fleet: &str, env: &[(&str, &str)]) -> Stated {
         let socket = f.root.join("stated.sock");
         let config = f.root.join("pam_totp.conf");
         std::fs::write(
@@ -429,6 +456,7 @@ impl Stated {
             socket,
             config,
             log: f.root.join("stated.log"),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         s.restart();
         s
@@ -453,6 +481,7 @@ impl Stated {
         let child = Command::new(stated_path())
             .arg("--config")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -56,7 +56,11 @@ fn a_code_spent_on_one_host_is_refused_on_the_other_and_the_state_is_one_toml_do
     let k = format!("pam-totp/v1/{}/users/{}", fl.ns, u.name);
     let out = etcd.etcdctl(&["get", &k, "--print-value-only"]);
     let doc = String::from_utf8_lossy(&out.stdout).to_string();
-    pam_totp_core::state::State::parse(doc.trim_end()).unwrap_or_else(|e| panic!("{e}: {doc}"));
+    // Its first line is the id of the write that stored it, the rest the state document.
+    let raw = doc.trim_end().as_bytes();
+    assert!(pam_totp_core::fleet::write_id(raw).is_some(), "no write id: {doc}");
+    let state = std::str::from_utf8(pam_totp_core::fleet::document_state(raw)).unwrap();
+    pam_totp_core::state::State::parse(state).unwrap_or_else(|e| panic!("{e}: {doc}"));
     // No daemon logged anything of the document: its keyed hashes and per-user key (every
     // long hex string in it) appear in no daemon log.
     let hex: Vec<&str> = doc

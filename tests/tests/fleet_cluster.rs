@@ -44,7 +44,7 @@ fn leader_killed_during_a_64_process_race_over_two_daemons_lets_exactly_one_in_a
     let ns = format!("t{}", random_hex(4));
     // The longest daemon deadline: logins caught by the election wait for the new leader.
     let t = table(&etcd.endpoints(), &ns, 1900);
-    let ((a, _sa), (b, _sb)) = (host(&t, "max_failures=1000"), host(&t, "max_failures=1000"));
+    let ((a, sa), (b, sb)) = (host(&t, "max_failures=1000"), host(&t, "max_failures=1000"));
     let (u, key) = user();
     // Both daemons have their connections up before the race.
     let wrong = wrong_code(&key);
@@ -78,8 +78,22 @@ fn leader_killed_during_a_64_process_race_over_two_daemons_lets_exactly_one_in_a
         .map(|c| PamRun::parse(&c.wait_with_output().unwrap()))
         .collect();
     let ok = runs.iter().filter(|r| r.rc == PAM_SUCCESS).count();
-    let rcs: Vec<i32> = runs.iter().map(|r| r.rc).collect();
-    assert_eq!(ok, 1, "{rcs:?}");
+    if ok != 1 {
+        let mut why: std::collections::BTreeMap<String, usize> = Default::default();
+        for r in &runs {
+            let line = r
+                .logs
+                .last()
+                .cloned()
+                .unwrap_or_else(|| format!("rc {} without a log line", r.rc));
+            *why.entry(line).or_default() += 1;
+        }
+        panic!(
+            "{ok} of 64 logins accepted (expected exactly 1)\n{why:#?}\ndaemon A:\n{}\ndaemon B:\n{}",
+            sa.log_text(),
+            sb.log_text()
+        );
+    }
     // No spent step lost: with a new leader, the code is refused everywhere as a replay,
     // also after the old leader came back.
     etcd.wait_healthy(Duration::from_secs(20));

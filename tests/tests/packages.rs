@@ -71,6 +71,37 @@ fn deb_contains_the_expected_files_with_root_ownership() {
     assert_eq!(conffiles.trim(), "/etc/security/pam_totp.conf");
 }
 
+/// The debug-build test hooks (a forced panic in the module, a lost etcd answer in the
+/// daemon) are not in what ships: the packages hold release builds.
+#[test]
+fn the_packaged_binaries_carry_no_test_hooks() {
+    let dir = std::env::temp_dir().join(format!("pt-pkg-{}", random_hex(4)));
+    let out = run(
+        "dpkg-deb",
+        &["-x", package("deb").to_str().unwrap(), dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let files = [
+        "usr/sbin/pam-totp-stated",
+        "usr/lib/x86_64-linux-gnu/security/pam_totp.so",
+        "usr/bin/pam-totp",
+    ];
+    for f in files {
+        let bytes = std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        for hook in [&b"PAM_TOTP_STATED_TEST"[..], b"PAM_TOTP_TEST_PANIC"] {
+            assert!(
+                !bytes.windows(hook.len()).any(|w| w == hook),
+                "{f} contains {}",
+                String::from_utf8_lossy(hook)
+            );
+        }
+    }
+    // The check can fail: the debug builds the tests use do carry them.
+    let debug = std::fs::read(pam_totp_tests::fleet::stated_path()).unwrap();
+    assert!(debug.windows(20).any(|w| w == b"PAM_TOTP_STATED_TEST"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn lintian_finds_no_errors_or_warnings() {
     let out = Command::new("lintian")
