@@ -124,9 +124,11 @@ fn stated_page() -> String {
          replay guard, failure count, lockout and used backup codes in etcd, so that a code or a backup code is accepted once \
          in the whole fleet and wrong codes on any host count toward one lockout. They reach etcd through this daemon, over a \
          Unix socket that only root can use: the daemon answers only root peers, and the clients talk only to a root\\-owned \
-         socket whose peer is root. Every change is one etcd compare\\-and\\-swap on the user's document (tried on another \
-         member after a failure, still on the same revision, so it is never applied twice), and the module refuses the \
-         login on every timeout or error.\n\
+         socket whose peer is root. Every change is one etcd compare\\-and\\-swap on the user's document. When a member \
+         fails or does not answer, the daemon first looks on another member for the write it sent (by the random write id \
+         at the head of every document, and etcd's history since the revision it was decided on): found, that is its answer; \
+         not found, the same compare on the same revision is sent again, so it is never applied twice. The module refuses \
+         the login on every timeout or error.\n\
          .PP\n\
          It runs in the foreground and logs to standard error. The socket comes from systemd \
          (\\fIpam\\-totp\\-stated.socket\\fR), else from \\fB\\-\\-socket\\fR, else from \\fBfleet_socket\\fR; it is created 0600 \
