@@ -31,8 +31,12 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const MAX_FRAME: usize = 256 * 1024;
 /// The largest user list (`pam-totp report`) a client accepts: ~16 bytes per user.
 pub const MAX_LIST_FRAME: usize = 32 * 1024 * 1024;
-/// The largest state document stored (a state file is at most 64 KiB on disk, too).
+/// The largest state text stored (a state file is at most 64 KiB on disk, too); a document
+/// is that and its write id line ([`MAX_STORED`]).
 pub const MAX_DOCUMENT: usize = crate::fs::MAX_FILE_SIZE as usize;
+/// The largest value a document may have in etcd or on the wire: [`MAX_DOCUMENT`] and the
+/// write id line.
+pub const MAX_STORED: usize = MAX_DOCUMENT + WRITE_ID_LINE;
 /// The longest user name carried.
 pub const MAX_USER: usize = 256;
 /// How long a client waits for the daemon to accept its connection.
@@ -58,13 +62,15 @@ pub fn users_prefix(namespace: &str) -> String {
     format!("pam-totp/v1/{namespace}/users/")
 }
 
-/// The first line of every document: `write_id = "<32 hex digits>"`, a random id made for
-/// each compare-and-swap, then the state's TOML text. No two writes share an id, so the
-/// daemon can tell its own transaction from any other one when etcd's answer was lost (a
-/// member killed after it committed): byte-equal documents are the same write.
-const WRITE_ID_PREFIX: &[u8] = b"write_id = \"";
+/// The first line of every document: the TOML comment `# write_id <32 hex digits>`, a random
+/// id made for each compare-and-swap, then the state's TOML text. No two writes share an
+/// id, so the daemon can tell its own transaction from any other one when etcd's answer was
+/// lost (a member killed after it committed): byte-equal documents are the same write. A
+/// comment, so the document is still a state file's text to any TOML reader (an older
+/// release's too).
+const WRITE_ID_PREFIX: &[u8] = b"# write_id ";
 const WRITE_ID_HEX: usize = 32;
-const WRITE_ID_LINE: usize = WRITE_ID_PREFIX.len() + WRITE_ID_HEX + 2;
+const WRITE_ID_LINE: usize = WRITE_ID_PREFIX.len() + WRITE_ID_HEX + 1;
 
 /// A new document: a fresh write id and the state's text.
 pub fn compose_document(state_toml: &str) -> Result<Vec<u8>, FleetError> {
@@ -73,7 +79,7 @@ pub fn compose_document(state_toml: &str) -> Result<Vec<u8>, FleetError> {
     let mut v = Vec::with_capacity(WRITE_ID_LINE + state_toml.len());
     v.extend_from_slice(WRITE_ID_PREFIX);
     v.extend_from_slice(data_encoding::HEXLOWER.encode(&id).as_bytes());
-    v.extend_from_slice(b"\"\n");
+    v.push(b'\n');
     v.extend_from_slice(state_toml.as_bytes());
     Ok(v)
 }
@@ -82,7 +88,7 @@ pub fn compose_document(state_toml: &str) -> Result<Vec<u8>, FleetError> {
 pub fn write_id(value: &[u8]) -> Option<&[u8]> {
     let rest = value.strip_prefix(WRITE_ID_PREFIX)?;
     let (id, after) = (rest.get(..WRITE_ID_HEX)?, rest.get(WRITE_ID_HEX..)?);
-    (id.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)) && after.starts_with(b"\"\n")).then_some(id)
+    (id.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)) && after.starts_with(b"\n")).then_some(id)
 }
 
 /// The state text of a document: what follows its write id line (a document without one,
@@ -234,7 +240,7 @@ impl<'a> Dec<'a> {
             0 => Some(None),
             1 => {
                 let revision = self.u64()?;
-                let value = self.bytes(MAX_DOCUMENT)?.to_vec();
+                let value = self.bytes(MAX_STORED)?.to_vec();
                 // A stored document always has a revision (etcd's start at 1).
                 (revision > 0).then_some(Some(Doc { revision, value }))
             }
@@ -296,7 +302,7 @@ impl Request {
             tag::CAS => Request::Cas {
                 user: d.user()?,
                 expected: d.u64()?,
-                value: d.bytes(MAX_DOCUMENT)?.to_vec(),
+                value: d.bytes(MAX_STORED)?.to_vec(),
             },
             tag::DELETE => Request::Delete { user: d.user()? },
             tag::LIST => Request::List,
@@ -765,13 +771,15 @@ impl FleetStore {
                 current = now;
                 continue;
             }
-            let value = compose_document(&state.to_toml().map_err(FleetError::Refused)?)?;
-            if value.len() > MAX_DOCUMENT {
+            let text = state.to_toml().map_err(FleetError::Refused)?;
+            // The limit is the state's, as for a state file; the id line rides on top.
+            if text.len() > MAX_DOCUMENT {
                 return Err(FleetError::Refused(format!(
                     "the state of {} would exceed {MAX_DOCUMENT} bytes",
                     escape_user(user)
                 )));
             }
+            let value = compose_document(&text)?;
             match self.call(&Request::Cas {
                 user: user.into(),
                 expected,
@@ -1110,9 +1118,10 @@ mod tests {
         for d in [&a, &b] {
             assert_eq!(write_id(d).unwrap().len(), 32);
             assert_eq!(document_state(d), text.as_bytes());
-            // Valid TOML as a whole, as `etcdctl get` shows it.
-            let t: toml::Table = toml::from_str(std::str::from_utf8(d).unwrap()).unwrap();
-            assert!(t.contains_key("write_id"));
+            // A state file's text as a whole to any TOML reader (the id is a comment): what
+            // `etcdctl get` shows, and what a release that knows no write id reads.
+            assert!(d.starts_with(b"# write_id "));
+            assert_eq!(State::parse(std::str::from_utf8(d).unwrap()).unwrap(), st);
             assert_eq!(
                 State::parse(std::str::from_utf8(document_state(d)).unwrap()).unwrap(),
                 st
@@ -1122,11 +1131,12 @@ mod tests {
         assert_eq!(document_state(text.as_bytes()), text.as_bytes());
         assert_eq!(write_id(text.as_bytes()), None);
         for bad in [
-            "write_id = \"0123\"\nversion = 2\n",
-            "write_id = \"0123456789ABCDEF0123456789abcdef\"\nversion = 2\n",
-            "write_id = \"0123456789abcdef0123456789abcdef\" version = 2\n",
-            "write_id = \"0123456789abcdef0123456789abcdef",
-            "write_id = \"0123456789abcdef0123456789abcdefX\"\n",
+            "# write_id 0123\nversion = 2\n",
+            "# write_id 0123456789ABCDEF0123456789abcdef\nversion = 2\n",
+            "# write_id 0123456789abcdef0123456789abcdef version = 2\n",
+            "# write_id 0123456789abcdef0123456789abcdef",
+            "# write_id 0123456789abcdef0123456789abcdefX\n",
+            "#write_id 0123456789abcdef0123456789abcdef\n",
         ] {
             assert_eq!(write_id(bad.as_bytes()), None, "{bad}");
             assert_eq!(document_state(bad.as_bytes()), bad.as_bytes());

@@ -11,7 +11,8 @@
 //! lost again before it has found out whether it was applied ([`find_lost_write`]: by the
 //! document's write id, so the login it was for is accepted once, not refused as a replay
 //! of its own spend; sent again, it is the same compare on the same revision, never applied
-//! twice); logs a document, a code or a key.
+//! twice); logs a document, a code or a user's keyed-hash key (a user's etcd key name, which
+//! holds the escaped user name, is logged when a write's answer was lost).
 //!
 //! `pam-totp-stated [--config PATH] [--socket PATH]`, in the foreground. The socket comes
 //! from systemd (LISTEN_FDS, `pam-totp-stated.socket`), else `--socket`, else `fleet_socket`
@@ -402,7 +403,7 @@ fn doc_of(kv: Option<&etcd_client::KeyValue>) -> Result<Option<Doc>, String> {
         .ok()
         .filter(|&r| r > 0)
         .ok_or("etcd returned a document without a revision")?;
-    if kv.value().len() > fleet::MAX_DOCUMENT {
+    if kv.value().len() > fleet::MAX_STORED {
         return Err("a stored document is larger than the limit".into());
     }
     Ok(Some(Doc {
@@ -609,9 +610,16 @@ async fn run(etcd: &Etcd, client: &Client, req: Request, lost: bool) -> Result<R
             };
             let txn = Txn::new()
                 .when([cmp])
-                .and_then([TxnOp::put(k.clone(), value, None)])
-                .or_else([TxnOp::get(k, None)]);
+                .and_then([TxnOp::put(k.clone(), value.clone(), None)])
+                .or_else([TxnOp::get(k.clone(), None)]);
             let r = kv.txn(txn).await?;
+            if !r.succeeded() && lost {
+                // Sent again and beaten: perhaps by the first copy, applied meanwhile (a member
+                // that held it went on), with other writes since on top. Look once more.
+                if let Some(found) = find_lost_write(client, &k, expected, &value).await? {
+                    return Ok(found);
+                }
+            }
             if r.succeeded() {
                 let revision = r
                     .header()
@@ -694,7 +702,7 @@ async fn look_for_write(client: &Client, k: &str, expected: i64, value: &[u8]) -
         let created = GetOptions::new().with_revision(cur.create_revision());
         kv.get(k, Some(created)).await?.kvs().first().cloned()
     } else {
-        first_write_after(client, k, expected).await?
+        first_write_after(client, k, expected, value).await?
     };
     match first {
         Some(f) if f.value() == value => Ok(Some(stored(&f)?)),
@@ -711,25 +719,55 @@ fn stored(kv: &KeyValue) -> Result<Response, Failure> {
 }
 
 /// The key as its first change after revision `after` left it (from etcd's history, by a
-/// watch from `after + 1`), or an error if that history has been compacted away.
-async fn first_write_after(client: &Client, k: &str, after: i64) -> Result<Option<KeyValue>, Failure> {
+/// watch from `after + 1`). If etcd has compacted its history past `after` (at C): the key
+/// as it was at C tells — still the version of `after`, the first change after `after` is
+/// the first after C (watched again from C + 1); already `value` (this very write, by its
+/// id), that is the answer. Anything else: an error (whether the lost write was applied is
+/// unknown; the login is refused).
+async fn first_write_after(client: &Client, k: &str, after: i64, value: &[u8]) -> Result<Option<KeyValue>, Failure> {
+    let unknown = |c: i64| -> Failure {
+        format!(
+            "etcd's history of the document after revision {after} is compacted (to {c}): whether a lost write was applied is unknown"
+        )
+        .into()
+    };
     let mut w = client.watch_client();
-    let opts = WatchOptions::new().with_start_revision(after + 1);
-    let mut stream = w.watch(k, Some(opts)).await?;
-    loop {
-        let Some(resp) = stream.message().await? else {
-            return Err("etcd ended the watch of the document's history".into());
+    let mut from = after + 1;
+    // At most one move past a compaction: the second watch starts at a revision that exists.
+    for _ in 0..2 {
+        let mut stream = w.watch(k, Some(WatchOptions::new().with_start_revision(from))).await?;
+        let compacted = loop {
+            let Some(resp) = stream.message().await? else {
+                return Err("etcd ended the watch of the document's history".into());
+            };
+            if resp.compact_revision() != 0 {
+                break resp.compact_revision();
+            }
+            if resp.canceled() {
+                return Err(format!(
+                    "etcd cancelled the watch of the document's history: {}",
+                    resp.cancel_reason()
+                )
+                .into());
+            }
+            if let Some(ev) = resp.events().first() {
+                return Ok(ev.kv().cloned());
+            }
         };
-        if resp.canceled() || resp.compact_revision() != 0 {
-            return Err(format!(
-                "etcd's history of the document after revision {after} is compacted: whether a lost write was applied is unknown"
-            )
-            .into());
+        if compacted <= after {
+            return Err(unknown(compacted));
         }
-        if let Some(ev) = resp.events().first() {
-            return Ok(ev.kv().cloned());
+        let at = client
+            .kv_client()
+            .get(k, Some(GetOptions::new().with_revision(compacted)))
+            .await?;
+        match at.kvs().first() {
+            Some(kv) if kv.mod_revision() == after => from = compacted + 1,
+            Some(kv) if kv.value() == value => return Ok(Some(kv.clone())),
+            _ => return Err(unknown(compacted)),
         }
     }
+    Err(unknown(from - 1))
 }
 
 #[cfg(test)]

@@ -182,3 +182,40 @@ fn a_lost_spend_that_another_write_beat_is_decided_again_and_refused() {
     // The refusal's own write (its failure count) lost its first try too, and was sent again.
     assert_eq!(h.dropped(), 3);
 }
+
+/// etcd's compaction (auto-compaction, hourly or by revisions) past the revision a login
+/// decided on — the user's last write, maybe yesterday's: the look-up reads the key at the
+/// compaction revision and watches on from there, so a lost write is still found (applied)
+/// or known not to be (not sent), with another host's write on top in both cases.
+#[test]
+fn a_lost_write_is_found_past_a_compaction_of_the_history() {
+    let etcd = Etcd::single();
+    let compact_now = || {
+        for _ in 0..3 {
+            assert!(etcd.etcdctl(&["put", "pam-totp-test-probe", "x"]).status.success());
+        }
+        let out = etcd.etcdctl(&["get", "pam-totp-test-probe", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rev = v["header"]["revision"].as_i64().unwrap().to_string();
+        let out = etcd.etcdctl(&["compact", &rev]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    for mode in ["applied", "unsent"] {
+        let h = hosts(&etcd, mode);
+        let (u, key) = user();
+        assert_eq!(h.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+        compact_now();
+        let code = fresh_code(&key);
+        let child = h.start_on_a(&u.name, &code);
+        assert_eq!(h.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+        let r = h.finish_on_a(child);
+        assert_eq!(r.rc, PAM_SUCCESS, "{mode}: {:?}\n{}", r.logs, h.sa.log_text());
+        assert!(h.dropped() >= 1, "{mode}");
+        let again = h.b.auth("svc", &u.name, &[&code]);
+        assert!(
+            again.logged(&["refused: replayed verification code"]),
+            "{mode}: {:?}",
+            again.logs
+        );
+    }
+}
