@@ -103,7 +103,9 @@ fn guard<'a>(st: &'a State, d: &Device) -> Option<&'a pam_totp_core::state::Devi
     if st.key.is_empty() {
         return None; // no state yet: no guard either
     }
-    st.device(&st.device_id(&d.key))
+    // Keyed like the module's (the key HMAC really uses: a key ending in zero bytes gives
+    // the same codes as without them, and is one authenticator to the replay guard).
+    st.device(&st.device_id(&d.guard_key()))
 }
 
 /// HOTP: the first counter the module would accept now (the file's start or past the last

@@ -372,6 +372,38 @@ fn interactive_enrollment_asks_for_a_name_and_an_empty_answer_takes_the_default(
     );
 }
 
+/// A key whose last byte is zero (1 in 256 random keys) gives the same codes as the key
+/// without it (HMAC pads keys with zeros), so the module keys its replay guard by the key
+/// without trailing zeros; `devices list` must find the guard the same way, or it shows such
+/// an authenticator as never used and an HOTP token's next counter as the file's.
+#[test]
+fn devices_list_finds_the_guard_of_a_key_that_ends_in_a_zero_byte() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let key = |last: u8| {
+        let mut b = [0u8; 20];
+        getrandom::getrandom(&mut b[..19]).unwrap();
+        b[18] |= 1;
+        b[19] = last;
+        let k = pam_totp_core::otp::encode_base32(&b).to_string();
+        register_secret(&k);
+        k
+    };
+    let (t, h) = (key(0), key(0));
+    u.write_secret(&format!(
+        "version = 2\n[[device]]\nname = \"phone\"\ntype = \"totp\"\nsecret = \"{t}\"\n\
+         [[device]]\nname = \"token\"\ntype = \"hotp\"\nsecret = \"{h}\"\ncounter = 0\ndigits = 6\n"
+    ));
+    assert_eq!(f.auth("svc", &u.name, &[&code_now(&t)]).rc, PAM_SUCCESS);
+    assert_eq!(f.auth("svc", &u.name, &[&hotp(&h, 1, 6)]).rc, PAM_SUCCESS);
+    let d = devices(&f, &u);
+    for dev in &d {
+        assert!(dev["last_used"].as_u64().is_some_and(|t| t > 0), "{dev:?}");
+    }
+    assert_eq!(d[1]["next_counter"].as_u64(), Some(2), "{:?}", d[1]);
+}
+
 #[test]
 fn devices_list_shows_each_device_to_root_with_last_use_and_to_the_user_without() {
     let f = Fixture::new();
@@ -417,7 +449,9 @@ fn devices_list_shows_each_device_to_root_with_last_use_and_to_the_user_without(
     let d = devices(&f, &u);
     let t = now();
     for dev in &d {
-        let used = dev["last_used"].as_u64().unwrap();
+        let used = dev["last_used"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{dev:?} never used, in {d:#?}"));
         assert!(used <= t && used + 60 > t, "{dev:?}");
     }
     assert_eq!(
