@@ -497,7 +497,12 @@ impl LogSink {
                             return; // the LogSink is gone
                         }
                     }
-                    Err(_) => return,
+                    // A signal (the terminal sessions') interrupted the wait: not an end.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        eprintln!("LogSink: recv: {e} ({:?})", e.kind());
+                        return;
+                    }
                 }
             }
         });

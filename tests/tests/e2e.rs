@@ -619,8 +619,17 @@ fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password
         }
         logged(&log, what, &u)
     };
-    assert!(wait_logged("at the forward_pass line; the password is checked next"));
-    assert!(wait_logged("the password module after it let the user through"));
+    for what in [
+        "at the forward_pass line; the password is checked next",
+        "the password module after it let the user through",
+    ] {
+        assert!(
+            wait_logged(what),
+            "{what}: not logged\n{:#?}\n{}",
+            log.lines(&[PASSWORD]),
+            sshd.log()
+        );
+    }
     // With the password, wrong codes count: two lock the account. Each attempt must have
     // reached the password prompt and been refused (not failed before authentication).
     let mut transcripts = Vec::new();
