@@ -509,9 +509,12 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
 /// Debug builds only (the packages are release builds, without it): lets the tests lose
 /// etcd's answer to a compare-and-swap, which otherwise takes a member dying at the right
 /// instant. `PAM_TOTP_STATED_TEST_LOSE_CAS` = `applied` (the first try of each
-/// compare-and-swap is applied and its answer dropped) or `unsent` (the first try is dropped
-/// before it is sent); with `PAM_TOTP_STATED_TEST_GATE` = a path, `<path>.lost` is created
-/// when an answer is lost and the daemon waits (at most 5 s) for `<path>` before going on.
+/// compare-and-swap is applied and its answer dropped), `unsent` (the first try is dropped
+/// before it is sent) or `held` (the first try is held, as by a frozen member, and applied
+/// only when the daemon has found nothing and is about to send it again). With
+/// `PAM_TOTP_STATED_TEST_GATE` = a path, `<path>.lost` is created when an answer is lost
+/// (`held`: when the held copy is applied) and the daemon waits (at most 5 s) for `<path>`
+/// before going on.
 #[cfg(debug_assertions)]
 mod test_hook {
     use std::time::{Duration, Instant};
@@ -520,17 +523,19 @@ mod test_hook {
     pub enum Lose {
         Applied,
         Unsent,
+        Held,
     }
 
-    pub async fn lose(at: Lose) -> bool {
-        let mode = match std::env::var("PAM_TOTP_STATED_TEST_LOSE_CAS").as_deref() {
-            Ok("applied") => Lose::Applied,
-            Ok("unsent") => Lose::Unsent,
-            _ => return false,
-        };
-        if mode != at {
-            return false;
+    fn mode() -> Option<Lose> {
+        match std::env::var("PAM_TOTP_STATED_TEST_LOSE_CAS").as_deref() {
+            Ok("applied") => Some(Lose::Applied),
+            Ok("unsent") => Some(Lose::Unsent),
+            Ok("held") => Some(Lose::Held),
+            _ => None,
         }
+    }
+
+    async fn gate() {
         if let Ok(gate) = std::env::var("PAM_TOTP_STATED_TEST_GATE") {
             let _ = std::fs::write(format!("{gate}.lost"), "");
             let until = Instant::now() + Duration::from_secs(5);
@@ -538,8 +543,30 @@ mod test_hook {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
+    }
+
+    /// Whether the first try is lost at this point (`Applied`: after it was applied,
+    /// `Unsent`: before it is sent, which a held try is too).
+    pub async fn lose(at: Lose) -> bool {
+        let Some(mode) = mode() else { return false };
+        let hit = mode == at || (mode == Lose::Held && at == Lose::Unsent);
+        if !hit {
+            return false;
+        }
+        if mode != Lose::Held {
+            gate().await;
+        }
         eprintln!("pam-totp-stated: test: the answer to a compare-and-swap is dropped");
         true
+    }
+
+    /// `held`: the held first copy goes through now, just before the copy sent again.
+    pub async fn release_held(kv: &mut etcd_client::KvClient, txn: etcd_client::Txn) {
+        if mode() == Some(Lose::Held) {
+            let applied = kv.txn(txn).await.map(|r| r.succeeded());
+            eprintln!("pam-totp-stated: test: the held copy goes through: {applied:?}");
+            gate().await;
+        }
     }
 }
 
@@ -612,6 +639,10 @@ async fn run(etcd: &Etcd, client: &Client, req: Request, lost: bool) -> Result<R
                 .when([cmp])
                 .and_then([TxnOp::put(k.clone(), value.clone(), None)])
                 .or_else([TxnOp::get(k.clone(), None)]);
+            #[cfg(debug_assertions)]
+            if lost {
+                test_hook::release_held(&mut kv, txn.clone()).await;
+            }
             let r = kv.txn(txn).await?;
             if !r.succeeded() && lost {
                 // Sent again and beaten: perhaps by the first copy, applied meanwhile (a member

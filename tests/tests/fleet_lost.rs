@@ -219,3 +219,31 @@ fn a_lost_write_is_found_past_a_compaction_of_the_history() {
         );
     }
 }
+
+/// The first copy held (as by a frozen member) while the daemon finds nothing and sends the
+/// write again; the held copy then goes through, and another host writes on top before the
+/// copy sent again is evaluated: that copy is beaten, and the daemon looks once more — the
+/// first write after the revision decided on is this login's own, so it is accepted.
+#[test]
+fn a_held_copy_that_goes_through_before_the_copy_sent_again_is_found() {
+    let etcd = Etcd::single();
+    let h = hosts(&etcd, "held");
+    let (u, key) = user();
+    assert_eq!(h.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+    let code = fresh_code(&key);
+    let child = h.start_on_a(&u.name, &code);
+    let on_b = h.b.auth("svc", &u.name, &[&wrong_code(&key)]);
+    assert_eq!(on_b.rc, PAM_AUTH_ERR, "{:?}", on_b.logs);
+    let r = h.finish_on_a(child);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}\n{}", r.logs, h.sa.log_text());
+    let log = h.sa.log_text();
+    assert!(log.contains("the held copy goes through: Ok(true)"), "{log}");
+    assert!(log.contains("whose answer was lost: not applied; sent again"), "{log}");
+    assert!(log.contains("whose answer was lost: applied at revision"), "{log}");
+    let again = h.b.auth("svc", &u.name, &[&code]);
+    assert!(
+        again.logged(&["refused: replayed verification code"]),
+        "{:?}",
+        again.logs
+    );
+}
