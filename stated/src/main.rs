@@ -728,13 +728,14 @@ async fn look_for_write(client: &Client, k: &str, expected: i64, value: &[u8]) -
     if cur.value() == value {
         return Ok(Some(stored(cur)?));
     }
-    // Written since: the first write after `expected` is this one or none of it.
-    let first = if expected == 0 {
-        let created = GetOptions::new().with_revision(cur.create_revision());
-        kv.get(k, Some(created)).await?.kvs().first().cloned()
+    // Written since: the first write after `expected` is this one or none of it. For a
+    // create, that is the key's creation (the first write after the revision before it).
+    let after = if expected == 0 {
+        cur.create_revision() - 1
     } else {
-        first_write_after(client, k, expected, value).await?
+        expected
     };
+    let first = first_write_after(client, k, after, value).await?;
     match first {
         Some(f) if f.value() == value => Ok(Some(stored(&f)?)),
         _ => Ok(Some(Response::Conflict(current))),
