@@ -138,6 +138,19 @@ pub fn oathtool(key_b32: &str, t: u64, algorithm: &str, digits: u32) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Waits, if needed, until the current 30-second step has at least 4 s left: a test that
+/// uses the previous step's code and then the current one must not have the step turn in
+/// between (the previous step's code would then be two steps back, out of the window).
+pub fn clear_of_a_step_boundary() {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into = since.as_secs_f64() % 30.0;
+    if into > 26.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(30.2 - into));
+    }
+}
+
 pub fn code_now(key_b32: &str) -> String {
     oathtool(key_b32, now(), "sha1", 6)
 }

@@ -241,6 +241,7 @@ fn full_disk_or_read_only_state_refuses_a_right_code_and_keeps_the_old_state() {
     for how in ["full", "read-only"] {
         let (f, u, key) = setup("");
         // An earlier login recorded a step.
+        clear_of_a_step_boundary();
         assert_eq!(
             f.auth("svc", &u.name, &[&oathtool(&key, now() - 30, "sha1", 6)]).rc,
             PAM_SUCCESS
@@ -264,6 +265,7 @@ fn full_disk_or_read_only_state_refuses_a_right_code_and_keeps_the_old_state() {
 #[test]
 fn on_a_full_disk_an_existing_state_still_records_a_spend() {
     let (f, u, key) = setup("");
+    clear_of_a_step_boundary();
     assert_eq!(
         f.auth("svc", &u.name, &[&oathtool(&key, now() - 30, "sha1", 6)]).rc,
         PAM_SUCCESS
