@@ -81,11 +81,14 @@ fn leader_killed_during_a_64_process_race_over_two_daemons_lets_exactly_one_in_a
     if ok != 1 {
         let mut why: std::collections::BTreeMap<String, usize> = Default::default();
         for r in &runs {
-            let line = r
-                .logs
-                .last()
-                .cloned()
-                .unwrap_or_else(|| format!("rc {} without a log line", r.rc));
+            // The module's message, without the syslog prefix and the user's name.
+            let line = match r.logs.last() {
+                Some(l) => {
+                    let msg = l.split_once("): ").map_or(l.as_str(), |(_, m)| m);
+                    msg.split(" (user=").next().unwrap_or(msg).to_string()
+                }
+                None => format!("rc {} without a log line", r.rc),
+            };
             *why.entry(line).or_default() += 1;
         }
         panic!(
