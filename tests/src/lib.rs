@@ -248,7 +248,20 @@ impl TestUser {
 impl Drop for TestUser {
     fn drop(&mut self) {
         let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = Command::new("userdel").args(["--remove", &self.name]).output();
+        // userdel refuses while a process of the user runs (a session still closing, a
+        // sudo child): those are ended, and it is tried again.
+        for attempt in 0..10 {
+            let out = Command::new("userdel").args(["--remove", &self.name]).output();
+            match out {
+                Ok(o) if o.status.success() => return,
+                Ok(o) if attempt == 9 => {
+                    eprintln!("userdel {}: {}", self.name, String::from_utf8_lossy(&o.stderr).trim());
+                }
+                _ => {}
+            }
+            let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).output();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 }
 
