@@ -523,7 +523,7 @@ impl LogSink {
                             return; // the LogSink is gone
                         }
                     }
-                    // A signal (the terminal sessions') interrupted the wait: not an end.
+                    // An interrupted wait (EINTR, seen under load) is not an end.
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         eprintln!("LogSink: recv: {e} ({:?})", e.kind());
