@@ -652,12 +652,7 @@ async fn run(etcd: &Etcd, client: &Client, req: Request, lost: bool) -> Result<R
                 }
             }
             if r.succeeded() {
-                let revision = r
-                    .header()
-                    .and_then(|h| u64::try_from(h.revision()).ok())
-                    .filter(|&r| r > 0)
-                    .ok_or("etcd's answer has no revision")?;
-                return Ok(Response::Stored { revision });
+                return stored(r.header().map_or(0, |h| h.revision()));
             }
             let current = r.op_responses().into_iter().find_map(|o| match o {
                 TxnOpResponse::Get(g) => Some(doc_of(g.kvs().first())),
@@ -726,7 +721,7 @@ async fn look_for_write(client: &Client, k: &str, expected: i64, value: &[u8]) -
     }
     let current = doc_of(Some(cur))?;
     if cur.value() == value {
-        return Ok(Some(stored(cur)?));
+        return Ok(Some(stored(cur.mod_revision())?));
     }
     // Written since: the first write after `expected` is this one or none of it. For a
     // create, that is the key's creation (the first write after the revision before it).
@@ -737,13 +732,14 @@ async fn look_for_write(client: &Client, k: &str, expected: i64, value: &[u8]) -
     };
     let first = first_write_after(client, k, after, value).await?;
     match first {
-        Some(f) if f.value() == value => Ok(Some(stored(&f)?)),
+        Some(f) if f.value() == value => Ok(Some(stored(f.mod_revision())?)),
         _ => Ok(Some(Response::Conflict(current))),
     }
 }
 
-fn stored(kv: &KeyValue) -> Result<Response, Failure> {
-    let revision = u64::try_from(kv.mod_revision())
+/// `Stored` at etcd revision `revision` (which must be positive).
+fn stored(revision: i64) -> Result<Response, Failure> {
+    let revision = u64::try_from(revision)
         .ok()
         .filter(|&r| r > 0)
         .ok_or("etcd's answer has no revision")?;

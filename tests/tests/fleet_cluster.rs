@@ -29,15 +29,6 @@ fn user() -> (TestUser, String) {
     (u, key)
 }
 
-/// A code that stays valid (window=1) for at least the next 40 s.
-fn fresh_code(key: &str) -> String {
-    let t = now();
-    if t % 30 > 25 {
-        std::thread::sleep(Duration::from_secs(30 - t % 30));
-    }
-    code_now(key)
-}
-
 #[test]
 fn leader_killed_during_a_64_process_race_over_two_daemons_lets_exactly_one_in_and_loses_no_spend() {
     let mut etcd = Etcd::cluster(3);

@@ -91,15 +91,6 @@ impl Hosts {
     }
 }
 
-/// A code that stays valid (window=1) for at least the next 20 s.
-fn fresh_code(key: &str) -> String {
-    let t = now();
-    if t % 30 > 25 {
-        std::thread::sleep(Duration::from_secs(30 - t % 30));
-    }
-    code_now(key)
-}
-
 #[test]
 fn a_spend_applied_but_unanswered_is_found_and_accepted_once_also_under_later_writes() {
     let etcd = Etcd::single();
