@@ -341,7 +341,7 @@ pub fn check_stack(service: &str, stack: &Stack, findings: &mut Vec<Finding>) ->
 }
 
 /// What `store_unavailable = "local"` gives up, for the warning.
-const FLEET_FALLBACK_RISK: &str = "while the fleet store does not answer, logins are decided on this host's own state: a code already used on another host may work here once, and wrong codes counted here are not seen by the others (each such login is logged as degraded). Use deny unless logins must go on through an etcd outage";
+const FLEET_FALLBACK_RISK: &str = "while the fleet store is down, logins are decided on this host's own state: time-based codes only, and one already used on another host within its window may work here once; wrong codes counted here are not seen by the others; backup codes, HOTP codes and users this host cannot tell are enrolled are refused (each such login is logged as degraded). Use deny unless logins must go on through an etcd outage";
 
 /// How a round trip to pam-totp-stated went, for [`check_fleet`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,7 +75,7 @@ const WRITE_ID_LINE: usize = WRITE_ID_PREFIX.len() + WRITE_ID_HEX + 1;
 /// A new document: a fresh write id and the state's text.
 pub fn compose_document(state_toml: &str) -> Result<Vec<u8>, FleetError> {
     let mut id = [0u8; WRITE_ID_HEX / 2];
-    getrandom::getrandom(&mut id).map_err(|e| FleetError::Unavailable(format!("the OS random source failed: {e}")))?;
+    getrandom::getrandom(&mut id).map_err(|e| FleetError::Refused(format!("the OS random source failed: {e}")))?;
     let mut v = Vec::with_capacity(WRITE_ID_LINE + state_toml.len());
     v.extend_from_slice(WRITE_ID_PREFIX);
     v.extend_from_slice(data_encoding::HEXLOWER.encode(&id).as_bytes());
@@ -416,11 +416,21 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> std::io::Result<Vec<u8>> {
 }
 
 /// Why a fleet operation failed.
+///
+/// Only an outage that nobody but root can cause is [`FleetError::Unavailable`]: the daemon
+/// is not running (no socket, nobody listening), or it answered that etcd answered none of
+/// its requests within its deadline. A client that got no answer in time is
+/// [`FleetError::NoAnswer`], never an outage: the client may have been stopped by the very
+/// user it authenticates (`su` and `sudo` keep the caller's real uid, so the caller may
+/// SIGSTOP them while they wait), or the daemon's backlog filled by that user's own logins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FleetError {
-    /// The daemon or etcd did not answer, or answered that it cannot: the store may work
-    /// again later; `store_unavailable = "local"` may fall back.
+    /// The fleet store is down, as the daemon itself reports or by its absence: the store
+    /// may work again later; `store_unavailable = "local"` may fall back.
     Unavailable(String),
+    /// This client got no answer in time, or lost its connection: refused, never a reason
+    /// to fall back (see the type's comment).
+    NoAnswer(String),
     /// Something is wrong that waiting will not fix (an unsafe socket, a peer that is not
     /// root, a malformed answer or document): never a reason to fall back.
     Refused(String),
@@ -430,6 +440,7 @@ impl std::fmt::Display for FleetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FleetError::Unavailable(m) => write!(f, "the fleet store is unavailable: {m}"),
+            FleetError::NoAnswer(m) => write!(f, "the fleet store gave this process no answer: {m}"),
             FleetError::Refused(m) => write!(f, "the fleet store was refused: {m}"),
         }
     }
@@ -496,8 +507,14 @@ impl Client {
         use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
         use std::os::fd::AsRawFd;
         check_socket_path(path)?;
+        // Nobody listening (ECONNREFUSED) or no socket (ENOENT): the daemon is not running,
+        // which only root can bring about. Anything else is this client's trouble.
         let unavailable = |what: &str, e: nix::errno::Errno| {
-            FleetError::Unavailable(format!("{what} {}: {}", path.display(), e.desc()))
+            let m = format!("{what} {}: {}", path.display(), e.desc());
+            match e {
+                nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::ENOENT => FleetError::Unavailable(m),
+                _ => FleetError::NoAnswer(m),
+            }
         };
         let addr = UnixAddr::new(path).map_err(|e| unavailable("bad socket path", e))?;
         let fd = socket(
@@ -516,8 +533,10 @@ impl Client {
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                // A full backlog: a burst of logins, which a local user can start; not an
+                // outage.
                 Err(nix::errno::Errno::EAGAIN) => {
-                    return Err(FleetError::Unavailable(format!(
+                    return Err(FleetError::NoAnswer(format!(
                         "pam-totp-stated did not accept a connection within {} ms",
                         CONNECT_TIMEOUT.as_millis()
                     )))
@@ -535,7 +554,7 @@ impl Client {
                 peer.uid()
             )));
         }
-        let io = |e: std::io::Error| FleetError::Unavailable(crate::error::describe_io(&e));
+        let io = |e: std::io::Error| FleetError::NoAnswer(crate::error::describe_io(&e));
         stream.set_nonblocking(false).map_err(io)?;
         stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io)?;
         stream.set_write_timeout(Some(REQUEST_TIMEOUT)).map_err(io)?;
@@ -553,19 +572,21 @@ impl Client {
         let deadline = deadline.min(Instant::now() + REQUEST_TIMEOUT);
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(FleetError::Unavailable("no time left for the fleet store".into()));
+            return Err(FleetError::NoAnswer("no time left for the fleet store".into()));
         }
         let _ = self.stream.set_write_timeout(Some(left));
         let timeout = |e: std::io::Error| match e.kind() {
+            // Also what a client stopped by its caller (SIGSTOP) sees when it goes on.
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                FleetError::Unavailable("pam-totp-stated did not answer in time".into())
+                FleetError::NoAnswer("pam-totp-stated did not answer in time".into())
             }
             // An answer over the size limit: not an outage, never a reason to fall back.
             std::io::ErrorKind::InvalidData => FleetError::Refused(format!(
                 "pam-totp-stated sent an answer that is not allowed: {}",
                 crate::error::describe_io(&e)
             )),
-            _ => FleetError::Unavailable(format!(
+            // The daemon closes a connection left idle (a client that was stopped).
+            _ => FleetError::NoAnswer(format!(
                 "lost the connection to pam-totp-stated: {}",
                 crate::error::describe_io(&e)
             )),
@@ -688,7 +709,7 @@ impl FleetStore {
             *conn = Some(Client::connect(&self.socket)?);
         }
         let Some(c) = conn.as_mut() else {
-            return Err(FleetError::Unavailable("no connection".into()));
+            return Err(FleetError::NoAnswer("no connection".into()));
         };
         let deadline = self.deadline.get().unwrap_or_else(|| Instant::now() + REQUEST_TIMEOUT);
         let r = c.call_until(req, deadline);
@@ -761,7 +782,7 @@ impl FleetStore {
             let before = state.clone();
             state
                 .ensure_key()
-                .map_err(|e| FleetError::Unavailable(format!("the OS random source failed: {e}")))?;
+                .map_err(|e| FleetError::Refused(format!("the OS random source failed: {e}")))?;
             let out = f(&mut state);
             if state == before {
                 let now = self.get(user, true)?;
@@ -1003,6 +1024,10 @@ impl StateStore for AnyStore {
 
     fn remove(&self, user: &str) -> Result<(), Error> {
         self.run(|f| f.remove_fleet(user), |l| l.remove(user))
+    }
+
+    fn decides_locally(&self) -> bool {
+        self.used_local.get()
     }
 }
 

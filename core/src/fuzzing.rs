@@ -115,6 +115,7 @@ pub fn answer(data: &[u8]) {
         hotp_window: 10,
         max_failures: 6,
         lockout: 300,
+        totp_only: false,
     };
     let (d, _) = decide(
         &policy,

@@ -404,7 +404,16 @@ fn not_enrolled<H: Host>(
     let recorded = opened.as_ref().map_err(|e| e.to_string()).and_then(|st| {
         let r = st.peek(&account.name).map_err(|e| e.to_string());
         note_degraded(cx, st);
-        r
+        // Whether this user enrolled decides whether a code is asked at all (nullok,
+        // enforce_after, enroll_on_login): never answered from this host's own state while
+        // the fleet is down. This host may never have seen an enrollment made elsewhere;
+        // unknown refuses.
+        match (r, st.degraded()) {
+            (Ok(_), Some(why)) => Err(format!(
+                "whether this user enrolled is the fleet's to say, and the fleet store is unavailable ({why})"
+            )),
+            (r, _) => r,
+        }
     });
     match recorded {
         Err(e) => {
@@ -520,6 +529,11 @@ fn enroll_at_login<H: Host>(
     // recorded there, and a secret saved without that record would be a half enrollment.
     match store.peek(&account.name) {
         Err(e) => return refuse(cx, format!("state: {e}")),
+        // An enrollment kept on this host alone would be unknown to the fleet.
+        Ok(_) if store.degraded().is_some() => {
+            note_degraded(cx, &store);
+            return refuse(cx, "the fleet store is unavailable".into());
+        }
         Ok(st) if st.is_locked(clock.now()) => {
             cx.host.error_msg("Too many wrong verification codes. Try again later.");
             cx.log(Level::Notice, "refused: locked out (enrollment at login)");
@@ -727,9 +741,12 @@ fn split_line<H: Host>(
     let password = remembered_password(cfg, accounts, &account, req);
     let result = store.update(&account.name, |st| {
         let enrollment = st.remember_id(&secret, password.as_deref().map(|p| p.as_str()));
-        let (d, i) = decide(&policy(cfg), &secret, st, &[code_part], now, Count::Nothing);
-        // A remembered host does not get past a lockout.
+        let local = store.decides_locally();
+        let (d, i) = decide(&policy(cfg, local), &secret, st, &[code_part], now, Count::Nothing);
+        // A remembered host does not get past a lockout, nor is it honoured from this
+        // host's own state while the fleet is down.
         let remembered = !matches!(d, Decision::LockedOut { .. })
+            && !local
             && cfg.remember > 0
             && rhost.is_some_and(|h| st.is_remembered(h, req.service, &enrollment, now));
         if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
@@ -840,12 +857,15 @@ fn describe_accepted(how: &How) -> String {
     }
 }
 
-fn policy(cfg: &Config) -> Policy {
+/// The decision's policy; `local`: the decision is made on this host's own state because the
+/// fleet store is down ([`Policy::totp_only`]).
+fn policy(cfg: &Config, local: bool) -> Policy {
     Policy {
         window: cfg.window,
         hotp_window: cfg.hotp_window,
         max_failures: cfg.max_failures,
         lockout: cfg.lockout,
+        totp_only: local,
     }
 }
 
@@ -911,7 +931,9 @@ fn check_and_prompt<H: Host, S: StateStore>(
         return Outcome::LockedOut;
     }
     let rhost = req.rhost.filter(|h| !h.is_empty());
-    if cfg.remember > 0 && pending.is_none() {
+    // Whether a code is asked is never answered from this host's own state while the fleet
+    // is down: a remembered host there may be one the fleet has since ended.
+    if cfg.remember > 0 && pending.is_none() && !store.decides_locally() {
         if let Some(h) = rhost {
             if snapshot.is_remembered(h, req.service, &snapshot.remember_id(secret, p.password), now) {
                 cx.log(Level::Info, "accepted: remembered host, no code asked");
@@ -958,7 +980,14 @@ fn check_and_prompt<H: Host, S: StateStore>(
     // The time is read again: the user may have taken a while to answer.
     let now = clock.now();
     let result = store.update(user, |st| {
-        let (d, i) = decide(&policy(cfg), secret, st, &[answer.as_str()], now, Count::Failures);
+        let (d, i) = decide(
+            &policy(cfg, store.decides_locally()),
+            secret,
+            st,
+            &[answer.as_str()],
+            now,
+            Count::Failures,
+        );
         if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
             let id = st.remember_id(secret, p.password);
             st.remember(h, req.service, &id, now.saturating_add(cfg.remember), now);
@@ -1040,6 +1069,21 @@ fn check_and_prompt<H: Host, S: StateStore>(
             ));
             cx.log(Level::Notice, &format!("refused: locked out for another {left} s"));
             Outcome::LockedOut
+        }
+        Decision::NeedsFleet { backup } => {
+            let what = if backup {
+                "backup code"
+            } else {
+                "counter-based (HOTP) code"
+            };
+            cx.host.error_msg(&format!(
+                "The shared sign-in service is unreachable, so a {what} cannot be checked now. Use your authenticator app's code, or try again later."
+            ));
+            cx.log(
+                Level::Notice,
+                &format!("refused: a {what} while the fleet store is unavailable (decided on this host's own state, which takes time-based codes only); not spent"),
+            );
+            Outcome::StateUnavailable
         }
     }
 }

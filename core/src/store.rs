@@ -33,6 +33,13 @@ pub trait StateStore {
 
     /// Deletes the user's state (used by `reset`).
     fn remove(&self, user: &str) -> Result<(), Error>;
+
+    /// Whether this store now decides on this host's own state in place of the fleet's
+    /// (`store_unavailable = "local"` while the fleet store is down). Such a store answers
+    /// no question that decides whether a code is asked, and takes time-based codes only.
+    fn decides_locally(&self) -> bool {
+        false
+    }
 }
 
 /// State files in one root-owned directory: `<user>.state`, locked via `<user>.lock`.

@@ -17,6 +17,12 @@ pub struct Policy {
     pub hotp_window: u64,
     pub max_failures: u32,
     pub lockout: u64,
+    /// Only time-based codes may be accepted: the decision is made on this host's own state
+    /// because the fleet store is down (`store_unavailable = "local"`). A backup code is
+    /// good once in the whole fleet, and an HOTP code until a later one is used: spent here
+    /// alone, either would work again on every other host, so they wait for the fleet. A
+    /// TOTP code spent here alone expires with its window.
+    pub totp_only: bool,
 }
 
 /// How an accepted answer got in; `device` names the authenticator.
@@ -44,6 +50,11 @@ pub enum Decision {
     /// Locked out; the answer was not even looked at.
     LockedOut {
         until: u64,
+    },
+    /// A right backup code (`backup`) or HOTP code under [`Policy::totp_only`]: refused,
+    /// nothing spent, no failure counted.
+    NeedsFleet {
+        backup: bool,
     },
 }
 
@@ -104,6 +115,9 @@ pub fn decide(
             continue;
         }
         match check_devices(policy, secret, state, answer, now) {
+            Match::Fresh(_, How::Hotp { .. }) if policy.totp_only => {
+                return (Decision::NeedsFleet { backup: false }, i);
+            }
             Match::Fresh(d, how) => {
                 let dev = &secret.devices[d];
                 match how {
@@ -126,6 +140,9 @@ pub fn decide(
                 if state.backup_used(&canonical, stored) {
                     replay.get_or_insert((i, true));
                     continue;
+                }
+                if policy.totp_only {
+                    return (Decision::NeedsFleet { backup: true }, i);
                 }
                 state.spend_backup(&canonical, stored);
                 state.record_success(now);
@@ -253,6 +270,7 @@ mod tests {
         hotp_window: 10,
         max_failures: 6,
         lockout: 300,
+        totp_only: false,
     };
 
     fn device(name: &str, kind: Kind, key: &[u8]) -> crate::secret::Device {
@@ -610,6 +628,38 @@ mod tests {
         assert!(matches!(
             run(&s, &mut st, &code_at(NOW), NOW + 1),
             Decision::Replay { .. }
+        ));
+    }
+
+    #[test]
+    fn on_this_hosts_own_state_only_time_based_codes_are_accepted_and_nothing_else_is_spent() {
+        let code = "7kq2m-x9d10";
+        let mut s = secret(vec![backup::hash(&backup::normalize(code).unwrap()).unwrap()]);
+        s.devices.push(device("token", Kind::Hotp, KEY2));
+        let local = Policy {
+            totp_only: true,
+            ..POLICY
+        };
+        let mut st = keyed();
+        let before = st.clone();
+        let d = decide(&local, &s, &mut st, &[code], NOW, Count::Failures).0;
+        assert_eq!(d, Decision::NeedsFleet { backup: true });
+        let d = decide(&local, &s, &mut st, &[&hotp_at(KEY2, 0)], NOW, Count::Failures).0;
+        assert_eq!(d, Decision::NeedsFleet { backup: false });
+        assert_eq!(st, before, "neither spent nor counted as a failure");
+        // A wrong code still counts; a time-based code is accepted.
+        let d = decide(&local, &s, &mut st, &["000000"], NOW, Count::Failures).0;
+        assert!(matches!(d, Decision::Wrong { failures: 1, .. }), "{d:?}");
+        let d = decide(&local, &s, &mut st, &[&code_at(NOW)], NOW, Count::Failures).0;
+        assert!(matches!(d, Decision::Accepted(How::Totp { .. })), "{d:?}");
+        // Once the fleet decides again, both are good.
+        assert!(matches!(
+            run(&s, &mut st, code, NOW),
+            Decision::Accepted(How::Backup { .. })
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &hotp_at(KEY2, 0), NOW),
+            Decision::Accepted(How::Hotp { .. })
         ));
     }
 

@@ -214,7 +214,9 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
         _ if !ctx.root => doctor::FleetProbe::NotTried,
         _ => match pam_totp_core::fleet::FleetStore::new(&ctx.cfg.fleet_socket).ping() {
             Ok(()) => doctor::FleetProbe::Answered,
-            Err(pam_totp_core::fleet::FleetError::Unavailable(why)) => doctor::FleetProbe::Unavailable(why),
+            Err(
+                pam_totp_core::fleet::FleetError::Unavailable(why) | pam_totp_core::fleet::FleetError::NoAnswer(why),
+            ) => doctor::FleetProbe::Unavailable(why),
             Err(pam_totp_core::fleet::FleetError::Refused(why)) => doctor::FleetProbe::Refused(why),
         },
     };

@@ -259,6 +259,33 @@ struct Etcd {
     preferred: std::sync::atomic::AtomicUsize,
     namespace: String,
     timeout: Duration,
+    /// When etcd last answered a request of this daemon (milliseconds after `epoch`, plus
+    /// one; 0: never): a request that ran out of time while etcd answered others is not an
+    /// outage (see [`handle`]).
+    last_answer: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+impl Etcd {
+    fn note_answer(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_answer.fetch_max(ms + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether etcd answered any request of this daemon at or after `since`.
+    fn answered_since(&self, since: Instant) -> bool {
+        answered_since(
+            self.last_answer.load(std::sync::atomic::Ordering::Relaxed),
+            self.epoch,
+            since,
+        )
+    }
+}
+
+/// `last`: the time of the last answer as [`Etcd::last_answer`] keeps it.
+fn answered_since(last: u64, epoch: Instant, since: Instant) -> bool {
+    let since = u64::try_from(since.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX - 1);
+    last > since
 }
 
 async fn serve(setup: Setup, std_listener: std::os::unix::net::UnixListener) -> i32 {
@@ -297,6 +324,8 @@ async fn serve(setup: Setup, std_listener: std::os::unix::net::UnixListener) -> 
     let etcd = Arc::new(Etcd {
         members,
         preferred: std::sync::atomic::AtomicUsize::new(0),
+        last_answer: std::sync::atomic::AtomicU64::new(0),
+        epoch: Instant::now(),
         namespace: setup.namespace,
         timeout: setup.timeout,
     });
@@ -469,6 +498,7 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
         }
         match tokio::time::timeout(left.min(slice), run(etcd, client, req.clone(), lost)).await {
             Ok(Ok(resp)) => {
+                etcd.note_answer();
                 #[cfg(debug_assertions)]
                 if round == 0 && is_cas && test_hook::lose(test_hook::Lose::Applied).await {
                     lost = true;
@@ -485,6 +515,7 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
                 tokio::time::sleep(pause).await;
             }
             Ok(Err(e)) => {
+                etcd.note_answer();
                 // Not an outage that waiting fixes (permission denied: a revoked or
                 // misconfigured host; a malformed or oversized document): refused, so
                 // `store_unavailable = "local"` never falls back on it.
@@ -502,6 +533,15 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
         "etcd did not answer the {what} within {} ms ({last})",
         started.elapsed().as_millis()
     );
+    // Unavailable is the one answer `store_unavailable = "local"` falls back on, so it must
+    // mean that etcd is down, not that this daemon is busy: local users can start logins
+    // (su) in a burst to slow it, and must not so move a login onto this host's own state.
+    // Etcd answering any other request meanwhile shows it was up.
+    if etcd.answered_since(started) {
+        let msg = format!("{msg}; etcd answered other requests meanwhile, so this is load, not an outage");
+        eprintln!("pam-totp-stated: {msg}");
+        return Response::Refused(msg);
+    }
     eprintln!("pam-totp-stated: {msg}");
     Response::Unavailable(msg)
 }
@@ -802,6 +842,17 @@ async fn first_write_after(client: &Client, k: &str, after: i64, value: &[u8]) -
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn a_request_that_ran_out_of_time_while_etcd_answered_others_is_load_not_an_outage() {
+        let epoch = Instant::now() - Duration::from_secs(100);
+        let started = epoch + Duration::from_secs(50);
+        // Never answered, or last answered before this request started: an outage.
+        assert!(!answered_since(0, epoch, started));
+        assert!(!answered_since(40_000 + 1, epoch, started));
+        // Answered another request after this one started: etcd was up.
+        assert!(answered_since(50_500 + 1, epoch, started));
+    }
 
     fn dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!("pam-totp-stated-test-{}", std::process::id()));

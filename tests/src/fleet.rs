@@ -512,6 +512,17 @@ impl Stated {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Sends `sig` (`STOP`, `CONT`, ...) to the daemon.
+    pub fn signal(&self, sig: &str) {
+        let c = self.child.as_ref().expect("the daemon runs");
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig}");
+    }
 }
 
 impl Drop for Stated {
