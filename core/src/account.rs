@@ -32,6 +32,14 @@ pub trait Accounts {
     fn password_hash(&self, _name: &str) -> Option<zeroize::Zeroizing<String>> {
         None
     }
+
+    /// Whether `account` is protected on this host: root, or a member of a group in
+    /// `protected_groups`. With the fleet store a protected account is marked so in its
+    /// fleet document, so that a help desk on another host does not change it either.
+    /// A lookup that fails counts as protected (marking is the safe side).
+    fn protected(&self, _account: &Account, _groups: &[String]) -> bool {
+        false
+    }
 }
 
 /// The local shadow file, read by the module (root) only when `remember=` is on.
@@ -63,6 +71,10 @@ impl Accounts for SystemAccounts {
             Ok(None) => Ok(None),
             Err(e) => Err(Error::UserLookup(e.desc().to_string())),
         }
+    }
+
+    fn protected(&self, account: &Account, groups: &[String]) -> bool {
+        account.uid == 0 || !matches!(protected_group_of(account, groups), Ok(None))
     }
 
     fn password_hash(&self, name: &str) -> Option<zeroize::Zeroizing<String>> {
@@ -116,6 +128,54 @@ pub fn resolve(accounts: &dyn Accounts, name: &str) -> Result<Account, Unresolve
         Ok(None) => Err(Unresolved::Unknown),
         Err(e) => Err(Unresolved::Lookup(e)),
     }
+}
+
+/// The first group of `groups` that `account` belongs to (its primary group by gid, or a
+/// supplementary one by the member list), as `getent group NAME` answers through NSS.
+/// A group that does not exist protects nobody; a lookup that fails is an error (the caller
+/// refuses: it cannot tell).
+pub fn protected_group_of(account: &Account, groups: &[String]) -> Result<Option<String>, String> {
+    // The account's groups as sudo and login compute them (initgroups: getgrouplist through
+    // NSS), so membership a group's member list does not show — SSSD/AD with
+    // ignore_group_members, nested groups, a primary gid — counts too.
+    let name = std::ffi::CString::new(account.name.as_str())
+        .map_err(|_| format!("{} is not a valid user name", crate::text::terminal_safe(&account.name)))?;
+    let gids = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(account.gid)).map_err(|e| {
+        format!(
+            "cannot list the groups of {}: {}",
+            crate::text::terminal_safe(&account.name),
+            e.desc()
+        )
+    })?;
+    for g in groups {
+        match nix::unistd::Group::from_name(g) {
+            Ok(Some(grp)) => {
+                if gids.contains(&grp.gid) || grp.mem.iter().any(|m| m == &account.name) {
+                    return Ok(Some(g.clone()));
+                }
+            }
+            // The defaults name groups not every distribution has (Debian has no wheel,
+            // RHEL no sudo); any other listed group must be found, or we cannot tell.
+            Ok(None) if crate::config::DEFAULT_PROTECTED_GROUPS.contains(&g.as_str()) => {}
+            Ok(None) => return Err(missing_group(g)),
+            Err(e) => {
+                return Err(format!(
+                    "cannot look up the protected group {}: {}",
+                    crate::text::terminal_safe(g),
+                    e.desc()
+                ))
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn missing_group(g: &str) -> String {
+    let why = "a typo in protected_groups, or its directory is unavailable";
+    format!(
+        "the protected group {} cannot be found ({why})",
+        crate::text::terminal_safe(g)
+    )
 }
 
 #[cfg(test)]

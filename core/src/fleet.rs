@@ -72,16 +72,31 @@ const WRITE_ID_PREFIX: &[u8] = b"# write_id ";
 const WRITE_ID_HEX: usize = 32;
 const WRITE_ID_LINE: usize = WRITE_ID_PREFIX.len() + WRITE_ID_HEX + 1;
 
-/// A new document: a fresh write id and the state's text.
-pub fn compose_document(state_toml: &str) -> Result<Vec<u8>, FleetError> {
+/// The line after the write id of a document whose account is protected on some host of the
+/// fleet (root, or a member of a group in that host's `protected_groups`): a help desk on any
+/// host refuses to change it (`pam-totp unlock`/`reset` through sudo). Sticky: once any host
+/// marked it, every later write keeps it, `reset` too. A TOML comment, like the write id, so
+/// the document is still a state file's text to a release that does not know the mark.
+const PROTECTED_LINE: &[u8] = b"# protected\n";
+
+/// A new document: a fresh write id, the protection mark if `protected`, the state's text.
+pub fn compose_document(state_toml: &str, protected: bool) -> Result<Vec<u8>, FleetError> {
     let mut id = [0u8; WRITE_ID_HEX / 2];
     getrandom::getrandom(&mut id).map_err(|e| FleetError::Refused(format!("the OS random source failed: {e}")))?;
-    let mut v = Vec::with_capacity(WRITE_ID_LINE + state_toml.len());
+    let mut v = Vec::with_capacity(WRITE_ID_LINE + PROTECTED_LINE.len() + state_toml.len());
     v.extend_from_slice(WRITE_ID_PREFIX);
     v.extend_from_slice(data_encoding::HEXLOWER.encode(&id).as_bytes());
     v.push(b'\n');
+    if protected {
+        v.extend_from_slice(PROTECTED_LINE);
+    }
     v.extend_from_slice(state_toml.as_bytes());
     Ok(v)
+}
+
+/// Whether a document carries the protection mark (see [`PROTECTED_LINE`]).
+pub fn document_protected(value: &[u8]) -> bool {
+    write_id(value).is_some() && value[WRITE_ID_LINE..].starts_with(PROTECTED_LINE)
 }
 
 /// The write id a document starts with, if it has a well-formed one.
@@ -656,6 +671,9 @@ pub struct FleetStore {
     /// This host's state directory: a user the fleet has no document for yet starts from
     /// their state there (see [`FleetStore::seed`]).
     seed_dir: Option<PathBuf>,
+    /// The account written is protected on this host: every write marks its document
+    /// ([`document_protected`]).
+    mark: Cell<bool>,
 }
 
 impl FleetStore {
@@ -670,6 +688,7 @@ impl FleetStore {
             deadline: Cell::new(None),
             last: RefCell::new(None),
             seed_dir: None,
+            mark: Cell::new(false),
         }
     }
 
@@ -697,6 +716,19 @@ impl FleetStore {
 
     fn done(&self) {
         *self.conn.borrow_mut() = None;
+    }
+
+    /// The account this store writes is protected on this host: mark its document at every
+    /// write (see [`document_protected`]).
+    pub fn mark_protected(&self) {
+        self.mark.set(true);
+    }
+
+    /// Whether some host of the fleet marked `user` protected (a linearizable read).
+    pub fn protected_in_fleet(&self, user: &str) -> Result<bool, FleetError> {
+        let doc = self.get(user, true);
+        self.done();
+        Ok(doc?.is_some_and(|d| document_protected(&d.value)))
     }
 
     pub fn socket(&self) -> &Path {
@@ -779,12 +811,15 @@ impl FleetStore {
                 None => (self.seed(user)?, 0),
                 Some(d) => (self.parse(user, d)?, d.revision),
             };
+            let marked = current.as_ref().is_some_and(|d| document_protected(&d.value));
+            let protected = marked || self.mark.get();
             let before = state.clone();
             state
                 .ensure_key()
                 .map_err(|e| FleetError::Refused(format!("the OS random source failed: {e}")))?;
             let out = f(&mut state);
-            if state == before {
+            // A document to mark is written even when the decision changed nothing.
+            if state == before && protected == marked {
                 let now = self.get(user, true)?;
                 if now.as_ref().map(|d| d.revision) == current.as_ref().map(|d| d.revision) {
                     return Ok(out);
@@ -800,7 +835,7 @@ impl FleetStore {
                     escape_user(user)
                 )));
             }
-            let value = compose_document(&text)?;
+            let value = compose_document(&text, protected)?;
             match self.call(&Request::Cas {
                 user: user.into(),
                 expected,
@@ -952,6 +987,15 @@ impl AnyStore {
 
     pub fn fleet(&self) -> Option<&FleetStore> {
         self.fleet.as_ref()
+    }
+
+    /// With the fleet store: the account is protected on this host, mark its document at
+    /// every write ([`FleetStore::mark_protected`]). Nothing on the local store (a host's
+    /// own `protected_groups` already protects it there).
+    pub fn mark_protected(&self) {
+        if let Some(f) = &self.fleet {
+            f.mark_protected();
+        }
     }
 
     /// The local state directory, when this store is (only) local.
@@ -1137,7 +1181,10 @@ mod tests {
             ..State::default()
         };
         let text = st.to_toml().unwrap();
-        let (a, b) = (compose_document(&text).unwrap(), compose_document(&text).unwrap());
+        let (a, b) = (
+            compose_document(&text, false).unwrap(),
+            compose_document(&text, false).unwrap(),
+        );
         assert_ne!(a, b, "two writes of the same state are two documents");
         assert_ne!(write_id(&a), write_id(&b));
         for d in [&a, &b] {
@@ -1166,6 +1213,29 @@ mod tests {
             assert_eq!(write_id(bad.as_bytes()), None, "{bad}");
             assert_eq!(document_state(bad.as_bytes()), bad.as_bytes());
         }
+    }
+
+    #[test]
+    fn the_protection_mark_is_a_comment_line_after_the_write_id() {
+        let st = State {
+            failures: 1,
+            ..State::default()
+        };
+        let text = st.to_toml().unwrap();
+        let marked = compose_document(&text, true).unwrap();
+        let plain = compose_document(&text, false).unwrap();
+        assert!(document_protected(&marked));
+        assert!(!document_protected(&plain));
+        // Still the state's text to any reader (a release that does not know the mark).
+        for d in [&marked, &plain] {
+            assert_eq!(
+                State::parse(std::str::from_utf8(document_state(d)).unwrap()).unwrap(),
+                st
+            );
+            assert_eq!(State::parse(std::str::from_utf8(d).unwrap()).unwrap(), st);
+        }
+        // Only right after a well-formed write id; a value put by hand is not marked.
+        assert!(!document_protected(b"# protected\nversion = 2\n"));
     }
 
     #[test]

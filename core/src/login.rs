@@ -296,6 +296,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
             return Outcome::StateUnavailable;
         }
     };
+    mark_if_protected(&cfg, accounts, &account, &store);
     // The answer is decided against the file as it is once the user has answered: an
     // authenticator removed (or backup codes replaced) while the prompt waited — su and the
     // console never time out — must not let its code in. Every writer replaces the file
@@ -735,6 +736,7 @@ fn split_line<H: Host>(
             return whole(cx, Outcome::StateUnavailable);
         }
     };
+    mark_if_protected(cfg, accounts, &account, &store);
     let (pw_part, code_part) = forward_pass_split(&answer, split_digits(&answer, &secret));
     let rhost = req.rhost.filter(|h| !h.is_empty());
     let now = clock.now();
@@ -854,6 +856,16 @@ fn describe_accepted(how: &How) -> String {
             log_name(device)
         ),
         How::Backup { .. } => "backup code".into(),
+    }
+}
+
+/// With the fleet store, an account protected on this host (root, or in `protected_groups`)
+/// has its fleet document marked at this login's write, so that a help desk on another host
+/// does not unlock or reset it there (which would act here too). The group lookup is made
+/// only with the fleet store.
+fn mark_if_protected(cfg: &Config, accounts: &dyn Accounts, account: &Account, store: &AnyStore) {
+    if cfg.store == crate::config::StoreKind::Fleet && accounts.protected(account, &cfg.protected_groups) {
+        store.mark_protected();
     }
 }
 

@@ -126,6 +126,9 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), String> {
     // The state store first: a missing or unusable state directory must not leave the
     // secret removed and the state (with its lockout and enrollment record) behind.
     let store = ctx.store_if_exists()?;
+    if let Some(store) = &store {
+        ctx.mark_if_protected(store, &account);
+    }
     let had_secret = remove_secret(&path, &account).map_err(|e| format!("could not remove the secret: {e}"))?;
     if let Some(store) = store {
         store
@@ -167,7 +170,7 @@ pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), String> {
     // Remembered hosts go too: an unlock follows a lockout, and a host remembered before it
     // should not skip the code for whoever caused it.
     let (was_locked, forgot) = ctx
-        .store()?
+        .store_for(&account)?
         .update(&account.name, |st| {
             let was = st.is_locked(now);
             st.failures = 0;
@@ -219,6 +222,7 @@ pub fn record_enrollment(ctx: &Ctx, account: &pam_totp_core::account::Account) -
     else {
         return Ok(());
     };
+    ctx.mark_if_protected(&store, account);
     let now = ctx.now();
     store
         .update(&account.name, |st| {

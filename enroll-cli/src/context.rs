@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 
-use pam_totp_core::account::{Account, Accounts, SystemAccounts};
+use pam_totp_core::account::{protected_group_of, Account, Accounts, SystemAccounts};
 use pam_totp_core::clock::{Clock, SystemClock};
 use pam_totp_core::config::{Config, Date};
 use pam_totp_core::fleet::AnyStore;
@@ -108,6 +108,9 @@ impl Ctx {
     /// supplementary) of a group in `protected_groups`; the refusal is logged. Otherwise
     /// (root itself, a user for themselves) everything is allowed as before. `what` reads
     /// "unlock", "change the backup codes of" ...
+    /// With `store = "fleet"` an account protected on any host of the fleet (its document
+    /// marked by that host) is refused too: `unlock` and `reset` act on every host, so
+    /// protection is the fleet's, not this host's.
     pub fn may_change(&self, account: &Account, what: &str) -> Result<(), String> {
         if self.sudo.is_none() {
             return Ok(());
@@ -116,7 +119,17 @@ impl Ctx {
             "it is the root account (uid 0)".to_string()
         } else {
             match protected_group_of(account, &self.cfg.protected_groups) {
-                Ok(None) => return Ok(()),
+                Ok(None) => match self.protected_in_fleet(account) {
+                    Ok(false) => return Ok(()),
+                    Ok(true) => format!(
+                        "{} is protected on another host of the fleet (root there, or a member of a group in that host's protected_groups)",
+                        safe(&account.name)
+                    ),
+                    Err(e) => format!(
+                        "cannot tell whether another host of the fleet protects {} ({e})",
+                        safe(&account.name)
+                    ),
+                },
                 Ok(Some(g)) => format!(
                     "{} is a member of the protected group {}",
                     safe(&account.name),
@@ -160,6 +173,34 @@ impl Ctx {
             Ok(())
         } else {
             Err(format!("only root can {what} (run with sudo)"))
+        }
+    }
+
+    /// Whether a host of the fleet marked `account` protected (false without the fleet store).
+    fn protected_in_fleet(&self, account: &Account) -> Result<bool, String> {
+        let Some(store) = self.store_if_exists()? else {
+            return Ok(false);
+        };
+        match store.fleet() {
+            Some(f) => f.protected_in_fleet(&account.name).map_err(|e| e.to_string()),
+            None => Ok(false),
+        }
+    }
+
+    /// [`Ctx::store`] for writes to `account`'s state: with the fleet store, an account
+    /// protected on this host has its document marked so (see [`Ctx::may_change`]).
+    pub fn store_for(&self, account: &Account) -> Result<AnyStore, String> {
+        let store = self.store()?;
+        self.mark_if_protected(&store, account);
+        Ok(store)
+    }
+
+    /// Marks `account`'s fleet document when the account is protected on this host.
+    pub fn mark_if_protected(&self, store: &AnyStore, account: &Account) {
+        if self.cfg.store == pam_totp_core::config::StoreKind::Fleet
+            && SystemAccounts.protected(account, &self.cfg.protected_groups)
+        {
+            store.mark_protected();
         }
     }
 
@@ -209,40 +250,6 @@ pub fn program(path: &str) -> std::process::Command {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("LANG", "C");
     c
-}
-
-/// The first group of `groups` that `account` belongs to (its primary group by gid, or a
-/// supplementary one by the member list), as `getent group NAME` answers through NSS.
-/// A group that does not exist protects nobody; a lookup that fails is an error (the caller
-/// refuses: it cannot tell).
-pub fn protected_group_of(account: &Account, groups: &[String]) -> Result<Option<String>, String> {
-    // The account's groups as sudo and login compute them (initgroups: getgrouplist through
-    // NSS), so membership a group's member list does not show — SSSD/AD with
-    // ignore_group_members, nested groups, a primary gid — counts too.
-    let name = std::ffi::CString::new(account.name.as_str())
-        .map_err(|_| format!("{} is not a valid user name", safe(&account.name)))?;
-    let gids = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(account.gid))
-        .map_err(|e| format!("cannot list the groups of {}: {}", safe(&account.name), e.desc()))?;
-    for g in groups {
-        match nix::unistd::Group::from_name(g) {
-            Ok(Some(grp)) => {
-                if gids.contains(&grp.gid) || grp.mem.iter().any(|m| m == &account.name) {
-                    return Ok(Some(g.clone()));
-                }
-            }
-            // The defaults name groups not every distribution has (Debian has no wheel,
-            // RHEL no sudo); any other listed group must be found, or we cannot tell.
-            Ok(None) if pam_totp_core::config::DEFAULT_PROTECTED_GROUPS.contains(&g.as_str()) => {}
-            Ok(None) => return Err(missing_group(g)),
-            Err(e) => return Err(format!("cannot look up the protected group {}: {}", safe(g), e.desc())),
-        }
-    }
-    Ok(None)
-}
-
-fn missing_group(g: &str) -> String {
-    let why = "a typo in protected_groups, or its directory is unavailable";
-    format!("the protected group {} cannot be found ({why})", safe(g))
 }
 
 /// User-controlled text on its way to a terminal: control characters as visible escapes.

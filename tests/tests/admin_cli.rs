@@ -679,3 +679,93 @@ fn backup_codes_regenerate_output_writes_a_new_file_and_the_old_codes_stop_worki
     let (rc, _, err) = output(f.cli(&["backup-codes", "--user", &u.name, "--output", "/tmp/x"]));
     assert_eq!(rc, 2, "--output needs --regenerate: {err}");
 }
+
+/// A fleet of two hosts whose `protected_groups` differ: host A protects its admins' group,
+/// host B (its help desk) does not. `unlock` and `reset` act on every host, so the
+/// protection must be the fleet's: once host A has written the admin's document (a login,
+/// here two wrong codes that lock them out), host B's help desk refuses to unlock or reset
+/// them. Before the fix B's help desk lifted the lockout on A too. An ordinary user is still
+/// unlocked.
+#[test]
+fn a_helpdesk_on_one_host_cannot_unlock_or_reset_an_account_another_host_protects() {
+    use pam_totp_tests::fleet::{Etcd, Stated};
+    let etcd = Etcd::single();
+    let (a, b) = (Fixture::new(), Fixture::new());
+    a.simple("svc", "max_failures=2 lockout=600");
+    b.simple("svc", "max_failures=2 lockout=600");
+    let admins = TestGroup::create();
+    let helpdesk_group = TestGroup::create();
+    let helpdesk = TestUser::create();
+    helpdesk_group.add(&helpdesk.name);
+    let admin = TestUser::create();
+    admins.add(&admin.name);
+    let victim = TestUser::create();
+    let ns = format!("t{}", random_hex(4));
+    let table = Stated::fleet_table(&etcd, &ns, 1000);
+    let sa = Stated::start(
+        &a,
+        &format!(
+            "protected_groups = [\"root\", \"sudo\", \"wheel\", \"{}\"]",
+            admins.name
+        ),
+        &table,
+    );
+    let sb = Stated::start(&b, "", &table);
+    let mut keys = vec![];
+    for u in [&admin, &victim] {
+        let key = random_key_b32();
+        u.enroll(&key, "");
+        for _ in 0..2 {
+            assert_eq!(a.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+        }
+        keys.push(key);
+    }
+    let cli = cli_path();
+    let cli = cli.to_str().unwrap();
+    let (sudoers, sudoers_dst) = private_sudoers(
+        &b,
+        &format!(
+            "Defaults:%{g} !lecture, !fqdn\n%{g} ALL=(root) NOPASSWD: {cli} unlock --user *, {cli} reset --user *\n",
+            g = helpdesk_group.name
+        ),
+    );
+    // Host B's pam_totp.conf as its system file (sudo refuses --config).
+    let security = private_etc_security(&b, &std::fs::read_to_string(&sb.config).unwrap());
+    let sudo = |args: &[&str]| {
+        let mut all = vec!["-u", helpdesk.name.as_str(), "--", "sudo", "-n", cli];
+        all.extend(args);
+        output(in_namespace(
+            &[(&sudoers, sudoers_dst), (&security, "/etc/security")],
+            "runuser",
+            &all,
+        ))
+    };
+    for cmd in ["unlock", "reset"] {
+        let (rc, out, err) = sudo(&[cmd, "--user", &admin.name]);
+        assert_eq!(rc, 1, "{cmd}: {out} {err}");
+        assert!(
+            err.contains(&format!(
+                "refusing to {cmd} {}: {} is protected on another host of the fleet",
+                admin.name, admin.name
+            )),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(admin.secret_path().exists(), "not reset");
+    let k = format!("pam-totp/v1/{ns}/users/{}", admin.name);
+    let doc = String::from_utf8_lossy(&etcd.etcdctl(&["get", &k]).stdout).into_owned();
+    assert!(doc.contains("\n# protected\n"), "host A marked its admin: {doc}");
+    let r = a.auth("svc", &admin.name, &[&code_now(&keys[0])]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "still locked out on A: {:?}", r.logs);
+    assert!(r.logged(&["locked out"]), "{:?}", r.logs);
+    // The ordinary user: unlocked by B's help desk, on A too.
+    let (rc, _, err) = sudo(&["unlock", "--user", &victim.name]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(a.auth("svc", &victim.name, &[&code_now(&keys[1])]).rc, PAM_SUCCESS);
+    // Root itself (not the help desk) still acts on the admin, and the mark stays.
+    let (rc, _, err) = output(b.cli(&["unlock", "--user", &admin.name]));
+    assert_eq!(rc, 0, "{err}");
+    let doc = String::from_utf8_lossy(&etcd.etcdctl(&["get", &k]).stdout).into_owned();
+    assert!(doc.contains("\n# protected\n"), "the mark is sticky: {doc}");
+    drop((sa, sb));
+}
