@@ -726,14 +726,14 @@ fn split_line<H: Host>(
     let now = clock.now();
     let password = remembered_password(cfg, accounts, &account, req);
     let result = store.update(&account.name, |st| {
-        let enrollment = st.remember_id(&secret, password.as_deref().map(|p| p.as_str()));
+        let key = st.remember_key(&account.name, &secret, password.as_deref().map(|p| p.as_str()));
         let (d, i) = decide(&policy(cfg), &secret, st, &[code_part], now, Count::Nothing);
         // A remembered host does not get past a lockout.
         let remembered = !matches!(d, Decision::LockedOut { .. })
             && cfg.remember > 0
-            && rhost.is_some_and(|h| st.is_remembered(h, req.service, &enrollment, now));
+            && rhost.is_some_and(|h| st.is_remembered(h, req.service, &key, now, cfg.remember));
         if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
-            st.remember(h, req.service, &enrollment, now.saturating_add(cfg.remember), now);
+            st.remember(h, req.service, &key, now.saturating_add(cfg.remember), now);
         }
         (d, i, remembered)
     });
@@ -913,7 +913,8 @@ fn check_and_prompt<H: Host, S: StateStore>(
     let rhost = req.rhost.filter(|h| !h.is_empty());
     if cfg.remember > 0 && pending.is_none() {
         if let Some(h) = rhost {
-            if snapshot.is_remembered(h, req.service, &snapshot.remember_id(secret, p.password), now) {
+            let key = snapshot.remember_key(user, secret, p.password);
+            if snapshot.is_remembered(h, req.service, &key, now, cfg.remember) {
                 cx.log(Level::Info, "accepted: remembered host, no code asked");
                 return Outcome::Accepted(Accepted::RememberedHost);
             }
@@ -960,8 +961,8 @@ fn check_and_prompt<H: Host, S: StateStore>(
     let result = store.update(user, |st| {
         let (d, i) = decide(&policy(cfg), secret, st, &[answer.as_str()], now, Count::Failures);
         if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
-            let id = st.remember_id(secret, p.password);
-            st.remember(h, req.service, &id, now.saturating_add(cfg.remember), now);
+            let key = st.remember_key(user, secret, p.password);
+            st.remember(h, req.service, &key, now.saturating_add(cfg.remember), now);
         }
         (d, i)
     });

@@ -317,12 +317,14 @@ impl State {
     /// account's password hash, if it has a local one — so a new enrollment, new backup
     /// codes, or a changed password (seed 002: "unless you ... change your password") ends
     /// it. Keyed, so the state never holds anything derived from the hash without the key.
-    pub fn remember_id(&self, secret: &SecretFile, password_hash: Option<&str>) -> String {
+    pub fn remember_key(&self, _user: &str, secret: &SecretFile, password_hash: Option<&str>) -> RememberKey {
         let enrollment = self.enrollment_id(secret);
-        self.tag(
-            "pam_totp remembered\0",
-            &[enrollment.as_bytes(), password_hash.unwrap_or("").as_bytes()],
-        )
+        RememberKey {
+            id: self.tag(
+                "pam_totp remembered\0",
+                &[enrollment.as_bytes(), password_hash.unwrap_or("").as_bytes()],
+            ),
+        }
     }
 
     /// The record of a spent backup code: a keyed hash of its canonical form, the same
@@ -433,8 +435,10 @@ impl State {
         self.locked_until > now
     }
 
-    /// Whether (rhost, service) was remembered for this enrollment and has not expired.
-    pub fn is_remembered(&self, rhost: &str, service: &str, enrollment: &str, now: u64) -> bool {
+    /// Whether (rhost, service) was remembered with `key` and has not expired; `max_age` is
+    /// the configured `remember=`.
+    pub fn is_remembered(&self, rhost: &str, service: &str, key: &RememberKey, now: u64, _max_age: u64) -> bool {
+        let enrollment = key.tag(rhost, service, 0);
         !enrollment.is_empty()
             && self
                 .remembered
@@ -442,22 +446,23 @@ impl State {
                 .any(|r| r.rhost == rhost && r.service == service && r.until > now && r.enrollment == enrollment)
     }
 
-    /// Remembers (rhost, service) for `enrollment` until `until`, dropping expired entries,
+    /// Remembers (rhost, service) with `key` until `until`, dropping expired entries,
     /// entries of other enrollments and the excess.
-    pub fn remember(&mut self, rhost: &str, service: &str, enrollment: &str, until: u64, now: u64) {
+    pub fn remember(&mut self, rhost: &str, service: &str, key: &RememberKey, until: u64, now: u64) {
         // A host name is at most 253 bytes; anything longer (a PAM application passing a
         // client's text as PAM_RHOST) is not remembered, so the state stays small enough to
         // store and the login that earned it is not refused for its size.
         if rhost.len() > 255 || service.len() > 255 {
             return;
         }
+        let enrollment = key.tag(rhost, service, until);
         self.remembered
             .retain(|r| r.until > now && r.enrollment == enrollment && !(r.rhost == rhost && r.service == service));
         self.remembered.push(Remembered {
             rhost: rhost.to_string(),
             service: service.to_string(),
             until,
-            enrollment: enrollment.to_string(),
+            enrollment,
         });
         if self.remembered.len() > MAX_REMEMBERED {
             self.remembered.sort_by_key(|r| std::cmp::Reverse(r.until));
@@ -466,9 +471,26 @@ impl State {
     }
 }
 
+/// What the tags of a user's remembered hosts are made with, for one secret file and
+/// password hash: see [`State::remember_key`].
+pub struct RememberKey {
+    id: String,
+}
+
+impl RememberKey {
+    /// The tag of an entry for (rhost, service) until `until`.
+    pub fn tag(&self, _rhost: &str, _service: &str, _until: u64) -> String {
+        self.id.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_key(id: &str) -> RememberKey {
+        RememberKey { id: id.to_string() }
+    }
 
     fn keyed() -> State {
         let mut s = State::default();
@@ -483,7 +505,7 @@ mod tests {
         s.enrolled = 7;
         s.device_mut("00112233445566778899aabbccddeeff").not_before = 90;
         s.spend_backup("12345678", "v1$x$y");
-        s.remember("10.0.0.1", "sshd", "e1", 100, 0);
+        s.remember("10.0.0.1", "sshd", &test_key("e1"), 100, 0);
         assert_eq!(State::parse(&s.to_toml().unwrap()).unwrap(), s);
         assert_eq!(State::parse("version = 2").unwrap(), State::default());
         assert_eq!(State::parse("version = 1").unwrap(), State::default());
@@ -522,23 +544,24 @@ mod tests {
     #[test]
     fn remembered_entries_expire_belong_to_one_enrollment_and_are_capped() {
         let mut s = keyed();
-        s.remember("a", "sshd", "e1", 50, 0);
-        assert!(s.is_remembered("a", "sshd", "e1", 49));
-        assert!(!s.is_remembered("a", "sshd", "e2", 10), "another enrollment");
-        assert!(!s.is_remembered("a", "sshd", "", 10));
-        assert!(!s.is_remembered("a", "sshd", "e1", 50));
-        assert!(!s.is_remembered("a", "sudo", "e1", 10));
-        assert!(!s.is_remembered("b", "sshd", "e1", 10));
-        s.remember("b", "sshd", "e2", 60, 0);
+        let (e1, e2, none) = (test_key("e1"), test_key("e2"), test_key(""));
+        s.remember("a", "sshd", &e1, 50, 0);
+        assert!(s.is_remembered("a", "sshd", &e1, 49, 3600));
+        assert!(!s.is_remembered("a", "sshd", &e2, 10, 3600), "another enrollment");
+        assert!(!s.is_remembered("a", "sshd", &none, 10, 3600));
+        assert!(!s.is_remembered("a", "sshd", &e1, 50, 3600));
+        assert!(!s.is_remembered("a", "sudo", &e1, 10, 3600));
+        assert!(!s.is_remembered("b", "sshd", &e1, 10, 3600));
+        s.remember("b", "sshd", &e2, 60, 0);
         assert!(
-            !s.is_remembered("a", "sshd", "e1", 10),
+            !s.is_remembered("a", "sshd", &e1, 10, 3600),
             "entries of the old enrollment go"
         );
         for i in 0..100 {
-            s.remember(&format!("h{i}"), "sshd", "e2", 1000 + i, 60);
+            s.remember(&format!("h{i}"), "sshd", &e2, 1000 + i, 60);
         }
         assert_eq!(s.remembered.len(), MAX_REMEMBERED);
-        assert!(s.is_remembered("h99", "sshd", "e2", 61));
+        assert!(s.is_remembered("h99", "sshd", &e2, 61, 3600));
     }
 
     #[test]
