@@ -331,27 +331,34 @@ impl State {
     /// does not hold: whoever can read and write the state or the fleet's etcd document,
     /// and so has `key`, cannot compute it.
     pub fn remember_key(&self, user: &str, secret: &SecretFile, password_hash: Option<&str>) -> RememberKey {
-        let mut material = zeroize::Zeroizing::new(Vec::new());
+        // Sized once, so no reallocation leaves a copy of the keys behind.
+        let size = secret.devices.iter().map(|d| 8 + d.key.len()).sum();
+        let mut material = zeroize::Zeroizing::new(Vec::with_capacity(size));
         for d in &secret.devices {
             material.extend_from_slice(&(d.key.len() as u64).to_be_bytes());
             material.extend_from_slice(&d.key);
         }
-        let enrollment = self.enrollment_id(secret);
-        let mut out = zeroize::Zeroizing::new([0u8; 32]);
-        // HMAC takes keys of any length; a secret file has at least one key of 10 bytes or more.
-        if let Ok(mut mac) = HmacSha256::new_from_slice(&material) {
-            mac.update(b"pam_totp remembered host key\0");
-            for p in [
-                user.as_bytes(),
-                enrollment.as_bytes(),
-                password_hash.unwrap_or("").as_bytes(),
-            ] {
-                mac.update(&(p.len() as u64).to_be_bytes());
-                mac.update(p);
-            }
-            out.copy_from_slice(&mac.finalize().into_bytes());
+        // A parsed secret file has at least one key (of 10 bytes or more); without one there
+        // is nothing a writer of the state lacks, so nothing is remembered.
+        if secret.devices.iter().all(|d| d.key.is_empty()) {
+            return RememberKey(None);
         }
-        RememberKey(out)
+        let Ok(mut mac) = HmacSha256::new_from_slice(&material) else {
+            return RememberKey(None); // HMAC takes keys of any length
+        };
+        let enrollment = self.enrollment_id(secret);
+        mac.update(b"pam_totp remembered host key\0");
+        for p in [
+            user.as_bytes(),
+            enrollment.as_bytes(),
+            password_hash.unwrap_or("").as_bytes(),
+        ] {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        RememberKey(Some(out))
     }
 
     /// The record of a spent backup code: a keyed hash of its canonical form, the same
@@ -482,7 +489,7 @@ impl State {
         // A host name is at most 253 bytes; anything longer (a PAM application passing a
         // client's text as PAM_RHOST) is not remembered, so the state stays small enough to
         // store and the login that earned it is not refused for its size.
-        if rhost.len() > 255 || service.len() > 255 {
+        if rhost.len() > 255 || service.len() > 255 || key.0.is_none() {
             return;
         }
         self.remembered
@@ -501,8 +508,8 @@ impl State {
 }
 
 /// The key of a user's remembered hosts for one secret file and password hash
-/// ([`State::remember_key`]). Never stored.
-pub struct RememberKey(zeroize::Zeroizing<[u8; 32]>);
+/// ([`State::remember_key`]); `None` (a secret without keys) verifies no tag. Never stored.
+pub struct RememberKey(Option<zeroize::Zeroizing<[u8; 32]>>);
 
 impl std::fmt::Debug for RememberKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -513,10 +520,11 @@ impl std::fmt::Debug for RememberKey {
 impl RememberKey {
     /// The tag of an entry for (rhost, service) until `until`: HMAC-SHA256 under this key
     /// of a label and the three (length-prefixed; `until` as 8 bytes big-endian), first 16
-    /// bytes hex. Another address, service or expiry needs another tag.
+    /// bytes hex. Another address, service or expiry needs another tag. Empty (never
+    /// verified) without a key.
     pub fn tag(&self, rhost: &str, service: &str, until: u64) -> String {
-        let Ok(mut mac) = HmacSha256::new_from_slice(self.0.as_ref()) else {
-            return String::new(); // HMAC takes keys of any length; never verifies (below)
+        let Some(Ok(mut mac)) = self.0.as_ref().map(|k| HmacSha256::new_from_slice(k.as_ref())) else {
+            return String::new();
         };
         mac.update(b"pam_totp remembered host\0");
         for p in [rhost.as_bytes(), service.as_bytes(), &until.to_be_bytes()] {
@@ -754,6 +762,26 @@ mod tests {
             );
             assert!(st.is_remembered("192.0.2.1", "sshd", &key, NOW + 10, REMEMBER));
         }
+    }
+
+    #[test]
+    fn a_secret_without_keys_remembers_no_host() {
+        let mut s = keyed();
+        let empty = SecretFile {
+            devices: Vec::new(),
+            backup_codes: Vec::new(),
+        };
+        let key = s.remember_key("alice", &empty, None);
+        s.remember("192.0.2.1", "sshd", &key, NOW + REMEMBER, NOW);
+        assert!(s.remembered.is_empty());
+        let entry = Remembered {
+            rhost: "192.0.2.1".into(),
+            service: "sshd".into(),
+            until: NOW + REMEMBER,
+            enrollment: key.tag("192.0.2.1", "sshd", NOW + REMEMBER),
+        };
+        let st = planted(&s, vec![entry]);
+        assert!(!st.is_remembered("192.0.2.1", "sshd", &key, NOW, REMEMBER));
     }
 
     #[test]
