@@ -742,7 +742,7 @@ fn split_line<H: Host>(
     let now = clock.now();
     let password = remembered_password(cfg, accounts, &account, req);
     let result = store.update(&account.name, |st| {
-        let enrollment = st.remember_id(&secret, password.as_deref().map(|p| p.as_str()));
+        let key = st.remember_key(&account.name, &secret, password.as_deref().map(|p| p.as_str()));
         let local = store.decides_locally();
         let (d, i) = decide(&policy(cfg, local), &secret, st, &[code_part], now, Count::Nothing);
         // A remembered host does not get past a lockout, nor is it honoured from this
@@ -750,9 +750,9 @@ fn split_line<H: Host>(
         let remembered = !matches!(d, Decision::LockedOut { .. })
             && !local
             && cfg.remember > 0
-            && rhost.is_some_and(|h| st.is_remembered(h, req.service, &enrollment, now));
+            && rhost.is_some_and(|h| st.is_remembered(h, req.service, &key, now, cfg.remember));
         if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
-            st.remember(h, req.service, &enrollment, now.saturating_add(cfg.remember), now);
+            st.remember(h, req.service, &key, now.saturating_add(cfg.remember), now);
         }
         (d, i, remembered)
     });
@@ -947,7 +947,8 @@ fn check_and_prompt<H: Host, S: StateStore>(
     // is down: a remembered host there may be one the fleet has since ended.
     if cfg.remember > 0 && pending.is_none() && !store.decides_locally() {
         if let Some(h) = rhost {
-            if snapshot.is_remembered(h, req.service, &snapshot.remember_id(secret, p.password), now) {
+            let key = snapshot.remember_key(user, secret, p.password);
+            if snapshot.is_remembered(h, req.service, &key, now, cfg.remember) {
                 cx.log(Level::Info, "accepted: remembered host, no code asked");
                 return Outcome::Accepted(Accepted::RememberedHost);
             }
@@ -1001,8 +1002,8 @@ fn check_and_prompt<H: Host, S: StateStore>(
             Count::Failures,
         );
         if let (Decision::Accepted(_), true, Some(h)) = (&d, cfg.remember > 0, rhost) {
-            let id = st.remember_id(secret, p.password);
-            st.remember(h, req.service, &id, now.saturating_add(cfg.remember), now);
+            let key = st.remember_key(user, secret, p.password);
+            st.remember(h, req.service, &key, now.saturating_add(cfg.remember), now);
         }
         (d, i)
     });

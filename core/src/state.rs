@@ -9,12 +9,15 @@
 //! replay guards per authenticator (`devices`, keyed by a keyed hash of the authenticator's
 //! key, so renaming or re-importing one keeps its guard), as a time for TOTP and a counter
 //! for HOTP; spent backup codes as keyed hashes of the codes themselves, newest 100; and
-//! remembered hosts tied to the enrollment they were earned with.
+//! remembered hosts tied to the enrollment they were earned with, each tagged under a key
+//! derived from the authenticators' keys ([`RememberKey`]) — never from `key`, which
+//! whoever can write the state (the fleet's etcd prefix) can read.
 //! Never: keeps a code, a secret or a backup code in clear.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::secret::{toml_error_position, SecretFile};
 
@@ -103,8 +106,12 @@ pub struct Remembered {
     pub rhost: String,
     pub service: String,
     pub until: u64,
-    /// [`State::enrollment_id`] of the secret file this host was remembered with: a new
-    /// enrollment, new backup codes or an import ends it.
+    /// The entry's tag, [`RememberKey::tag`] of (`rhost`, `service`, `until`) under the key
+    /// of the secret file and password this host was remembered with: a new enrollment,
+    /// new backup codes, an import or a new password ends it, and nobody without the
+    /// secret file can make one or move one to another address, service or expiry. (The
+    /// name is that of the field's first use, the enrollment's id: kept so that every
+    /// version reads every other's state.)
     #[serde(default)]
     pub enrollment: String,
 }
@@ -313,16 +320,45 @@ impl State {
         self.tag("pam_totp enrollment\0", &parts)
     }
 
-    /// What a remembered host is tied to: the enrollment ([`State::enrollment_id`]) and the
-    /// account's password hash, if it has a local one — so a new enrollment, new backup
-    /// codes, or a changed password (seed 002: "unless you ... change your password") ends
-    /// it. Keyed, so the state never holds anything derived from the hash without the key.
-    pub fn remember_id(&self, secret: &SecretFile, password_hash: Option<&str>) -> String {
+    /// The key a remembered host's tag is made with ([`RememberKey`]), for `user` with
+    /// `secret` and the account's password hash (if it has a local one) — so a new
+    /// enrollment, new backup codes, or a changed password (seed 002: "unless you ...
+    /// change your password") ends it.
+    ///
+    /// HMAC-SHA256 keyed with the authenticators' keys (each length-prefixed, in file
+    /// order) over a label, the account name, the [`State::enrollment_id`] (types,
+    /// parameters, backup code hashes) and the password hash. The keys are what the state
+    /// does not hold: whoever can read and write the state or the fleet's etcd document,
+    /// and so has `key`, cannot compute it.
+    pub fn remember_key(&self, user: &str, secret: &SecretFile, password_hash: Option<&str>) -> RememberKey {
+        // Sized once, so no reallocation leaves a copy of the keys behind.
+        let size = secret.devices.iter().map(|d| 8 + d.key.len()).sum();
+        let mut material = zeroize::Zeroizing::new(Vec::with_capacity(size));
+        for d in &secret.devices {
+            material.extend_from_slice(&(d.key.len() as u64).to_be_bytes());
+            material.extend_from_slice(&d.key);
+        }
+        // A parsed secret file has at least one key (of 10 bytes or more); without one there
+        // is nothing a writer of the state lacks, so nothing is remembered.
+        if secret.devices.iter().all(|d| d.key.is_empty()) {
+            return RememberKey(None);
+        }
+        let Ok(mut mac) = HmacSha256::new_from_slice(&material) else {
+            return RememberKey(None); // HMAC takes keys of any length
+        };
         let enrollment = self.enrollment_id(secret);
-        self.tag(
-            "pam_totp remembered\0",
-            &[enrollment.as_bytes(), password_hash.unwrap_or("").as_bytes()],
-        )
+        mac.update(b"pam_totp remembered host key\0");
+        for p in [
+            user.as_bytes(),
+            enrollment.as_bytes(),
+            password_hash.unwrap_or("").as_bytes(),
+        ] {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        RememberKey(Some(out))
     }
 
     /// The record of a spent backup code: a keyed hash of its canonical form, the same
@@ -433,36 +469,76 @@ impl State {
         self.locked_until > now
     }
 
-    /// Whether (rhost, service) was remembered for this enrollment and has not expired.
-    pub fn is_remembered(&self, rhost: &str, service: &str, enrollment: &str, now: u64) -> bool {
-        !enrollment.is_empty()
-            && self
-                .remembered
-                .iter()
-                .any(|r| r.rhost == rhost && r.service == service && r.until > now && r.enrollment == enrollment)
+    /// Whether (rhost, service) was remembered with `key` and has not expired. `max_age` is
+    /// the configured `remember=`: an entry whose expiry is further away than that is not
+    /// honoured, whatever its tag (a larger `remember=` before, a clock that ran ahead).
+    pub fn is_remembered(&self, rhost: &str, service: &str, key: &RememberKey, now: u64, max_age: u64) -> bool {
+        self.remembered.iter().any(|r| {
+            r.rhost == rhost
+                && r.service == service
+                && r.until > now
+                && r.until <= now.saturating_add(max_age)
+                && key.verifies(r)
+        })
     }
 
-    /// Remembers (rhost, service) for `enrollment` until `until`, dropping expired entries,
-    /// entries of other enrollments and the excess.
-    pub fn remember(&mut self, rhost: &str, service: &str, enrollment: &str, until: u64, now: u64) {
+    /// Remembers (rhost, service) with `key` until `until`, dropping expired entries,
+    /// entries whose tag `key` does not verify (other enrollments or passwords, older tag
+    /// formats, forgeries) and the excess.
+    pub fn remember(&mut self, rhost: &str, service: &str, key: &RememberKey, until: u64, now: u64) {
         // A host name is at most 253 bytes; anything longer (a PAM application passing a
         // client's text as PAM_RHOST) is not remembered, so the state stays small enough to
         // store and the login that earned it is not refused for its size.
-        if rhost.len() > 255 || service.len() > 255 {
+        if rhost.len() > 255 || service.len() > 255 || key.0.is_none() {
             return;
         }
         self.remembered
-            .retain(|r| r.until > now && r.enrollment == enrollment && !(r.rhost == rhost && r.service == service));
+            .retain(|r| r.until > now && !(r.rhost == rhost && r.service == service) && key.verifies(r));
         self.remembered.push(Remembered {
             rhost: rhost.to_string(),
             service: service.to_string(),
             until,
-            enrollment: enrollment.to_string(),
+            enrollment: key.tag(rhost, service, until),
         });
         if self.remembered.len() > MAX_REMEMBERED {
             self.remembered.sort_by_key(|r| std::cmp::Reverse(r.until));
             self.remembered.truncate(MAX_REMEMBERED);
         }
+    }
+}
+
+/// The key of a user's remembered hosts for one secret file and password hash
+/// ([`State::remember_key`]); `None` (a secret without keys) verifies no tag. Never stored.
+pub struct RememberKey(Option<zeroize::Zeroizing<[u8; 32]>>);
+
+impl std::fmt::Debug for RememberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RememberKey(<redacted>)")
+    }
+}
+
+impl RememberKey {
+    /// The tag of an entry for (rhost, service) until `until`: HMAC-SHA256 under this key
+    /// of a label and the three (length-prefixed; `until` as 8 bytes big-endian), first 16
+    /// bytes hex. Another address, service or expiry needs another tag. Empty (never
+    /// verified) without a key.
+    pub fn tag(&self, rhost: &str, service: &str, until: u64) -> String {
+        let Some(Ok(mut mac)) = self.0.as_ref().map(|k| HmacSha256::new_from_slice(k.as_ref())) else {
+            return String::new();
+        };
+        mac.update(b"pam_totp remembered host\0");
+        for p in [rhost.as_bytes(), service.as_bytes(), &until.to_be_bytes()] {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// Whether `r`'s tag is this key's for its own address, service and expiry (compared
+    /// in constant time).
+    fn verifies(&self, r: &Remembered) -> bool {
+        let want = self.tag(&r.rhost, &r.service, r.until);
+        !want.is_empty() && bool::from(want.as_bytes().ct_eq(r.enrollment.as_bytes()))
     }
 }
 
@@ -483,7 +559,8 @@ mod tests {
         s.enrolled = 7;
         s.device_mut("00112233445566778899aabbccddeeff").not_before = 90;
         s.spend_backup("12345678", "v1$x$y");
-        s.remember("10.0.0.1", "sshd", "e1", 100, 0);
+        let key = s.remember_key("alice", &secret_file(KEY_1), None);
+        s.remember("10.0.0.1", "sshd", &key, 100, 0);
         assert_eq!(State::parse(&s.to_toml().unwrap()).unwrap(), s);
         assert_eq!(State::parse("version = 2").unwrap(), State::default());
         assert_eq!(State::parse("version = 1").unwrap(), State::default());
@@ -522,23 +599,189 @@ mod tests {
     #[test]
     fn remembered_entries_expire_belong_to_one_enrollment_and_are_capped() {
         let mut s = keyed();
-        s.remember("a", "sshd", "e1", 50, 0);
-        assert!(s.is_remembered("a", "sshd", "e1", 49));
-        assert!(!s.is_remembered("a", "sshd", "e2", 10), "another enrollment");
-        assert!(!s.is_remembered("a", "sshd", "", 10));
-        assert!(!s.is_remembered("a", "sshd", "e1", 50));
-        assert!(!s.is_remembered("a", "sudo", "e1", 10));
-        assert!(!s.is_remembered("b", "sshd", "e1", 10));
-        s.remember("b", "sshd", "e2", 60, 0);
+        let e1 = s.remember_key("alice", &secret_file(KEY_1), None);
+        let e2 = s.remember_key("alice", &secret_file(KEY_2), None);
+        s.remember("a", "sshd", &e1, 50, 0);
+        assert!(s.is_remembered("a", "sshd", &e1, 49, 3600));
+        assert!(!s.is_remembered("a", "sshd", &e2, 10, 3600), "another enrollment");
+        assert!(!s.is_remembered("a", "sshd", &e1, 50, 3600));
+        assert!(!s.is_remembered("a", "sudo", &e1, 10, 3600));
+        assert!(!s.is_remembered("b", "sshd", &e1, 10, 3600));
+        s.remember("b", "sshd", &e2, 60, 0);
         assert!(
-            !s.is_remembered("a", "sshd", "e1", 10),
+            !s.is_remembered("a", "sshd", &e1, 10, 3600),
             "entries of the old enrollment go"
         );
         for i in 0..100 {
-            s.remember(&format!("h{i}"), "sshd", "e2", 1000 + i, 60);
+            s.remember(&format!("h{i}"), "sshd", &e2, 1000 + i, 60);
         }
         assert_eq!(s.remembered.len(), MAX_REMEMBERED);
-        assert!(s.is_remembered("h99", "sshd", "e2", 61));
+        assert!(s.is_remembered("h99", "sshd", &e2, 61, 3600));
+    }
+
+    const KEY_1: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    const KEY_2: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    const NOW: u64 = 1_800_000_000;
+    /// `remember=` as configured.
+    const REMEMBER: u64 = 3600;
+    const PASSWORD_HASH: &str = "$y$j9T$salt$hash";
+
+    fn secret_file(b32: &str) -> SecretFile {
+        SecretFile::parse(&format!(
+            "version = 2\n[[device]]\nname = \"phone\"\nsecret = \"{b32}\"\n"
+        ))
+        .unwrap()
+    }
+
+    /// What a login leaves: alice remembered from 192.0.2.1 over sshd at NOW, and the key
+    /// a host holding her secret file and password hash computes.
+    fn remembered_state() -> (State, RememberKey) {
+        let mut s = keyed();
+        let key = s.remember_key("alice", &secret_file(KEY_1), Some(PASSWORD_HASH));
+        s.remember("192.0.2.1", "sshd", &key, NOW + REMEMBER, NOW);
+        (s, key)
+    }
+
+    /// `s` with its remembered hosts replaced by `entries`, as a writer of the fleet's etcd
+    /// prefix (or of the state file) can store it.
+    fn planted(s: &State, entries: Vec<Remembered>) -> State {
+        let mut out = s.clone();
+        out.remembered = entries;
+        State::parse(&out.to_toml().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_genuine_remembered_host_is_honoured_on_every_host_with_the_same_secret_until_it_expires() {
+        let (s, key) = remembered_state();
+        assert!(s.is_remembered("192.0.2.1", "sshd", &key, NOW, REMEMBER));
+        assert!(s.is_remembered("192.0.2.1", "sshd", &key, NOW + REMEMBER - 1, REMEMBER));
+        assert!(!s.is_remembered("192.0.2.1", "sshd", &key, NOW + REMEMBER, REMEMBER));
+        // Another host reads the document and computes the key from its own copy of the
+        // secret file and password hash.
+        let other = State::parse(&s.to_toml().unwrap()).unwrap();
+        let key = other.remember_key("alice", &secret_file(KEY_1), Some(PASSWORD_HASH));
+        assert!(other.is_remembered("192.0.2.1", "sshd", &key, NOW + 10, REMEMBER));
+        let changed = other.remember_key("alice", &secret_file(KEY_1), Some("$y$j9T$salt$other"));
+        assert!(
+            !other.is_remembered("192.0.2.1", "sshd", &changed, NOW + 10, REMEMBER),
+            "a changed password ends it"
+        );
+        let bob = other.remember_key("bob", &secret_file(KEY_1), Some(PASSWORD_HASH));
+        assert!(
+            !other.is_remembered("192.0.2.1", "sshd", &bob, NOW + 10, REMEMBER),
+            "another account with the same secret"
+        );
+    }
+
+    #[test]
+    fn a_remembered_host_copied_with_another_address_service_or_expiry_is_not_honoured() {
+        let (s, key) = remembered_state();
+        let genuine = s.remembered[0].clone();
+        let copy = |rhost: &str, service: &str, until: u64| Remembered {
+            rhost: rhost.into(),
+            service: service.into(),
+            until,
+            ..genuine.clone()
+        };
+        let st = planted(&s, vec![genuine.clone(), copy("203.0.113.9", "sshd", genuine.until)]);
+        assert!(st.is_remembered("192.0.2.1", "sshd", &key, NOW + 10, REMEMBER));
+        assert!(
+            !st.is_remembered("203.0.113.9", "sshd", &key, NOW + 10, REMEMBER),
+            "another address"
+        );
+        let st = planted(&s, vec![genuine.clone(), copy("192.0.2.1", "sudo", genuine.until)]);
+        assert!(
+            !st.is_remembered("192.0.2.1", "sudo", &key, NOW + 10, REMEMBER),
+            "another service"
+        );
+        // A later expiry, looked at once the genuine entry has expired (and within
+        // `remember=` of the forged one, so only the tag can refuse it).
+        let later = genuine.until + REMEMBER / 2;
+        let st = planted(&s, vec![copy("192.0.2.1", "sshd", later)]);
+        assert!(
+            !st.is_remembered("192.0.2.1", "sshd", &key, genuine.until + 1, REMEMBER),
+            "a later expiry"
+        );
+    }
+
+    #[test]
+    fn a_remembered_host_expiring_after_now_plus_remember_is_not_honoured() {
+        // Stored with a longer life than `remember=` allows now (a larger remember= before,
+        // or a host whose clock ran ahead), with a right tag.
+        let mut s = keyed();
+        let key = s.remember_key("alice", &secret_file(KEY_1), Some(PASSWORD_HASH));
+        s.remember("192.0.2.1", "sshd", &key, NOW + 90 * 86400, NOW);
+        assert!(s.is_remembered("192.0.2.1", "sshd", &key, NOW, 90 * 86400));
+        assert!(
+            !s.is_remembered("192.0.2.1", "sshd", &key, NOW, REMEMBER),
+            "until > now + remember"
+        );
+        assert!(s.is_remembered("192.0.2.1", "sshd", &key, NOW + 90 * 86400 - REMEMBER, REMEMBER));
+    }
+
+    #[test]
+    fn a_remembered_tag_made_with_the_states_own_key_is_not_honoured() {
+        // A writer of the etcd prefix has the whole document: the state's key and every
+        // genuine entry; also (say) the password hash and this code — but not the secret
+        // file. Each tag it can make for a new address is refused.
+        let (s, key) = remembered_state();
+        let (rhost, service, until) = ("203.0.113.9", "sshd", NOW + REMEMBER);
+        let entry = |tag: String| Remembered {
+            rhost: rhost.into(),
+            service: service.into(),
+            until,
+            enrollment: tag,
+        };
+        let until_text = until.to_string();
+        let until_be = until.to_be_bytes();
+        let own_secret = s.remember_key("alice", &secret_file(KEY_2), Some(PASSWORD_HASH));
+        let forged = [
+            s.remembered[0].enrollment.clone(),
+            own_secret.tag(rhost, service, until),
+            s.tag("pam_totp remembered\0", &[]),
+            s.tag("pam_totp remembered\0", &[b"", PASSWORD_HASH.as_bytes()]),
+            s.tag(
+                "pam_totp remembered\0",
+                &[rhost.as_bytes(), service.as_bytes(), until_text.as_bytes()],
+            ),
+            s.tag(
+                "pam_totp remembered\0",
+                &[
+                    s.remembered[0].enrollment.as_bytes(),
+                    rhost.as_bytes(),
+                    service.as_bytes(),
+                    &until_be,
+                ],
+            ),
+        ];
+        for (i, tag) in forged.into_iter().enumerate() {
+            let st = planted(&s, vec![s.remembered[0].clone(), entry(tag)]);
+            assert!(
+                !st.is_remembered(rhost, service, &key, NOW + 10, REMEMBER),
+                "forgery {i} honoured"
+            );
+            assert!(st.is_remembered("192.0.2.1", "sshd", &key, NOW + 10, REMEMBER));
+        }
+    }
+
+    #[test]
+    fn a_secret_without_keys_remembers_no_host() {
+        let mut s = keyed();
+        let empty = SecretFile {
+            devices: Vec::new(),
+            backup_codes: Vec::new(),
+        };
+        let key = s.remember_key("alice", &empty, None);
+        s.remember("192.0.2.1", "sshd", &key, NOW + REMEMBER, NOW);
+        assert!(s.remembered.is_empty());
+        let entry = Remembered {
+            rhost: "192.0.2.1".into(),
+            service: "sshd".into(),
+            until: NOW + REMEMBER,
+            enrollment: key.tag("192.0.2.1", "sshd", NOW + REMEMBER),
+        };
+        let st = planted(&s, vec![entry]);
+        assert!(!st.is_remembered("192.0.2.1", "sshd", &key, NOW, REMEMBER));
     }
 
     #[test]

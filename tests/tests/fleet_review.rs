@@ -125,3 +125,51 @@ fn an_oversized_document_refuses_and_never_falls_back() {
     assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
     assert!(!r.logged(&["degraded"]), "{:?}", r.logs);
 }
+
+/// Issue 24 (High 2): whoever can write the prefix copies a genuine remembered host into the
+/// document for other addresses — one until the year 2100, one with the genuine entry's own
+/// expiry. Neither address gets in without a code, on either host; the genuine address is
+/// still remembered.
+#[test]
+fn a_remembered_host_planted_in_etcd_for_another_address_is_still_asked_for_a_code() {
+    let etcd = Etcd::single();
+    let fl = pam_totp_tests::fleet::fleet(&etcd, "remember=3600", "", 1000);
+    let (u, key) = user();
+    let genuine = ["--rhost", "192.0.2.10"];
+    let r = fl.a.auth_with("svc", &u.name, &[&code_now(&key)], &genuine);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+
+    let k = format!("pam-totp/v1/{}/users/{}", fl.ns, u.name);
+    let out = etcd.etcdctl(&["get", &k, "--print-value-only"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let value = out.stdout.strip_suffix(b"\n").unwrap_or(&out.stdout);
+    let text = std::str::from_utf8(pam_totp_core::fleet::document_state(value)).unwrap();
+    let mut st = pam_totp_core::state::State::parse(text).unwrap();
+    assert_eq!(st.remembered.len(), 1, "{text}");
+    let entry = st.remembered[0].clone();
+    let mut far = entry.clone();
+    far.rhost = "203.0.113.66".into();
+    far.until = 4_102_444_800; // 2100-01-01
+    let mut same = entry.clone();
+    same.rhost = "203.0.113.67".into();
+    st.remembered.extend([far, same]);
+    let out = etcd.etcdctl(&["put", &k, &st.to_toml().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    for (name, host) in [("A", &fl.a), ("B", &fl.b)] {
+        for planted in ["203.0.113.66", "203.0.113.67"] {
+            let r = host.auth_with("svc", &u.name, &[], &["--rhost", planted]);
+            assert!(
+                !r.prompts.is_empty() && r.rc != PAM_SUCCESS,
+                "host {name}, planted {planted}: the code must be asked for: {r:?}"
+            );
+            assert!(!r.logged(&["remembered host"]), "{:?}", r.logs);
+        }
+        let r = host.auth_with("svc", &u.name, &[], &genuine);
+        assert_eq!(
+            r.rc, PAM_SUCCESS,
+            "host {name}: the genuine address is still remembered: {r:?}"
+        );
+        assert!(r.prompts.is_empty(), "{r:?}");
+    }
+}
