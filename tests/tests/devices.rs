@@ -849,6 +849,93 @@ fn import_tokens_from_pskc_plain_and_encrypted_with_a_pre_shared_key() {
 }
 
 #[test]
+fn import_tokens_goes_on_past_a_user_who_holds_their_own_secret_file_lock() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    register_fixture_keys();
+    let f = Fixture::new();
+    let (held, other) = (TestUser::create(), TestUser::create());
+    // The held user takes the lock every command changing their enrollment takes, in a
+    // process of their own (flock, then exec: the sleep holds it), and keeps it.
+    let lock = held.secret_dir().join(".secret.toml.lock");
+    let mut holder = Command::new("sh")
+        .args([
+            "-c",
+            "mkdir -p -m 700 \"$1\" && exec flock --no-fork --exclusive \"$2\" sh -c 'echo locked; exec sleep 300'",
+            "sh",
+        ])
+        .arg(held.secret_dir())
+        .arg(&lock)
+        .uid(held.uid)
+        .gid(held.gid)
+        .current_dir("/")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "locked\n");
+
+    let csv = fixture_copy(
+        &f,
+        "devices/two-users.csv",
+        &[("@USER1@", &held.name), ("@USER2@", &other.name)],
+    );
+    let mut import = f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]);
+    let start = std::time::Instant::now();
+    let mut child = import.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let limit = std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            holder.kill().unwrap();
+            holder.wait().unwrap();
+            panic!("import tokens still running after {limit:?}: it waits for the user's lock");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let took = start.elapsed();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("{}: line 4: refused: ", held.name))
+            && lines[0].contains(&format!("another process holds the lock {}", lock.display())),
+        "{out}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            format!(
+                "{}: added \"token 12345678\" (hotp, SHA1, 6 digits, from counter 5)",
+                other.name
+            ),
+            format!("{}: added \"desk fob\" (totp, SHA256, 8 digits)", other.name),
+        ]
+    );
+    assert!(err.contains("2 tokens imported for 1 user; 1 refused."), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_no_secrets_in(&[out, err], &[]);
+    assert!(!held.secret_path().exists());
+    assert_eq!(names(&devices(&f, &other)), ["token 12345678", "desk fob"]);
+    // Released, the held user's token imports.
+    let out = ok(f.cli(&["import", "tokens", "--force", "--file", csv.to_str().unwrap()]));
+    assert!(out.ends_with("3 tokens imported for 2 users; 0 refused.\n"), "{out}");
+    assert_private_and_owned(&held);
+}
+
+#[test]
 fn import_tokens_is_root_only() {
     register_fixture_keys();
     let f = Fixture::new();
