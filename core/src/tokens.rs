@@ -23,7 +23,9 @@
 //! ciphertext, PKCS#7 padding). A `ValueMAC` is checked (HMAC over IV || ciphertext with the key in
 //! `MACMethod/MACKey`, itself AES-128-CBC under the pre-shared key; without a `MACKey`, the
 //! pre-shared key, as earlier PSKC drafts did) and a mismatch refuses the file; with a
-//! `MACMethod`, every `EncryptedValue` needs its `ValueMAC`. A `Secret` holding both a
+//! `MACMethod`, every `EncryptedValue` needs its `ValueMAC`. The MAC covers each encrypted
+//! key only: not `UserId`, `SerialNo` or any parameter, so a file whose `UserId` was changed
+//! still checks ([`TokenRecord::mac_checked`]; callers say so). A `Secret` holding both a
 //! `PlainValue` and an `EncryptedValue`, and any `PlainValue` secret when a pre-shared key
 //! is given (the administrator expects an encrypted file), are refused. Not supported,
 //! each with its own message: PBKDF2 (passphrase) and certificate (asymmetric) encryption,
@@ -119,6 +121,10 @@ pub struct TokenRecord {
     /// Where in the file the record came from, for messages: `line 4`,
     /// `KeyPackage 2 (Id 987654)`.
     pub entry: String,
+    /// The key's PSKC `ValueMAC` was checked. It covers the encrypted key only (IV ||
+    /// ciphertext), never the user, the device name or any other field of the record: a
+    /// file whose `UserId` was changed still checks.
+    pub mac_checked: bool,
 }
 
 impl fmt::Debug for TokenRecord {
@@ -133,6 +139,7 @@ impl fmt::Debug for TokenRecord {
             .field("period", &self.period)
             .field("counter", &self.counter)
             .field("entry", &self.entry)
+            .field("mac_checked", &self.mac_checked)
             .finish()
     }
 }
@@ -499,6 +506,7 @@ fn csv_record(fields: &[Zeroizing<String>], entry: &str) -> Result<TokenRecord, 
         period,
         counter,
         entry: entry.to_string(),
+        mac_checked: false,
     })
 }
 
@@ -882,8 +890,8 @@ impl<'p> Crypto<'p> {
     }
 
     /// The secret of `Data/Secret`: `PlainValue`, or `EncryptedValue` decrypted after its
-    /// `ValueMAC` (if any) is checked.
-    fn secret(&self, secret: Node) -> Result<Zeroizing<Vec<u8>>, String> {
+    /// `ValueMAC` (if any) is checked; and whether a `ValueMAC` was checked.
+    fn secret(&self, secret: Node) -> Result<(Zeroizing<Vec<u8>>, bool), String> {
         let encrypted = match (pskc(secret, "PlainValue")?, pskc(secret, "EncryptedValue")?) {
             (Some(_), Some(_)) => {
                 return Err("Data/Secret holds both a PlainValue and an EncryptedValue; the plain one is not protected by the encryption or its MAC, so the file is refused".into())
@@ -892,7 +900,9 @@ impl<'p> Crypto<'p> {
                 return Err("the secret is a PlainValue (not encrypted), but a pre-shared key was given (--psk-file): the file mixes encrypted and plain keys, or is not the encrypted file expected".into())
             }
             (Some(plain), None) => {
-                return base64_value(&text_of(plain)).ok_or_else(|| "the secret's PlainValue is not base64".into())
+                return base64_value(&text_of(plain))
+                    .map(|key| (key, false))
+                    .ok_or_else(|| "the secret's PlainValue is not base64".into())
             }
             (None, Some(encrypted)) => encrypted,
             (None, None) => return Err("Data/Secret has neither a PlainValue nor an EncryptedValue".into()),
@@ -918,8 +928,8 @@ impl<'p> Crypto<'p> {
         if value_mac.is_none() && self.mac_required {
             return Err("the secret has no ValueMAC, though the file has a MACMethod: it may have been altered".into());
         }
-        if let Some(value_mac) = value_mac {
-            let tag = base64_value(&text_of(value_mac)).ok_or("the secret's ValueMAC is not base64")?;
+        if let Some(value_mac) = &value_mac {
+            let tag = base64_value(&text_of(*value_mac)).ok_or("the secret's ValueMAC is not base64")?;
             let alg = self.mac_alg.clone()?;
             // RFC 6030 §6.1.1: the MAC key is MACMethod/MACKey. Files without one (earlier
             // PSKC drafts) MAC with the encryption key itself.
@@ -931,7 +941,8 @@ impl<'p> Crypto<'p> {
                 );
             }
         }
-        aes128_cbc_decrypt(psk, &cipher).map_err(str::to_string)
+        let key = aes128_cbc_decrypt(psk, &cipher).map_err(str::to_string)?;
+        Ok((key, value_mac.is_some()))
     }
 }
 
@@ -1146,7 +1157,7 @@ fn package_record(
         .transpose()?
         .flatten()
         .ok_or("it has no Data/Secret; keys kept by reference (KeyReference) cannot be imported")?;
-    let key = crypto.secret(secret)?;
+    let (key, mac_checked) = crypto.secret(secret)?;
     check_key_len(key.len())?;
     Ok(TokenRecord {
         user,
@@ -1158,6 +1169,7 @@ fn package_record(
         period,
         counter,
         entry: entry.to_string(),
+        mac_checked,
     })
 }
 
@@ -1517,7 +1529,7 @@ mod tests {
         let tag = base64_value("Su+NvtQfmvfJzF6bmQiJqoLRExc=").unwrap();
         assert!(MacAlg::Sha1.verify(crypto.mac_key.as_deref().unwrap(), &cipher, &tag));
         assert_eq!(
-            hex(&crypto.secret(secret).unwrap()),
+            hex(&crypto.secret(secret).unwrap().0),
             "3132333435363738393031323334353637383930"
         );
     }
@@ -1948,6 +1960,27 @@ mod tests {
         }
         out.push_str(rest);
         out
+    }
+
+    #[test]
+    fn pskc_value_mac_covers_the_key_only_so_a_changed_user_id_still_checks() {
+        let psk = rfc_psk();
+        let text = fixture!("rfc6030-figure6-userid.pskcxml");
+        let r = parse_pskc(text, Some(&psk)).unwrap();
+        assert_eq!((r[0].user.as_str(), r[0].mac_checked), ("alice", true));
+        // What the MAC does not cover: the user (and the device name, the parameters).
+        let to_root = text
+            .replace(">alice<", ">root<")
+            .replace("987654321", "1")
+            .replace("Length=\"8\"", "Length=\"6\"");
+        let r = parse_pskc(&to_root, Some(&psk)).unwrap();
+        assert_eq!(
+            (r[0].user.as_str(), r[0].name.as_str(), r[0].digits, r[0].mac_checked),
+            ("root", "token 1", 6, true)
+        );
+        // No MAC checked: plain keys, CSV rows.
+        assert!(!parse_pskc(fixture!("rfc6030-figure3.pskcxml"), None).unwrap()[0].mac_checked);
+        assert!(!parse_csv(fixture!("good.csv")).unwrap()[0].mac_checked);
     }
 
     #[test]

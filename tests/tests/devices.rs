@@ -935,6 +935,99 @@ fn import_tokens_goes_on_past_a_user_who_holds_their_own_secret_file_lock() {
     assert_private_and_owned(&held);
 }
 
+/// What `import tokens` says of a PSKC file whose MACs it checked.
+const MAC_NOTE: &str = "MAC checked: it covers the encrypted keys only, not the user names, device names or \
+                        other settings in the file; a token for root or a member of protected_groups is imported \
+                        only with --allow-protected.";
+
+#[test]
+fn import_tokens_for_root_or_a_protected_group_member_needs_allow_protected_and_says_what_the_mac_covers() {
+    register_fixture_keys();
+    let f = Fixture::new();
+    // Secret files in the fixture's own directory: root's real one is never touched.
+    let secrets = f.root.join("secrets");
+    let protected = TestGroup::create();
+    let admin = TestUser::create();
+    protected.add(&admin.name);
+    let user = TestUser::create();
+    std::fs::write(
+        f.root.join("pam_totp.conf"),
+        format!(
+            "secret = \"{}/%u.toml\"\nprotected_groups = [\"root\", \"sudo\", \"wheel\", \"{}\"]\n",
+            secrets.display(),
+            protected.name
+        ),
+    )
+    .unwrap();
+
+    // RFC 6030 figure 6 with its UserId changed to root: the MAC still checks (it covers
+    // the encrypted key only), so the file alone cannot tell that root was put there.
+    let enc = fixture_copy(&f, "tokens/rfc6030-figure6-userid.pskcxml", &[(">alice<", ">root<")]);
+    let psk = f.root.join("psk.hex");
+    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let args = [
+        "import",
+        "tokens",
+        "--file",
+        enc.to_str().unwrap(),
+        "--psk-file",
+        psk.to_str().unwrap(),
+    ];
+    let (rc, out, err) = output(f.cli(&args));
+    assert_eq!(rc, 1, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "root: KeyPackage 1 (Id 12345678): refused: it is the root account (uid 0); tokens for root and members \
+             of protected_groups are imported only with --allow-protected",
+            MAC_NOTE,
+        ],
+        "{out}"
+    );
+    assert!(err.contains("0 tokens imported for 0 users; 1 refused."), "{err}");
+    assert!(!secrets.join("root.toml").exists());
+
+    let mut with_flag = args.to_vec();
+    with_flag.push("--allow-protected");
+    let out = ok(f.cli(&with_flag));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "root: added \"token 987654321\" (hotp, SHA1, 8 digits)",
+            MAC_NOTE,
+            "1 token imported for 1 user; 0 refused.",
+        ],
+        "{out}"
+    );
+    assert!(secrets.join("root.toml").exists());
+
+    // A member of a protected group is refused the same way, the other user imported.
+    let csv = fixture_copy(
+        &f,
+        "devices/two-users.csv",
+        &[("@USER1@", &admin.name), ("@USER2@", &user.name)],
+    );
+    let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
+    assert_eq!(rc, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "{a}: line 4: refused: {a} is a member of the protected group {g}; tokens for root and members of \
+             protected_groups are imported only with --allow-protected",
+            a = admin.name,
+            g = protected.name
+        ),
+        "{out}"
+    );
+    assert!(lines[1].starts_with(&format!("{}: added", user.name)), "{out}");
+    assert_eq!(lines.len(), 3, "no MAC note for a CSV file: {out}");
+    assert!(err.contains("2 tokens imported for 1 user; 1 refused."), "{err}");
+    assert!(!secrets.join(format!("{}.toml", admin.name)).exists());
+    assert!(secrets.join(format!("{}.toml", user.name)).exists());
+}
+
 #[test]
 fn import_tokens_is_root_only() {
     register_fixture_keys();
