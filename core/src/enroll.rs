@@ -6,8 +6,10 @@
 //! written with the user's file-system identity, so they end up owned by the user and root
 //! never acts on a path the user could redirect.
 
+use std::fs::TryLockError;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -210,26 +212,44 @@ pub fn save_secret(path: &Path, account: &Account, secret: &SecretFile, replace:
     })
 }
 
+/// How long [`update_secret`] waits for another process's lock on a secret file. The
+/// lock file is in a directory its user owns, so the user can hold it as long as they
+/// like: without a bound, root's `import tokens` would wait for them forever, and every
+/// user after them in the file with it.
+pub const SECRET_LOCK_WAIT: Duration = Duration::from_secs(5);
+
 /// Changes a secret file under a lock: takes an exclusive `flock` on `.<name>.lock` next to
 /// it, reads the file as it is now (None: there is none), runs `f` on it and, when `f`
 /// returns a file, writes that (atomically, as [`save_secret`] does) before the lock is
 /// released. Every command that changes an existing enrollment (`enroll --add`, `devices`,
 /// `backup-codes --regenerate`, `import`) goes through here, so two of them never write back
 /// a copy read before the other's change — a device removed while another is being added
-/// stays removed. (The module only reads; writes replace the file atomically.)
+/// stays removed. (The module only reads; writes replace the file atomically.) A lock held
+/// elsewhere for longer than [`SECRET_LOCK_WAIT`] is a [`FileProblem::Locked`] error naming
+/// the lock file, and `f` does not run.
 pub fn update_secret<T, E: From<Error>>(
     path: &Path,
     account: &Account,
     f: impl FnOnce(Option<SecretFile>) -> Result<(Option<SecretFile>, T), E>,
 ) -> Result<T, E> {
-    let (_, name) = split_path(path).ok_or_else(|| not_a_file(path))?;
+    update_secret_within(path, account, SECRET_LOCK_WAIT, f)
+}
+
+fn update_secret_within<T, E: From<Error>>(
+    path: &Path,
+    account: &Account,
+    wait: Duration,
+    f: impl FnOnce(Option<SecretFile>) -> Result<(Option<SecretFile>, T), E>,
+) -> Result<T, E> {
+    let (dir_path, name) = split_path(path).ok_or_else(|| not_a_file(path))?;
     let owners = Owners(vec![account.uid, 0]);
     let mut f = Some(f);
     let mut out: Option<Result<T, E>> = None;
     as_owner(path, account, || {
         let dir = open_secret_dir(path, account)?;
-        let lock = dir.open_lock_file(&format!(".{name}.lock"), &owners)?;
-        lock.lock().map_err(|e| Error::io(path, &e))?;
+        let lock_name = format!(".{name}.lock");
+        let lock = dir.open_lock_file(&lock_name, &owners)?;
+        lock_within(&lock, &dir_path.join(&lock_name), wait)?;
         let current = match dir.read_file(name, &owners)? {
             None => None,
             Some(text) => Some(SecretFile::parse(&text).map_err(|e| {
@@ -253,6 +273,29 @@ pub fn update_secret<T, E: From<Error>>(
         Ok(())
     })?;
     out.unwrap_or_else(|| Err(E::from(Error::Config("the secret file update did not run".into()))))
+}
+
+/// Takes an exclusive `flock` on `lock` (the file at `path`), trying again every 50 ms for
+/// `wait` while another process holds it.
+fn lock_within(lock: &std::fs::File, path: &Path, wait: Duration) -> Result<(), Error> {
+    let start = Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::file(
+                    path,
+                    FileProblem::Locked {
+                        waited_secs: wait.as_secs_f64().ceil() as u64,
+                    },
+                ))
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(path, &e)),
+        }
+    }
 }
 
 /// Checks, before a new secret is shown to anyone, that [`save_secret`] will be able to
@@ -408,6 +451,52 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(load_secret(&path, &a).unwrap().unwrap().devices.len(), 9);
+        std::fs::remove_dir_all(home).unwrap();
+    }
+
+    #[test]
+    fn a_secret_file_lock_held_elsewhere_is_waited_for_a_bounded_time_then_named() {
+        let home = tmp();
+        let a = account(&home);
+        let path = home.join(".config/pam-totp/secret.toml");
+        let d = new_device("phone", Kind::Totp, Params::DEFAULT, "h", "l", 0).unwrap();
+        save_secret(&path, &a, &new_secret(d, 0).unwrap().0, false).unwrap();
+        let lock_path = home.join(".config/pam-totp/.secret.toml.lock");
+        // Another open file description: flock conflicts as with another process.
+        let holder = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .unwrap();
+        holder.lock().unwrap();
+        let start = std::time::Instant::now();
+        let mut ran = false;
+        let e = update_secret_within(&path, &a, Duration::from_millis(300), |_| -> Result<_, Error> {
+            ran = true;
+            Ok((None, ()))
+        })
+        .unwrap_err();
+        let took = start.elapsed();
+        assert!(!ran);
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert!(
+            matches!(&e, Error::File { path, problem: FileProblem::Locked { waited_secs: 1 } } if *path == lock_path),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!(
+                "another process holds the lock {}; gave up after 1 s",
+                lock_path.display()
+            )),
+            "{e}"
+        );
+        // Released, the update runs.
+        drop(holder);
+        update_secret(&path, &a, |_| -> Result<_, Error> { Ok((None, ())) }).unwrap();
         std::fs::remove_dir_all(home).unwrap();
     }
 }

@@ -46,6 +46,10 @@ pub enum FileProblem {
     Io(String),
     FsIdentity(String),
     AlreadyExists,
+    /// A lock file another process held for as long as we waited.
+    Locked {
+        waited_secs: u64,
+    },
 }
 
 impl Error {
@@ -115,6 +119,12 @@ impl fmt::Display for Error {
                     }
                     FileProblem::Io(why) => write!(f, "{p}: {why}"),
                     FileProblem::AlreadyExists => write!(f, "{p} already exists"),
+                    FileProblem::Locked { waited_secs } => write!(
+                        f,
+                        "another process holds the lock {p}; gave up after {waited_secs} s (a pam-totp command \
+                         still changing this enrollment, or a process of the user's own holding it): try again \
+                         later"
+                    ),
                     FileProblem::FsIdentity(why) => {
                         write!(f, "{p}: could not switch file-system identity: {why}")
                     }

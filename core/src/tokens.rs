@@ -15,14 +15,17 @@
 //! namespace, `CipherData` ... in xmlenc's, `KeyName` in xmldsig's); an element with one of
 //! the names read but in another namespace, or twice where one is read, refuses the file
 //! rather than being skipped or picked, so a value hidden next to the real one is never
-//! imported; unknown elements are ignored. Elements may nest at most [`MAX_DEPTH`] deep
-//! (checked before parsing: the parser recurses). Secrets are `PlainValue` (base64) or
-//! `EncryptedValue` with
-//! `http://www.w3.org/2001/04/xmlenc#aes128-cbc` under a pre-shared key (IV || ciphertext,
-//! PKCS#7 padding). A `ValueMAC` is checked (HMAC over IV || ciphertext with the key in
+//! imported; unknown elements are ignored. Elements may nest at most [`MAX_DEPTH`] deep,
+//! have at most [`MAX_ATTRIBUTES`] attributes each and [`MAX_NAMESPACES_IN_SCOPE`] namespace
+//! declarations in scope (checked before parsing: the parser recurses, and its time grows
+//! with the square of the other two). Secrets are `PlainValue` (base64) or `EncryptedValue`
+//! with `http://www.w3.org/2001/04/xmlenc#aes128-cbc` under a pre-shared key (IV ||
+//! ciphertext, PKCS#7 padding). A `ValueMAC` is checked (HMAC over IV || ciphertext with the key in
 //! `MACMethod/MACKey`, itself AES-128-CBC under the pre-shared key; without a `MACKey`, the
 //! pre-shared key, as earlier PSKC drafts did) and a mismatch refuses the file; with a
-//! `MACMethod`, every `EncryptedValue` needs its `ValueMAC`. A `Secret` holding both a
+//! `MACMethod`, every `EncryptedValue` needs its `ValueMAC`. The MAC covers each encrypted
+//! key only: not `UserId`, `SerialNo` or any parameter, so a file whose `UserId` was changed
+//! still checks ([`TokenRecord::mac_checked`]; callers say so). A `Secret` holding both a
 //! `PlainValue` and an `EncryptedValue`, and any `PlainValue` secret when a pre-shared key
 //! is given (the administrator expects an encrypted file), are refused. Not supported,
 //! each with its own message: PBKDF2 (passphrase) and certificate (asymmetric) encryption,
@@ -68,6 +71,13 @@ const AES128_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes128-cbc";
 /// Deepest element nesting of a PSKC file read (RFC 6030's deepest path, down to a
 /// `CipherValue`, is 8 elements).
 pub const MAX_DEPTH: usize = 64;
+/// Most attributes of one element of a PSKC file, namespace declarations included (RFC
+/// 6030's elements have at most 6).
+pub const MAX_ATTRIBUTES: usize = 64;
+/// Most namespace declarations (`xmlns`, `xmlns:p` attributes) in scope at an element of a
+/// PSKC file: its own and its ancestors', a prefix declared again counted again (RFC 6030's
+/// files declare at most 5, on the `KeyContainer`).
+pub const MAX_NAMESPACES_IN_SCOPE: usize = 64;
 const AES_BLOCK: usize = 16;
 /// The pre-shared key length: AES-128.
 pub const PSK_BYTES: usize = 16;
@@ -111,6 +121,10 @@ pub struct TokenRecord {
     /// Where in the file the record came from, for messages: `line 4`,
     /// `KeyPackage 2 (Id 987654)`.
     pub entry: String,
+    /// The key's PSKC `ValueMAC` was checked. It covers the encrypted key only (IV ||
+    /// ciphertext), never the user, the device name or any other field of the record: a
+    /// file whose `UserId` was changed still checks.
+    pub mac_checked: bool,
 }
 
 impl fmt::Debug for TokenRecord {
@@ -125,6 +139,7 @@ impl fmt::Debug for TokenRecord {
             .field("period", &self.period)
             .field("counter", &self.counter)
             .field("entry", &self.entry)
+            .field("mac_checked", &self.mac_checked)
             .finish()
     }
 }
@@ -491,6 +506,7 @@ fn csv_record(fields: &[Zeroizing<String>], entry: &str) -> Result<TokenRecord, 
         period,
         counter,
         entry: entry.to_string(),
+        mac_checked: false,
     })
 }
 
@@ -511,7 +527,9 @@ pub fn parse_pskc(text: &str, psk: Option<&[u8]>) -> Result<Vec<TokenRecord>, To
         }
     }
     let text = strip_bom(text);
-    check_depth(text)?;
+    // roxmltree's own limits (ParsingOptions, 0.20) are the DTD and the number of nodes:
+    // nesting, attributes and namespace declarations are bounded here.
+    check_markup(text)?;
     let options = ParsingOptions {
         // The default, said out loud: a DOCTYPE is an error, so no entity is ever defined,
         // let alone expanded or fetched.
@@ -571,14 +589,21 @@ fn xml_error(e: roxmltree::Error) -> TokenError {
     }
 }
 
-/// Refuses elements nested deeper than [`MAX_DEPTH`], before the parser sees the text:
-/// roxmltree descends recursively with no limit of its own, so a few kilobytes of nested
-/// elements would overflow the stack. Counts `<name` opens and `</`, `/>` closes, skipping
-/// comments, CDATA sections, processing instructions, declarations and quoted attribute
-/// values. Conservative: text the parser would refuse may be counted oddly, but a
-/// well-formed document is counted exactly, and anything it lets through nests no deeper
-/// than it counted (the parser stops at the first close that does not match).
-fn check_depth(text: &str) -> Result<(), TokenError> {
+/// Refuses, before the parser sees the text, markup that would make it use the stack or the
+/// time of the process without bound: elements nested deeper than [`MAX_DEPTH`] (roxmltree
+/// descends recursively with no limit of its own, so a few kilobytes of nested elements
+/// would overflow the stack), an element with more than [`MAX_ATTRIBUTES`] attributes (it
+/// compares each with all the others: 30 000 take a second) and more than
+/// [`MAX_NAMESPACES_IN_SCOPE`] namespace declarations in scope (it copies every namespace in
+/// scope into each element that declares one, comparing each with the others: a 0.8 MB file
+/// took hours). Counts `<name` opens and `</`, `/>` closes, skipping comments, CDATA
+/// sections, processing instructions, declarations and quoted attribute values; in a
+/// start tag, outside quoted values, each `=` as an attribute and each `xmlns` as a
+/// namespace declaration. Conservative: text the parser would refuse may be counted oddly,
+/// and a name merely containing `xmlns` counts as a declaration, but a well-formed document
+/// is never counted lower than it is, and anything the parser lets through (it stops at the
+/// first error) was counted.
+fn check_markup(text: &str) -> Result<(), TokenError> {
     let b = text.as_bytes();
     // The index just past the first `end` at or after `from` (the end of the text if none).
     let past = |from: usize, end: &[u8]| -> usize {
@@ -586,7 +611,16 @@ fn check_depth(text: &str) -> Result<(), TokenError> {
             .and_then(|rest| rest.windows(end.len()).position(|w| w == end))
             .map_or(b.len(), |p| from + p + end.len())
     };
-    let mut depth = 0usize;
+    let refuse = |at: usize, why: String| {
+        let line = b[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+        Err(TokenError::new(
+            WHOLE_FILE,
+            format!("its element at line {line} has {why}: ask the vendor for a new export"),
+        ))
+    };
+    // The namespace declarations of each open element, outermost first.
+    let mut open: Vec<usize> = Vec::new();
+    let mut in_scope = 0usize;
     let mut i = 0;
     while let Some(p) = b.get(i..).and_then(|rest| rest.iter().position(|&c| c == b'<')) {
         let at = i + p;
@@ -600,17 +634,18 @@ fn check_depth(text: &str) -> Result<(), TokenError> {
         } else if rest.starts_with(b"<!") {
             past(at + 2, b">")
         } else if rest.starts_with(b"</") {
-            depth = depth.saturating_sub(1);
+            in_scope -= open.pop().unwrap_or(0);
             past(at + 2, b">")
         } else {
-            depth += 1;
-            if depth > MAX_DEPTH {
+            if open.len() == MAX_DEPTH {
                 return Err(TokenError::new(
                     WHOLE_FILE,
                     format!("its elements are nested more than {MAX_DEPTH} deep; a token file needs about 10"),
                 ));
             }
-            // To the tag's `>`, outside quoted attribute values.
+            // To the tag's `>`, outside quoted attribute values, counting attributes and
+            // namespace declarations.
+            let (mut attributes, mut declarations) = (0usize, 0usize);
             let mut j = at + 1;
             let mut quote = None;
             while let Some(&c) = b.get(j) {
@@ -619,12 +654,33 @@ fn check_depth(text: &str) -> Result<(), TokenError> {
                     Some(_) => {}
                     None if c == b'"' || c == b'\'' => quote = Some(c),
                     None if c == b'>' => break,
+                    None if c == b'=' => attributes += 1,
+                    None if b[j..].starts_with(b"xmlns") => declarations += 1,
                     None => {}
+                }
+                if attributes > MAX_ATTRIBUTES {
+                    return refuse(
+                        at,
+                        format!(
+                            "more than {MAX_ATTRIBUTES} attributes (namespace declarations included); a token \
+                             file has at most a few"
+                        ),
+                    );
+                }
+                if in_scope + declarations > MAX_NAMESPACES_IN_SCOPE {
+                    return refuse(
+                        at,
+                        format!(
+                            "more than {MAX_NAMESPACES_IN_SCOPE} namespace declarations in scope (xmlns \
+                             attributes on it and on the elements it is in); a token file needs about 5"
+                        ),
+                    );
                 }
                 j += 1;
             }
-            if j < b.len() && b[j - 1] == b'/' {
-                depth -= 1;
+            if !(j < b.len() && b[j - 1] == b'/') {
+                open.push(declarations);
+                in_scope += declarations;
             }
             j + 1
         };
@@ -834,8 +890,8 @@ impl<'p> Crypto<'p> {
     }
 
     /// The secret of `Data/Secret`: `PlainValue`, or `EncryptedValue` decrypted after its
-    /// `ValueMAC` (if any) is checked.
-    fn secret(&self, secret: Node) -> Result<Zeroizing<Vec<u8>>, String> {
+    /// `ValueMAC` (if any) is checked; and whether a `ValueMAC` was checked.
+    fn secret(&self, secret: Node) -> Result<(Zeroizing<Vec<u8>>, bool), String> {
         let encrypted = match (pskc(secret, "PlainValue")?, pskc(secret, "EncryptedValue")?) {
             (Some(_), Some(_)) => {
                 return Err("Data/Secret holds both a PlainValue and an EncryptedValue; the plain one is not protected by the encryption or its MAC, so the file is refused".into())
@@ -844,7 +900,9 @@ impl<'p> Crypto<'p> {
                 return Err("the secret is a PlainValue (not encrypted), but a pre-shared key was given (--psk-file): the file mixes encrypted and plain keys, or is not the encrypted file expected".into())
             }
             (Some(plain), None) => {
-                return base64_value(&text_of(plain)).ok_or_else(|| "the secret's PlainValue is not base64".into())
+                return base64_value(&text_of(plain))
+                    .map(|key| (key, false))
+                    .ok_or_else(|| "the secret's PlainValue is not base64".into())
             }
             (None, Some(encrypted)) => encrypted,
             (None, None) => return Err("Data/Secret has neither a PlainValue nor an EncryptedValue".into()),
@@ -870,8 +928,8 @@ impl<'p> Crypto<'p> {
         if value_mac.is_none() && self.mac_required {
             return Err("the secret has no ValueMAC, though the file has a MACMethod: it may have been altered".into());
         }
-        if let Some(value_mac) = value_mac {
-            let tag = base64_value(&text_of(value_mac)).ok_or("the secret's ValueMAC is not base64")?;
+        if let Some(value_mac) = &value_mac {
+            let tag = base64_value(&text_of(*value_mac)).ok_or("the secret's ValueMAC is not base64")?;
             let alg = self.mac_alg.clone()?;
             // RFC 6030 §6.1.1: the MAC key is MACMethod/MACKey. Files without one (earlier
             // PSKC drafts) MAC with the encryption key itself.
@@ -883,7 +941,8 @@ impl<'p> Crypto<'p> {
                 );
             }
         }
-        aes128_cbc_decrypt(psk, &cipher).map_err(str::to_string)
+        let key = aes128_cbc_decrypt(psk, &cipher).map_err(str::to_string)?;
+        Ok((key, value_mac.is_some()))
     }
 }
 
@@ -1098,7 +1157,7 @@ fn package_record(
         .transpose()?
         .flatten()
         .ok_or("it has no Data/Secret; keys kept by reference (KeyReference) cannot be imported")?;
-    let key = crypto.secret(secret)?;
+    let (key, mac_checked) = crypto.secret(secret)?;
     check_key_len(key.len())?;
     Ok(TokenRecord {
         user,
@@ -1110,6 +1169,7 @@ fn package_record(
         period,
         counter,
         entry: entry.to_string(),
+        mac_checked,
     })
 }
 
@@ -1469,7 +1529,7 @@ mod tests {
         let tag = base64_value("Su+NvtQfmvfJzF6bmQiJqoLRExc=").unwrap();
         assert!(MacAlg::Sha1.verify(crypto.mac_key.as_deref().unwrap(), &cipher, &tag));
         assert_eq!(
-            hex(&crypto.secret(secret).unwrap()),
+            hex(&crypto.secret(secret).unwrap().0),
             "3132333435363738393031323334353637383930"
         );
     }
@@ -1903,6 +1963,27 @@ mod tests {
     }
 
     #[test]
+    fn pskc_value_mac_covers_the_key_only_so_a_changed_user_id_still_checks() {
+        let psk = rfc_psk();
+        let text = fixture!("rfc6030-figure6-userid.pskcxml");
+        let r = parse_pskc(text, Some(&psk)).unwrap();
+        assert_eq!((r[0].user.as_str(), r[0].mac_checked), ("alice", true));
+        // What the MAC does not cover: the user (and the device name, the parameters).
+        let to_root = text
+            .replace(">alice<", ">root<")
+            .replace("987654321", "1")
+            .replace("Length=\"8\"", "Length=\"6\"");
+        let r = parse_pskc(&to_root, Some(&psk)).unwrap();
+        assert_eq!(
+            (r[0].user.as_str(), r[0].name.as_str(), r[0].digits, r[0].mac_checked),
+            ("root", "token 1", 6, true)
+        );
+        // No MAC checked: plain keys, CSV rows.
+        assert!(!parse_pskc(fixture!("rfc6030-figure3.pskcxml"), None).unwrap()[0].mac_checked);
+        assert!(!parse_csv(fixture!("good.csv")).unwrap()[0].mac_checked);
+    }
+
+    #[test]
     fn pskc_encrypted_value_without_its_value_mac_is_refused_when_the_file_has_a_mac_method() {
         let text = fixture!("rfc6030-figure6-userid.pskcxml");
         let start = text.find("<ValueMAC>").unwrap();
@@ -1950,7 +2031,127 @@ mod tests {
         assert_eq!(pskc_err(&flat, None), "KeyContainer: it has no KeyPackage");
         // The real files pass.
         for f in [fixture!("rfc6030-figure3.pskcxml"), fixture!("totp-and-hotp.pskcxml")] {
-            check_depth(f).unwrap();
+            check_markup(f).unwrap();
+        }
+    }
+
+    /// [`parse_pskc`] of `text`, which must be refused within half a second (on a thread,
+    /// so a parse that takes hours fails the test instead of hanging it); the message.
+    fn refused_fast(text: String) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let r = parse_pskc(&text, None).map(|_| ()).map_err(|e| e.to_string());
+            let _ = tx.send((r, start.elapsed()));
+        });
+        match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            Ok((Err(msg), took)) => {
+                assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+                msg
+            }
+            Ok((Ok(()), _)) => panic!("accepted"),
+            Err(_) => panic!("still parsing after half a second"),
+        }
+    }
+
+    #[test]
+    fn pskc_with_thousands_of_namespace_declarations_or_attributes_is_refused_fast_before_parsing() {
+        // Elements nested 60 deep, each declaring 50 namespaces, then 48 000 elements each
+        // declaring one more: the parser copies every namespace in scope into each element
+        // that declares its own, comparing each with the others — hours for these 0.8 MB.
+        let mut hostile = format!("<KeyContainer Version=\"1.0\" xmlns=\"{PSKC_NS}\">\n");
+        for level in 0..60 {
+            hostile.push_str("<a");
+            for i in 0..50 {
+                hostile.push_str(&format!(" xmlns:n{level}x{i}=\"u\""));
+            }
+            hostile.push_str(">\n");
+        }
+        hostile.push_str(&"<b xmlns:z=\"u\"/>".repeat(48_000));
+        hostile.push_str(&"</a>".repeat(60));
+        hostile.push_str("</KeyContainer>");
+        assert!(
+            hostile.len() > 750_000 && hostile.len() < MAX_INPUT_BYTES,
+            "{}",
+            hostile.len()
+        );
+        assert_eq!(
+            refused_fast(hostile),
+            "the file: its element at line 3 has more than 64 namespace declarations in scope (xmlns \
+             attributes on it and on the elements it is in); a token file needs about 5: ask the vendor for a \
+             new export"
+        );
+        // The same within the attribute limit: 60 nested elements declaring 2 each.
+        let mut nested_ns = format!("<KeyContainer Version=\"1.0\" xmlns=\"{PSKC_NS}\">\n");
+        for level in 0..60 {
+            nested_ns.push_str(&format!("<a xmlns:n{level}=\"u\" xmlns:m{level}=\"u\">\n"));
+        }
+        nested_ns.push_str(&"<b xmlns:z=\"u\"/>".repeat(20_000));
+        nested_ns.push_str(&"</a>".repeat(60));
+        nested_ns.push_str("</KeyContainer>");
+        assert_eq!(
+            refused_fast(nested_ns),
+            "the file: its element at line 33 has more than 64 namespace declarations in scope (xmlns \
+             attributes on it and on the elements it is in); a token file needs about 5: ask the vendor for a \
+             new export"
+        );
+        // One element with 30 000 attributes: the parser compares each with all the others.
+        let mut attrs = format!("<KeyContainer Version=\"1.0\" xmlns=\"{PSKC_NS}\">\n<a");
+        for i in 0..30_000 {
+            attrs.push_str(&format!(" a{i}=\"\""));
+        }
+        attrs.push_str("/></KeyContainer>");
+        assert_eq!(
+            refused_fast(attrs),
+            "the file: its element at line 2 has more than 64 attributes (namespace declarations included); \
+             a token file has at most a few: ask the vendor for a new export"
+        );
+    }
+
+    #[test]
+    fn pskc_attribute_and_namespace_limits_leave_room_for_real_files() {
+        // 64 attributes on an element, 64 namespaces in scope: read (then refused for what
+        // the file is not).
+        let attrs: String = (0..63).map(|i| format!(" a{i}='>'")).collect();
+        let text = format!("<KeyContainer xmlns=\"{PSKC_NS}\"><a{attrs}/></KeyContainer>");
+        assert_eq!(pskc_err(&text, None), "KeyContainer: it has no KeyPackage");
+        let decls: String = (0..63).map(|i| format!(" xmlns:n{i}=\"u\"")).collect();
+        let text = format!("<KeyContainer xmlns=\"{PSKC_NS}\"{decls}><a/></KeyContainer>");
+        assert_eq!(pskc_err(&text, None), "KeyContainer: it has no KeyPackage");
+        // One more is refused; `xmlns` and `=` inside quoted values, comments, CDATA are not
+        // counted.
+        let text = format!("<KeyContainer xmlns=\"{PSKC_NS}\"{decls}><a xmlns:x='u'/></KeyContainer>");
+        assert!(pskc_err(&text, None).contains("more than 64 namespace declarations in scope"));
+        let quoted = format!(
+            "<KeyContainer xmlns=\"{PSKC_NS}\"><a b='{}' c=\"{}\"/><!-- {} --><![CDATA[{}]]></KeyContainer>",
+            "xmlns=".repeat(100),
+            "xmlns:x='' =".repeat(100),
+            "<a xmlns:x='u'>".repeat(100),
+            "<a xmlns:x='u'>".repeat(100)
+        );
+        assert_eq!(pskc_err(&quoted, None), "KeyContainer: it has no KeyPackage");
+        // Declarations are counted in scope, not in the file: a vendor export that declares
+        // the namespaces again in each of 2 000 KeyPackages is read.
+        let mut many = format!("<KeyContainer Version=\"1.0\" xmlns=\"{PSKC_NS}\">\n");
+        for i in 0..2_000 {
+            many.push_str(&format!(
+                "<KeyPackage xmlns=\"{PSKC_NS}\" xmlns:ds=\"{DS_NS}\" xmlns:xenc=\"{XENC_NS}\">\
+                 <DeviceInfo><SerialNo>{i}</SerialNo></DeviceInfo>\
+                 <Key Id=\"{i}\" Algorithm=\"urn:ietf:params:xml:ns:keyprov:pskc:hotp\"><Data><Secret>\
+                 <PlainValue>MTIzNDU2Nzg5MDEyMzQ1Njc4OTA=</PlainValue></Secret></Data>\
+                 <UserId>user{i}</UserId></Key></KeyPackage>\n"
+            ));
+        }
+        many.push_str("</KeyContainer>\n");
+        assert!(many.len() < MAX_INPUT_BYTES, "{}", many.len());
+        assert_eq!(parse_pskc(&many, None).unwrap().len(), 2_000);
+        for f in [
+            fixture!("rfc6030-figure2.pskcxml"),
+            fixture!("rfc6030-figure3.pskcxml"),
+            fixture!("rfc6030-figure6.pskcxml"),
+            fixture!("totp-and-hotp.pskcxml"),
+        ] {
+            check_markup(f).unwrap();
         }
     }
 }

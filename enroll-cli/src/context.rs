@@ -115,31 +115,19 @@ impl Ctx {
         if self.sudo.is_none() {
             return Ok(());
         }
-        let why = if account.uid == 0 {
-            "it is the root account (uid 0)".to_string()
-        } else {
-            match protected_group_of(account, &self.cfg.protected_groups) {
-                Ok(None) => match self.protected_in_fleet(account) {
-                    Ok(false) => return Ok(()),
-                    Ok(true) => format!(
-                        "{} is protected on another host of the fleet (root there, or a member of a group in that host's protected_groups)",
-                        safe(&account.name)
-                    ),
-                    Err(e) => format!(
-                        "cannot tell whether another host of the fleet protects {} ({e})",
-                        safe(&account.name)
-                    ),
-                },
-                Ok(Some(g)) => format!(
-                    "{} is a member of the protected group {}",
-                    safe(&account.name),
-                    safe(&g)
-                ),
-                Err(e) => format!(
-                    "cannot tell whether {} is in a protected group ({e})",
+        let why = match self.protected(account) {
+            Some(why) => why,
+            None => match self.protected_in_fleet(account) {
+                Ok(false) => return Ok(()),
+                Ok(true) => format!(
+                    "{} is protected on another host of the fleet (root there, or a member of a group in that host's protected_groups)",
                     safe(&account.name)
                 ),
-            }
+                Err(e) => format!(
+                    "cannot tell whether another host of the fleet protects {} ({e})",
+                    safe(&account.name)
+                ),
+            },
         };
         syslog(&format!(
             "refused to {what} user={} by {}: {}",
@@ -152,6 +140,27 @@ impl Ctx {
             safe(&account.name),
             safe_path(&self.cfg.config_path)
         ))
+    }
+
+    /// Why `account` is protected — root (uid 0), or a member (primary or supplementary) of
+    /// a group in `protected_groups` — or why that cannot be told (then it counts as
+    /// protected); `None` for anyone else. In words, for a refusal.
+    pub fn protected(&self, account: &Account) -> Option<String> {
+        if account.uid == 0 {
+            return Some("it is the root account (uid 0)".to_string());
+        }
+        match protected_group_of(account, &self.cfg.protected_groups) {
+            Ok(None) => None,
+            Ok(Some(g)) => Some(format!(
+                "{} is a member of the protected group {}",
+                safe(&account.name),
+                safe(&g)
+            )),
+            Err(e) => Some(format!(
+                "cannot tell whether {} is in a protected group ({e})",
+                safe(&account.name)
+            )),
+        }
     }
 
     /// The account a command acts on: yourself, or (root only) `--user NAME`.

@@ -46,6 +46,9 @@ pub enum ImportFrom {
     /// PSKC (plain or encrypted with a pre-shared AES-128 key). Each token is added to its
     /// user's authenticators; one line of result per token. When a token of a user is
     /// refused, nothing is written for that user.
+    ///
+    /// A PSKC file's MAC covers the encrypted keys only, not the user names: tokens for root
+    /// and members of protected_groups are refused without --allow-protected.
     Tokens {
         /// The seed file (at most 1 MiB).
         #[arg(long, value_name = "PATH")]
@@ -60,6 +63,11 @@ pub enum ImportFrom {
         /// Replace a user's authenticator of the same name (default: refuse that token).
         #[arg(long)]
         force: bool,
+        /// Also import tokens for root and for members of protected_groups (default: refuse
+        /// them, also when run as root: nothing in a token file, its MAC included, vouches
+        /// for the user names in it).
+        #[arg(long)]
+        allow_protected: bool,
     },
 }
 
@@ -82,7 +90,8 @@ pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
             format,
             psk_file,
             force,
-        } => import_tokens(ctx, &file, format, psk_file.as_deref(), force),
+            allow_protected,
+        } => import_tokens(ctx, &file, format, psk_file.as_deref(), force, allow_protected),
     }
 }
 
@@ -287,6 +296,7 @@ fn import_tokens(
     format: Option<FormatArg>,
     psk_file: Option<&Path>,
     force: bool,
+    allow_protected: bool,
 ) -> Result<(), String> {
     ctx.require_root("import tokens")?;
     let (_, bytes) = read_admin_file(file, "the token file", tokens::MAX_INPUT_BYTES as u64)?;
@@ -359,7 +369,7 @@ fn import_tokens(
         for &i in idx {
             shown_user[i] = account.name.clone();
         }
-        let (results, warning) = import_for_user(ctx, account, &records, idx, force);
+        let (results, warning) = import_for_user(ctx, account, &records, idx, force, allow_protected);
         let all_ok = results.iter().all(|(_, o)| matches!(o, Outcome::Added));
         for (i, o) in results {
             outcomes[i] = Some(o);
@@ -395,6 +405,9 @@ fn import_tokens(
                 }
             });
         }
+    }
+    if let Some(note) = mac_note(format, &records) {
+        lines.push(note);
     }
     let summary = format!(
         "{added} token{} imported for {users} user{}; {refused} refused{}.",
@@ -432,19 +445,57 @@ fn import_tokens(
     })
 }
 
+/// What the file's MAC covered, for the output of a PSKC import: that no MAC was checked,
+/// or that it covers the keys and not the user names (so no one reads "MAC checked" as
+/// "the file is authentic"). None for CSV.
+fn mac_note(format: TokenFormat, records: &[TokenRecord]) -> Option<String> {
+    if format != TokenFormat::Pskc {
+        return None;
+    }
+    let checked = records.iter().filter(|r| r.mac_checked).count();
+    let what = "it covers the encrypted keys only, not the user names, device names or other settings in the \
+                file; a token for root or a member of protected_groups is imported only with --allow-protected.";
+    Some(if checked == 0 {
+        "No MAC checked: nothing in the file was checked for changes.".to_string()
+    } else if checked == records.len() {
+        format!("MAC checked: {what}")
+    } else {
+        format!("MAC checked for {checked} of {} keys: {what}", records.len())
+    })
+}
+
 /// All tokens `idx` of `records` for one account: every one is checked first, and the file
 /// is written once, only when none was refused (a failed save refuses them all). The second
-/// value is a problem after the save (the enrollment could not be put on record).
+/// value is a problem after the save (the enrollment could not be put on record). Root and
+/// members of protected_groups are refused without `allow_protected`.
 fn import_for_user(
     ctx: &Ctx,
     account: &Account,
     records: &[TokenRecord],
     idx: &[usize],
     force: bool,
+    allow_protected: bool,
 ) -> (Vec<(usize, Outcome)>, Option<String>) {
     let refuse_all = |why: String| idx.iter().map(|&i| (i, Outcome::Refused(why.clone()))).collect();
     if let Err(why) = ctx.may_change(account, "import tokens for") {
         return (refuse_all(why), None);
+    }
+    // A token file names its users in fields nothing authenticates (a PSKC MAC covers the
+    // keys only): whoever could change the file could put a token they hold on root's account.
+    if !allow_protected {
+        if let Some(why) = ctx.protected(account) {
+            syslog(&format!(
+                "import tokens: refused for user={} by {}: {why}; no --allow-protected",
+                account.name,
+                ctx.by()
+            ));
+            return (
+                refuse_all(format!(
+                    "{why}; tokens for root and members of protected_groups are imported only with --allow-protected"
+                )),
+                None,
+            );
+        }
     }
     let path = secret_path(&ctx.cfg, account);
     let now = ctx.now();

@@ -849,6 +849,186 @@ fn import_tokens_from_pskc_plain_and_encrypted_with_a_pre_shared_key() {
 }
 
 #[test]
+fn import_tokens_goes_on_past_a_user_who_holds_their_own_secret_file_lock() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    register_fixture_keys();
+    let f = Fixture::new();
+    let (held, other) = (TestUser::create(), TestUser::create());
+    // The held user takes the lock every command changing their enrollment takes, in a
+    // process of their own (flock, then exec: the sleep holds it), and keeps it.
+    let lock = held.secret_dir().join(".secret.toml.lock");
+    let mut holder = Command::new("sh")
+        .args([
+            "-c",
+            "mkdir -p -m 700 \"$1\" && exec flock --no-fork --exclusive \"$2\" sh -c 'echo locked; exec sleep 300'",
+            "sh",
+        ])
+        .arg(held.secret_dir())
+        .arg(&lock)
+        .uid(held.uid)
+        .gid(held.gid)
+        .current_dir("/")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "locked\n");
+
+    let csv = fixture_copy(
+        &f,
+        "devices/two-users.csv",
+        &[("@USER1@", &held.name), ("@USER2@", &other.name)],
+    );
+    let mut import = f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]);
+    let start = std::time::Instant::now();
+    let mut child = import.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let limit = std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            holder.kill().unwrap();
+            holder.wait().unwrap();
+            panic!("import tokens still running after {limit:?}: it waits for the user's lock");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let took = start.elapsed();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("{}: line 4: refused: ", held.name))
+            && lines[0].contains(&format!("another process holds the lock {}", lock.display())),
+        "{out}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            format!(
+                "{}: added \"token 12345678\" (hotp, SHA1, 6 digits, from counter 5)",
+                other.name
+            ),
+            format!("{}: added \"desk fob\" (totp, SHA256, 8 digits)", other.name),
+        ]
+    );
+    assert!(err.contains("2 tokens imported for 1 user; 1 refused."), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_no_secrets_in(&[out, err], &[]);
+    assert!(!held.secret_path().exists());
+    assert_eq!(names(&devices(&f, &other)), ["token 12345678", "desk fob"]);
+    // Released, the held user's token imports.
+    let out = ok(f.cli(&["import", "tokens", "--force", "--file", csv.to_str().unwrap()]));
+    assert!(out.ends_with("3 tokens imported for 2 users; 0 refused.\n"), "{out}");
+    assert_private_and_owned(&held);
+}
+
+/// What `import tokens` says of a PSKC file whose MACs it checked.
+const MAC_NOTE: &str = "MAC checked: it covers the encrypted keys only, not the user names, device names or \
+                        other settings in the file; a token for root or a member of protected_groups is imported \
+                        only with --allow-protected.";
+
+#[test]
+fn import_tokens_for_root_or_a_protected_group_member_needs_allow_protected_and_says_what_the_mac_covers() {
+    register_fixture_keys();
+    let f = Fixture::new();
+    // Secret files in the fixture's own directory: root's real one is never touched.
+    let secrets = f.root.join("secrets");
+    let protected = TestGroup::create();
+    let admin = TestUser::create();
+    protected.add(&admin.name);
+    let user = TestUser::create();
+    std::fs::write(
+        f.root.join("pam_totp.conf"),
+        format!(
+            "secret = \"{}/%u.toml\"\nprotected_groups = [\"root\", \"sudo\", \"wheel\", \"{}\"]\n",
+            secrets.display(),
+            protected.name
+        ),
+    )
+    .unwrap();
+
+    // RFC 6030 figure 6 with its UserId changed to root: the MAC still checks (it covers
+    // the encrypted key only), so the file alone cannot tell that root was put there.
+    let enc = fixture_copy(&f, "tokens/rfc6030-figure6-userid.pskcxml", &[(">alice<", ">root<")]);
+    let psk = f.root.join("psk.hex");
+    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let args = [
+        "import",
+        "tokens",
+        "--file",
+        enc.to_str().unwrap(),
+        "--psk-file",
+        psk.to_str().unwrap(),
+    ];
+    let (rc, out, err) = output(f.cli(&args));
+    assert_eq!(rc, 1, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "root: KeyPackage 1 (Id 12345678): refused: it is the root account (uid 0); tokens for root and members \
+             of protected_groups are imported only with --allow-protected",
+            MAC_NOTE,
+        ],
+        "{out}"
+    );
+    assert!(err.contains("0 tokens imported for 0 users; 1 refused."), "{err}");
+    assert!(!secrets.join("root.toml").exists());
+
+    let mut with_flag = args.to_vec();
+    with_flag.push("--allow-protected");
+    let out = ok(f.cli(&with_flag));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "root: added \"token 987654321\" (hotp, SHA1, 8 digits)",
+            MAC_NOTE,
+            "1 token imported for 1 user; 0 refused.",
+        ],
+        "{out}"
+    );
+    assert!(secrets.join("root.toml").exists());
+
+    // A member of a protected group is refused the same way, the other user imported.
+    let csv = fixture_copy(
+        &f,
+        "devices/two-users.csv",
+        &[("@USER1@", &admin.name), ("@USER2@", &user.name)],
+    );
+    let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
+    assert_eq!(rc, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "{a}: line 4: refused: {a} is a member of the protected group {g}; tokens for root and members of \
+             protected_groups are imported only with --allow-protected",
+            a = admin.name,
+            g = protected.name
+        ),
+        "{out}"
+    );
+    assert!(lines[1].starts_with(&format!("{}: added", user.name)), "{out}");
+    assert_eq!(lines.len(), 3, "no MAC note for a CSV file: {out}");
+    assert!(err.contains("2 tokens imported for 1 user; 1 refused."), "{err}");
+    assert!(!secrets.join(format!("{}.toml", admin.name)).exists());
+    assert!(secrets.join(format!("{}.toml", user.name)).exists());
+}
+
+#[test]
 fn import_tokens_is_root_only() {
     register_fixture_keys();
     let f = Fixture::new();
