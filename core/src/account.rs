@@ -178,9 +178,79 @@ fn missing_group(g: &str) -> String {
     )
 }
 
+/// Turns a user name into a file name component: `[A-Za-z0-9_-]` and non-leading `.`/`@`
+/// stay, everything else (including `%`) becomes `%XX`, so distinct names never collide and
+/// `/`, `..` or control characters can never reach the path.
+pub fn escape_user(user: &str) -> String {
+    let mut out = String::with_capacity(user.len());
+    for (i, b) in user.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (i > 0 && (b == b'.' || b == b'@'));
+        if keep {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`escape_user`], for listing the state directory (`pam-totp report`):
+/// `None` for a name `escape_user` would not have made (so no two file names map to one user).
+pub fn unescape_user(escaped: &str) -> Option<String> {
+    let b = escaped.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = escaped.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (escape_user(&name) == escaped).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaping_is_safe_and_injective() {
+        assert_eq!(escape_user("bob"), "bob");
+        assert_eq!(escape_user("bob.smith@corp"), "bob.smith@corp");
+        assert_eq!(escape_user("../etc"), "%2E.%2Fetc");
+        assert_eq!(escape_user(".hidden"), "%2Ehidden");
+        assert_eq!(escape_user("a%2F"), "a%252F");
+        assert_eq!(escape_user("a/"), "a%2F");
+        assert_eq!(escape_user("x\ny"), "x%0Ay");
+        assert_ne!(escape_user("a%2F"), escape_user("a/"));
+    }
+
+    #[test]
+    fn unescaping_inverts_escaping_and_nothing_else() {
+        for name in [
+            "bob",
+            "bob.smith@corp",
+            "../etc",
+            ".hidden",
+            "a%2F",
+            "x\ny",
+            "Zürich",
+            "a b",
+        ] {
+            assert_eq!(unescape_user(&escape_user(name)).as_deref(), Some(name), "{name}");
+        }
+        for bad in ["%2", "%zz", "%2e.", "a%2f", ".x", "a/b", "%C3", "%41"] {
+            assert_eq!(unescape_user(bad), None, "{bad}");
+        }
+    }
 
     /// A directory that matches names case-insensitively, like SSSD with
     /// `case_sensitive = false`.

@@ -3,9 +3,9 @@
 //! any input; the asserts inside are the properties.
 
 use crate::config::Config;
-use crate::secret::SecretFile;
+use crate::files::secret::SecretFile;
+use crate::login::verify::{decide, Decision, Policy};
 use crate::state::State;
-use crate::verify::{decide, Decision, Policy};
 
 /// What a leaked key would look like in `text`: runs of base32 characters, with letters,
 /// that decode to at least 80 bits. (Checking any line would flag error messages that merely
@@ -13,7 +13,7 @@ use crate::verify::{decide, Decision, Policy};
 fn key_like(text: &str) -> Vec<&str> {
     text.split(|c: char| !(c.is_ascii_uppercase() || ('2'..='7').contains(&c)))
         .filter(|w| w.len() >= 16 && w.chars().any(|c| c.is_ascii_uppercase()))
-        .filter(|w| crate::otp::decode_base32(w).is_some_and(|k| k.len() >= crate::secret::MIN_KEY_BYTES))
+        .filter(|w| crate::otp::decode_base32(w).is_some_and(|k| k.len() >= crate::files::secret::MIN_KEY_BYTES))
         .collect()
 }
 
@@ -46,7 +46,7 @@ pub fn secret_file(data: &[u8]) {
 /// State file parsers: no panic; round trip. Binary input goes to the format-3 reader
 /// (whole file and bare record), text to the version 1/2 reader.
 pub fn state_file(data: &[u8]) {
-    use crate::statefile::{decode_file, decode_payload, encode_payload};
+    use crate::state::file::{decode_file, decode_payload, encode_payload};
     if let Ok(img) = decode_file(data) {
         let again = decode_payload(&encode_payload(&img.state).expect("a decoded state encodes"))
             .expect("an encoded state decodes");
@@ -97,9 +97,9 @@ pub fn answer(data: &[u8]) {
     let now = 1_800_000_000 + u64::from(t) * 7;
     let backup = "7kq2mx9d10";
     let secret = SecretFile {
-        devices: vec![crate::secret::Device {
+        devices: vec![crate::files::secret::Device {
             name: "phone".into(),
-            kind: crate::secret::Kind::Totp,
+            kind: crate::files::secret::Kind::Totp,
             key: zeroize::Zeroizing::new(key.to_vec()),
             params,
             counter: 0,
@@ -107,7 +107,7 @@ pub fn answer(data: &[u8]) {
             label: String::new(),
             created: 0,
         }],
-        backup_codes: vec![crate::backup::hash(backup).expect("random source")],
+        backup_codes: vec![crate::otp::backup::hash(backup).expect("random source")],
     };
     let mut state = State::default();
     let policy = Policy {
@@ -123,13 +123,13 @@ pub fn answer(data: &[u8]) {
         &mut state,
         &[&answer],
         now,
-        crate::verify::Count::Failures,
+        crate::login::verify::Count::Failures,
     );
     if let Decision::Accepted(_) = d {
         let digits: String = answer.chars().filter(|c| !c.is_whitespace()).collect();
         let step = params.step_at(now);
         let is_code = (step - 1..=step + 1).any(|s| crate::otp::totp_at_step(key, s, &params).as_str() == digits);
-        let is_backup = crate::backup::normalize(&answer).is_some_and(|c| c.as_str() == backup);
+        let is_backup = crate::otp::backup::normalize(&answer).is_some_and(|c| c.as_str() == backup);
         assert!(is_code || is_backup, "accepted a wrong answer: {answer:?}");
     }
 }
@@ -137,7 +137,7 @@ pub fn answer(data: &[u8]) {
 /// google-authenticator file import: no panic; errors never quote the secret line.
 pub fn google_authenticator_file(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Err(e) = crate::import::parse_google_authenticator(text) {
+    if let Err(e) = crate::admin::google::parse_google_authenticator(text) {
         for key in key_like(text) {
             assert!(!e.contains(key), "error quotes the secret: {e}");
         }

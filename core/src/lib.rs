@@ -27,25 +27,16 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
-pub mod backup;
+pub mod admin;
 pub mod clock;
 pub mod config;
-pub mod doctor;
-pub mod enroll;
 pub mod error;
+pub mod files;
 pub mod fleet;
-pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod import;
 pub mod login;
 pub mod otp;
 pub mod pamstack;
-pub mod qr;
-pub mod secret;
 pub mod state;
-pub mod statefile;
-pub mod store;
 pub mod text;
-pub mod tokens;
-pub mod verify;

@@ -1,7 +1,9 @@
 //! `backup-codes`, `reset`, `unlock`.
 
-use pam_totp_core::enroll::{load_secret, new_backup_codes, remove_secret, secret_path, DEFAULT_BACKUP_CODES};
-use pam_totp_core::store::StateStore;
+use pam_totp_core::otp::enroll::{new_backup_codes, DEFAULT_BACKUP_CODES};
+
+use pam_totp_core::files::secret_file::{load_secret, remove_secret, secret_path};
+use pam_totp_core::state::store::StateStore;
 
 use crate::context::{json_line, lookup, print, print_result, safe, safe_path, syslog, Ctx};
 
@@ -106,7 +108,7 @@ pub fn backup_codes(
         zeroize::Zeroizing::new(format!(
             "New backup codes for {} (the old ones no longer work). Each works once; keep them safe:\n\n{}",
             safe(&account.name),
-            pam_totp_core::enroll::backup_code_lines(&codes).trim_end_matches('\n')
+            pam_totp_core::otp::enroll::backup_code_lines(&codes).trim_end_matches('\n')
         ))
     };
     print(&text).map_err(|e| {
@@ -217,7 +219,7 @@ pub fn record_enrollment(ctx: &Ctx, account: &pam_totp_core::account::Account) -
     if !ctx.root {
         return Ok(());
     }
-    let Some(store) = pam_totp_core::fleet::AnyStore::open_existing(&ctx.cfg)
+    let Some(store) = pam_totp_core::state::any::AnyStore::open_existing(&ctx.cfg)
         .map_err(|e| format!("the secret was saved, but the state could not be opened: {e}"))?
     else {
         return Ok(());

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use pam_totp_core::account::Account;
-use pam_totp_core::fs::with_fs_identity;
+use pam_totp_core::files::fs::with_fs_identity;
 use zeroize::Zeroizing;
 
 use crate::context::{describe, format_time, safe, safe_path, Ctx};
@@ -122,7 +122,7 @@ pub fn write(
     now: u64,
 ) -> Result<Written, String> {
     let id = identity(ctx, account);
-    let text = page(&pam_totp_core::enroll::host_name(), &account.name, now, codes);
+    let text = page(&pam_totp_core::otp::enroll::host_name(), &account.name, now, codes);
     as_identity(id, path, || {
         let mut file = create(path, &whose(id, account))?;
         let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());

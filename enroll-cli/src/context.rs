@@ -14,7 +14,7 @@ use std::path::Path;
 use pam_totp_core::account::{protected_group_of, Account, Accounts, SystemAccounts};
 use pam_totp_core::clock::{Clock, SystemClock};
 use pam_totp_core::config::{Config, Date};
-use pam_totp_core::fleet::AnyStore;
+use pam_totp_core::state::any::AnyStore;
 pub use pam_totp_core::text::terminal_safe;
 use pam_totp_core::text::unsafe_char;
 
@@ -59,7 +59,7 @@ impl Ctx {
             args.push(format!("config={}", c.display()));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cfg = Config::load(&args, pam_totp_core::fs::read_config).map_err(|e| e.to_string())?;
+        let mut cfg = Config::load(&args, pam_totp_core::files::fs::read_config).map_err(|e| e.to_string())?;
         if let Some(d) = state_dir {
             cfg.state_dir = std::path::absolute(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
@@ -297,7 +297,7 @@ pub fn json_line(v: &serde_json::Value) -> String {
 /// core's error (locking, reading or writing the file), or the command's own refusal of
 /// what it found there, in words.
 ///
-/// [`update_secret`]: pam_totp_core::enroll::update_secret
+/// [`update_secret`]: pam_totp_core::files::secret_file::update_secret
 #[derive(Debug)]
 pub enum Change {
     Core(pam_totp_core::error::Error),

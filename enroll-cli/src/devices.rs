@@ -7,10 +7,10 @@
 //! and go to syslog (authpriv): who changed whose authenticator, by name — never a key.
 
 use pam_totp_core::account::Account;
-use pam_totp_core::enroll::{load_secret, secret_path, update_secret};
-use pam_totp_core::secret::{valid_device_name, Device, Kind, SecretFile, MAX_NAME_CHARS};
+use pam_totp_core::files::secret::{valid_device_name, Device, Kind, SecretFile, MAX_NAME_CHARS};
+use pam_totp_core::files::secret_file::{load_secret, secret_path, update_secret};
+use pam_totp_core::state::store::StateStore;
 use pam_totp_core::state::State;
-use pam_totp_core::store::StateStore;
 
 use crate::context::{format_time, json_line, print, print_result, safe, safe_path, syslog, Change, Ctx};
 
@@ -180,7 +180,7 @@ fn not_enrolled(account: &Account, path: &std::path::Path) -> String {
 }
 
 /// Changes `account`'s enrollment under the secret file's lock
-/// ([`pam_totp_core::enroll::update_secret`]): `f` gets the file as it is now — not a copy
+/// ([`pam_totp_core::files::secret_file::update_secret`]): `f` gets the file as it is now — not a copy
 /// read earlier, so a change another command made meanwhile is kept — and returns whether
 /// to write it back, and its result. An error of `f` writes nothing.
 pub fn update_enrolled<T>(

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pam_totp_core::doctor::{self, Finding, Severity};
-use pam_totp_core::enroll::{load_secret, secret_path};
-use pam_totp_core::fs::{Dir, Owners};
+use pam_totp_core::admin::doctor::{self, Finding, Severity};
+use pam_totp_core::files::fs::{Dir, Owners};
+use pam_totp_core::files::secret_file::{load_secret, secret_path};
 use pam_totp_core::pamstack;
 use pam_totp_core::text::terminal_safe;
 
@@ -159,7 +159,7 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
         None => {}
     }
 
-    match pam_totp_core::fs::read_config(&ctx.cfg.config_path) {
+    match pam_totp_core::files::fs::read_config(&ctx.cfg.config_path) {
         // Its settings were parsed when this command started (a bad one stops it there).
         Ok(Some(_)) => push(
             &mut f,
@@ -212,7 +212,7 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
     let probe = match ctx.cfg.store {
         pam_totp_core::config::StoreKind::Local => doctor::FleetProbe::NotTried,
         _ if !ctx.root => doctor::FleetProbe::NotTried,
-        _ => match pam_totp_core::fleet::FleetStore::new(&ctx.cfg.fleet_socket).ping() {
+        _ => match pam_totp_core::state::fleet::FleetStore::new(&ctx.cfg.fleet_socket).ping() {
             Ok(()) => doctor::FleetProbe::Answered,
             Err(
                 pam_totp_core::fleet::FleetError::Unavailable(why) | pam_totp_core::fleet::FleetError::NoAnswer(why),

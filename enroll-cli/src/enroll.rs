@@ -13,13 +13,14 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use pam_totp_core::account::Account;
-use pam_totp_core::enroll::{
-    backup_code_lines, default_issuer, default_label, grouped, load_secret, new_backup_codes, new_device, otpauth_uri,
-    save_secret, secret_path, update_secret, DEFAULT_BACKUP_CODES, DEFAULT_DEVICE_NAME,
-};
 use pam_totp_core::error::Error;
+use pam_totp_core::files::secret::{valid_device_name, Device, Kind, SecretFile, MAX_DEVICES};
+use pam_totp_core::files::secret_file::{load_secret, save_secret, secret_path, update_secret};
+use pam_totp_core::otp::enroll::{
+    backup_code_lines, default_issuer, default_label, grouped, new_backup_codes, new_device, otpauth_uri,
+    DEFAULT_BACKUP_CODES, DEFAULT_DEVICE_NAME,
+};
 use pam_totp_core::otp::{self, Algorithm, Params};
-use pam_totp_core::secret::{valid_device_name, Device, Kind, SecretFile, MAX_DEVICES};
 use zeroize::Zeroizing;
 
 use crate::context::{describe, json_line, safe, safe_path, syslog, Change, Ctx};
@@ -144,7 +145,8 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     // Asked for after the code is confirmed, as the user looks at the app's new entry.
     let ask_name = a.name.is_none() && !a.json && std::io::stdin().is_terminal();
     // Before anything secret is shown: will we be able to save it (and the codes' file)?
-    pam_totp_core::enroll::check_writable(&path, &account).map_err(|e| format!("could not save the secret: {e}"))?;
+    pam_totp_core::files::secret_file::check_writable(&path, &account)
+        .map_err(|e| format!("could not save the secret: {e}"))?;
     let codes_file = match &a.backup_codes_file {
         Some(p) => {
             let p = crate::codesfile::absolute(p)?;
@@ -648,7 +650,7 @@ fn ask_for_name(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pam_totp_core::enroll::new_secret;
+    use pam_totp_core::otp::enroll::new_secret;
 
     #[test]
     fn default_names_count_up_past_taken_ones_ignoring_case() {

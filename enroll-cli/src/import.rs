@@ -12,14 +12,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use pam_totp_core::account::Account;
-use pam_totp_core::enroll::{
-    default_issuer, default_label, load_secret, secret_path, update_secret, DEFAULT_DEVICE_NAME,
-};
-use pam_totp_core::fs::{read_checked, with_fs_identity, Owners};
-use pam_totp_core::import::parse_google_authenticator;
+use pam_totp_core::admin::google::parse_google_authenticator;
+use pam_totp_core::admin::tokens::{self, TokenError, TokenFormat, TokenKind, TokenRecord};
+use pam_totp_core::files::fs::{read_checked, with_fs_identity, Owners};
+use pam_totp_core::files::secret::{valid_device_name, Device, Kind, SecretFile, MAX_DEVICES};
+use pam_totp_core::files::secret_file::{load_secret, secret_path, update_secret};
+use pam_totp_core::otp::enroll::{default_issuer, default_label, DEFAULT_DEVICE_NAME};
 use pam_totp_core::otp::{Algorithm, Params};
-use pam_totp_core::secret::{valid_device_name, Device, Kind, SecretFile, MAX_DEVICES};
-use pam_totp_core::tokens::{self, TokenError, TokenFormat, TokenKind, TokenRecord};
 
 use crate::context::{lookup, print, safe, safe_path, syslog, Change, Ctx};
 
@@ -129,7 +128,7 @@ fn google_authenticator(
     }
     let mut hashes = Vec::with_capacity(ga.scratch_codes.len());
     for c in &ga.scratch_codes {
-        hashes.push(pam_totp_core::backup::hash(c).map_err(|e| format!("the OS random source failed: {e}"))?);
+        hashes.push(pam_totp_core::otp::backup::hash(c).map_err(|e| format!("the OS random source failed: {e}"))?);
     }
     let device = Device {
         name,

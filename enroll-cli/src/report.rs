@@ -17,12 +17,13 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use pam_totp_core::account::unescape_user;
 use pam_totp_core::account::{valid_user_name, Account, Accounts, SystemAccounts};
 use pam_totp_core::config::{Config, Date};
-use pam_totp_core::enroll::{load_secret, secret_path};
-use pam_totp_core::fleet::AnyStore;
+use pam_totp_core::files::secret_file::{load_secret, secret_path};
+use pam_totp_core::state::any::AnyStore;
+use pam_totp_core::state::store::StateStore;
 use pam_totp_core::state::State;
-use pam_totp_core::store::{unescape_user, StateStore};
 
 use crate::context::{describe, format_time, json_line, print_result, program, safe, safe_path, Ctx};
 
@@ -459,10 +460,11 @@ pub fn run(ctx: &Ctx, a: ReportArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pam_totp_core::enroll::{new_device, new_secret, save_secret};
+    use pam_totp_core::files::secret::Kind;
+    use pam_totp_core::files::secret_file::save_secret;
+    use pam_totp_core::otp::enroll::{new_device, new_secret};
     use pam_totp_core::otp::Params;
-    use pam_totp_core::secret::Kind;
-    use pam_totp_core::store::FileStore;
+    use pam_totp_core::state::store::FileStore;
     use std::os::unix::fs::DirBuilderExt;
 
     #[test]

@@ -4,10 +4,10 @@
 //! (remembered hosts) hold text they chose: every such field is printed through
 //! [`safe`], so it cannot move root's cursor or redraw a line.
 
-use pam_totp_core::enroll::{load_secret, secret_path};
+use pam_totp_core::files::secret_file::{load_secret, secret_path};
 use pam_totp_core::login::human_duration;
+use pam_totp_core::state::store::StateStore;
 use pam_totp_core::state::State;
-use pam_totp_core::store::StateStore;
 
 use crate::context::{format_time, json_line, print_result, safe, safe_path, Ctx};
 

@@ -125,7 +125,7 @@ fn setup(args: &Args) -> Result<Setup, String> {
         cfg_args.push(format!("config={}", c.display()));
     }
     let cfg_args: Vec<&str> = cfg_args.iter().map(String::as_str).collect();
-    let cfg = Config::load(&cfg_args, pam_totp_core::fs::read_config).map_err(|e| e.to_string())?;
+    let cfg = Config::load(&cfg_args, pam_totp_core::files::fs::read_config).map_err(|e| e.to_string())?;
     let FleetConfig {
         endpoints,
         namespace,
@@ -717,7 +717,7 @@ async fn run(etcd: &Etcd, client: &Client, req: Request, lost: bool) -> Result<R
                 .iter()
                 .filter_map(|kv| {
                     let k = std::str::from_utf8(kv.key()).ok()?;
-                    pam_totp_core::store::unescape_user(k.strip_prefix(&prefix)?)
+                    pam_totp_core::account::unescape_user(k.strip_prefix(&prefix)?)
                 })
                 .filter(|u| !u.is_empty() && u.len() <= fleet::MAX_USER)
                 .collect();

@@ -568,12 +568,12 @@ pub fn enrolled_user() -> (TestUser, String) {
 
 /// Gives `u` (key `key`) `n` new backup codes; returns them in clear.
 pub fn with_backup_codes(u: &TestUser, key: &str, n: usize) -> Vec<String> {
-    let codes = pam_totp_core::backup::generate(n).unwrap();
+    let codes = pam_totp_core::otp::backup::generate(n).unwrap();
     codes.iter().for_each(|c| register_secret(c));
     let hashes: Vec<String> = codes
         .iter()
         .map(|c| {
-            let h = pam_totp_core::backup::hash(&pam_totp_core::backup::normalize(c).unwrap()).unwrap();
+            let h = pam_totp_core::otp::backup::hash(&pam_totp_core::otp::backup::normalize(c).unwrap()).unwrap();
             format!("\"{h}\"")
         })
         .collect();

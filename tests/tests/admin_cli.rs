@@ -502,7 +502,7 @@ fn enroll_writes_backup_codes_to_a_new_private_file_of_the_user_and_they_work() 
         register_secret(c);
     }
     assert_eq!(codes.len(), 10, "{page}");
-    let host = pam_totp_core::enroll::host_name();
+    let host = pam_totp_core::otp::enroll::host_name();
     assert!(page.contains(&format!("Host:     {host}\n")), "{page}");
     assert!(page.contains(&format!("User:     {}\n", u.name)), "{page}");
     assert!(page.contains("Created:  ") && page.contains(" UTC\n"), "{page}");

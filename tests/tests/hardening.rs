@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
+use pam_totp_core::state::store::{FileStore, StateStore};
 use pam_totp_core::state::State;
-use pam_totp_core::store::{FileStore, StateStore};
 
 fn setup(args: &str) -> (Fixture, TestUser, String) {
     let f = Fixture::new();
@@ -202,7 +202,7 @@ fn killed_enrollment_leaves_the_old_or_the_new_secret_never_a_broken_one() {
             saw.1 += 1;
         }
         if let Ok(text) = std::fs::read_to_string(u.secret_path()) {
-            pam_totp_core::secret::SecretFile::parse(&text)
+            pam_totp_core::files::secret::SecretFile::parse(&text)
                 .unwrap_or_else(|e| panic!("iteration {i}: a killed enrollment left a broken file: {e:?}"));
             let md = std::fs::metadata(u.secret_path()).unwrap();
             assert_eq!(md.permissions().mode() & 0o777, 0o600);

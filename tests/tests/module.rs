@@ -115,14 +115,14 @@ fn backup_code_is_accepted_once() {
     f.simple("svc", "");
     let u = TestUser::create();
     let key = random_key_b32();
-    let codes = pam_totp_core::backup::generate(2).unwrap();
+    let codes = pam_totp_core::otp::backup::generate(2).unwrap();
     codes.iter().for_each(|c| register_secret(c));
     let hashes: Vec<String> = codes
         .iter()
         .map(|c| {
             format!(
                 "\"{}\"",
-                pam_totp_core::backup::hash(&pam_totp_core::backup::normalize(c).unwrap()).unwrap()
+                pam_totp_core::otp::backup::hash(&pam_totp_core::otp::backup::normalize(c).unwrap()).unwrap()
             )
         })
         .collect();

@@ -27,8 +27,8 @@ fn user_with_password() -> TestUser {
 }
 
 fn failures(f: &Fixture, user: &str) -> u32 {
-    use pam_totp_core::store::StateStore;
-    pam_totp_core::store::FileStore::open(&f.state_dir(), false)
+    use pam_totp_core::state::store::StateStore;
+    pam_totp_core::state::store::FileStore::open(&f.state_dir(), false)
         .unwrap()
         .peek(user)
         .unwrap()
@@ -268,8 +268,8 @@ fn seventy_regenerations_of_backup_codes_never_outgrow_the_state_and_unlock_stil
     // format-3 file of a 4 KiB header and two 8 KiB slots.
     assert!(size <= 20 * 1024, "state is {size} bytes");
     {
-        use pam_totp_core::store::StateStore;
-        let st = pam_totp_core::store::FileStore::open(&f.state_dir(), false)
+        use pam_totp_core::state::store::StateStore;
+        let st = pam_totp_core::state::store::FileStore::open(&f.state_dir(), false)
             .unwrap()
             .peek(&u.name)
             .unwrap();

@@ -2,11 +2,11 @@
 
 use super::*;
 use crate::account::{Account, Accounts};
-use crate::backup;
 use crate::clock::FixedClock;
 use crate::error::Error;
+use crate::otp::backup;
 use crate::otp::{totp_at_step, Params};
-use crate::store::FileStore;
+use crate::state::store::FileStore;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 
@@ -716,7 +716,7 @@ fn enroll_on_login_behind_a_requisite_password_saves_the_secret_and_spends_the_c
         host.prompts.last().unwrap(),
         "Press Enter once you have saved the backup codes: "
     );
-    let saved = crate::enroll::load_secret(&env.secret_path(), &env.accounts.0)
+    let saved = crate::files::secret_file::load_secret(&env.secret_path(), &env.accounts.0)
         .unwrap()
         .unwrap();
     assert_eq!(saved.backup_codes.len(), 10);

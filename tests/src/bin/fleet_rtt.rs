@@ -9,7 +9,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use pam_totp_core::fleet::{Client, FleetStore, Request, Response};
+use pam_totp_core::fleet::{Client, Request, Response};
+use pam_totp_core::state::fleet::FleetStore;
 
 fn report(name: &str, mut us: Vec<f64>) {
     us.sort_by(|a, b| a.total_cmp(b));

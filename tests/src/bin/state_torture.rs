@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use pam_totp_core::store::{FileStore, StateStore};
+use pam_totp_core::state::store::{FileStore, StateStore};
 
 /// The authenticator key whose replay guard the test reads back (hardening.rs).
 const TORTURE_KEY: &[u8] = b"state-torture-device-key";

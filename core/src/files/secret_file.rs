@@ -1,5 +1,5 @@
-//! A new secret, its otpauth URI, and the one place secret files are read, written and
-//! removed — shared by the module (reads only) and the `pam-totp` command line.
+//! The one place secret files are found, read, written and removed — shared by the module
+//! (reads only) and the `pam-totp` command line.
 //!
 //! Never: writes a secret file that is group/other-readable, follows a symlink at the
 //! file, or replaces an enrollment unless asked to. Files in a user's home are read and
@@ -11,58 +11,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use zeroize::Zeroizing;
-
 use crate::account::Account;
 use crate::config::{expand_template, Config};
 use crate::error::{Error, FileProblem};
-use crate::fs::{read_checked_stamped, split_path, stamp_checked, with_fs_identity, Dir, FileStamp, Owners};
-use crate::otp::Params;
-use crate::secret::{Device, Kind, ParseError, SecretFile};
-
-/// 160-bit keys, as RFC 4226 recommends and every app supports.
-pub const KEY_BYTES: usize = 20;
-pub const DEFAULT_BACKUP_CODES: usize = 10;
-/// The name of a first authenticator when none is given (and of the one enrolled at login).
-pub const DEFAULT_DEVICE_NAME: &str = "phone";
-
-/// This host's name (the default issuer and the part after `@` in labels).
-pub fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// The issuer shown in the app: `issuer` from the configuration, else the host name.
-pub fn default_issuer(cfg: &Config) -> String {
-    cfg.issuer.clone().unwrap_or_else(host_name)
-}
-
-/// The account label shown in the app: `user@host`.
-pub fn default_label(user: &str) -> String {
-    format!("{user}@{}", host_name())
-}
-
-/// A base32 key in groups of four, for typing it in by hand.
-pub fn grouped(key_b32: &str) -> Zeroizing<String> {
-    let groups: Vec<&str> = key_b32
-        .as_bytes()
-        .chunks(4)
-        .filter_map(|c| std::str::from_utf8(c).ok())
-        .collect();
-    Zeroizing::new(groups.join(" "))
-}
-
-/// Backup codes two per line, indented, as every place that shows them prints them.
-pub fn backup_code_lines(codes: &[Zeroizing<String>]) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::new());
-    for pair in codes.chunks(2) {
-        let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
-        out.push_str(&format!("    {}\n", line.join("    ")));
-    }
-    out
-}
+use crate::files::fs::{read_checked_stamped, split_path, stamp_checked, with_fs_identity, Dir, FileStamp, Owners};
+use crate::files::secret::{ParseError, SecretFile};
 
 /// The secret file path for `account` under `cfg`.
 pub fn secret_path(cfg: &Config, account: &Account) -> PathBuf {
@@ -113,90 +66,6 @@ pub fn secret_unchanged(path: &Path, account: &Account, stamp: &FileStamp) -> bo
     let owners = Owners(vec![account.uid, 0]);
     let now = as_owner(path, account, || stamp_checked(path, &owners));
     matches!(now, Ok(Some(s)) if s == *stamp)
-}
-
-/// A new authenticator with a fresh 160-bit key from the OS random source.
-pub fn new_device(
-    name: &str,
-    kind: Kind,
-    params: Params,
-    issuer: &str,
-    label: &str,
-    now: u64,
-) -> Result<Device, Error> {
-    let rng = |e: getrandom::Error| Error::Config(format!("the OS random source failed: {e}"));
-    let mut key = Zeroizing::new(vec![0u8; KEY_BYTES]);
-    getrandom::getrandom(&mut key).map_err(rng)?;
-    Ok(Device {
-        name: name.to_string(),
-        kind,
-        key,
-        params,
-        counter: 0,
-        issuer: issuer.to_string(),
-        label: label.to_string(),
-        created: now,
-    })
-}
-
-/// A fresh enrollment: `device` and `n_backup` backup codes; returns the file and the codes
-/// in clear (to be shown once).
-pub fn new_secret(device: Device, n_backup: usize) -> Result<(SecretFile, Vec<Zeroizing<String>>), Error> {
-    let (codes, hashes) = new_backup_codes(n_backup)?;
-    let file = SecretFile {
-        devices: vec![device],
-        backup_codes: hashes,
-    };
-    Ok((file, codes))
-}
-
-/// `n` new backup codes: (codes in clear for display, hashes to store).
-pub fn new_backup_codes(n: usize) -> Result<(Vec<Zeroizing<String>>, Vec<String>), Error> {
-    let rng = |e: getrandom::Error| Error::Config(format!("the OS random source failed: {e}"));
-    let codes = crate::backup::generate(n).map_err(rng)?;
-    let mut hashes = Vec::with_capacity(n);
-    for c in &codes {
-        let canonical =
-            crate::backup::normalize(c).ok_or_else(|| Error::Config("generated an invalid backup code".into()))?;
-        hashes.push(crate::backup::hash(&canonical).map_err(rng)?);
-    }
-    Ok((codes, hashes))
-}
-
-fn uri_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The Key URI (`otpauth://totp/ISSUER:LABEL?secret=…&issuer=…&algorithm=…&digits=…&period=…`,
-/// or `otpauth://hotp/…&counter=N`). Every parameter is spelled out: apps that miss one
-/// silently assume a default and then show wrong codes.
-pub fn otpauth_uri(d: &Device) -> Zeroizing<String> {
-    let secret = crate::otp::encode_base32(&d.key);
-    let name = if d.issuer.is_empty() {
-        uri_escape(&d.label)
-    } else {
-        format!("{}:{}", uri_escape(&d.issuer), uri_escape(&d.label))
-    };
-    let tail = match d.kind {
-        Kind::Totp => format!("period={}", d.params.period()),
-        Kind::Hotp => format!("counter={}", d.counter),
-    };
-    Zeroizing::new(format!(
-        "otpauth://{}/{name}?secret={}&issuer={}&algorithm={}&digits={}&{tail}",
-        d.kind.name(),
-        secret.as_str(),
-        uri_escape(&d.issuer),
-        d.params.algorithm().name(),
-        d.params.digits(),
-    ))
 }
 
 /// Writes the secret file atomically (temp file, fsync, rename, directory fsync), mode
@@ -349,6 +218,9 @@ pub fn remove_secret(path: &Path, account: &Account) -> Result<bool, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::secret::Kind;
+    use crate::otp::enroll::{new_device, new_secret};
+    use crate::otp::Params;
 
     fn account(home: &Path) -> Account {
         Account {
@@ -365,30 +237,6 @@ mod tests {
         let p = std::env::temp_dir().join(format!("pam-totp-enroll-{}", u64::from_le_bytes(b)));
         std::fs::DirBuilder::new().mode(0o700).create(&p).unwrap();
         p
-    }
-
-    #[test]
-    fn keys_and_backup_codes_are_laid_out_for_reading() {
-        assert_eq!(grouped("GEZDGNBVGY").as_str(), "GEZD GNBV GY");
-        let codes: Vec<Zeroizing<String>> = ["a", "b", "c"].iter().map(|c| Zeroizing::new(c.to_string())).collect();
-        assert_eq!(backup_code_lines(&codes).as_str(), "    a    b\n    c\n");
-        assert!(default_label("bob").starts_with("bob@"));
-    }
-
-    #[test]
-    fn uri_carries_every_parameter_and_escapes_names() {
-        let mut d = new_device("phone", Kind::Totp, Params::DEFAULT, "ACME Corp", "bob@web 1", 0).unwrap();
-        d.key = Zeroizing::new(b"12345678901234567890".to_vec());
-        assert_eq!(
-            otpauth_uri(&d).as_str(),
-            "otpauth://totp/ACME%20Corp:bob@web%201?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME%20Corp&algorithm=SHA1&digits=6&period=30"
-        );
-        d.kind = Kind::Hotp;
-        d.counter = 7;
-        assert_eq!(
-            otpauth_uri(&d).as_str(),
-            "otpauth://hotp/ACME%20Corp:bob@web%201?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME%20Corp&algorithm=SHA1&digits=6&counter=7"
-        );
     }
 
     #[test]

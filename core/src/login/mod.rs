@@ -7,6 +7,8 @@
 //! unit-tested without PAM, root or the real clock.
 //! Never: returns an accepting outcome on an error path; logs a code, secret or password.
 
+pub mod verify;
+
 use std::path::Path;
 
 use zeroize::Zeroizing;
@@ -14,11 +16,11 @@ use zeroize::Zeroizing;
 use crate::account::{resolve, Account, Accounts, Unresolved};
 use crate::clock::Clock;
 use crate::config::{expand_template, Config, Date, FORWARD_PASS_PROMPT};
-use crate::enroll::{load_secret, load_secret_stamped, secret_unchanged};
-use crate::fleet::AnyStore;
-use crate::secret::SecretFile;
-use crate::store::StateStore;
-use crate::verify::{decide, Count, Decision, How, Policy};
+use crate::files::secret::SecretFile;
+use crate::files::secret_file::{load_secret, load_secret_stamped, secret_unchanged};
+use crate::login::verify::{decide, Count, Decision, How, Policy};
+use crate::state::any::AnyStore;
+use crate::state::store::StateStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -214,7 +216,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         debug: false,
     };
 
-    let cfg = match Config::load(req.args, crate::fs::read_config) {
+    let cfg = match Config::load(req.args, crate::files::fs::read_config) {
         Ok(c) => c,
         Err(e) => {
             cx.log(Level::Err, &format!("refused: {e}"));
@@ -502,7 +504,7 @@ fn password_gate(req: &Request<'_>) -> Result<(), String> {
         if name.contains('/') || name.starts_with('.') {
             return None;
         }
-        crate::fs::read_config(&dir.join(name)).ok().flatten()
+        crate::files::fs::read_config(&dir.join(name)).ok().flatten()
     };
     crate::pamstack::enrollment_gate_for(req.service, &read)
 }
@@ -543,18 +545,18 @@ fn enroll_at_login<H: Host>(
         Ok(_) => {}
     }
     // Nothing secret is shown before we know it can be saved.
-    if let Err(e) = crate::enroll::check_writable(path, account) {
+    if let Err(e) = crate::files::secret_file::check_writable(path, account) {
         return refuse(cx, format!("cannot write the secret file: {e}"));
     }
     let Some(params) = crate::otp::Params::new(cfg.algorithm, cfg.digits, 30) else {
         return refuse(cx, "unsupported digits".into());
     };
-    let issuer = crate::enroll::default_issuer(cfg);
-    let label = crate::enroll::default_label(&account.name);
+    let issuer = crate::otp::enroll::default_issuer(cfg);
+    let label = crate::otp::enroll::default_label(&account.name);
     // The first authenticator is named as `pam-totp enroll` names one by default.
-    let device = match crate::enroll::new_device(
-        crate::enroll::DEFAULT_DEVICE_NAME,
-        crate::secret::Kind::Totp,
+    let device = match crate::otp::enroll::new_device(
+        crate::otp::enroll::DEFAULT_DEVICE_NAME,
+        crate::files::secret::Kind::Totp,
         params,
         &issuer,
         &label,
@@ -563,19 +565,19 @@ fn enroll_at_login<H: Host>(
         Ok(d) => d,
         Err(e) => return refuse(cx, e.to_string()),
     };
-    let (secret, codes) = match crate::enroll::new_secret(device, crate::enroll::DEFAULT_BACKUP_CODES) {
+    let (secret, codes) = match crate::otp::enroll::new_secret(device, crate::otp::enroll::DEFAULT_BACKUP_CODES) {
         Ok(s) => s,
         Err(e) => return refuse(cx, e.to_string()),
     };
     let device = &secret.devices[0];
-    let uri = crate::enroll::otpauth_uri(device);
+    let uri = crate::otp::enroll::otpauth_uri(device);
     let b32 = crate::otp::encode_base32(&device.key);
-    let qr = crate::qr::render(&uri, crate::qr::QrMode::Utf8, false).unwrap_or_default();
+    let qr = crate::otp::qr::render(&uri, crate::otp::qr::QrMode::Utf8, false).unwrap_or_default();
     let intro = zeroize::Zeroizing::new(format!(
         "Two-factor sign-in is required for this account and you have not set it up yet.\n\
          Scan this QR code with your authenticator app (Google Authenticator, Microsoft Authenticator, FreeOTP, ...):\n\n\
          {qr}\nOr add the key by hand: {}  (time-based, {}, {} digits, every 30 seconds)\nURI: {}\n",
-        crate::enroll::grouped(&b32).as_str(),
+        crate::otp::enroll::grouped(&b32).as_str(),
         params.algorithm().name(),
         params.digits(),
         uri.as_str()
@@ -613,7 +615,7 @@ fn enroll_at_login<H: Host>(
         );
         return Outcome::WrongCode;
     };
-    if let Err(e) = crate::enroll::save_secret(path, account, &secret, false) {
+    if let Err(e) = crate::files::secret_file::save_secret(path, account, &secret, false) {
         return refuse(cx, format!("could not save the secret: {e}"));
     }
     // The confirming code is spent like any accepted code.
@@ -627,7 +629,7 @@ fn enroll_at_login<H: Host>(
     note_degraded(cx, &store);
     let list = zeroize::Zeroizing::new(format!(
         "Two-factor sign-in is set up. Backup codes (each works once, if you lose your phone; they are not shown again):\n\n{}",
-        crate::enroll::backup_code_lines(&codes).as_str()
+        crate::otp::enroll::backup_code_lines(&codes).as_str()
     ));
     cx.host.info_msg(&list);
     // The answer does not matter; the prompt makes every client show the codes.

@@ -41,8 +41,8 @@ use roxmltree::{Document, Node, ParsingOptions};
 use zeroize::Zeroizing;
 
 use crate::account::valid_user_name;
+use crate::files::secret::{valid_device_name, MAX_COUNTER, MAX_KEY_BYTES, MAX_NAME_CHARS, MIN_KEY_BYTES};
 use crate::otp::{decode_base32, Algorithm};
-use crate::secret::{valid_device_name, MAX_COUNTER, MAX_KEY_BYTES, MAX_NAME_CHARS, MIN_KEY_BYTES};
 use crate::text::terminal_safe;
 
 /// Largest token file read (either format).

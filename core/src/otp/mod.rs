@@ -3,6 +3,10 @@
 //! Owns: computing a code and comparing an answer to it. Never reads the clock, a file or
 //! the environment; never formats a code into anything but the returned buffer.
 
+pub mod backup;
+pub mod enroll;
+pub mod qr;
+
 use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;

@@ -14,12 +14,17 @@
 //! whoever can write the state (the fleet's etcd prefix) can read.
 //! Never: keeps a code, a secret or a backup code in clear.
 
+pub mod any;
+pub mod file;
+pub mod fleet;
+pub mod store;
+
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::secret::{toml_error_position, SecretFile};
+use crate::files::secret::{toml_error_position, SecretFile};
 
 pub const VERSION: i64 = 2;
 /// Most remembered (remote host, service) pairs kept per user; the oldest go first.

@@ -6,14 +6,14 @@
 
 use zeroize::Zeroizing;
 
+use crate::files::secret::{MAX_KEY_BYTES, MIN_KEY_BYTES};
 use crate::otp::decode_base32;
-use crate::secret::{MAX_KEY_BYTES, MIN_KEY_BYTES};
 
 #[derive(Debug)]
 pub struct GoogleAuthenticatorFile {
     pub key: Zeroizing<Vec<u8>>,
     /// TOTP (`TOTP_AUTH`) or HOTP (`HOTP_COUNTER n`).
-    pub kind: crate::secret::Kind,
+    pub kind: crate::files::secret::Kind,
     /// HOTP: the next counter google-authenticator would accept (its `HOTP_COUNTER`).
     pub counter: u64,
     pub period: u64,
@@ -37,7 +37,7 @@ pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticatorFile,
     }
     let mut f = GoogleAuthenticatorFile {
         key,
-        kind: crate::secret::Kind::Totp,
+        kind: crate::files::secret::Kind::Totp,
         counter: 0,
         period: 30,
         window_size: None,
@@ -83,7 +83,7 @@ pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticatorFile,
     }
     match (totp, hotp) {
         (true, false) => {}
-        (false, true) => f.kind = crate::secret::Kind::Hotp,
+        (false, true) => f.kind = crate::files::secret::Kind::Hotp,
         (true, true) => return Err("the file has both TOTP_AUTH and HOTP_COUNTER lines".into()),
         (false, false) => return Err("the file has neither a TOTP_AUTH nor an HOTP_COUNTER line".into()),
     }
@@ -110,7 +110,7 @@ mod tests {
     fn reads_a_counter_based_file_with_its_counter() {
         let f =
             parse_google_authenticator("GEZDGNBVGY3TQOJQ\n\" HOTP_COUNTER 7\n\" WINDOW_SIZE 3\n12345678\n").unwrap();
-        assert_eq!(f.kind, crate::secret::Kind::Hotp);
+        assert_eq!(f.kind, crate::files::secret::Kind::Hotp);
         assert_eq!(f.counter, 7);
         assert_eq!(f.scratch_codes.len(), 1);
     }

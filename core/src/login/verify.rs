@@ -3,9 +3,9 @@
 //! Owns: what counts as a right answer, a replay, a failure and a lockout. Pure: no I/O,
 //! no clock; the caller runs it under the state lock and stores the state it leaves.
 
-use crate::backup;
+use crate::files::secret::{Kind, SecretFile};
 use crate::otp;
-use crate::secret::{Kind, SecretFile};
+use crate::otp::backup;
 use crate::state::State;
 
 /// The parts of the configuration the decision needs.
@@ -219,7 +219,7 @@ fn check_devices(policy: &Policy, secret: &SecretFile, state: &State, answer: &s
                 // Counters stay below MAX_COUNTER + window, so the state always fits TOML.
                 let last = next
                     .saturating_add(policy.hotp_window.saturating_sub(1))
-                    .min(crate::secret::MAX_COUNTER + crate::config::MAX_HOTP_WINDOW);
+                    .min(crate::files::secret::MAX_COUNTER + crate::config::MAX_HOTP_WINDOW);
                 if let Some(c) = otp::find_counter(&dev.key, &code, next, last, alg, digits) {
                     if fresh.is_none() {
                         fresh = Some((
@@ -273,8 +273,8 @@ mod tests {
         totp_only: false,
     };
 
-    fn device(name: &str, kind: Kind, key: &[u8]) -> crate::secret::Device {
-        crate::secret::Device {
+    fn device(name: &str, kind: Kind, key: &[u8]) -> crate::files::secret::Device {
+        crate::files::secret::Device {
             name: name.into(),
             kind,
             key: zeroize::Zeroizing::new(key.to_vec()),
@@ -748,9 +748,9 @@ mod tests {
     fn hotp_counters_stop_below_what_the_state_can_hold() {
         let mut s = secret(vec![]);
         s.devices = vec![device("token", Kind::Hotp, KEY2)];
-        s.devices[0].counter = crate::secret::MAX_COUNTER;
+        s.devices[0].counter = crate::files::secret::MAX_COUNTER;
         let mut st = keyed();
-        let c = crate::secret::MAX_COUNTER;
+        let c = crate::files::secret::MAX_COUNTER;
         assert!(matches!(
             run(&s, &mut st, &hotp_at(KEY2, c), NOW),
             Decision::Accepted(_)

@@ -8,13 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::account::escape_user;
 use crate::error::{Error, FileProblem};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::fs::{read_capped_plain, Dir, Owners};
+use crate::files::fs::{read_capped_plain, Dir, Owners};
+use crate::state::file::{self, Image};
 use crate::state::State;
-use crate::statefile::{self, Image};
 
 pub trait StateStore {
     /// A consistent snapshot without taking the lock (writers replace the file
@@ -49,45 +50,6 @@ pub struct FileStore {
     owner: u32,
     /// fsync the file and the directory when a write spends a credential (see `update`).
     durable: bool,
-}
-
-/// Turns a user name into a file name component: `[A-Za-z0-9_-]` and non-leading `.`/`@`
-/// stay, everything else (including `%`) becomes `%XX`, so distinct names never collide and
-/// `/`, `..` or control characters can never reach the path.
-pub fn escape_user(user: &str) -> String {
-    let mut out = String::with_capacity(user.len());
-    for (i, b) in user.bytes().enumerate() {
-        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (i > 0 && (b == b'.' || b == b'@'));
-        if keep {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The inverse of [`escape_user`], for listing the state directory (`pam-totp report`):
-/// `None` for a name `escape_user` would not have made (so no two file names map to one user).
-pub fn unescape_user(escaped: &str) -> Option<String> {
-    let b = escaped.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = escaped.get(i + 1..i + 3)?;
-            if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    let name = String::from_utf8(out).ok()?;
-    (escape_user(&name) == escaped).then_some(name)
 }
 
 impl FileStore {
@@ -128,7 +90,7 @@ impl FileStore {
         let path = self.state_path(user);
         let Some((file, md)) = self
             .dir
-            .open_checked(&name, &self.owners(), write, statefile::MAX_FILE as u64)?
+            .open_checked(&name, &self.owners(), write, file::MAX_FILE as u64)?
         else {
             return Ok((State::default(), None));
         };
@@ -136,10 +98,10 @@ impl FileStore {
         // Not wiped as a whole: the state holds no secret of the user's, and its one key
         // (for keyed hashes) is wiped from the buffer below; wiping 12 KiB of mostly zeros
         // twice per login was a tenth of the module's time.
-        let mut bytes = read_capped_plain(&file, &path, statefile::MAX_FILE as u64, md.size())?;
-        if statefile::is_format3(&bytes) {
-            let img = statefile::decode_file(&bytes);
-            statefile::wipe(&mut bytes);
+        let mut bytes = read_capped_plain(&file, &path, file::MAX_FILE as u64, md.size())?;
+        if file::is_format3(&bytes) {
+            let img = file::decode_file(&bytes);
+            file::wipe(&mut bytes);
             let img = img.map_err(|why| Error::file(&path, FileProblem::Malformed(why)))?;
             return Ok((img.state.clone(), Some((file, img))));
         }
@@ -169,10 +131,10 @@ impl FileStore {
         let payload = if only_counts && on_disk.is_some() {
             zeroize::Zeroizing::new(Vec::new())
         } else {
-            zeroize::Zeroizing::new(statefile::encode_payload(state).map_err(malformed)?)
+            zeroize::Zeroizing::new(file::encode_payload(state).map_err(malformed)?)
         };
         match on_disk {
-            Some((file, img)) if only_counts || statefile::fits(img.slot_size, payload.len()) => {
+            Some((file, img)) if only_counts || file::fits(img.slot_size, payload.len()) => {
                 if !only_counts {
                     // Anything but the counts changed (a spent credential, the enrollment
                     // record, the key, a remembered host): the whole state, counts included,
@@ -180,8 +142,8 @@ impl FileStore {
                     // fdatasync — one block, and no metadata (the file's size and blocks
                     // never change). The counters record, stamped with an older slot, no
                     // longer applies.
-                    let rec = zeroize::Zeroizing::new(statefile::slot_record(img.seq + 1, &payload));
-                    let at = statefile::slot_offset(img.slot_size, 1 - img.slot);
+                    let rec = zeroize::Zeroizing::new(file::slot_record(img.seq + 1, &payload));
+                    let at = file::slot_offset(img.slot_size, 1 - img.slot);
                     let written =
                         file.write_all_at(&rec, at)
                             .and_then(|()| if self.durable { file.sync_data() } else { Ok(()) });
@@ -191,7 +153,7 @@ impl FileStore {
                         // read as the newest, it would send the next write over the slot
                         // holding the only flushed copy. Its magic goes first; the login is
                         // refused either way.
-                        let _ = file.write_all_at(&statefile::SLOT_KILL, at);
+                        let _ = file.write_all_at(&file::SLOT_KILL, at);
                         let _ = file.sync_data();
                         return Err(io(e));
                     }
@@ -201,8 +163,8 @@ impl FileStore {
                     // never a spent code — which keeps a brute-force storm cheap. Counts that
                     // go down (`pam-totp unlock`, a lockout that ended) are flushed, so a
                     // crash does not bring back a lockout an administrator lifted.
-                    let rec = statefile::counters_record(img.seq, state.failures, state.locked_until);
-                    file.write_all_at(&rec, statefile::counters_offset()).map_err(io)?;
+                    let rec = file::counters_record(img.seq, state.failures, state.locked_until);
+                    file.write_all_at(&rec, file::counters_offset()).map_err(io)?;
                     let lowered = state.failures < before.failures || state.locked_until < before.locked_until;
                     if lowered && self.durable {
                         file.sync_data().map_err(io)?;
@@ -215,7 +177,7 @@ impl FileStore {
                 // new file, written aside and renamed into place (flushed, with the directory,
                 // when durable). The sequence continues so a reader never goes backwards.
                 let seq = old.map_or(1, |(_, img)| img.seq + 1);
-                let image = statefile::new_file(state, seq).map_err(malformed)?;
+                let image = file::new_file(state, seq).map_err(malformed)?;
                 let name = format!("{}.state", escape_user(user));
                 self.dir.write_atomic(&name, &image, 0o600, self.durable)
             }
@@ -281,37 +243,6 @@ impl StateStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping_is_safe_and_injective() {
-        assert_eq!(escape_user("bob"), "bob");
-        assert_eq!(escape_user("bob.smith@corp"), "bob.smith@corp");
-        assert_eq!(escape_user("../etc"), "%2E.%2Fetc");
-        assert_eq!(escape_user(".hidden"), "%2Ehidden");
-        assert_eq!(escape_user("a%2F"), "a%252F");
-        assert_eq!(escape_user("a/"), "a%2F");
-        assert_eq!(escape_user("x\ny"), "x%0Ay");
-        assert_ne!(escape_user("a%2F"), escape_user("a/"));
-    }
-
-    #[test]
-    fn unescaping_inverts_escaping_and_nothing_else() {
-        for name in [
-            "bob",
-            "bob.smith@corp",
-            "../etc",
-            ".hidden",
-            "a%2F",
-            "x\ny",
-            "Zürich",
-            "a b",
-        ] {
-            assert_eq!(unescape_user(&escape_user(name)).as_deref(), Some(name), "{name}");
-        }
-        for bad in ["%2", "%zz", "%2e.", "a%2f", ".x", "a/b", "%C3", "%41"] {
-            assert_eq!(unescape_user(bad), None, "{bad}");
-        }
-    }
 
     fn tmp() -> PathBuf {
         let mut b = [0u8; 8];
@@ -388,7 +319,7 @@ mod tests {
             assert_eq!(s.peek("bob").unwrap().failures, failures);
             s.update("bob", |st| st.failures += 1).unwrap();
             let bytes = std::fs::read(&p).unwrap();
-            assert!(statefile::is_format3(&bytes));
+            assert!(file::is_format3(&bytes));
             let st = s.peek("bob").unwrap();
             assert_eq!(st.failures, failures + 1);
             assert_eq!(st.key.len(), 64, "the key is made with the first write");
@@ -407,20 +338,20 @@ mod tests {
         let p = d.join("bob.state");
         s.update("bob", |st| st.failures = 1).unwrap();
         let first = inode(&p);
-        let img = |p: &Path| statefile::decode_file(&std::fs::read(p).unwrap()).unwrap();
+        let img = |p: &Path| file::decode_file(&std::fs::read(p).unwrap()).unwrap();
         let before = std::fs::read(&p).unwrap();
         s.update("bob", |st| st.failures = 2).unwrap();
         let after = std::fs::read(&p).unwrap();
         let changed: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
         assert!(
-            changed.iter().all(|&i| i < statefile::BLOCK),
+            changed.iter().all(|&i| i < file::BLOCK),
             "a failure only rewrites the counters"
         );
         assert_eq!(img(&p).state.failures, 2);
         for round in 0..4u64 {
             let old = img(&p);
             let newest = std::fs::read(&p).unwrap();
-            let at = statefile::slot_offset(old.slot_size, old.slot) as usize;
+            let at = file::slot_offset(old.slot_size, old.slot) as usize;
             s.update("bob", |st| st.last_success = 100 + round).unwrap();
             let now = img(&p);
             assert_eq!((now.seq, now.slot), (old.seq + 1, 1 - old.slot));
@@ -514,11 +445,11 @@ mod tests {
             .unwrap();
         s.update("bob", |st| st.used_backup.push(tag(0xA))).unwrap(); // accepted, flushed
         let flushed = std::fs::read(&p).unwrap();
-        let a = statefile::decode_file(&flushed).unwrap();
+        let a = file::decode_file(&flushed).unwrap();
         s.update("bob", |st| st.used_backup.push(tag(0xB))).unwrap(); // its flush "fails":
-        let at = statefile::slot_offset(a.slot_size, 1 - a.slot);
+        let at = file::slot_offset(a.slot_size, 1 - a.slot);
         let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
-        f.write_all_at(&statefile::SLOT_KILL, at).unwrap();
+        f.write_all_at(&file::SLOT_KILL, at).unwrap();
         let st = s.peek("bob").unwrap();
         assert!(
             !st.used_backup.iter().any(|u| u.tag == tag(0xB).tag),
@@ -526,7 +457,7 @@ mod tests {
         );
         s.update("bob", |st| st.used_backup.push(tag(0xC))).unwrap(); // the next spend
         let cache = std::fs::read(&p).unwrap();
-        let flushed_slot = statefile::slot_offset(a.slot_size, a.slot) as usize;
+        let flushed_slot = file::slot_offset(a.slot_size, a.slot) as usize;
         assert_eq!(
             cache[flushed_slot..flushed_slot + a.slot_size],
             flushed[flushed_slot..flushed_slot + a.slot_size],
@@ -535,7 +466,7 @@ mod tests {
         // A power cut after the first sector of that write: still the flushed state.
         let mut disk = flushed.clone();
         disk[at as usize..at as usize + 512].copy_from_slice(&cache[at as usize..at as usize + 512]);
-        let after = statefile::decode_file(&disk).unwrap();
+        let after = file::decode_file(&disk).unwrap();
         assert!(after.state.used_backup.iter().any(|u| u.tag == tag(0xA).tag));
         std::fs::remove_dir_all(d).unwrap();
     }

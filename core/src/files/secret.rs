@@ -275,7 +275,7 @@ fn check_backup_codes(codes: &[String]) -> Result<(), ParseError> {
     if codes.len() > MAX_BACKUP_CODES {
         return Err(ParseError::Malformed("too many backup codes".into()));
     }
-    if !codes.iter().all(|h| crate::backup::is_valid_hash(h)) {
+    if !codes.iter().all(|h| crate::otp::backup::is_valid_hash(h)) {
         return Err(ParseError::Malformed(
             "a backup code entry is not a v1$salt$hash string".into(),
         ));

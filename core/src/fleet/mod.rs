@@ -1,0 +1,57 @@
+//! The fleet store: the per-user state shared by every host, kept in etcd by the local
+//! daemon `pam-totp-stated` and reached over a root-only Unix socket.
+//!
+//! Owns: the wire protocol between the module (and the CLI) and the daemon — both sides
+//! use this file — the client side ([`Client`], [`FleetStore`]), the etcd key layout
+//! ([`user_key`]), and [`AnyStore`], the store a login or a command opens from the
+//! configuration (local, fleet, or fleet falling back to local).
+//! Never: lets anyone in on an error (every failure is an `Err`, which refuses the login);
+//! reads more than [`MAX_FRAME`] bytes from the socket; talks to a socket or a peer that is
+//! not root's; logs a document (it holds the per-user key).
+//!
+//! The protocol is std only (no async runtime, no TLS inside sshd). A frame is a 4-byte
+//! big-endian length and that many bytes; a frame's body starts with [`PROTOCOL_VERSION`]
+//! and a tag. Text and documents are a 4-byte length and their bytes; numbers 8-byte big
+//! endian. One connection carries any number of request/response pairs, one at a time.
+
+pub mod client;
+pub mod document;
+pub mod proto;
+
+pub use client::{check_socket_path, Client, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+pub use document::{
+    compose_document, document_protected, document_state, user_key, users_prefix, write_id, Doc, MAX_DOCUMENT,
+    MAX_STORED,
+};
+pub use proto::{read_frame, write_frame, Request, Response, MAX_FRAME, MAX_LIST_FRAME, MAX_USER, PROTOCOL_VERSION};
+
+/// Why a fleet operation failed.
+///
+/// Only an outage that nobody but root can cause is [`FleetError::Unavailable`]: the daemon
+/// is not running (no socket, nobody listening), or it answered that etcd answered none of
+/// its requests within its deadline. A client that got no answer in time is
+/// [`FleetError::NoAnswer`], never an outage: the client may have been stopped by the very
+/// user it authenticates (`su` and `sudo` keep the caller's real uid, so the caller may
+/// SIGSTOP them while they wait), or the daemon's backlog filled by that user's own logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetError {
+    /// The fleet store is down, as the daemon itself reports or by its absence: the store
+    /// may work again later; `store_unavailable = "local"` may fall back.
+    Unavailable(String),
+    /// This client got no answer in time, or lost its connection: refused, never a reason
+    /// to fall back (see the type's comment).
+    NoAnswer(String),
+    /// Something is wrong that waiting will not fix (an unsafe socket, a peer that is not
+    /// root, a malformed answer or document): never a reason to fall back.
+    Refused(String),
+}
+
+impl std::fmt::Display for FleetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FleetError::Unavailable(m) => write!(f, "the fleet store is unavailable: {m}"),
+            FleetError::NoAnswer(m) => write!(f, "the fleet store gave this process no answer: {m}"),
+            FleetError::Refused(m) => write!(f, "the fleet store was refused: {m}"),
+        }
+    }
+}
