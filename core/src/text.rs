@@ -2,8 +2,10 @@
 //! terminal or a log line.
 //!
 //! Owns: the rule that nothing another user wrote reaches root's terminal as a control
-//! sequence. An issuer of `"\x1b[2K\rLocked out: no"` must print as visible escapes, not
-//! redraw the line an administrator is reading.
+//! sequence (an issuer of `"\x1b[2K\rLocked out: no"` must print as visible escapes, not
+//! redraw the line an administrator is reading), and the rules for such text in a log line
+//! ([`log_quote`], [`log_quote_long`], [`log_name`]): nobody can forge a second line or a
+//! field of the line.
 
 use std::borrow::Cow;
 
@@ -36,6 +38,48 @@ pub fn unsafe_char(c: char) -> bool {
         )
 }
 
+/// Quotes text from outside (user names, host names) for a log line: control characters
+/// and non-ASCII are escaped so nobody can forge a second log line.
+pub fn log_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().take(256) {
+        if c.is_ascii_graphic() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+/// [`log_quote`] for our own longer messages (a reason naming a file and line): the same
+/// escaping, up to 1024 characters.
+pub fn log_quote_long(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().take(1024) {
+        if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+/// An authenticator name inside `"..."` in a log line: only letters, digits, space and
+/// `-_.,:@+#/` pass; anything else (quotes, parentheses, `=`, control and non-ASCII
+/// characters) is escaped, so a name such as `p") (user=root` can neither end the quotes nor
+/// put a `(user=...` field into the line.
+pub fn log_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars().take(64) {
+        if c == ' ' || c.is_ascii_alphanumeric() || "-_.,:@+#/".contains(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +94,15 @@ mod tests {
         assert_eq!(safe, "x\\u{1b}[2K\\rLocked out:       no\\u{7}\\u{9b}31m\\n");
         let bidi = terminal_safe("evil\u{202E}on :tuo dekcoL\u{2028}x");
         assert_eq!(bidi, "evil\\u{202e}on :tuo dekcoL\\u{2028}x");
+    }
+
+    #[test]
+    fn a_device_name_cannot_close_its_quotes_in_a_log_line() {
+        let forged = log_name("p\") (user=root service=sudo rhost=-");
+        assert!(
+            !forged.contains('"') && !forged.contains("(user=") && !forged.contains('='),
+            "{forged}"
+        );
+        assert_eq!(log_name("spare phone"), "spare phone");
     }
 }

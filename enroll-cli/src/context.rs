@@ -362,7 +362,7 @@ pub fn syslog(msg: &str) {
     let line = format!(
         "<85>pam-totp[{}]: {}",
         std::process::id(),
-        pam_totp_core::login::log_quote(msg)
+        pam_totp_core::text::log_quote(msg)
     );
     let _ = sock.send_to(line.as_bytes(), "/dev/log");
 }

@@ -520,7 +520,7 @@ fn log_added(ctx: &Ctx, account: &Account, device: &Device, mode: Mode, file: Op
     };
     syslog(&format!(
         "enroll: {what} \"{}\" ({}) for user={} by {}{}",
-        crate::devices::log_name(&device.name),
+        pam_totp_core::text::log_name(&device.name),
         device.kind.name(),
         account.name,
         ctx.by(),

@@ -559,7 +559,7 @@ fn import_for_user(
         let r = &records[i];
         syslog(&format!(
             "import tokens: authenticator \"{}\" ({}) for user={} by {}",
-            crate::devices::log_name(&r.name),
+            pam_totp_core::text::log_name(&r.name),
             r.kind.name(),
             account.name,
             ctx.by()
