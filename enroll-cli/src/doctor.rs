@@ -1,6 +1,7 @@
 //! `pam-totp doctor`: gathers the configuration (PAM files, `sshd -T` or sshd_config,
 //! pam_totp.conf, state directory, your secret file, clock) and prints the core's findings.
 
+use crate::context::program;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -46,16 +47,6 @@ fn glob(pattern: &str) -> Vec<String> {
         .unwrap_or_default();
     out.sort();
     out
-}
-
-/// A program by its absolute path, with nothing of the caller's environment: PATH, IFS,
-/// LD_* and locale variables must not choose what root runs or how it parses.
-fn program(path: &str) -> Command {
-    let mut c = Command::new(path);
-    c.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LANG", "C");
-    c
 }
 
 fn sshd_config(path: &Path) -> Option<(doctor::SshdConfig, String)> {

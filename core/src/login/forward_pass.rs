@@ -73,7 +73,7 @@ pub(super) fn split_line<H: Host>(
     let Some(account) = account_for(cx, accounts, req) else {
         return whole(cx, Outcome::UnknownUser);
     };
-    let path = expand_template(&cfg.secret, &account.name, &account.home);
+    let path = secret_path(cfg, &account);
     let secret = match load_secret(&path, &account) {
         Ok(Some(s)) => s,
         Ok(None) => {

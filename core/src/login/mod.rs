@@ -24,9 +24,9 @@ use zeroize::Zeroizing;
 
 use crate::account::{resolve, Account, Accounts, Unresolved};
 use crate::clock::Clock;
-use crate::config::{expand_template, Config, Date, FORWARD_PASS_PROMPT};
+use crate::config::{Config, Date, FORWARD_PASS_PROMPT};
 use crate::files::secret::SecretFile;
-use crate::files::secret_file::{load_secret, load_secret_stamped, secret_unchanged};
+use crate::files::secret_file::{load_secret, load_secret_stamped, secret_path, secret_unchanged};
 use crate::login::verify::{decide, Count, Decision, How, Policy};
 use crate::state::any::AnyStore;
 use crate::state::store::StateStore;
@@ -143,7 +143,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         Kept::Accepted(_) | Kept::NotEnrolled => None,
     });
 
-    let path = expand_template(&cfg.secret, &account.name, &account.home);
+    let path = secret_path(&cfg, &account);
     let (secret, stamp) = match load_secret_stamped(&path, &account) {
         Ok(Some(s)) => s,
         Ok(None) => {
