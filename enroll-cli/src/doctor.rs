@@ -3,7 +3,6 @@
 
 use crate::context::program;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use pam_totp_core::admin::doctor::{self, Finding, Severity};
 use pam_totp_core::files::fs::{Dir, Owners};
