@@ -386,16 +386,15 @@ async fn serve(setup: Setup, std_listener: std::os::unix::net::UnixListener) -> 
 /// Serves one client: frames in, frames out, until it closes, idles, or sends garbage.
 async fn connection(mut s: UnixStream, etcd: &Etcd) {
     loop {
-        let mut len = [0u8; 4];
+        let mut len = [0u8; fleet::proto::FRAME_HEADER];
         match tokio::time::timeout(IDLE, s.read_exact(&mut len)).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let n = u32::from_be_bytes(len) as usize;
-        if n > MAX_FRAME {
+        let Some(n) = fleet::proto::frame_len(len, MAX_FRAME) else {
             let _ = send(&mut s, &Response::Refused("request too large".into())).await;
             return;
-        }
+        };
         let mut body = vec![0u8; n];
         match tokio::time::timeout(fleet::REQUEST_TIMEOUT, s.read_exact(&mut body)).await {
             Ok(Ok(_)) => {}
@@ -416,10 +415,7 @@ async fn connection(mut s: UnixStream, etcd: &Etcd) {
 }
 
 async fn send(s: &mut UnixStream, r: &Response) -> Result<(), ()> {
-    let body = r.encode();
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
+    let frame = fleet::proto::frame(&r.encode());
     match tokio::time::timeout(fleet::REQUEST_TIMEOUT, s.write_all(&frame)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),

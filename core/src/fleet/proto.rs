@@ -296,25 +296,40 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// Writes one frame.
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(4 + body.len());
+    w.write_all(&frame(body))?;
+    w.flush()
+}
+
+/// The length header of a frame.
+pub const FRAME_HEADER: usize = 4;
+
+/// `body` as a frame: its length header and its bytes (both sides, sync and async, send
+/// this).
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(FRAME_HEADER + body.len());
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(body);
-    w.write_all(&buf)?;
-    w.flush()
+    buf
+}
+
+/// The body length a frame header announces, `None` when it is over `max` (nothing more
+/// may then be read from the stream).
+pub fn frame_len(header: [u8; FRAME_HEADER], max: usize) -> Option<usize> {
+    let n = u32::from_be_bytes(header) as usize;
+    (n <= max).then_some(n)
 }
 
 /// Reads one frame of at most `max` bytes (a longer one is an error, and nothing more is
 /// read from the stream).
 pub fn read_frame(r: &mut impl Read, max: usize) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
+    let mut len = [0u8; FRAME_HEADER];
     r.read_exact(&mut len)?;
-    let n = u32::from_be_bytes(len) as usize;
-    if n > max {
+    let Some(n) = frame_len(len, max) else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "frame larger than the limit",
         ));
-    }
+    };
     let mut body = vec![0u8; n];
     r.read_exact(&mut body)?;
     Ok(body)
