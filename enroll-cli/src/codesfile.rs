@@ -15,10 +15,9 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
 use pam_totp_core::account::Account;
 use pam_totp_core::files::fs::with_fs_identity;
 use zeroize::Zeroizing;
@@ -52,42 +51,32 @@ pub fn absolute(path: &Path) -> Result<PathBuf, String> {
 }
 
 fn create(path: &Path, whose: &str) -> Result<File, String> {
-    let flags = OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(flags.bits())
-        .open(path)
-    {
-        Ok(f) => {
-            let md = f
-                .metadata()
-                .map_err(|e| format!("{}: {}", safe_path(path), describe(&e)))?;
-            if !md.is_file() {
-                return Err(format!("{} is not a regular file", safe_path(path)));
-            }
-            // The umask may have narrowed the mode; set exactly ours.
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("{}: {}", safe_path(path), describe(&e)))?;
-            Ok(f)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-            Err(if link {
-                format!(
-                    "{} is a symbolic link; backup codes are never written through one: give the name of a new file",
-                    safe_path(path)
-                )
-            } else {
-                format!(
-                    "{} already exists; backup codes are only written to a new file, never over one: give another name",
-                    safe_path(path)
-                )
-            })
-        }
-        Err(e) => Err(format!("cannot create {}{whose}: {}", safe_path(path), describe(&e))),
-    }
+    use pam_totp_core::error::{Error, FileProblem};
+    pam_totp_core::files::fs::create_private(path).map_err(|e| match e {
+        Error::File {
+            problem: FileProblem::Symlink,
+            ..
+        } => format!(
+            "{} is a symbolic link; backup codes are never written through one: give the name of a new file",
+            safe_path(path)
+        ),
+        Error::File {
+            problem: FileProblem::AlreadyExists,
+            ..
+        } => format!(
+            "{} already exists; backup codes are only written to a new file, never over one: give another name",
+            safe_path(path)
+        ),
+        Error::File {
+            problem: FileProblem::NotRegular(_),
+            ..
+        } => format!("{} is not a regular file", safe_path(path)),
+        Error::File {
+            problem: FileProblem::Io(why),
+            ..
+        } => format!("cannot create {}{whose}: {why}", safe_path(path)),
+        e => format!("cannot create {}{whose}: {e}", safe_path(path)),
+    })
 }
 
 fn whose(id: Option<(u32, u32)>, account: &Account) -> String {

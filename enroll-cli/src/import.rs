@@ -7,7 +7,6 @@
 //! refused.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -225,29 +224,25 @@ fn already_enrolled(account: &Account, path: &Path) -> String {
 /// The most read of a pre-shared key file (the core refuses more than 4096 bytes).
 const MAX_PSK_FILE: u64 = 4097;
 
-/// Reads an administrator's input file: a regular file (no FIFO or device to block on), at
-/// most `max` bytes. Not a user's file: read as root with std::fs.
+/// Reads an administrator's input file ([`read_regular`]), with the messages of this command.
 fn read_admin_file(path: &Path, what: &str, max: u64) -> Result<(std::fs::File, Vec<u8>), String> {
+    use pam_totp_core::error::{Error, FileProblem};
     let shown = safe_path(path);
-    let md = std::fs::metadata(path).map_err(|e| format!("{what} {shown}: {}", crate::context::describe(&e)))?;
-    if !md.is_file() {
-        return Err(format!("{what} {shown} is not a regular file"));
-    }
-    if md.len() > max {
-        return Err(format!("{what} {shown} is {} bytes; at most {max} are read", md.len()));
-    }
-    let f = std::fs::File::open(path).map_err(|e| format!("{what} {shown}: {}", crate::context::describe(&e)))?;
-    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(format!("{what} {shown} is not a regular file"));
-    }
-    let mut buf = Vec::new();
-    (&f).take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("{what} {shown}: {}", crate::context::describe(&e)))?;
-    if buf.len() as u64 > max {
-        return Err(format!("{what} {shown} is larger than {max} bytes"));
-    }
-    Ok((f, buf))
+    pam_totp_core::files::fs::read_regular(path, max).map_err(|e| match e {
+        Error::File {
+            problem: FileProblem::NotRegular(_),
+            ..
+        } => format!("{what} {shown} is not a regular file"),
+        Error::File {
+            problem: FileProblem::TooLarge { size, max },
+            ..
+        } => format!("{what} {shown} is {size} bytes; at most {max} are read"),
+        Error::File {
+            problem: FileProblem::Io(why),
+            ..
+        } => format!("{what} {shown}: {why}"),
+        e => format!("{what} {shown}: {e}"),
+    })
 }
 
 fn read_psk(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {

@@ -18,7 +18,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 use zeroize::Zeroizing;
 
-use crate::error::{Error, FileProblem};
+use crate::error::{describe_io, Error, FileProblem};
 
 /// Largest secret or state file we read (64 KiB): a file this big is not ours.
 pub const MAX_FILE_SIZE: u64 = 64 * 1024;
@@ -548,6 +548,71 @@ pub fn read_config(path: &Path) -> Result<Option<String>, Error> {
         ));
     }
     Ok(Some(text))
+}
+
+/// Reads an administrator's input file as root (a token file, a pre-shared key): a regular
+/// file — no FIFO or device to block on — of at most `max` bytes, checked again on the open
+/// file. Not for a user's file (those go through [`read_checked`] as their owner).
+pub fn read_regular(path: &Path, max: u64) -> Result<(File, Vec<u8>), Error> {
+    use std::io::Read;
+    let fail = |p: FileProblem| Error::file(path, p);
+    let io = |e: std::io::Error| fail(FileProblem::Io(describe_io(&e)));
+    let md = std::fs::metadata(path).map_err(io)?;
+    if !md.is_file() {
+        return Err(fail(FileProblem::NotRegular("not a regular file")));
+    }
+    if md.len() > max {
+        return Err(fail(FileProblem::TooLarge { size: md.len(), max }));
+    }
+    let f = File::open(path).map_err(io)?;
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(fail(FileProblem::NotRegular("not a regular file")));
+    }
+    let mut buf = Vec::new();
+    (&f).take(max + 1).read_to_end(&mut buf).map_err(io)?;
+    if buf.len() as u64 > max {
+        // It grew after the check: its size now.
+        let size = f.metadata().map(|m| m.len()).unwrap_or(buf.len() as u64);
+        return Err(fail(FileProblem::TooLarge { size, max }));
+    }
+    Ok((f, buf))
+}
+
+/// Creates a new file of mode exactly 0600 for something secret its owner keeps (backup codes
+/// to print): never over a file that exists, never through a symbolic link (`O_CREAT|O_EXCL|
+/// O_NOFOLLOW`), never a controlling terminal. `AlreadyExists` or `Symlink` when the name is
+/// taken.
+pub fn create_private(path: &Path) -> Result<File, Error> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |p: FileProblem| Error::file(path, p);
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOCTTY;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(flags.bits())
+        .open(path)
+    {
+        Ok(f) => {
+            let md = f.metadata().map_err(|e| fail(FileProblem::Io(describe_io(&e))))?;
+            if !md.is_file() {
+                return Err(fail(FileProblem::NotRegular("not a regular file")));
+            }
+            // The umask may have narrowed the mode; set exactly ours.
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| fail(FileProblem::Io(describe_io(&e))))?;
+            Ok(f)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            Err(fail(if link {
+                FileProblem::Symlink
+            } else {
+                FileProblem::AlreadyExists
+            }))
+        }
+        Err(e) => Err(fail(FileProblem::Io(describe_io(&e)))),
+    }
 }
 
 #[cfg(test)]
