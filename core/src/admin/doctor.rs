@@ -787,7 +787,7 @@ mod tests {
             "{f:?}"
         );
         assert!(pamstack::load("nope", &|_| None).is_none());
-        // The deprecated wrapper still answers for login.rs.
+        // The deprecated wrapper still answers for the login path.
         let s = pamstack::load("s", &|_| {
             Some("auth requisite pam_unix.so\nauth required pam_totp.so\n".into())
         })

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `doctor.rs` | the checks of `pam-totp doctor` over PAM stacks, sshd and pam_totp.conf |
 //! | `google.rs` | reading google-authenticator-libpam's `~/.google_authenticator` |
-//! | `tokens.rs` | hardware token seed files: CSV and RFC 6030 PSKC |
+//! | `tokens/` | hardware token seed files: CSV (`csv.rs`) and RFC 6030 PSKC (`pskc.rs`) |
 
 pub mod doctor;
 pub mod google;

@@ -1,18 +1,16 @@
-//! The fleet store: the per-user state shared by every host, kept in etcd by the local
-//! daemon `pam-totp-stated` and reached over a root-only Unix socket.
+//! The fleet: the per-user state shared by every host, kept in etcd by the local daemon
+//! `pam-totp-stated` and reached over a root-only Unix socket.
 //!
-//! Owns: the wire protocol between the module (and the CLI) and the daemon — both sides
-//! use this file — the client side ([`Client`], [`FleetStore`]), the etcd key layout
-//! ([`user_key`]), and [`AnyStore`], the store a login or a command opens from the
-//! configuration (local, fleet, or fleet falling back to local).
+//! | file | owns |
+//! |---|---|
+//! | `proto.rs` | the wire protocol, both sides' one codec (requests and answers as enums) |
+//! | `document.rs` | a user's etcd key and document (write id, protection mark, limits) |
+//! | `client.rs` | the blocking client the module and the CLI use: socket and peer checks, deadlines |
+//!
+//! The store a login opens on top of it is `crate::state::fleet` (and `crate::state::any`).
 //! Never: lets anyone in on an error (every failure is an `Err`, which refuses the login);
-//! reads more than [`MAX_FRAME`] bytes from the socket; talks to a socket or a peer that is
-//! not root's; logs a document (it holds the per-user key).
-//!
-//! The protocol is std only (no async runtime, no TLS inside sshd). A frame is a 4-byte
-//! big-endian length and that many bytes; a frame's body starts with [`PROTOCOL_VERSION`]
-//! and a tag. Text and documents are a 4-byte length and their bytes; numbers 8-byte big
-//! endian. One connection carries any number of request/response pairs, one at a time.
+//! talks to a socket or a peer that is not root's; logs a document (it holds the per-user
+//! key). The protocol is std only (no async runtime, no TLS inside sshd).
 
 pub mod client;
 pub mod document;

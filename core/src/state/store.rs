@@ -2,7 +2,7 @@
 //!
 //! Owns: the [`StateStore`] interface and its local-file implementation. The decision
 //! logic only sees `StateStore`, so a store shared by a fleet (a database, a replicated
-//! file) can be added without touching verify.rs.
+//! file) can be added without touching login/verify.rs.
 //! Never: reads state for a decision without holding the lock; reports success before the
 //! new state is on disk.
 
