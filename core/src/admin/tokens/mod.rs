@@ -15,8 +15,8 @@
 //! namespace, `CipherData` ... in xmlenc's, `KeyName` in xmldsig's); an element with one of
 //! the names read but in another namespace, or twice where one is read, refuses the file
 //! rather than being skipped or picked, so a value hidden next to the real one is never
-//! imported; unknown elements are ignored. Elements may nest at most [`MAX_DEPTH`] deep,
-//! have at most [`MAX_ATTRIBUTES`] attributes each and [`MAX_NAMESPACES_IN_SCOPE`] namespace
+//! imported; unknown elements are ignored. Elements may nest at most [`MAX_DEPTH`](pskc::MAX_DEPTH) deep,
+//! have at most [`MAX_ATTRIBUTES`](pskc::MAX_ATTRIBUTES) attributes each and [`MAX_NAMESPACES_IN_SCOPE`](pskc::MAX_NAMESPACES_IN_SCOPE) namespace
 //! declarations in scope (checked before parsing: the parser recurses, and its time grows
 //! with the square of the other two). Secrets are `PlainValue` (base64) or `EncryptedValue`
 //! with `http://www.w3.org/2001/04/xmlenc#aes128-cbc` under a pre-shared key (IV ||
