@@ -130,22 +130,54 @@ pub fn resolve(accounts: &dyn Accounts, name: &str) -> Result<Account, Unresolve
     }
 }
 
+/// Default of `protected_groups`: accounts a help desk must not change through sudo.
+pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["root", "sudo", "wheel"];
+
+/// Why it cannot be told whether an account is in a protected group (the caller refuses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLookupError(pub String);
+
+impl std::fmt::Display for GroupLookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GroupLookupError {}
+
+impl std::ops::Deref for GroupLookupError {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<GroupLookupError> for String {
+    fn from(e: GroupLookupError) -> String {
+        e.0
+    }
+}
+
 /// The first group of `groups` that `account` belongs to (its primary group by gid, or a
 /// supplementary one by the member list), as `getent group NAME` answers through NSS.
 /// A group that does not exist protects nobody; a lookup that fails is an error (the caller
 /// refuses: it cannot tell).
-pub fn protected_group_of(account: &Account, groups: &[String]) -> Result<Option<String>, String> {
+pub fn protected_group_of(account: &Account, groups: &[String]) -> Result<Option<String>, GroupLookupError> {
     // The account's groups as sudo and login compute them (initgroups: getgrouplist through
     // NSS), so membership a group's member list does not show — SSSD/AD with
     // ignore_group_members, nested groups, a primary gid — counts too.
-    let name = std::ffi::CString::new(account.name.as_str())
-        .map_err(|_| format!("{} is not a valid user name", crate::text::terminal_safe(&account.name)))?;
+    let name = std::ffi::CString::new(account.name.as_str()).map_err(|_| {
+        GroupLookupError(format!(
+            "{} is not a valid user name",
+            crate::text::terminal_safe(&account.name)
+        ))
+    })?;
     let gids = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(account.gid)).map_err(|e| {
-        format!(
+        GroupLookupError(format!(
             "cannot list the groups of {}: {}",
             crate::text::terminal_safe(&account.name),
             e.desc()
-        )
+        ))
     })?;
     for g in groups {
         match nix::unistd::Group::from_name(g) {
@@ -156,14 +188,14 @@ pub fn protected_group_of(account: &Account, groups: &[String]) -> Result<Option
             }
             // The defaults name groups not every distribution has (Debian has no wheel,
             // RHEL no sudo); any other listed group must be found, or we cannot tell.
-            Ok(None) if crate::config::DEFAULT_PROTECTED_GROUPS.contains(&g.as_str()) => {}
-            Ok(None) => return Err(missing_group(g)),
+            Ok(None) if DEFAULT_PROTECTED_GROUPS.contains(&g.as_str()) => {}
+            Ok(None) => return Err(GroupLookupError(missing_group(g))),
             Err(e) => {
-                return Err(format!(
+                return Err(GroupLookupError(format!(
                     "cannot look up the protected group {}: {}",
                     crate::text::terminal_safe(g),
                     e.desc()
-                ))
+                )))
             }
         }
     }

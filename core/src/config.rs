@@ -22,8 +22,7 @@ pub const MAX_HOTP_WINDOW: u64 = 100;
 pub const DEFAULT_LOCKOUT: u64 = 300;
 pub const MAX_LOCKOUT: u64 = 7 * 24 * 3600;
 pub const MAX_REMEMBER: u64 = 90 * 24 * 3600;
-/// Default of `protected_groups`: accounts a help desk must not change through sudo.
-pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["root", "sudo", "wheel"];
+pub use crate::account::DEFAULT_PROTECTED_GROUPS;
 /// Most names `protected_groups` may list.
 pub const MAX_PROTECTED_GROUPS: usize = 64;
 /// Where `pam-totp-stated` listens and the module and the CLI reach it (`fleet_socket`).
@@ -127,7 +126,7 @@ impl Default for FleetConfig {
 
 /// Checks one `fleet.endpoints` URL: `https://HOST:PORT`, or `http://` to a loopback address
 /// only (plain text elsewhere would give the network the fleet's state).
-pub fn check_endpoint(url: &str) -> Result<(), String> {
+fn check_endpoint(url: &str) -> Result<(), String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| format!("{url:?} is not a URL (https://HOST:PORT)"))?;

@@ -767,7 +767,7 @@ mod tests {
             .expect("reported");
         assert_eq!(x.severity, Severity::Error);
         let why = one("auth required pam_unix.so\nauth required pam_totp.so enroll_on_login\n").unwrap_err();
-        assert!(x.message.ends_with(&why), "{} / {why}", x.message);
+        assert!(x.message.ends_with(&*why), "{} / {why}", x.message);
         let f = check(&with("auth requisite pam_unix.so\n"));
         assert!(!f.iter().any(|x| x.check == "enroll-without-password"), "{f:?}");
     }

@@ -24,7 +24,36 @@ pub struct GoogleAuthenticatorFile {
     pub ignored: Vec<String>,
 }
 
-pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticatorFile, String> {
+/// Why a google-authenticator file was refused: a line number and a reason, never its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleFileError(pub String);
+
+impl std::fmt::Display for GoogleFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GoogleFileError {}
+
+impl std::ops::Deref for GoogleFileError {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<GoogleFileError> for String {
+    fn from(e: GoogleFileError) -> String {
+        e.0
+    }
+}
+
+pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticatorFile, GoogleFileError> {
+    parse(text).map_err(GoogleFileError)
+}
+
+fn parse(text: &str) -> Result<GoogleAuthenticatorFile, String> {
     let mut lines = text.lines();
     let first = lines.next().ok_or("the file is empty")?;
     let key = decode_base32(first.trim()).ok_or("line 1 is not a base32 secret")?;

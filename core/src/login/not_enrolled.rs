@@ -131,7 +131,7 @@ pub(super) fn password_gate(req: &Request<'_>) -> Result<(), String> {
         }
         crate::files::fs::read_config(&dir.join(name)).ok().flatten()
     };
-    crate::pamstack::enrollment_gate_for(req.service, &read)
+    crate::pamstack::enrollment_gate_for(req.service, &read).map_err(String::from)
 }
 
 /// `enroll_on_login`: show a new secret (QR code, key, URI), ask for a code from the app

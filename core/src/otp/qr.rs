@@ -32,7 +32,36 @@ fn matrix(data: &str) -> Result<Vec<Vec<bool>>, String> {
     Ok(m)
 }
 
-pub fn render(data: &str, mode: QrMode, ansi: bool) -> Result<String, String> {
+/// Why a QR code could not be drawn (the data does not fit one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrError(pub String);
+
+impl std::fmt::Display for QrError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QrError {}
+
+impl std::ops::Deref for QrError {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<QrError> for String {
+    fn from(e: QrError) -> String {
+        e.0
+    }
+}
+
+pub fn render(data: &str, mode: QrMode, ansi: bool) -> Result<String, QrError> {
+    render_text(data, mode, ansi).map_err(QrError)
+}
+
+fn render_text(data: &str, mode: QrMode, ansi: bool) -> Result<String, String> {
     let m = matrix(data)?;
     let mut out = String::new();
     match mode {

@@ -106,6 +106,31 @@ mod walk;
 
 pub use parse::load;
 
+/// Why a stack does not provably stop a wrong password before pam_totp: the line to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unproven(pub String);
+
+impl std::fmt::Display for Unproven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unproven {}
+
+impl std::ops::Deref for Unproven {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Unproven> for String {
+    fn from(e: Unproven) -> String {
+        e.0
+    }
+}
+
 /// Includes nested deeper than this make the analysis give up ("cannot prove").
 pub const MAX_DEPTH: usize = 8;
 /// So do more auth lines than this (after includes).
@@ -360,12 +385,12 @@ pub struct Stack {
 /// The `enroll_on_login` gate: Ok only when, whatever the password modules do with a wrong
 /// password, no way through the stack of `service` reaches a pam_totp line without
 /// `forward_pass`. Err is one line saying why not, naming the `file:line` to change.
-pub fn enrollment_gate_for(service: &str, read: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+pub fn enrollment_gate_for(service: &str, read: &dyn Fn(&str) -> Option<String>) -> Result<(), Unproven> {
     match load(service, read) {
         Some(stack) => stack.enrollment_gate(),
-        None => {
-            Err(crate::text::terminal_safe(&format!("cannot read the PAM configuration of {service}")).into_owned())
-        }
+        None => Err(Unproven(
+            crate::text::terminal_safe(&format!("cannot read the PAM configuration of {service}")).into_owned(),
+        )),
     }
 }
 

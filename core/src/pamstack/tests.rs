@@ -8,7 +8,7 @@ fn files(map: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
 }
 
 fn gate(map: &[(&str, &str)]) -> Result<(), String> {
-    enrollment_gate_for("svc", &files(map))
+    enrollment_gate_for("svc", &files(map)).map_err(String::from)
 }
 
 fn one(text: &str) -> Result<(), String> {

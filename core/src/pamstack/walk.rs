@@ -236,8 +236,9 @@ impl Stack {
     }
 
     /// The `enroll_on_login` gate (see [`enrollment_gate_for`]).
-    pub fn enrollment_gate(&self) -> Result<(), String> {
-        self.gate().map_err(|e| crate::text::terminal_safe(&e).into_owned())
+    pub fn enrollment_gate(&self) -> Result<(), Unproven> {
+        self.gate()
+            .map_err(|e| Unproven(crate::text::terminal_safe(&e).into_owned()))
     }
 
     fn gate(&self) -> Result<(), String> {

@@ -26,6 +26,7 @@
 //!
 //! Little-endian integers; strings are u16 length + UTF-8 bytes. All lengths are checked.
 
+use super::FormatError;
 use sha2::{Digest, Sha256};
 
 use crate::state::{DeviceState, Remembered, State, UsedBackup, VERSION};
@@ -137,7 +138,7 @@ pub fn slot_record(seq: u64, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A whole new file: `st` in slot 0 with sequence number `seq`, slot 1 empty.
-pub fn new_file(st: &State, seq: u64) -> Result<Vec<u8>, String> {
+pub fn new_file(st: &State, seq: u64) -> Result<Vec<u8>, FormatError> {
     let payload = encode_payload(st)?;
     let slot_size = slot_size_for(payload.len());
     let mut out = vec![0u8; BLOCK + 2 * slot_size];
@@ -160,13 +161,13 @@ fn read_slot(slot: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// Reads a format-3 file: the newest slot whose record is valid, and the counters.
-pub fn decode_file(bytes: &[u8]) -> Result<Image, String> {
+pub fn decode_file(bytes: &[u8]) -> Result<Image, FormatError> {
     if !is_format3(bytes) {
         return Err("not a format 3 state file".into());
     }
     let n = bytes.len();
     if !(3 * BLOCK..=MAX_FILE).contains(&n) || !(n - BLOCK).is_multiple_of(2 * BLOCK) {
-        return Err(format!("a format 3 state file of {n} bytes (the layout is damaged)"));
+        return Err(format!("a format 3 state file of {n} bytes (the layout is damaged)").into());
     }
     let slot_size = (n - BLOCK) / 2;
     let slot_bytes = |i: usize| &bytes[BLOCK + i * slot_size..BLOCK + (i + 1) * slot_size];
@@ -253,7 +254,7 @@ impl Writer {
 }
 
 /// A state's record, as a slot holds it.
-pub fn encode_payload(st: &State) -> Result<Vec<u8>, String> {
+pub fn encode_payload(st: &State) -> Result<Vec<u8>, FormatError> {
     let mut w = Writer(Vec::with_capacity(256));
     w.u8(PAYLOAD_VERSION);
     w.str(&st.key)?;
@@ -292,7 +293,7 @@ pub fn encode_payload(st: &State) -> Result<Vec<u8>, String> {
         w.str(c)?;
     }
     if w.0.len() > MAX_PAYLOAD {
-        return Err(format!("the state is too large to store ({} bytes)", w.0.len()));
+        return Err(format!("the state is too large to store ({} bytes)", w.0.len()).into());
     }
     Ok(w.0)
 }
@@ -327,11 +328,11 @@ impl<'a> Reader<'a> {
 }
 
 /// The inverse of [`encode_payload`]; the result is checked like a version-2 file.
-pub fn decode_payload(p: &[u8]) -> Result<State, String> {
+pub fn decode_payload(p: &[u8]) -> Result<State, FormatError> {
     let mut r = Reader(p);
     let v = r.u8()?;
     if v != PAYLOAD_VERSION {
-        return Err(format!("state record version {v} is not supported"));
+        return Err(format!("state record version {v} is not supported").into());
     }
     let mut st = State {
         version: VERSION,

@@ -202,7 +202,7 @@ impl FleetStore {
                 current = now;
                 continue;
             }
-            let text = state.to_toml().map_err(FleetError::Refused)?;
+            let text = state.to_toml().map_err(|e| FleetError::Refused(e.to_string()))?;
             // The limit is the state's, as for a state file; the id line rides on top.
             if text.len() > MAX_DOCUMENT {
                 return Err(FleetError::Refused(format!(

@@ -186,10 +186,35 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Why a state record could not be read or written: a position and a reason, never the
+/// text (it holds the per-user key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError(pub String);
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+impl From<String> for FormatError {
+    fn from(s: String) -> Self {
+        FormatError(s)
+    }
+}
+
+impl From<&str> for FormatError {
+    fn from(s: &str) -> Self {
+        FormatError(s.to_string())
+    }
+}
+
 impl State {
     /// Parses a version-2 file, or a version-1 file converted to version 2 (its remembered
     /// hosts are dropped: they were not tied to an enrollment).
-    pub fn parse(text: &str) -> Result<State, String> {
+    pub fn parse(text: &str) -> Result<State, FormatError> {
         let v: VersionOnly = toml::from_str::<toml::Table>(text)
             .map_err(|e| toml_error_position(text, &e))
             .and_then(|t| {
@@ -221,9 +246,7 @@ impl State {
                 st.validate()?;
                 Ok(st)
             }
-            other => Err(format!(
-                "format version {other} is not supported (expected 1 or {VERSION})"
-            )),
+            other => Err(format!("format version {other} is not supported (expected 1 or {VERSION})").into()),
         }
     }
 
@@ -248,8 +271,8 @@ impl State {
         Ok(())
     }
 
-    pub fn to_toml(&self) -> Result<String, String> {
-        toml::to_string(self).map_err(|e| format!("cannot serialize state: {e}"))
+    pub fn to_toml(&self) -> Result<String, FormatError> {
+        toml::to_string(self).map_err(|e| FormatError(format!("cannot serialize state: {e}")))
     }
 
     /// What `pam-totp reset` leaves of a state that other hosts may still share (the fleet

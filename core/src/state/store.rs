@@ -102,7 +102,7 @@ impl FileStore {
         if file::is_format3(&bytes) {
             let img = file::decode_file(&bytes);
             file::wipe(&mut bytes);
-            let img = img.map_err(|why| Error::file(&path, FileProblem::Malformed(why)))?;
+            let img = img.map_err(|why| Error::file(&path, FileProblem::Malformed(why.to_string())))?;
             return Ok((img.state.clone(), Some((file, img))));
         }
         let bytes = zeroize::Zeroizing::new(bytes);
@@ -112,14 +112,14 @@ impl FileStore {
                 FileProblem::Malformed(format!("not UTF-8 text (byte {})", e.valid_up_to())),
             )
         })?;
-        let state = State::parse(text).map_err(|why| Error::file(&path, FileProblem::Malformed(why)))?;
+        let state = State::parse(text).map_err(|why| Error::file(&path, FileProblem::Malformed(why.to_string())))?;
         Ok((state, None))
     }
 
     /// Stores `state` over `before` (read from `on_disk`): see [`StateStore::update`].
     fn write(&self, user: &str, state: &State, before: &State, on_disk: Option<(File, Image)>) -> Result<(), Error> {
         let path = self.state_path(user);
-        let malformed = |why: String| Error::file(&path, FileProblem::Malformed(why));
+        let malformed = |why: super::FormatError| Error::file(&path, FileProblem::Malformed(why.0));
         let io = |e: std::io::Error| Error::io(&path, &e);
         let counts = |s: &State| (s.failures, s.locked_until);
         let only_counts = {
