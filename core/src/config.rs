@@ -386,12 +386,8 @@ impl Config {
 
     fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), Error> {
         let origin = path.display().to_string();
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            Error::Config(format!(
-                "{origin}: {}",
-                crate::files::secret::toml_error_position(text, &e)
-            ))
-        })?;
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{origin}: {}", crate::text::toml_error_position(text, &e))))?;
         for (name, value) in &table {
             if name == "config" {
                 return Err(err(&origin, name, "only valid as a module argument"));

@@ -80,6 +80,18 @@ pub fn log_name(name: &str) -> String {
     out
 }
 
+/// Describes a TOML error by position only: a file's text never reaches a message (it may
+/// hold a key).
+pub(crate) fn toml_error_position(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("invalid TOML or unexpected field near line {line}")
+        }
+        None => "invalid TOML or missing field".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,7 +165,10 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         .map(|d| if d == "8" { 8 } else { 6 })
         .unwrap_or(ctx.cfg.digits);
     let params = Params::new(algorithm, digits, 30).ok_or("digits must be 6 or 8")?;
-    let issuer = a.issuer.clone().unwrap_or_else(|| default_issuer(&ctx.cfg));
+    let issuer = a
+        .issuer
+        .clone()
+        .unwrap_or_else(|| default_issuer(ctx.cfg.issuer.as_deref()));
     let label = a.label.clone().unwrap_or_else(|| default_label(&account.name));
     let name = a.name.clone().unwrap_or_else(|| default_name.clone());
     let mut device = new_device(&name, kind, params, &issuer, &label, ctx.now()).map_err(|e| e.to_string())?;

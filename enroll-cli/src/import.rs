@@ -136,7 +136,7 @@ fn google_authenticator(
         params: Params::new(Algorithm::Sha1, 6, ga.period).ok_or("unsupported step size")?,
         // google-authenticator's HOTP_COUNTER is the next counter it would accept.
         counter: ga.counter,
-        issuer: default_issuer(&ctx.cfg),
+        issuer: default_issuer(ctx.cfg.issuer.as_deref()),
         label: default_label(&account.name),
         created: ctx.now(),
     };
@@ -493,7 +493,7 @@ fn import_for_user(
     }
     let path = secret_path(&ctx.cfg, account);
     let now = ctx.now();
-    let issuer = default_issuer(&ctx.cfg);
+    let issuer = default_issuer(ctx.cfg.issuer.as_deref());
     let label = default_label(&account.name);
     // Under the secret file's lock, on the file as it is now: a change another command made
     // since (a device removed, new backup codes) is kept.

@@ -6,6 +6,7 @@
 //! contents in an error (a TOML error message would quote the offending line, which may
 //! hold the secret).
 
+use crate::text::toml_error_position;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -138,17 +139,6 @@ impl std::fmt::Debug for SecretFile {
 pub enum ParseError {
     Malformed(String),
     UnsupportedVersion(i64),
-}
-
-/// Describes a TOML error by position only.
-pub(crate) fn toml_error_position(text: &str, e: &toml::de::Error) -> String {
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("invalid TOML or unexpected field near line {line}")
-        }
-        None => "invalid TOML or missing field".to_string(),
-    }
 }
 
 #[derive(Deserialize)]

@@ -176,7 +176,7 @@ pub(super) fn enroll_at_login<H: Host>(
     let Some(params) = crate::otp::Params::new(cfg.algorithm, cfg.digits, 30) else {
         return refuse(cx, "unsupported digits".into());
     };
-    let issuer = crate::otp::enroll::default_issuer(cfg);
+    let issuer = crate::otp::enroll::default_issuer(cfg.issuer.as_deref());
     let label = crate::otp::enroll::default_label(&account.name);
     // The first authenticator is named as `pam-totp enroll` names one by default.
     let device = match crate::otp::enroll::new_device(

@@ -5,7 +5,6 @@
 
 use zeroize::Zeroizing;
 
-use crate::config::Config;
 use crate::error::Error;
 use crate::files::secret::{Device, Kind, SecretFile};
 use crate::otp::Params;
@@ -27,8 +26,8 @@ pub fn host_name() -> String {
 }
 
 /// The issuer shown in the app: `issuer` from the configuration, else the host name.
-pub fn default_issuer(cfg: &Config) -> String {
-    cfg.issuer.clone().unwrap_or_else(host_name)
+pub fn default_issuer(configured: Option<&str>) -> String {
+    configured.map(str::to_string).unwrap_or_else(host_name)
 }
 
 /// The account label shown in the app: `user@host`.

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::files::secret::{toml_error_position, SecretFile};
+use crate::files::secret::SecretFile;
+use crate::text::toml_error_position;
 
 pub const VERSION: i64 = 2;
 /// Most remembered (remote host, service) pairs kept per user; the oldest go first.
