@@ -74,6 +74,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "issuer", kind: Kind::Text, default: "the host name", doc: "Issuer shown in the authenticator app for new enrollments (pam-totp enroll).", example: "\"example.org\"" },
     OptionSpec { name: "digits", kind: Kind::Number, default: "6", doc: "Code length for new enrollments, 6 or 8 (pam-totp enroll).", example: "6" },
     OptionSpec { name: "algorithm", kind: Kind::Text, default: "SHA1", doc: "HMAC algorithm for new enrollments: SHA1 (what every app supports), SHA256 or SHA512 (pam-totp enroll).", example: "\"SHA1\"" },
+    OptionSpec { name: "key_store", kind: Kind::Text, default: "home", doc: "Where new enrollments keep a user's keys: vault (STATE_DIR/vault/, root-only: no process of the user can read them) or home (the legacy secret file at the secret= template, readable by the user). Keys already in the vault are always read from there; a user with keys in no vault is read from the secret= file until `pam-totp migrate` moves them.", example: "\"home\"" },
     OptionSpec { name: "store", kind: Kind::Text, default: "local", doc: "Where the per-user state lives: local (the state_dir of this host) or fleet (shared by every host through pam-totp-stated and etcd, so a code, a backup code and the failure count are one for the whole fleet; README: Fleet).", example: "\"local\"" },
     OptionSpec { name: "fleet_socket", kind: Kind::Path, default: DEFAULT_FLEET_SOCKET, doc: "With store=fleet: the Unix socket of pam-totp-stated. It and its directory must be owned by root and not writable by group or others, and the daemon must run as root.", example: "\"/run/pam-totp/stated.sock\"" },
     OptionSpec { name: "store_unavailable", kind: Kind::Text, default: "deny", doc: "With store=fleet, when the fleet store is down (the daemon is not running, or reports that etcd answers none of its requests): deny (refuse the login) or local (decide on this host's own state in state_dir and log degraded on every such login: time-based codes only, a code spent elsewhere within its window may work here once; backup and HOTP codes, users not known to be enrolled and remembered hosts are refused). A login that merely got no answer in time is refused either way. A code is always asked.", example: "\"deny\"" },
@@ -85,6 +86,15 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "fleet.key_file", kind: Kind::Path, default: "none", doc: "In pam_totp.conf only: PEM private key of cert_file, readable by root only.", example: "\"/etc/pam-totp/host-key.pem\"" },
     OptionSpec { name: "fleet.timeout_ms", kind: Kind::Number, default: "1500", doc: "In pam_totp.conf only: the daemon's deadline in milliseconds for one etcd call (10-1900); the module waits at most 2 s for an answer and refuses after that.", example: "1500" },
 ];
+
+/// Where new enrollments keep a user's keys (`key_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStore {
+    /// `STATE_DIR/vault/`, root-only.
+    Vault,
+    /// The legacy secret file at the `secret=` template.
+    Home,
+}
 
 /// How the module and the command line reach the per-user state (`store`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +302,7 @@ pub struct Config {
     pub algorithm: crate::otp::Algorithm,
     /// pam_totp.conf only; for `pam-totp` run through sudo (the module does not use it).
     pub protected_groups: Vec<String>,
+    pub key_store: KeyStore,
     pub store: StoreKind,
     pub fleet_socket: PathBuf,
     pub store_unavailable: Unavailable,
@@ -320,6 +331,7 @@ impl Default for Config {
             digits: 6,
             algorithm: crate::otp::Algorithm::Sha1,
             protected_groups: DEFAULT_PROTECTED_GROUPS.iter().map(|g| g.to_string()).collect(),
+            key_store: KeyStore::Home,
             store: StoreKind::Local,
             fleet_socket: DEFAULT_FLEET_SOCKET.into(),
             store_unavailable: Unavailable::Deny,
@@ -520,6 +532,13 @@ impl Config {
                         self.state_dir = PathBuf::from(s);
                     }
                     "prompt" => self.prompt = s.to_string(),
+                    "key_store" => {
+                        self.key_store = match s {
+                            "vault" => KeyStore::Vault,
+                            "home" => KeyStore::Home,
+                            _ => return Err(e("must be vault or home")),
+                        }
+                    }
                     "store" => {
                         self.store = match s {
                             "local" => StoreKind::Local,

@@ -2,7 +2,7 @@
 
 use pam_totp_core::otp::enroll::{new_backup_codes, DEFAULT_BACKUP_CODES};
 
-use pam_totp_core::files::secret_file::{load_secret, remove_secret, secret_path};
+use pam_totp_core::files::secret_file::{key_file, load_secret, remove_secret};
 use pam_totp_core::state::store::StateStore;
 
 use crate::context::{json_line, lookup, print, print_result, safe, safe_path, syslog, Ctx};
@@ -19,7 +19,7 @@ pub fn backup_codes(
     } else {
         ctx.target(user, "show the backup codes of")?
     };
-    let path = secret_path(&ctx.cfg, &account);
+    let path = key_file(&ctx.cfg, &account);
     let secret = load_secret(&path, &account)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
@@ -124,7 +124,7 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), String> {
     ctx.require_root("reset a user")?;
     let account = lookup(user)?;
     ctx.may_change(&account, "reset")?;
-    let path = secret_path(&ctx.cfg, &account);
+    let path = key_file(&ctx.cfg, &account);
     // The state store first: a missing or unusable state directory must not leave the
     // secret removed and the state (with its lockout and enrollment record) behind.
     let store = ctx.store_if_exists()?;

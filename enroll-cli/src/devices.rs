@@ -8,7 +8,7 @@
 
 use pam_totp_core::account::Account;
 use pam_totp_core::files::secret::{valid_device_name, Device, Kind, SecretFile, MAX_NAME_CHARS};
-use pam_totp_core::files::secret_file::{load_secret, secret_path, update_secret};
+use pam_totp_core::files::secret_file::{key_file, load_secret, update_secret, KeyFile};
 use pam_totp_core::state::store::StateStore;
 use pam_totp_core::state::State;
 use pam_totp_core::text::log_name;
@@ -158,8 +158,8 @@ fn last_used(d: &Device, st: &State) -> String {
 }
 
 /// The user's secret file, which must exist.
-fn load_enrolled(ctx: &Ctx, account: &Account) -> Result<(std::path::PathBuf, SecretFile), String> {
-    let path = secret_path(&ctx.cfg, account);
+fn load_enrolled(ctx: &Ctx, account: &Account) -> Result<(KeyFile, SecretFile), String> {
+    let path = key_file(&ctx.cfg, account);
     let secret = load_secret(&path, account)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| not_enrolled(account, &path))?;
@@ -182,7 +182,7 @@ pub fn update_enrolled<T>(
     ctx: &Ctx,
     account: &Account,
     f: impl FnOnce(&mut SecretFile) -> Result<(bool, T), String>,
-) -> Result<(std::path::PathBuf, T), String> {
+) -> Result<(KeyFile, T), String> {
     // Checked first without the lock, which would create the directory of a user who has
     // none (the answer is checked again under it).
     let (path, _) = load_enrolled(ctx, account)?;
@@ -241,7 +241,7 @@ fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
         let devices: Vec<serde_json::Value> = secret.devices.iter().map(|d| device_json(d, state.as_ref())).collect();
         return print_result(&json_line(&serde_json::json!({
             "user": account.name,
-            "file": path,
+            "file": path.path,
             "devices": devices,
         })));
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pam_totp_core::admin::doctor::{self, Finding, Severity};
 use pam_totp_core::files::fs::{Dir, Owners};
-use pam_totp_core::files::secret_file::{load_secret, secret_path};
+use pam_totp_core::files::secret_file::{key_file, load_secret};
 use pam_totp_core::pamstack;
 use pam_totp_core::text::terminal_safe;
 
@@ -211,7 +211,7 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
         },
     };
     doctor::check_fleet(&ctx.cfg, &probe, &mut f);
-    let mine = secret_path(&ctx.cfg, &ctx.me);
+    let mine = key_file(&ctx.cfg, &ctx.me);
     match load_secret(&mine, &ctx.me) {
         Ok(Some(_)) => push(
             &mut f,

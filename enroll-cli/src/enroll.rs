@@ -15,7 +15,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use pam_totp_core::account::Account;
 use pam_totp_core::error::Error;
 use pam_totp_core::files::secret::{valid_device_name, Device, Kind, SecretFile, MAX_DEVICES};
-use pam_totp_core::files::secret_file::{load_secret, save_secret, secret_path, update_secret};
+use pam_totp_core::files::secret_file::{key_file, load_secret, save_secret, update_secret, KeyFile};
 use pam_totp_core::otp::enroll::{
     backup_code_lines, default_issuer, default_label, grouped, new_backup_codes, new_device, otpauth_uri,
     DEFAULT_BACKUP_CODES, DEFAULT_DEVICE_NAME,
@@ -113,7 +113,7 @@ fn check_new_name(existing: Option<&SecretFile>, account: &Account, name: &str) 
 
 pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     let account = ctx.target_to_change(a.user.as_deref(), "enroll")?;
-    let path = secret_path(&ctx.cfg, &account);
+    let path = key_file(&ctx.cfg, &account);
     // The enrollment this one adds to (--add), or None for a new one.
     let base: Option<SecretFile> = match load_secret(&path, &account) {
         Ok(None) if a.add => {
@@ -199,7 +199,7 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         let recorded = crate::admin::record_enrollment(ctx, &account);
         let mut obj = serde_json::json!({
             "user": account.name,
-            "file": path,
+            "file": path.path,
             "name": device.name,
             "type": kind.name(),
             "otpauth_uri": uri.as_str(),
@@ -383,7 +383,7 @@ enum Mode {
 /// meanwhile; a name chosen by us, from `auto_name`, moves on to the next free one), or a
 /// new enrollment with the backup codes `hashes`. Returns the file saved.
 fn store(
-    path: &std::path::Path,
+    path: &KeyFile,
     account: &Account,
     mode: Mode,
     device: &mut Device,
@@ -450,7 +450,7 @@ struct Saved {
 /// file only ever holds codes that work.
 fn save(
     ctx: &Ctx,
-    path: &std::path::Path,
+    path: &KeyFile,
     account: &Account,
     mode: Mode,
     device: &mut Device,
@@ -486,7 +486,7 @@ fn save(
 /// Writes `secret` in place of the enrollment, under the secret file's lock. A file that
 /// cannot be read or locked (malformed, wrong mode ...) is replaced all the same, as
 /// `--force` promises, without the lock.
-pub fn replace_secret(path: &std::path::Path, account: &Account, secret: &SecretFile) -> Result<(), Error> {
+pub fn replace_secret(path: &KeyFile, account: &Account, secret: &SecretFile) -> Result<(), Error> {
     let mut ran = false;
     let r = update_secret(path, account, |_| -> Result<_, Error> {
         ran = true;

@@ -11,11 +11,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use pam_totp_core::account::Account;
-use pam_totp_core::admin::google::parse_google_authenticator;
+use pam_totp_core::admin::google::{parse_google_authenticator, GoogleAuthenticatorFile};
 use pam_totp_core::admin::tokens::{self, TokenError, TokenFormat, TokenKind, TokenRecord};
 use pam_totp_core::files::fs::{read_checked, with_fs_identity, Owners};
 use pam_totp_core::files::secret::{valid_device_name, Device, Kind, SecretFile, MAX_DEVICES};
-use pam_totp_core::files::secret_file::{load_secret, secret_path, update_secret};
+use pam_totp_core::files::secret_file::{key_file, load_secret, update_secret};
 use pam_totp_core::otp::enroll::{default_issuer, default_label, DEFAULT_DEVICE_NAME};
 use pam_totp_core::otp::{Algorithm, Params};
 
@@ -93,6 +93,35 @@ pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
     }
 }
 
+/// A google-authenticator file's secret as a secret file: the same key (the app keeps
+/// working), its unused scratch codes as backup codes.
+pub fn ga_secret(
+    ctx: &Ctx,
+    account: &Account,
+    ga: &GoogleAuthenticatorFile,
+    name: String,
+) -> Result<SecretFile, String> {
+    let mut hashes = Vec::with_capacity(ga.scratch_codes.len());
+    for c in &ga.scratch_codes {
+        hashes.push(pam_totp_core::otp::backup::hash(c).map_err(|e| format!("the OS random source failed: {e}"))?);
+    }
+    let device = Device {
+        name,
+        kind: ga.kind,
+        key: ga.key.clone(),
+        params: Params::new(Algorithm::Sha1, 6, ga.period).ok_or("unsupported step size")?,
+        // google-authenticator's HOTP_COUNTER is the next counter it would accept.
+        counter: ga.counter,
+        issuer: default_issuer(ctx.cfg.issuer.as_deref()),
+        label: default_label(&account.name),
+        created: ctx.now(),
+    };
+    Ok(SecretFile {
+        devices: vec![device],
+        backup_codes: hashes,
+    })
+}
+
 fn google_authenticator(
     ctx: &Ctx,
     user: Option<&str>,
@@ -121,29 +150,11 @@ fn google_authenticator(
         .ok_or_else(|| format!("{} does not exist", src.display()))?;
     let ga = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", src.display()))?;
 
-    let path = secret_path(&ctx.cfg, &account);
+    let path = key_file(&ctx.cfg, &account);
     if !force && load_secret(&path, &account).map(|s| s.is_some()).unwrap_or(true) {
         return Err(already_enrolled(&account, &path));
     }
-    let mut hashes = Vec::with_capacity(ga.scratch_codes.len());
-    for c in &ga.scratch_codes {
-        hashes.push(pam_totp_core::otp::backup::hash(c).map_err(|e| format!("the OS random source failed: {e}"))?);
-    }
-    let device = Device {
-        name,
-        kind: ga.kind,
-        key: ga.key.clone(),
-        params: Params::new(Algorithm::Sha1, 6, ga.period).ok_or("unsupported step size")?,
-        // google-authenticator's HOTP_COUNTER is the next counter it would accept.
-        counter: ga.counter,
-        issuer: default_issuer(ctx.cfg.issuer.as_deref()),
-        label: default_label(&account.name),
-        created: ctx.now(),
-    };
-    let secret = SecretFile {
-        devices: vec![device],
-        backup_codes: hashes,
-    };
+    let secret = ga_secret(ctx, &account, &ga, name)?;
     if force {
         crate::enroll::replace_secret(&path, &account, &secret)
             .map_err(|e| format!("could not save the secret: {e}"))?;
@@ -491,7 +502,7 @@ fn import_for_user(
             );
         }
     }
-    let path = secret_path(&ctx.cfg, account);
+    let path = key_file(&ctx.cfg, account);
     let now = ctx.now();
     let issuer = default_issuer(ctx.cfg.issuer.as_deref());
     let label = default_label(&account.name);

@@ -10,6 +10,7 @@ mod devices;
 mod doctor;
 mod enroll;
 mod import;
+mod migrate;
 mod qr;
 mod report;
 mod status;
@@ -104,6 +105,13 @@ enum Command {
         #[command(subcommand)]
         from: import::ImportFrom,
     },
+    /// Move users' keys from files they can read (secret files, ~/.google_authenticator)
+    /// into the root-only vault (root only).
+    ///
+    /// The same keys and backup codes (the phone keeps working, a spent backup code stays
+    /// spent); the old file is removed, and a user whose file cannot be removed stays where
+    /// they were. Users already in the vault are not touched.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Runs one command. `Err` is the one line to print on stderr.
@@ -124,6 +132,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Import { from } => import::run(&ctx, from),
         Command::Report(args) => report::run(&ctx, args),
         Command::Doctor(args) => doctor::run(&ctx, args),
+        Command::Migrate(args) => migrate::run(&ctx, args),
     }
 }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use pam_totp_core::account::unescape_user;
 use pam_totp_core::account::{valid_user_name, Account, Accounts, SystemAccounts};
 use pam_totp_core::config::{Config, Date};
-use pam_totp_core::files::secret_file::{load_secret, secret_path};
+use pam_totp_core::files::secret_file::{key_file, load_secret};
 use pam_totp_core::state::any::AnyStore;
 use pam_totp_core::state::store::StateStore;
 use pam_totp_core::state::State;
@@ -77,7 +77,7 @@ pub fn row<S: StateStore>(cfg: &Config, store: Option<&S>, account: &Account, no
             State::default()
         }
     };
-    let path = secret_path(cfg, account);
+    let path = key_file(cfg, account);
     let secret = match load_secret(&path, account) {
         Ok(s) => s.filter(|s| !s.devices.is_empty()),
         Err(e) => {
@@ -536,7 +536,13 @@ mod tests {
                 let (mut s, _) = new_secret(d, 10).unwrap();
                 s.devices
                     .push(new_device("token", Kind::Hotp, Params::DEFAULT, "h", "l", now).unwrap());
-                save_secret(&a.home.join(".config/pam-totp/secret.toml"), &a, &s, false).unwrap();
+                save_secret(
+                    &pam_totp_core::files::secret_file::KeyFile::legacy(a.home.join(".config/pam-totp/secret.toml")),
+                    &a,
+                    &s,
+                    false,
+                )
+                .unwrap();
             }
             store
                 .update(&a.name, |st| {

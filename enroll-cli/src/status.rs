@@ -4,7 +4,7 @@
 //! (remembered hosts) hold text they chose: every such field is printed through
 //! [`safe`], so it cannot move root's cursor or redraw a line.
 
-use pam_totp_core::files::secret_file::{load_secret, secret_path};
+use pam_totp_core::files::secret_file::{key_file, load_secret};
 use pam_totp_core::login::human_duration;
 use pam_totp_core::state::store::StateStore;
 use pam_totp_core::state::State;
@@ -13,7 +13,7 @@ use crate::context::{format_time, json_line, print_result, safe, safe_path, Ctx}
 
 pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
     let account = ctx.target(user, "show the status of")?;
-    let path = secret_path(&ctx.cfg, &account);
+    let path = key_file(&ctx.cfg, &account);
     let secret = load_secret(&path, &account);
     // The state directory is root-only: users see the rest without it. A missing state
     // directory is "no state yet" (the command line never creates it).
@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
     };
     let now = ctx.now();
 
-    let mut j = serde_json::json!({ "user": account.name, "file": path });
+    let mut j = serde_json::json!({ "user": account.name, "file": path.path });
     let mut lines = vec![format!("User:             {}", safe(&account.name))];
     match &secret {
         Ok(None) => {

@@ -1,50 +1,135 @@
-//! The one place secret files are found, read, written and removed — shared by the module
+//! The one place a user's keys are found, read, written and removed — shared by the module
 //! (reads only) and the `pam-totp` command line.
 //!
-//! Never: writes a secret file that is group/other-readable, follows a symlink at the
-//! file, or replaces an enrollment unless asked to. Files in a user's home are read and
-//! written with the user's file-system identity, so they end up owned by the user and root
-//! never acts on a path the user could redirect.
+//! Keys are in one of two places ([`KeyFile`]): the vault, `STATE_DIR/vault/<user>.toml`,
+//! root's only (a 0700 directory of root's, files 0600 owned by root), or the legacy secret
+//! file at the `secret=` template (usually in the home, readable by the user). A user with
+//! keys in the vault is read from there only; a home file is then ignored.
+//!
+//! Never: writes a key file that is group/other-readable, follows a symlink at the file, or
+//! replaces an enrollment unless asked to; accepts a vault file or directory that is not
+//! root's. Files in a user's home are read and written with the user's file-system
+//! identity, so they end up owned by the user and root never acts on a path the user could
+//! redirect.
 
 use std::fs::TryLockError;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::account::Account;
-use crate::config::{expand_template, Config};
+use crate::account::{escape_user, Account};
+use crate::config::{expand_template, Config, KeyStore};
 use crate::error::{Error, FileProblem};
 use crate::files::fs::{read_checked_stamped, split_path, stamp_checked, with_fs_identity, Dir, FileStamp, Owners};
 use crate::files::secret::{ParseError, SecretFile};
 
-/// The secret file path for `account` under `cfg`.
-pub fn secret_path(cfg: &Config, account: &Account) -> PathBuf {
-    expand_template(&cfg.secret, &account.name, &account.home)
+/// Where a user's keys are: a file in the vault, or the legacy secret file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    pub path: PathBuf,
+    /// In the vault: root's only, never read or written with the user's identity.
+    pub in_vault: bool,
 }
 
-fn in_home(path: &Path, account: &Account) -> bool {
-    account.home.is_absolute() && account.home != Path::new("/") && path.starts_with(&account.home)
-}
+impl KeyFile {
+    /// A secret file at `path`, outside the vault.
+    pub fn legacy(path: impl Into<PathBuf>) -> KeyFile {
+        KeyFile {
+            path: path.into(),
+            in_vault: false,
+        }
+    }
 
-/// Runs `f` as the user (file-system identity) when `path` is in their home.
-fn as_owner<T>(path: &Path, account: &Account, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    if in_home(path, account) {
-        with_fs_identity(account.uid, account.gid, path, f)?
-    } else {
-        f()
+    /// Who may own the file and its directory: root alone in the vault; the user or root
+    /// for a secret file.
+    fn owners(&self, account: &Account) -> Owners {
+        if self.in_vault {
+            Owners(vec![0])
+        } else {
+            Owners(vec![account.uid, 0])
+        }
+    }
+
+    fn in_home(&self, account: &Account) -> bool {
+        !self.in_vault
+            && account.home.is_absolute()
+            && account.home != Path::new("/")
+            && self.path.starts_with(&account.home)
+    }
+
+    /// Runs `f` as the user (file-system identity) when the file is in their home.
+    fn as_owner<T>(&self, account: &Account, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        if self.in_home(account) {
+            with_fs_identity(account.uid, account.gid, &self.path, f)?
+        } else {
+            f()
+        }
+    }
+
+    pub fn display(&self) -> std::path::Display<'_> {
+        self.path.display()
     }
 }
 
-/// Reads and parses a secret file (see fs.rs for the checks). `Ok(None)`: no such file.
-pub fn load_secret(path: &Path, account: &Account) -> Result<Option<SecretFile>, Error> {
-    Ok(load_secret_stamped(path, account)?.map(|(s, _)| s))
+impl std::ops::Deref for KeyFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The vault directory: `STATE_DIR/vault`.
+pub fn vault_dir(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join("vault")
+}
+
+/// `account`'s file in the vault (whether or not it exists).
+pub fn vault_file(cfg: &Config, account: &Account) -> KeyFile {
+    KeyFile {
+        path: vault_dir(cfg).join(format!("{}.toml", escape_user(&account.name))),
+        in_vault: true,
+    }
+}
+
+/// `account`'s legacy secret file at the `secret=` template (whether or not it exists).
+pub fn secret_path(cfg: &Config, account: &Account) -> KeyFile {
+    KeyFile {
+        path: expand_template(&cfg.secret, &account.name, &account.home),
+        in_vault: false,
+    }
+}
+
+/// Where `account`'s keys are read from and changed: the vault when it holds them (or when
+/// neither place does and new enrollments go to the vault), else the legacy secret file.
+/// Looking into the vault takes root; for anyone else the answer is the legacy file.
+pub fn key_file(cfg: &Config, account: &Account) -> KeyFile {
+    let vault = vault_file(cfg, account);
+    match std::fs::symlink_metadata(&vault.path) {
+        // Whatever is there (a file, or something the read then refuses) is the vault's.
+        Ok(_) => vault,
+        Err(_) if cfg.key_store == KeyStore::Vault && nix::unistd::geteuid().is_root() => {
+            let legacy = secret_path(cfg, account);
+            let legacy_there = legacy.as_owner(account, || Ok(std::fs::symlink_metadata(&legacy.path).is_ok()));
+            match legacy_there {
+                Ok(false) => vault,
+                _ => legacy,
+            }
+        }
+        Err(_) => secret_path(cfg, account),
+    }
+}
+
+/// Reads and parses a key file (see fs.rs for the checks). `Ok(None)`: no such file.
+pub fn load_secret(file: &KeyFile, account: &Account) -> Result<Option<SecretFile>, Error> {
+    Ok(load_secret_stamped(file, account)?.map(|(s, _)| s))
 }
 
 /// [`load_secret`], with the [`FileStamp`] of the file that was read, for
 /// [`secret_unchanged`].
-pub fn load_secret_stamped(path: &Path, account: &Account) -> Result<Option<(SecretFile, FileStamp)>, Error> {
-    let owners = Owners(vec![account.uid, 0]);
-    let Some((text, stamp)) = as_owner(path, account, || read_checked_stamped(path, &owners))? else {
+pub fn load_secret_stamped(file: &KeyFile, account: &Account) -> Result<Option<(SecretFile, FileStamp)>, Error> {
+    let owners = file.owners(account);
+    let path = &file.path;
+    let Some((text, stamp)) = file.as_owner(account, || read_checked_stamped(path, &owners))? else {
         return Ok(None);
     };
     SecretFile::parse(&text).map(|s| Some((s, stamp))).map_err(|e| {
@@ -62,9 +147,9 @@ pub fn load_secret_stamped(path: &Path, account: &Account) -> Result<Option<(Sec
 /// no read and no parse. An open, not an `lstat`: on NFS an open revalidates the name and
 /// the attributes (close-to-open), where an `lstat` may answer from a cache for a minute.
 /// `false` when it is gone, refused or different (the caller then reads it again).
-pub fn secret_unchanged(path: &Path, account: &Account, stamp: &FileStamp) -> bool {
-    let owners = Owners(vec![account.uid, 0]);
-    let now = as_owner(path, account, || stamp_checked(path, &owners));
+pub fn secret_unchanged(file: &KeyFile, account: &Account, stamp: &FileStamp) -> bool {
+    let owners = file.owners(account);
+    let now = file.as_owner(account, || stamp_checked(&file.path, &owners));
     matches!(now, Ok(Some(s)) if s == *stamp)
 }
 
@@ -73,11 +158,11 @@ pub fn secret_unchanged(path: &Path, account: &Account, stamp: &FileStamp) -> bo
 /// In the user's home this runs with the user's file-system identity, so the files belong
 /// to the user; elsewhere (an administrator's central directory) they belong to root.
 /// Without `replace`, an existing file is an [`FileProblem::AlreadyExists`] error.
-pub fn save_secret(path: &Path, account: &Account, secret: &SecretFile, replace: bool) -> Result<(), Error> {
-    let (_, name) = split_path(path).ok_or_else(|| not_a_file(path))?;
+pub fn save_secret(file: &KeyFile, account: &Account, secret: &SecretFile, replace: bool) -> Result<(), Error> {
+    let (_, name) = split_path(&file.path).ok_or_else(|| not_a_file(&file.path))?;
     let text = secret.to_toml();
-    as_owner(path, account, || {
-        open_secret_dir(path, account)?.write_file(name, text.as_bytes(), 0o600, true, replace)
+    file.as_owner(account, || {
+        open_secret_dir(file, account)?.write_file(name, text.as_bytes(), 0o600, true, replace)
     })
 }
 
@@ -97,25 +182,26 @@ pub const SECRET_LOCK_WAIT: Duration = Duration::from_secs(5);
 /// elsewhere for longer than [`SECRET_LOCK_WAIT`] is a [`FileProblem::Locked`] error naming
 /// the lock file, and `f` does not run.
 pub fn update_secret<T, E: From<Error>>(
-    path: &Path,
+    file: &KeyFile,
     account: &Account,
     f: impl FnOnce(Option<SecretFile>) -> Result<(Option<SecretFile>, T), E>,
 ) -> Result<T, E> {
-    update_secret_within(path, account, SECRET_LOCK_WAIT, f)
+    update_secret_within(file, account, SECRET_LOCK_WAIT, f)
 }
 
 fn update_secret_within<T, E: From<Error>>(
-    path: &Path,
+    file: &KeyFile,
     account: &Account,
     wait: Duration,
     f: impl FnOnce(Option<SecretFile>) -> Result<(Option<SecretFile>, T), E>,
 ) -> Result<T, E> {
+    let path = &file.path;
     let (dir_path, name) = split_path(path).ok_or_else(|| not_a_file(path))?;
-    let owners = Owners(vec![account.uid, 0]);
+    let owners = file.owners(account);
     let mut f = Some(f);
     let mut out: Option<Result<T, E>> = None;
-    as_owner(path, account, || {
-        let dir = open_secret_dir(path, account)?;
+    file.as_owner(account, || {
+        let dir = open_secret_dir(file, account)?;
         let lock_name = format!(".{name}.lock");
         let lock = dir.open_lock_file(&lock_name, &owners)?;
         lock_within(&lock, &dir_path.join(&lock_name), wait)?;
@@ -169,9 +255,9 @@ fn lock_within(lock: &std::fs::File, path: &Path, wait: Duration) -> Result<(), 
 
 /// Checks, before a new secret is shown to anyone, that [`save_secret`] will be able to
 /// write it: creates the directory and creates and removes a probe file in it.
-pub fn check_writable(path: &Path, account: &Account) -> Result<(), Error> {
-    as_owner(path, account, || {
-        let d = open_secret_dir(path, account)?;
+pub fn check_writable(file: &KeyFile, account: &Account) -> Result<(), Error> {
+    file.as_owner(account, || {
+        let d = open_secret_dir(file, account)?;
         d.write_file(".pam-totp-probe", b"", 0o600, false, true)?;
         d.remove(".pam-totp-probe")
     })
@@ -183,9 +269,10 @@ fn not_a_file(path: &Path) -> Error {
 
 /// Opens (creating it 0700, and in the home any missing directories between, usually
 /// ~/.config) the secret file's directory. Runs inside [`as_owner`].
-fn open_secret_dir(path: &Path, account: &Account) -> Result<Dir, Error> {
+fn open_secret_dir(file: &KeyFile, account: &Account) -> Result<Dir, Error> {
+    let path = &file.path;
     let (dir, _) = split_path(path).ok_or_else(|| not_a_file(path))?;
-    if in_home(path, account) {
+    if file.in_home(account) {
         if let Ok(rest) = dir.strip_prefix(&account.home) {
             let mut p = account.home.clone();
             for c in rest.components() {
@@ -198,14 +285,14 @@ fn open_secret_dir(path: &Path, account: &Account) -> Result<Dir, Error> {
             }
         }
     }
-    Dir::open_or_create(dir, &Owners(vec![account.uid, 0]), 0o700)
+    Dir::open_or_create(dir, &file.owners(account), 0o700)
 }
 
 /// Removes a secret file. Returns whether there was one.
-pub fn remove_secret(path: &Path, account: &Account) -> Result<bool, Error> {
-    let (dir, name) = split_path(path).ok_or_else(|| not_a_file(path))?;
-    let owners = Owners(vec![account.uid, 0]);
-    as_owner(path, account, || {
+pub fn remove_secret(file: &KeyFile, account: &Account) -> Result<bool, Error> {
+    let (dir, name) = split_path(&file.path).ok_or_else(|| not_a_file(&file.path))?;
+    let owners = file.owners(account);
+    file.as_owner(account, || {
         let Some(d) = Dir::open(dir, &owners)? else {
             return Ok(false);
         };
@@ -248,10 +335,10 @@ mod tests {
         let d = new_device("phone", Kind::Totp, Params::DEFAULT, "host", "alice@host", 5).unwrap();
         let (s, codes) = new_secret(d, 10).unwrap();
         assert_eq!(codes.len(), 10);
-        save_secret(&path, &a, &s, false).unwrap();
+        save_secret(&KeyFile::legacy(&path), &a, &s, false).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
-        let e = save_secret(&path, &a, &s, false).unwrap_err();
+        let e = save_secret(&KeyFile::legacy(&path), &a, &s, false).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -262,13 +349,13 @@ mod tests {
             ),
             "{e}"
         );
-        save_secret(&path, &a, &s, true).unwrap();
-        let back = load_secret(&path, &a).unwrap().unwrap();
+        save_secret(&KeyFile::legacy(&path), &a, &s, true).unwrap();
+        let back = load_secret(&KeyFile::legacy(&path), &a).unwrap().unwrap();
         assert_eq!(back.devices[0].key.as_slice(), s.devices[0].key.as_slice());
         assert_eq!(back.backup_codes.len(), 10);
-        assert!(remove_secret(&path, &a).unwrap());
-        assert!(load_secret(&path, &a).unwrap().is_none());
-        assert!(!remove_secret(&path, &a).unwrap());
+        assert!(remove_secret(&KeyFile::legacy(&path), &a).unwrap());
+        assert!(load_secret(&KeyFile::legacy(&path), &a).unwrap().is_none());
+        assert!(!remove_secret(&KeyFile::legacy(&path), &a).unwrap());
         std::fs::remove_dir_all(home).unwrap();
     }
 
@@ -278,12 +365,12 @@ mod tests {
         let a = account(&home);
         let path = home.join(".config/pam-totp/secret.toml");
         let d = new_device("phone", Kind::Totp, Params::DEFAULT, "h", "l", 0).unwrap();
-        save_secret(&path, &a, &new_secret(d, 0).unwrap().0, false).unwrap();
+        save_secret(&KeyFile::legacy(&path), &a, &new_secret(d, 0).unwrap().0, false).unwrap();
         let threads: Vec<_> = (0..8)
             .map(|i| {
                 let (path, a) = (path.clone(), a.clone());
                 std::thread::spawn(move || {
-                    update_secret(&path, &a, |cur| -> Result<_, Error> {
+                    update_secret(&KeyFile::legacy(&path), &a, |cur| -> Result<_, Error> {
                         let mut s = cur.unwrap();
                         // Slow the read-modify-write down: without the lock, writes would race.
                         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -298,7 +385,10 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(load_secret(&path, &a).unwrap().unwrap().devices.len(), 9);
+        assert_eq!(
+            load_secret(&KeyFile::legacy(&path), &a).unwrap().unwrap().devices.len(),
+            9
+        );
         std::fs::remove_dir_all(home).unwrap();
     }
 
@@ -308,7 +398,7 @@ mod tests {
         let a = account(&home);
         let path = home.join(".config/pam-totp/secret.toml");
         let d = new_device("phone", Kind::Totp, Params::DEFAULT, "h", "l", 0).unwrap();
-        save_secret(&path, &a, &new_secret(d, 0).unwrap().0, false).unwrap();
+        save_secret(&KeyFile::legacy(&path), &a, &new_secret(d, 0).unwrap().0, false).unwrap();
         let lock_path = home.join(".config/pam-totp/.secret.toml.lock");
         // Another open file description: flock conflicts as with another process.
         let holder = std::fs::OpenOptions::new()
@@ -320,10 +410,15 @@ mod tests {
         holder.lock().unwrap();
         let start = std::time::Instant::now();
         let mut ran = false;
-        let e = update_secret_within(&path, &a, Duration::from_millis(300), |_| -> Result<_, Error> {
-            ran = true;
-            Ok((None, ()))
-        })
+        let e = update_secret_within(
+            &KeyFile::legacy(&path),
+            &a,
+            Duration::from_millis(300),
+            |_| -> Result<_, Error> {
+                ran = true;
+                Ok((None, ()))
+            },
+        )
         .unwrap_err();
         let took = start.elapsed();
         assert!(!ran);
@@ -344,7 +439,7 @@ mod tests {
         );
         // Released, the update runs.
         drop(holder);
-        update_secret(&path, &a, |_| -> Result<_, Error> { Ok((None, ())) }).unwrap();
+        update_secret(&KeyFile::legacy(&path), &a, |_| -> Result<_, Error> { Ok((None, ())) }).unwrap();
         std::fs::remove_dir_all(home).unwrap();
     }
 }

@@ -73,7 +73,7 @@ pub(super) fn split_line<H: Host>(
     let Some(account) = account_for(cx, accounts, req) else {
         return whole(cx, Outcome::UnknownUser);
     };
-    let path = secret_path(cfg, &account);
+    let path = key_file(cfg, &account);
     let secret = match load_secret(&path, &account) {
         Ok(Some(s)) => s,
         Ok(None) => {

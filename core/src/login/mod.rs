@@ -18,15 +18,13 @@ pub use host::{Accepted, ConvError, Host, Kept, KeptCode, Level, Outcome, Reques
 use not_enrolled::*;
 use prompt::*;
 
-use std::path::Path;
-
 use zeroize::Zeroizing;
 
 use crate::account::{resolve, Account, Accounts, Unresolved};
 use crate::clock::Clock;
 use crate::config::{Config, Date, FORWARD_PASS_PROMPT};
 use crate::files::secret::SecretFile;
-use crate::files::secret_file::{load_secret, load_secret_stamped, secret_path, secret_unchanged};
+use crate::files::secret_file::{key_file, load_secret, load_secret_stamped, secret_unchanged};
 use crate::login::verify::{decide, Count, Decision, How, Policy};
 use crate::state::any::AnyStore;
 use crate::state::store::StateStore;
@@ -143,7 +141,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         Kept::Accepted(_) | Kept::NotEnrolled => None,
     });
 
-    let path = secret_path(&cfg, &account);
+    let path = key_file(&cfg, &account);
     let (secret, stamp) = match load_secret_stamped(&path, &account) {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -161,6 +159,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         secret.devices.len(),
         secret.backup_codes.len()
     ));
+    note_legacy_keys(&mut cx, &cfg, &path);
 
     let store = match AnyStore::open(&cfg) {
         Ok(s) => s,
@@ -192,6 +191,20 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     let outcome = check_and_prompt(&mut cx, &cfg, &ctx, &store, req, clock, pending);
     note_degraded(&mut cx, &store);
     outcome
+}
+
+/// With `key_store = "vault"`: says in the log, on every login it happens to, that the keys
+/// came from a secret file the user can read (not migrated yet).
+fn note_legacy_keys<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, file: &crate::files::secret_file::KeyFile) {
+    if cfg.key_store == crate::config::KeyStore::Vault && !file.in_vault {
+        cx.log(
+            Level::Notice,
+            &format!(
+                "keys read from the secret file {}, which its user can read; `pam-totp migrate` moves them into the vault",
+                file.display()
+            ),
+        );
+    }
 }
 
 /// `store_unavailable = "local"`: says in the log, on every login it happens to, that the

@@ -6,13 +6,14 @@
 //! login whose stack does not provably check the password first.
 
 use super::*;
+use crate::files::secret_file::KeyFile;
 
 pub(super) fn not_enrolled<H: Host>(
     cx: &mut Ctx<'_, H>,
     cfg: &Config,
     req: &Request<'_>,
     account: &Account,
-    path: &Path,
+    path: &KeyFile,
     clock: &dyn Clock,
     mode: Mode,
 ) -> Outcome {
@@ -142,7 +143,7 @@ pub(super) fn enroll_at_login<H: Host>(
     cx: &mut Ctx<'_, H>,
     cfg: &Config,
     account: &Account,
-    path: &Path,
+    path: &KeyFile,
     clock: &dyn Clock,
 ) -> Outcome {
     let refuse = |cx: &mut Ctx<'_, H>, why: String| {

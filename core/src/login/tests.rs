@@ -716,9 +716,12 @@ fn enroll_on_login_behind_a_requisite_password_saves_the_secret_and_spends_the_c
         host.prompts.last().unwrap(),
         "Press Enter once you have saved the backup codes: "
     );
-    let saved = crate::files::secret_file::load_secret(&env.secret_path(), &env.accounts.0)
-        .unwrap()
-        .unwrap();
+    let saved = crate::files::secret_file::load_secret(
+        &crate::files::secret_file::KeyFile::legacy(env.secret_path()),
+        &env.accounts.0,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(saved.backup_codes.len(), 10);
     // The confirming code cannot be used again.
     let code = code_for_shown_secret(&host.infos[0]);

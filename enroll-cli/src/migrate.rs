@@ -1,0 +1,202 @@
+//! `pam-totp migrate`: moves users' keys out of files they can read — secret files at the
+//! `secret=` template (versions 1 and 2) and `~/.google_authenticator` — into the vault.
+//!
+//! Per user, in this order, so that an interruption never leaves a user without keys: the
+//! keys are written to the vault (a new file, never over one), then the old file is removed;
+//! if it cannot be removed the vault copy is removed again and the user is reported as not
+//! migrated (two copies would leave the one the user can read working as a second factor).
+//! The same keys and the same backup-code hashes are kept, so the phone keeps working and a
+//! spent backup code stays spent (the state keys both by what they are, not by the file).
+//! Root only; never acts on a user who already has keys in the vault.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use pam_totp_core::account::Account;
+use pam_totp_core::admin::google::parse_google_authenticator;
+use pam_totp_core::files::fs::{read_checked, with_fs_identity, Owners};
+use pam_totp_core::files::secret::SecretFile;
+use pam_totp_core::files::secret_file::{load_secret, remove_secret, save_secret, secret_path, vault_file, KeyFile};
+use pam_totp_core::otp::enroll::DEFAULT_DEVICE_NAME;
+
+use crate::context::{lookup, program, safe, safe_path, syslog, Ctx};
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The user to migrate.
+    #[arg(long, value_name = "NAME", conflicts_with = "all", required_unless_present = "all")]
+    user: Option<String>,
+    /// Every account (getent passwd) that has a secret file or a ~/.google_authenticator.
+    #[arg(long)]
+    all: bool,
+    /// One JSON object: {"migrated": [{"user", "from"}], "already": [...], "failed": [{"user", "reason"}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What happened to one user.
+enum Done {
+    Migrated {
+        from: PathBuf,
+    },
+    /// Keys already in the vault (a file left elsewhere is ignored by the module).
+    Already {
+        left: Option<PathBuf>,
+    },
+    /// Nothing to migrate (only with `--all`, where such users are not listed).
+    Nothing,
+}
+
+pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<(), String> {
+    ctx.require_root("migrate keys into the vault")?;
+    if ctx.sudo.is_some() {
+        // A help desk rule must not reach this: it moves every user's keys.
+        ctx.may_change(&ctx.me, "migrate")?;
+    }
+    let accounts = match &a.user {
+        Some(name) => vec![lookup(name)?],
+        None => all_accounts()?,
+    };
+    let mut migrated = Vec::new();
+    let mut already = Vec::new();
+    let mut failed = Vec::new();
+    for account in &accounts {
+        match migrate_one(ctx, account) {
+            Ok(Done::Migrated { from }) => {
+                syslog(&format!(
+                    "migrate user={}: keys moved from {} into the vault by {}",
+                    account.name,
+                    from.display(),
+                    ctx.by()
+                ));
+                migrated.push((account.name.clone(), from));
+            }
+            Ok(Done::Already { left }) => already.push((account.name.clone(), left)),
+            Ok(Done::Nothing) if a.user.is_none() => {}
+            Ok(Done::Nothing) => failed.push((
+                account.name.clone(),
+                "has no secret file and no ~/.google_authenticator".to_string(),
+            )),
+            Err(why) => failed.push((account.name.clone(), why)),
+        }
+    }
+    let out = if a.json {
+        serde_json::json!({
+            "migrated": migrated.iter().map(|(u, f)| serde_json::json!({"user": u, "from": f})).collect::<Vec<_>>(),
+            "already": already.iter().map(|(u, left)| serde_json::json!({"user": u, "left": left})).collect::<Vec<_>>(),
+            "failed": failed.iter().map(|(u, r)| serde_json::json!({"user": u, "reason": r})).collect::<Vec<_>>(),
+        })
+        .to_string()
+    } else {
+        let mut lines = Vec::new();
+        for (u, f) in &migrated {
+            lines.push(format!("{}: keys moved from {} into the vault", safe(u), safe_path(f)));
+        }
+        for (u, left) in &already {
+            lines.push(match left {
+                Some(f) => format!(
+                    "{}: already in the vault; {} is left over and ignored (remove it)",
+                    safe(u),
+                    safe_path(f)
+                ),
+                None => format!("{}: already in the vault", safe(u)),
+            });
+        }
+        for (u, r) in &failed {
+            lines.push(format!("{}: not migrated: {r}", safe(u)));
+        }
+        if lines.is_empty() {
+            lines.push("nobody to migrate: no secret files and no ~/.google_authenticator files".into());
+        }
+        lines.join("\n")
+    };
+    crate::context::print(&out).map_err(|e| format!("could not print the result: {}", crate::context::describe(&e)))?;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} user(s) not migrated", failed.len()))
+    }
+}
+
+fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
+    let vault = vault_file(&ctx.cfg, account);
+    let legacy = secret_path(&ctx.cfg, account);
+    let ga = KeyFile::legacy(account.home.join(".google_authenticator"));
+    if load_secret(&vault, account).map_err(|e| e.to_string())?.is_some() {
+        let left = [&legacy, &ga]
+            .into_iter()
+            .find(|f| exists_as_user(f, account))
+            .map(|f| f.path.clone());
+        return Ok(Done::Already { left });
+    }
+    // Nothing there: nothing to check (with --all, most accounts; their homes may be places
+    // such as /var/mail that no secret file could be trusted in anyway).
+    if !exists_as_user(&legacy, account) && !exists_as_user(&ga, account) {
+        return Ok(Done::Nothing);
+    }
+    let (secret, from): (SecretFile, &KeyFile) = match load_secret(&legacy, account).map_err(|e| e.to_string())? {
+        Some(s) => (s, &legacy),
+        None => match read_ga(account, &ga)? {
+            Some(text) => {
+                let parsed = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", safe_path(&ga)))?;
+                (
+                    crate::import::ga_secret(ctx, account, &parsed, DEFAULT_DEVICE_NAME.to_string())?,
+                    &ga,
+                )
+            }
+            None => return Ok(Done::Nothing),
+        },
+    };
+    save_secret(&vault, account, &secret, false).map_err(|e| format!("could not write the vault: {e}"))?;
+    match remove_secret(from, account) {
+        Ok(_) => {}
+        Err(e) => {
+            // Two copies would leave the one the user can read working: undo.
+            let undo = remove_secret(&vault, account);
+            return Err(format!(
+                "{} could not be removed ({e}){}; the keys stay where they were",
+                safe_path(from),
+                match undo {
+                    Ok(_) => String::new(),
+                    Err(u) => format!(
+                        ", and the vault copy could not be removed either ({u}): remove {} by hand",
+                        safe_path(&vault)
+                    ),
+                }
+            ));
+        }
+    }
+    crate::admin::record_enrollment(ctx, account)?;
+    Ok(Done::Migrated {
+        from: from.path.clone(),
+    })
+}
+
+/// Whether `file` exists, looked at as the user (it is in their home).
+fn exists_as_user(file: &KeyFile, account: &Account) -> bool {
+    with_fs_identity(account.uid, account.gid, &file.path, || {
+        std::fs::symlink_metadata(&file.path).is_ok()
+    })
+    .unwrap_or(false)
+}
+
+/// A `~/.google_authenticator`, read as the module reads secrets: as the user, no symlink,
+/// private. `None`: there is none.
+fn read_ga(account: &Account, ga: &KeyFile) -> Result<Option<zeroize::Zeroizing<String>>, String> {
+    let owners = Owners(vec![account.uid, 0]);
+    with_fs_identity(account.uid, account.gid, &ga.path, || read_checked(&ga.path, &owners))
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())
+}
+
+/// Every account `getent passwd` lists (NSS: local files, SSSD/LDAP where they enumerate).
+fn all_accounts() -> Result<Vec<Account>, String> {
+    let out = program("/usr/bin/getent")
+        .arg("passwd")
+        .output()
+        .map_err(|e| format!("cannot run getent passwd: {}", crate::context::describe(&e)))?;
+    if !out.status.success() {
+        return Err("getent passwd failed".into());
+    }
+    Ok(crate::report::parse_passwd(&String::from_utf8_lossy(&out.stdout)))
+}

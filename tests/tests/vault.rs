@@ -1,0 +1,182 @@
+//! The vault (`key_store = "vault"`): keys in `STATE_DIR/vault/`, root's only, read by the
+//! module through the real libpam; `pam-totp migrate` moving secret files (v1, v2) and
+//! google-authenticator files into it with the phone and the spent backup codes kept.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use pam_totp_tests::fleet::with_backup_codes;
+use pam_totp_tests::*;
+
+fn vault_fixture() -> Fixture {
+    let f = Fixture::new();
+    std::fs::write(f.root.join("pam_totp.conf"), "key_store = \"vault\"\n").unwrap();
+    std::fs::DirBuilder::new().mode(0o700).create(f.state_dir()).unwrap();
+    f.simple("svc", "");
+    f
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+fn vault_file(f: &Fixture, u: &TestUser) -> PathBuf {
+    f.state_dir().join("vault").join(format!("{}.toml", u.name))
+}
+
+fn json(c: std::process::Command) -> serde_json::Value {
+    let (rc, out, err) = output(c);
+    assert_eq!(rc, 0, "{out} {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn keys_enrolled_into_the_vault_are_roots_only_and_a_login_reads_them() {
+    let f = vault_fixture();
+    let u = TestUser::create();
+    let j = json(f.cli(&["enroll", "--user", &u.name, "--json"]));
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    let v = vault_file(&f, &u);
+    let md = std::fs::metadata(&v).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600), "root's, private");
+    let dir = std::fs::metadata(v.parent().unwrap()).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o777), (0, 0o700));
+    assert!(!u.secret_path().exists(), "nothing in the home");
+    // A process of the user cannot read it.
+    let out = std::process::Command::new("runuser")
+        .args(["-u", &u.name, "--", "cat", v.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && out.stdout.is_empty(),
+        "the user read the vault"
+    );
+    let code = code_now(&key);
+    let r = f.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    assert!(!r.logged(&["keys read from the secret file"]), "{:?}", r.logs);
+    assert_eq!(f.auth("svc", &u.name, &[&code]).rc, PAM_AUTH_ERR, "replay");
+    // status as root finds the keys in the vault.
+    let (rc, out, err) = output(f.cli(&["status", "--user", &u.name]));
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains(v.to_str().unwrap()), "{out}");
+}
+
+#[test]
+fn migrate_moves_v1_v2_and_google_authenticator_files_and_the_phone_keeps_working() {
+    let f = vault_fixture();
+    // v1 file.
+    let v1 = TestUser::create();
+    let k1 = random_key_b32();
+    v1.enroll(&k1, "");
+    // v2 file with two authenticators and backup codes, one spent before the migration.
+    let v2 = TestUser::create();
+    let k2 = random_key_b32();
+    let spare = random_key_b32();
+    let codes = pam_totp_core::otp::backup::generate(2).unwrap();
+    let hashes: Vec<String> = codes
+        .iter()
+        .map(|c| {
+            register_secret(c);
+            let h = pam_totp_core::otp::backup::hash(&pam_totp_core::otp::backup::normalize(c).unwrap()).unwrap();
+            format!("\"{h}\"")
+        })
+        .collect();
+    v2.write_secret(&format!(
+        "version = 2\nbackup_codes = [{}]\n[[device]]\nname = \"phone\"\nsecret = \"{k2}\"\n[[device]]\nname = \"spare\"\nsecret = \"{spare}\"\n",
+        hashes.join(", ")
+    ));
+    // A google-authenticator file with two scratch codes.
+    let ga = TestUser::create();
+    let kg = random_key_b32();
+    let ga_file = ga.home.join(".google_authenticator");
+    std::fs::write(
+        &ga_file,
+        format!("{kg}\n\" RATE_LIMIT 3 30\n\" WINDOW_SIZE 3\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n12345678\n87654321\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ga_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&ga_file, Some(ga.uid), Some(ga.gid)).unwrap();
+
+    // Before: the home files are read, and each such login says so.
+    let r = f.auth("svc", &v2.name, &[&codes[0]]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    assert!(
+        r.logged(&["keys read from the secret file", "pam-totp migrate"]),
+        "{:?}",
+        r.logs
+    );
+
+    let j = json(f.cli(&["migrate", "--all", "--json"]));
+    let migrated: Vec<&str> = j["migrated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    for u in [&v1, &v2, &ga] {
+        assert!(migrated.contains(&u.name.as_str()), "{u:?} not in {j}");
+        let md = std::fs::metadata(vault_file(&f, u)).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600));
+    }
+    assert!(j["failed"].as_array().unwrap().is_empty(), "{j}");
+    assert!(
+        !v1.secret_path().exists() && !v2.secret_path().exists() && !ga_file.exists(),
+        "home files removed"
+    );
+
+    // The same phones keep working, from the vault (no legacy log line).
+    for (u, k) in [(&v1, &k1), (&v2, &spare), (&ga, &kg)] {
+        let r = f.auth("svc", &u.name, &[&code_now(k)]);
+        assert_eq!(r.rc, PAM_SUCCESS, "{}: {:?}", u.name, r.logs);
+        assert!(!r.logged(&["keys read from the secret file"]), "{:?}", r.logs);
+    }
+    // Spent backup codes stay spent; the unused one works once; scratch codes are backup codes.
+    let r = f.auth("svc", &v2.name, &[&codes[0]]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+    assert!(r.logged(&["used backup code"]), "{:?}", r.logs);
+    assert_eq!(f.auth("svc", &v2.name, &[&codes[1]]).rc, PAM_SUCCESS);
+    assert_eq!(f.auth("svc", &ga.name, &["12345678"]).rc, PAM_SUCCESS);
+
+    // Once in the vault a home file is ignored: one planted with another key does nothing.
+    let planted = random_key_b32();
+    v1.enroll(&planted, "");
+    let r = f.auth("svc", &v1.name, &[&code_now(&planted)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "a home file beside the vault: {:?}", r.logs);
+    // And migrate says it is left over, touching nothing.
+    let j = json(f.cli(&["migrate", "--user", &v1.name, "--json"]));
+    assert_eq!(j["already"][0]["user"], v1.name.as_str(), "{j}");
+    assert!(v1.secret_path().exists());
+}
+
+#[test]
+fn a_user_whose_home_file_cannot_be_removed_stays_unmigrated_and_keeps_logging_in() {
+    let f = vault_fixture();
+    let u = TestUser::create();
+    let key = random_key_b32();
+    let _codes = with_backup_codes(&u, &key, 1);
+    // The directory holding the file is not writable by its owner: unlink fails.
+    std::fs::set_permissions(u.secret_dir(), std::fs::Permissions::from_mode(0o500)).unwrap();
+    let (rc, out, err) = output(f.cli(&["migrate", "--user", &u.name]));
+    std::fs::set_permissions(u.secret_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(rc, 1, "{out} {err}");
+    assert!(
+        out.contains("not migrated") && out.contains("could not be removed"),
+        "{out}"
+    );
+    assert!(!vault_file(&f, &u).exists(), "no second copy left in the vault");
+    assert!(u.secret_path().exists());
+    let r = f.auth("svc", &u.name, &[&code_now(&key)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    assert!(r.logged(&["keys read from the secret file"]), "{:?}", r.logs);
+}
+
+#[test]
+fn migrate_is_for_root_only() {
+    let f = vault_fixture();
+    let u = TestUser::create();
+    u.enroll(&random_key_b32(), "");
+    let (rc, _, err) = output(f.cli_as(&u.name, &["migrate", "--user", &u.name]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("only root can migrate"), "{err}");
+    assert!(u.secret_path().exists());
+}
