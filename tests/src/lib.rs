@@ -190,9 +190,21 @@ impl TestUser {
 
     /// [`TestUser::create`] with more `useradd` arguments (`--gid GROUP`, `--groups GROUP`).
     pub fn create_with(extra: &[&str]) -> TestUser {
-        let name = format!("ptt{}", random_hex(4));
+        TestUser::useradd(format!("ptt{}", random_hex(4)), extra, false)
+    }
+
+    /// A user with a fixed name (the CLI contract cases name theirs): one left behind by a
+    /// run that was killed is removed first.
+    pub fn create_named(name: &str, extra: &[&str]) -> TestUser {
+        TestUser::useradd(name.to_string(), extra, true)
+    }
+
+    fn useradd(name: String, extra: &[&str], replace: bool) -> TestUser {
         {
             let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+            if replace {
+                let _ = Command::new("userdel").args(["--remove", &name]).output();
+            }
             let mut args = vec!["--create-home", "--shell", "/bin/sh"];
             args.extend(extra);
             args.push(&name);
@@ -285,6 +297,14 @@ impl TestGroup {
         let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
         run("groupadd", &[&name]);
         TestGroup { name }
+    }
+
+    /// A group with a fixed name; one left behind by a killed run is removed first.
+    pub fn create_named(name: &str) -> TestGroup {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = Command::new("groupdel").arg(name).output();
+        run("groupadd", &[name]);
+        TestGroup { name: name.to_string() }
     }
 
     /// Adds `user` to the group as a supplementary member.
