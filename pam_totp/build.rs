@@ -1,4 +1,4 @@
-//! Link choices that make pam_totp.so load like a C PAM module (see README, "Benchmarks").
+//! Link choices that make pam_totp.so load like a C PAM module (see docs/benchmarks.md).
 //!
 //! 1. The unwinder is linked statically (libgcc_eh.a) instead of depending on libgcc_s.so.1.
 //!    Rust's std needs an unwinder for `catch_unwind`, our panic containment; with the

@@ -69,13 +69,13 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "enroll_on_login", kind: Kind::Flag, default: "off", doc: "Users without a secret file are walked through enrollment at login: QR code, a code to confirm, backup codes. Offered only when a requisite password module comes before pam_totp in the service's /etc/pam.d stack; otherwise they are refused and it is logged.", example: "false" },
     OptionSpec { name: "remember", kind: Kind::Number, default: "0", doc: "Seconds during which the same user from the same remote host on the same service is not asked again (0 = off, at most 90 days).", example: "0" },
     OptionSpec { name: "prompt", kind: Kind::Text, default: DEFAULT_PROMPT, doc: "Prompt text. Use [prompt=Text with spaces] in PAM files.", example: "\"Verification code: \"" },
-    OptionSpec { name: "forward_pass", kind: Kind::Flag, default: "off", doc: "Ask once for password followed by the code and pass the password as PAM_AUTHTOK to the next module (use_first_pass). A right code is spent here; a wrong one is not counted here but kept for the next pam_totp line after the password module, which counts it (README: One prompt for clients that can send only one password).", example: "false" },
+    OptionSpec { name: "forward_pass", kind: Kind::Flag, default: "off", doc: "Ask once for password followed by the code and pass the password as PAM_AUTHTOK to the next module (use_first_pass). A right code is spent here; a wrong one is not counted here but kept for the next pam_totp line after the password module, which counts it (docs/enable.md: One prompt for clients that can send only one password).", example: "false" },
     OptionSpec { name: "debug", kind: Kind::Flag, default: "off", doc: "Log more detail (never codes or secrets).", example: "false" },
     OptionSpec { name: "issuer", kind: Kind::Text, default: "the host name", doc: "Issuer shown in the authenticator app for new enrollments (pam-totp enroll).", example: "\"example.org\"" },
     OptionSpec { name: "digits", kind: Kind::Number, default: "6", doc: "Code length for new enrollments, 6 or 8 (pam-totp enroll).", example: "6" },
     OptionSpec { name: "algorithm", kind: Kind::Text, default: "SHA1", doc: "HMAC algorithm for new enrollments: SHA1 (what every app supports), SHA256 or SHA512 (pam-totp enroll).", example: "\"SHA1\"" },
     OptionSpec { name: "key_store", kind: Kind::Text, default: "home", doc: "Where new enrollments keep a user's keys: vault (STATE_DIR/vault/, root-only: no process of the user can read them) or home (the legacy secret file at the secret= template, readable by the user). Keys already in the vault are always read from there; a user with keys in no vault is read from the secret= file until `pam-totp migrate` moves them.", example: "\"home\"" },
-    OptionSpec { name: "store", kind: Kind::Text, default: "local", doc: "Where the per-user state lives: local (the state_dir of this host) or fleet (shared by every host through pam-totp-stated and etcd, so a code, a backup code and the failure count are one for the whole fleet; README: Fleet).", example: "\"local\"" },
+    OptionSpec { name: "store", kind: Kind::Text, default: "local", doc: "Where the per-user state lives: local (the state_dir of this host) or fleet (shared by every host through pam-totp-stated and etcd, so a code, a backup code and the failure count are one for the whole fleet; docs/fleet.md).", example: "\"local\"" },
     OptionSpec { name: "fleet_socket", kind: Kind::Path, default: DEFAULT_FLEET_SOCKET, doc: "With store=fleet: the Unix socket of pam-totp-stated. It and its directory must be owned by root and not writable by group or others, and the daemon must run as root.", example: "\"/run/pam-totp/stated.sock\"" },
     OptionSpec { name: "store_unavailable", kind: Kind::Text, default: "deny", doc: "With store=fleet, when the fleet store is down (the daemon is not running, or reports that etcd answers none of its requests): deny (refuse the login) or local (decide on this host's own state in state_dir and log degraded on every such login: time-based codes only, a code spent elsewhere within its window may work here once; backup and HOTP codes, users not known to be enrolled and remembered hosts are refused). A login that merely got no answer in time is refused either way. A code is always asked.", example: "\"deny\"" },
     OptionSpec { name: "protected_groups", kind: Kind::List, default: "[\"root\", \"sudo\", \"wheel\"]", doc: "In pam_totp.conf only: group names. Run through sudo by a user other than root (a help desk rule), pam-totp refuses to change the enrollment or state of root or of any member of these groups (primary or supplementary): unlock, reset, enroll, backup-codes, devices, import. pam-totp import tokens refuses their tokens without --allow-protected, also when root runs it. With store=fleet the protection is the fleet's: the module (at each login) and pam-totp mark the fleet document of an account protected on their host, and the help desk on every host refuses it.", example: "[\"root\", \"sudo\", \"wheel\"]" },
@@ -186,7 +186,7 @@ pub fn commented_config_file() -> String {
         let key = o.name.strip_prefix("fleet.").unwrap_or(o.name);
         if key != o.name && !in_fleet {
             in_fleet = true;
-            out.push_str("\n# For store = \"fleet\": read by pam-totp-stated (README: Fleet).\n#[fleet]\n");
+            out.push_str("\n# For store = \"fleet\": read by pam-totp-stated (docs/fleet.md).\n#[fleet]\n");
         }
         out.push('\n');
         let mut line = String::from("#");
@@ -903,11 +903,11 @@ mod tests {
 
 #[cfg(test)]
 mod readme_tests {
-    /// The README's options table lists exactly the options of [`super::OPTIONS`], with their
+    /// The options table (docs/options.md) lists exactly the options of [`super::OPTIONS`], with their
     /// descriptions, so the documentation cannot drift from the parser.
     #[test]
     fn readme_lists_every_option_with_its_description() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/options.md");
         let rows: Vec<&str> = readme
             .lines()
             .filter(|l| l.starts_with("| `") && l.matches(" | ").count() == 2)
@@ -918,13 +918,13 @@ mod readme_tests {
                 .find(|r| r.starts_with(&format!("| `{}", o.name)) && r.contains(o.doc))
                 .unwrap_or_else(|| {
                     panic!(
-                        "README.md has no row for option `{}` with its current description",
+                        "docs/options.md has no row for option `{}` with its current description",
                         o.name
                     )
                 });
             assert!(row.contains(o.name));
         }
         let documented = rows.iter().filter(|r| r.ends_with(" |") && r.contains("` | `")).count();
-        assert_eq!(documented, super::OPTIONS.len(), "README options table has extra rows");
+        assert_eq!(documented, super::OPTIONS.len(), "docs/options.md: extra rows");
     }
 }

@@ -70,7 +70,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--socket" => a.socket = Some(value("--socket")?),
             "-h" | "--help" => {
                 println!(
-                    "{USAGE}\nServes pam_totp's fleet store (etcd) on a root-only Unix socket. See README: Fleet."
+                    "{USAGE}\nServes pam_totp's fleet store (etcd) on a root-only Unix socket. See docs/fleet.md."
                 );
                 return Ok(None);
             }

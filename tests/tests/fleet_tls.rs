@@ -35,7 +35,7 @@ fn hosts_with_their_own_client_certificates_and_a_role_limited_to_the_prefix_sha
     let etcd = Etcd::single_tls(&pki);
     let ns = format!("t{}", random_hex(4));
     let prefix = format!("pam-totp/v1/{ns}/users/");
-    // The setup README: Fleet describes.
+    // The setup docs/fleet.md describes.
     ok(
         etcd.etcdctl(&["user", "add", "root", "--new-user-password=unused-root"]),
         "user add root",

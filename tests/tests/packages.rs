@@ -118,7 +118,7 @@ fn lintian_finds_no_errors_or_warnings() {
 }
 
 /// rpmlint as Fedora and EPEL configure it (packaging/rpm/rpmlint.toml), with the findings kept
-/// on purpose filtered, each with its reason, in packaging/rpm/rpmlintrc (listed in README.md).
+/// on purpose filtered, each with its reason, in packaging/rpm/rpmlintrc (listed in docs/install.md).
 /// A filter that no longer matches is itself an error (unused-rpmlintrc-filter).
 #[test]
 fn rpm_is_clean_under_rpmlint_except_documented_warnings() {
