@@ -45,3 +45,4 @@ pub mod otp;
 pub mod pamstack;
 pub mod state;
 pub mod text;
+pub mod vault;

@@ -19,16 +19,42 @@ pub fn backup_codes(
     } else {
         ctx.target(user, "show the backup codes of")?
     };
-    let path = key_file(&ctx.cfg, &account);
-    let secret = load_secret(&path, &account)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            format!(
-                "{} is not enrolled (no {}); run `pam-totp enroll` first",
-                account.name,
-                path.display()
-            )
-        })?;
+    let via_vault = crate::vault::applies(ctx, &account)?;
+    if let Some(st) = &via_vault {
+        if st.place != "vault" {
+            return Err(format!("{} is not enrolled; run `pam-totp enroll` first", account.name));
+        }
+        if !regenerate {
+            let text = if json {
+                json_line(&serde_json::json!({"user": account.name, "backup_codes_left": st.backup_codes}))
+            } else {
+                format!(
+                    "{} backup codes left. `pam-totp backup-codes --regenerate` makes a new set.",
+                    st.backup_codes
+                )
+            };
+            return print_result(&text);
+        }
+    }
+    let path = match via_vault {
+        Some(_) => pam_totp_core::files::secret_file::vault_file(&ctx.cfg, &account),
+        None => key_file(&ctx.cfg, &account),
+    };
+    let secret = match via_vault {
+        // Only the codes' count is read below, and not for a regeneration.
+        Some(_) => Some(pam_totp_core::files::secret::SecretFile {
+            devices: Vec::new(),
+            backup_codes: Vec::new(),
+        }),
+        None => load_secret(&path, &account).map_err(|e| e.to_string())?,
+    };
+    let secret: pam_totp_core::files::secret::SecretFile = secret.ok_or_else(|| {
+        format!(
+            "{} is not enrolled (no {}); run `pam-totp enroll` first",
+            account.name,
+            path.display()
+        )
+    })?;
     if !regenerate {
         let total = secret.backup_codes.len();
         let left = if ctx.root {
@@ -68,10 +94,15 @@ pub fn backup_codes(
     };
     // On the file as it is now, under its lock: an authenticator added or removed since it
     // was read above stays added or removed.
-    let saved = crate::devices::update_enrolled(ctx, &account, |current| {
-        current.backup_codes = hashes;
-        Ok((true, ()))
-    });
+    let saved = if via_vault.is_some() {
+        crate::vault::change(pam_totp_core::vault::Change::BackupCodes { hashes }).map(|_| ())
+    } else {
+        crate::devices::update_enrolled(ctx, &account, |current| {
+            current.backup_codes = hashes;
+            Ok((true, ()))
+        })
+        .map(|_| ())
+    };
     if let Err(e) = saved {
         let removed = file
             .map(|f| {

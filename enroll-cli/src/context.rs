@@ -27,6 +27,8 @@ pub struct Ctx {
     /// command does not change root or members of `protected_groups`, and every change is
     /// logged with who ran sudo.
     pub sudo: Option<SudoCaller>,
+    /// `--state-dir` was given (the vault helper uses the system's only).
+    pub state_dir_given: bool,
 }
 
 /// Who ran `sudo pam-totp ...`: `SUDO_UID` and `SUDO_USER`, which sudo sets itself (a caller
@@ -84,6 +86,7 @@ impl Ctx {
             me,
             root: uid.is_root(),
             sudo: caller,
+            state_dir_given: state_dir.is_some(),
         })
     }
 

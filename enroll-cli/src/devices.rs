@@ -235,6 +235,39 @@ fn find(secret: &SecretFile, account: &Account, name: &str) -> Result<usize, Str
 
 fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
     let account = ctx.target(user, "list the authenticators of")?;
+    if let Some(st) = crate::vault::applies(ctx, &account)? {
+        if st.place != "vault" {
+            return Err(format!(
+                "{} is not enrolled; run `pam-totp enroll`",
+                safe(&account.name)
+            ));
+        }
+        if json {
+            return print_result(&json_line(&serde_json::json!({
+                "user": account.name,
+                "file": st.file,
+                "devices": st.devices,
+            })));
+        }
+        let mut rows = vec![["NAME", "TYPE", "ALGORITHM", "DIGITS", "PERIOD", "ADDED"]
+            .map(String::from)
+            .to_vec()];
+        for d in &st.devices {
+            rows.push(vec![
+                safe(&d.name).into_owned(),
+                d.kind.clone(),
+                d.algorithm.clone(),
+                d.digits.to_string(),
+                if d.kind == "totp" {
+                    format!("{} s", d.period)
+                } else {
+                    "-".into()
+                },
+                crate::context::format_time(d.created),
+            ]);
+        }
+        return print_result(table(&rows).trim_end());
+    }
     let (path, secret) = load_enrolled(ctx, &account)?;
     let state = state_for(ctx, &account)?;
     if json {
@@ -308,6 +341,14 @@ pub fn table(rows: &[Vec<String>]) -> String {
 
 fn remove(ctx: &Ctx, user: Option<&str>, name: &str) -> Result<(), String> {
     let account = ctx.target_to_change(user, "remove an authenticator of")?;
+    if crate::vault::applies(ctx, &account)?.is_some() {
+        let a = crate::vault::change(pam_totp_core::vault::Change::Remove { name: name.to_string() })?;
+        return print_result(&format!(
+            "Removed \"{}\"; {} authenticator(s) left. Its codes no longer work.",
+            safe(name),
+            a.devices.len()
+        ));
+    }
     let (_, (gone, left, count)) = update_enrolled(ctx, &account, |secret| {
         let i = find(secret, &account, name)?;
         if secret.devices.len() == 1 {
@@ -352,6 +393,13 @@ fn rename(ctx: &Ctx, user: Option<&str>, old: &str, new: &str) -> Result<(), Str
             safe(new),
             name_rule()
         ));
+    }
+    if crate::vault::applies(ctx, &account)?.is_some() {
+        crate::vault::change(pam_totp_core::vault::Change::Rename {
+            old: old.to_string(),
+            new: new.to_string(),
+        })?;
+        return print_result(&format!("Renamed \"{}\" to \"{}\".", safe(old), safe(new)));
     }
     let (_, was) = update_enrolled(ctx, &account, |secret| {
         let i = find(secret, &account, old)?;

@@ -113,9 +113,19 @@ fn check_new_name(existing: Option<&SecretFile>, account: &Account, name: &str) 
 
 pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     let account = ctx.target_to_change(a.user.as_deref(), "enroll")?;
-    let path = key_file(&ctx.cfg, &account);
+    // A user for themselves, with their keys in the vault: through the helper.
+    let via_vault = crate::vault::applies(ctx, &account)?;
+    let path = match via_vault {
+        Some(_) => pam_totp_core::files::secret_file::vault_file(&ctx.cfg, &account),
+        None => key_file(&ctx.cfg, &account),
+    };
+    let current = match &via_vault {
+        Some(st) if st.place == "vault" => Ok(Some(names_only(st))),
+        Some(_) => Ok(None),
+        None => load_secret(&path, &account),
+    };
     // The enrollment this one adds to (--add), or None for a new one.
-    let base: Option<SecretFile> = match load_secret(&path, &account) {
+    let base: Option<SecretFile> = match current {
         Ok(None) if a.add => {
             return Err(format!(
                 "{} is not enrolled yet (no {}), so there is nothing to add to; run `pam-totp enroll` without --add",
@@ -145,8 +155,11 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
     // Asked for after the code is confirmed, as the user looks at the app's new entry.
     let ask_name = a.name.is_none() && !a.json && std::io::stdin().is_terminal();
     // Before anything secret is shown: will we be able to save it (and the codes' file)?
-    pam_totp_core::files::secret_file::check_writable(&path, &account)
-        .map_err(|e| format!("could not save the secret: {e}"))?;
+    // (The vault's helper checks its own.)
+    if via_vault.is_none() {
+        pam_totp_core::files::secret_file::check_writable(&path, &account)
+            .map_err(|e| format!("could not save the secret: {e}"))?;
+    }
     let codes_file = match &a.backup_codes_file {
         Some(p) => {
             let p = crate::codesfile::absolute(p)?;
@@ -194,6 +207,7 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
             &mut device,
             auto_name,
             codes_file.as_deref(),
+            via_vault.is_some(),
         )?;
         log_added(ctx, &account, &device, mode, written.as_ref());
         let recorded = crate::admin::record_enrollment(ctx, &account);
@@ -293,6 +307,7 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         &mut device,
         auto_name,
         codes_file.as_deref(),
+        via_vault.is_some(),
     )?;
     log_added(ctx, &account, &device, mode, written.as_ref());
     // The codes are shown even if this fails; its error comes after them.
@@ -448,6 +463,7 @@ struct Saved {
 /// New backup codes (none when adding: the user keeps theirs), written to `codes_file` first
 /// when one is asked for, then [`store`]; if the save fails, the file is removed again, so a
 /// file only ever holds codes that work.
+#[allow(clippy::too_many_arguments)]
 fn save(
     ctx: &Ctx,
     path: &KeyFile,
@@ -456,6 +472,7 @@ fn save(
     device: &mut Device,
     auto_name: Option<&str>,
     codes_file: Option<&std::path::Path>,
+    via_vault: bool,
 ) -> Result<Saved, String> {
     let (codes, hashes) = if mode == Mode::Add {
         (Vec::new(), Vec::new())
@@ -470,7 +487,12 @@ fn save(
         ),
         None => None,
     };
-    match store(path, account, mode, device, auto_name, &hashes) {
+    let stored = if via_vault {
+        store_via_vault(mode, device, &hashes)
+    } else {
+        store(path, account, mode, device, auto_name, &hashes)
+    };
+    match stored {
         Ok(secret) => Ok(Saved { secret, codes, written }),
         Err(e) => Err(match written {
             Some(w) => {
@@ -480,6 +502,56 @@ fn save(
             }
             None => e,
         }),
+    }
+}
+
+/// [`store`] through the vault's helper: a first enrollment (trust on first use), or, after
+/// a current code or an unused backup code, the new authenticator added or the enrollment
+/// replaced. Returns the enrollment as the helper lists it (names only: this process never
+/// holds the other keys).
+fn store_via_vault(mode: Mode, device: &Device, hashes: &[String]) -> Result<SecretFile, String> {
+    let fresh = SecretFile {
+        devices: vec![device.clone()],
+        backup_codes: hashes.to_vec(),
+    };
+    let answer = match mode {
+        Mode::New => crate::vault::enroll(fresh.to_toml()),
+        Mode::Add => crate::vault::change(pam_totp_core::vault::Change::Add {
+            secret: SecretFile {
+                devices: vec![device.clone()],
+                backup_codes: Vec::new(),
+            }
+            .to_toml(),
+        }),
+        Mode::Replace => crate::vault::change(pam_totp_core::vault::Change::Replace {
+            secret: fresh.to_toml(),
+        }),
+    }
+    .map_err(|why| format!("{why}; nothing was saved (delete the new entry from the app if it was added there)"))?;
+    Ok(names_only(&answer))
+}
+
+/// The enrollment a helper's answer lists, for names and counts only: its devices carry no
+/// key (this process never reads the vault), so it is never saved.
+fn names_only(a: &pam_totp_core::vault::Answer) -> SecretFile {
+    SecretFile {
+        devices: a
+            .devices
+            .iter()
+            .map(|d| Device {
+                name: d.name.clone(),
+                kind: Kind::parse(&d.kind).unwrap_or(Kind::Totp),
+                key: Zeroizing::new(Vec::new()),
+                params: Algorithm::parse(&d.algorithm)
+                    .and_then(|al| Params::new(al, d.digits, d.period))
+                    .unwrap_or(Params::DEFAULT),
+                counter: 0,
+                issuer: d.issuer.clone(),
+                label: d.label.clone(),
+                created: d.created,
+            })
+            .collect(),
+        backup_codes: Vec::new(),
     }
 }
 

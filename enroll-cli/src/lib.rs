@@ -14,6 +14,7 @@ mod migrate;
 mod qr;
 mod report;
 mod status;
+mod vault;
 
 pub use clap;
 

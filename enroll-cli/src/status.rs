@@ -13,6 +13,9 @@ use crate::context::{format_time, json_line, print_result, safe, safe_path, Ctx}
 
 pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
     let account = ctx.target(user, "show the status of")?;
+    if let Some(st) = crate::vault::applies(ctx, &account)? {
+        return vault_status(ctx, &account.name, &st, json);
+    }
     let path = key_file(&ctx.cfg, &account);
     let secret = load_secret(&path, &account);
     // The state directory is root-only: users see the rest without it. A missing state
@@ -157,4 +160,62 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
     } else {
         print_result(&lines.join("\n"))
     }
+}
+
+/// The status of a user's own keys in the vault, as the helper tells it (no key).
+fn vault_status(ctx: &Ctx, user: &str, st: &pam_totp_core::vault::Answer, json: bool) -> Result<(), String> {
+    let now = ctx.now();
+    let enrolled = st.place == "vault";
+    let locked = st.locked_until > now;
+    if json {
+        let j = serde_json::json!({
+            "user": user,
+            "file": st.file,
+            "place": st.place,
+            "enrolled": enrolled,
+            "devices": st.devices,
+            "backup_codes_left": st.backup_codes,
+            "failures": st.failures,
+            "locked": locked,
+            "locked_until": if locked { Some(st.locked_until) } else { None },
+        });
+        return print_result(&json_line(&j));
+    }
+    let mut lines = vec![format!("User:             {}", safe(user))];
+    if !enrolled {
+        lines.push("Enrolled:         no (run `pam-totp enroll`)".into());
+    } else {
+        lines.push(format!(
+            "Enrolled:         yes, in the vault ({}; root-only)",
+            safe(st.file.as_deref().unwrap_or("?"))
+        ));
+        lines.push(format!("Authenticators:   {}", st.devices.len()));
+        for d in &st.devices {
+            lines.push(format!(
+                "  \"{}\": {}, {}, {} digits{}; added {}",
+                safe(&d.name),
+                d.kind,
+                d.algorithm,
+                d.digits,
+                if d.kind == "totp" {
+                    format!(", every {} s", d.period)
+                } else {
+                    String::new()
+                },
+                format_time(d.created)
+            ));
+        }
+        lines.push(format!("Backup codes:     {} left", st.backup_codes));
+    }
+    lines.push(if locked {
+        format!(
+            "Locked out:       until {} ({} from now)",
+            format_time(st.locked_until),
+            human_duration(st.locked_until - now)
+        )
+    } else {
+        "Locked out:       no".to_string()
+    });
+    lines.push(format!("Failed attempts:  {} in a row", st.failures));
+    print_result(&lines.join("\n"))
 }

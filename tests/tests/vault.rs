@@ -180,3 +180,175 @@ fn migrate_is_for_root_only() {
     assert!(err.contains("only root can migrate"), "{err}");
     assert!(u.secret_path().exists());
 }
+
+/// Host set-up for self-service: the built helper installed setuid root in the fixture, and a
+/// private /etc/security whose pam_totp.conf is the fixture's (the helper reads the system
+/// configuration only).
+struct SelfService {
+    helper: PathBuf,
+    security: PathBuf,
+}
+
+fn self_service(f: &Fixture) -> SelfService {
+    let helper = f.root.join("pam-totp-vault");
+    std::fs::copy(cli_path().with_file_name("pam-totp-vault"), &helper).unwrap();
+    std::os::unix::fs::chown(&helper, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let security = f.root.join("etc-security");
+    run("cp", &["-a", "/etc/security", security.to_str().unwrap()]);
+    std::fs::write(
+        security.join("pam_totp.conf"),
+        format!("key_store = \"vault\"\nstate_dir = \"{}\"\n", f.state_dir().display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(security.join("pam_totp.conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The module line reads the same file.
+    std::fs::copy(security.join("pam_totp.conf"), f.root.join("pam_totp.conf")).unwrap();
+    SelfService { helper, security }
+}
+
+impl SelfService {
+    /// `pam-totp ARGS` run by `user` (not root), with `stdin`.
+    fn cli(&self, user: &TestUser, args: &[&str], stdin: &str) -> (i32, String, String) {
+        let helper = format!("PAM_TOTP_VAULT_HELPER={}", self.helper.display());
+        let cli = cli_path();
+        let mut all = vec![
+            "-u",
+            user.name.as_str(),
+            "--",
+            "env",
+            "-u",
+            "SUDO_UID",
+            helper.as_str(),
+            cli.to_str().unwrap(),
+        ];
+        all.extend(args);
+        let mut c = in_namespace(&[(&self.security, "/etc/security")], "runuser", &all);
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn devices_in_vault(f: &Fixture, u: &TestUser) -> usize {
+    let text = std::fs::read_to_string(vault_file(f, u)).unwrap();
+    text.matches("[[device]]").count()
+}
+
+/// The key in any form, in any file the user can read under /home, /tmp, /var, /etc, /run.
+fn files_with_the_key(u: &TestUser, key_b32: &str) -> Vec<String> {
+    let raw = pam_totp_core::otp::decode_base32(key_b32).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            &u.name,
+            "--",
+            "find",
+            "/home",
+            "/tmp",
+            "/var",
+            "/etc",
+            "/run",
+            "-xdev",
+            "-type",
+            "f",
+            "-readable",
+            "-size",
+            "-8M",
+        ])
+        .output()
+        .unwrap();
+    let mut hits = Vec::new();
+    for f in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(bytes) = std::fs::read(f) else { continue };
+        let text = String::from_utf8_lossy(&bytes).to_uppercase();
+        if text.contains(key_b32) || bytes.windows(raw.len()).any(|w| w == raw.as_slice()) {
+            hits.push(f.to_string());
+        }
+    }
+    hits
+}
+
+#[test]
+fn a_user_enrolls_into_the_vault_without_root_and_every_change_then_needs_a_code() {
+    let f = vault_fixture();
+    let ss = self_service(&f);
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let (rc, out, err) = ss.cli(&u, &["enroll", "--json"], "");
+    assert_eq!(rc, 0, "{out} {err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    let md = std::fs::metadata(vault_file(&f, &u)).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600));
+    assert!(!u.secret_path().exists());
+    assert_eq!(j["backup_codes"].as_array().unwrap().len(), 10);
+
+    // Its codes let the user in through the real libpam.
+    let r = f.auth("svc", &u.name, &[&code_now(&key)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+
+    // No file the user can read holds the key, in base32 or raw.
+    let hits = files_with_the_key(&u, &key);
+    assert!(hits.is_empty(), "the key is readable by its user in {hits:?}");
+
+    // A second enrollment is refused; changes need a code: none, a wrong one, then a right one.
+    let (rc, _, err) = ss.cli(&u, &["enroll", "--json"], "");
+    assert_eq!(rc, 1);
+    assert!(err.contains("already enrolled"), "{err}");
+    let (rc, _, err) = ss.cli(&u, &["enroll", "--add", "--json", "--name", "malware"], "");
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("no code given"), "{err}");
+    assert_eq!(devices_in_vault(&f, &u), 1);
+    let (rc, _, err) = ss.cli(
+        &u,
+        &["enroll", "--add", "--json", "--name", "malware"],
+        &format!("{}\n", wrong_code(&key)),
+    );
+    assert_eq!(rc, 1);
+    assert!(err.contains("wrong code") && err.contains("nothing was saved"), "{err}");
+    assert_eq!(devices_in_vault(&f, &u), 1);
+    let (rc, _, err) = ss.cli(&u, &["backup-codes", "--regenerate"], "");
+    assert_eq!(rc, 1);
+    assert!(err.contains("no code given"), "{err}");
+    // The failure counted like a login's.
+    let (rc, out, _) = ss.cli(&u, &["status", "--json"], "");
+    assert_eq!(rc, 0);
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["failures"], 1, "{st}");
+    assert_eq!(st["place"], "vault");
+    assert!(!out.contains(&key));
+
+    // With a current code (the next step's: the login spent this one): added.
+    let next = oathtool(&key, now() + 30, "sha1", 6);
+    let (rc, out, err) = ss.cli(
+        &u,
+        &["enroll", "--add", "--json", "--name", "tablet"],
+        &format!("{next}\n"),
+    );
+    assert_eq!(rc, 0, "{out} {err}");
+    let j2: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&j2);
+    assert_eq!(devices_in_vault(&f, &u), 2);
+    let (rc, out, _) = ss.cli(&u, &["devices", "list", "--json"], "");
+    assert_eq!(rc, 0);
+    assert!(out.contains("\"tablet\"") && !out.contains(&key), "{out}");
+    // New backup codes with an unused backup code as the proof.
+    let backup = j["backup_codes"][0].as_str().unwrap();
+    let (rc, out, err) = ss.cli(&u, &["backup-codes", "--regenerate"], &format!("{backup}\n"));
+    assert_eq!(rc, 0, "{out} {err}");
+    assert!(out.contains("New backup codes"), "{out}");
+    // The proof was spent: the same backup code does not log in.
+    let r = f.auth("svc", &u.name, &[backup]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+}
