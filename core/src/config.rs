@@ -173,6 +173,10 @@ fn is_loopback(host: &str) -> bool {
 
 /// The shipped /etc/security/pam_totp.conf: every option that may appear in the file,
 /// commented out with its default or an example, and its description.
+/// Settings the shipped pam_totp.conf makes, for new installs (the code's defaults stay what
+/// existing configurations were written against): keys go to the vault.
+pub const SHIPPED_SETTINGS: &[(&str, &str)] = &[("key_store", "\"vault\"")];
+
 pub fn commented_config_file() -> String {
     let mut out = String::from(
         "# /etc/security/pam_totp.conf: defaults for pam_totp.so and the pam-totp command (TOML).\n\
@@ -200,7 +204,10 @@ pub fn commented_config_file() -> String {
             line.push_str(word);
         }
         out.push_str(&line);
-        out.push_str(&format!("\n#{key} = {}\n", o.example));
+        match SHIPPED_SETTINGS.iter().find(|(k, _)| *k == o.name) {
+            Some((_, v)) => out.push_str(&format!("\n# Set for new installs:\n{key} = {v}\n")),
+            None => out.push_str(&format!("\n#{key} = {}\n", o.example)),
+        }
     }
     out
 }
@@ -799,9 +806,13 @@ mod tests {
     #[test]
     fn shipped_config_file_parses_as_is_and_with_every_example_uncommented() {
         let text = commented_config_file();
+        // The defaults, but for what new installs set (keys in the vault).
         assert_eq!(
             Config::load(&[], |_: &Path| Ok(Some(text.clone()))).unwrap(),
-            Config { ..Config::default() }
+            Config {
+                key_store: KeyStore::Vault,
+                ..Config::default()
+            }
         );
         let uncommented: String = text
             .lines()

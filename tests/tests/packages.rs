@@ -31,6 +31,8 @@ const COMMON: &[(&str, &str)] = &[
     ("usr/share/man/man8/pam-totp-stated.8.gz", "rw-r--r--"),
     ("etc/security/pam_totp.conf", "rw-r--r--"),
     ("var/lib/pam-totp/", "rwx------"),
+    ("var/lib/pam-totp/vault/", "rwx------"),
+    ("usr/libexec/pam-totp/pam-totp-vault", "rwsr-xr-x"),
     ("usr/share/man/man1/pam-totp.1.gz", "rw-r--r--"),
     ("usr/share/man/man1/pam-totp-enroll.1.gz", "rw-r--r--"),
     ("usr/share/man/man5/pam_totp.conf.5.gz", "rw-r--r--"),
@@ -180,7 +182,7 @@ fn rpm_files_modes_and_owners() {
     for (path, mode) in &want {
         let md = std::fs::symlink_metadata(dir.join(path.trim_end_matches('/'))).unwrap();
         let bits = md.mode() & 0o777;
-        let text: String = (0..9)
+        let mut text: String = (0..9)
             .map(|i| {
                 if bits & (1 << (8 - i)) != 0 {
                     "rwx".as_bytes()[i % 3] as char
@@ -189,6 +191,9 @@ fn rpm_files_modes_and_owners() {
                 }
             })
             .collect();
+        if md.mode() & 0o4000 != 0 {
+            text.replace_range(2..3, if bits & 0o100 != 0 { "s" } else { "S" });
+        }
         assert_eq!(&text, mode, "{path}");
         assert_eq!((md.uid(), md.gid()), (0, 0), "{path}");
     }
@@ -243,6 +248,24 @@ fn deb_installs_works_through_the_systems_libpam_and_removes_cleanly() {
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     register_enrollment(&j);
     let secret = j["secret"].as_str().unwrap().to_string();
+    // New installs keep keys in the vault, root's only.
+    let vault = Path::new("/var/lib/pam-totp/vault").join(format!("{}.toml", u.name));
+    let md = std::fs::metadata(&vault).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o7777), (0, 0o600));
+    assert!(!u.secret_path().exists());
+    // Right after dpkg -i, with no service running, a user enrolls themselves (the setuid
+    // helper writes the vault).
+    let me = TestUser::create();
+    let (rc, out, err) = output({
+        let mut c = Command::new("runuser");
+        c.args(["-u", &me.name, "--", "/usr/bin/pam-totp", "enroll", "--json"]);
+        c.env_remove("SUDO_UID");
+        c
+    });
+    assert_eq!(rc, 0, "{out} {err}");
+    register_enrollment(&serde_json::from_str(&out).unwrap());
+    assert!(Path::new("/var/lib/pam-totp/vault").join(format!("{}.toml", me.name)).exists());
+    assert!(!me.secret_path().exists());
     // A service naming the module only as pam_totp.so, found by libpam in its own directory,
     // with no arguments: the packaged defaults.
     let f = Fixture::new();
@@ -274,12 +297,13 @@ fn deb_installs_works_through_the_systems_libpam_and_removes_cleanly() {
         "conffile kept until purge"
     );
     assert!(Path::new("/var/lib/pam-totp").exists(), "state kept until purge");
-    // Purge: the conffile and the state directory go; the user's own secret stays.
-    run("dpkg", &["--purge", "pam-totp"]);
+    // Purge: the conffile, the state directory and the vault go, and it says so.
+    let purge = run("dpkg", &["--purge", "pam-totp"]);
     assert!(!Path::new("/etc/security/pam_totp.conf").exists());
     assert!(!Path::new("/var/lib/pam-totp").exists());
     assert!(
-        u.secret_path().exists(),
-        "users' secret files are theirs and are not removed"
+        String::from_utf8_lossy(&purge.stderr).contains("purge removed the vault"),
+        "{}",
+        String::from_utf8_lossy(&purge.stderr)
     );
 }
