@@ -652,6 +652,99 @@ impl Drop for Sshd {
     }
 }
 
+/// A copy of the host's /etc/pam.d whose `sshd` file has the `auth` lines, then pam_unix for
+/// the account, a session that is allowed and no password change.
+pub fn pam_sshd(f: &Fixture, auth: &str) -> PathBuf {
+    pam_dir_copy(
+        f,
+        &[(
+            "sshd",
+            &format!(
+                "{auth}\naccount required pam_unix.so\nsession required pam_permit.so\npassword required pam_deny.so\n"
+            ),
+        )],
+    )
+}
+
+/// The auth lines of a password, then a code: `auth requisite pam_unix.so` and `auth required
+/// pam_totp.so ARGS`.
+pub fn password_then_code(f: &Fixture, args: &str) -> String {
+    format!("auth requisite pam_unix.so\nauth required {}", f.module(args))
+}
+
+/// A real sshd (see [`Sshd::start`]) whose PAM file is [`pam_sshd`] with `auth`, with
+/// `sshd_config` before its defaults; it and the PAM modules it runs log to the returned sink.
+pub fn sshd_with_pam(f: &Fixture, auth: &str, sshd_config: &str) -> (LogSink, Sshd) {
+    let pam_d = pam_sshd(f, auth);
+    let log = LogSink::new(f);
+    let sshd = Sshd::start(f, &pam_d, sshd_config, Some(&log.path));
+    (log, sshd)
+}
+
+/// The arguments of an `ssh` to `user` on 127.0.0.1:`port` that runs `echo
+/// LOGGED-IN-AS-$(id -un)` (see [`Session::logged_in_as`]): no host key kept, one password
+/// prompt; with `key`, the key and then keyboard-interactive, without, keyboard-interactive
+/// alone.
+pub fn ssh_args(port: u16, user: &str, key: Option<&Path>) -> Vec<String> {
+    let mut a: Vec<String> = vec!["ssh".into(), "-p".into(), port.to_string()];
+    for o in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "LogLevel=ERROR",
+        "NumberOfPasswordPrompts=1",
+    ] {
+        a.push("-o".into());
+        a.push(o.into());
+    }
+    match key {
+        Some(k) => {
+            a.extend([
+                "-i".into(),
+                k.display().to_string(),
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+            ]);
+            a.extend([
+                "-o".into(),
+                "PreferredAuthentications=publickey,keyboard-interactive".into(),
+            ]);
+        }
+        None => a.extend([
+            "-o".into(),
+            "PubkeyAuthentication=no".into(),
+            "-o".into(),
+            "PreferredAuthentications=keyboard-interactive".into(),
+        ]),
+    }
+    a.push(format!("{user}@127.0.0.1"));
+    a.push("echo LOGGED-IN-AS-$(id -un)".into());
+    a
+}
+
+/// An ssh login of `user` to `sshd` through a pty, answering `password` and then `code`. With
+/// `tty`, the session gets a terminal (`ssh -tt`), as an interactive login does: only then
+/// does sshd print the messages PAM left at success (like the motd).
+pub fn ssh_login(
+    f: &Fixture,
+    sshd: &Sshd,
+    user: &TestUser,
+    key: Option<&Path>,
+    password: &str,
+    code: &str,
+    tty: bool,
+) -> Session {
+    let mut args = ssh_args(sshd.port, &user.name, key);
+    let mut answers = vec![("Password: ?", password), ("Verification code: ?", code)];
+    if tty {
+        // An interactive login: no command; type it at the shell prompt.
+        args.insert(1, "-tt".into());
+        args.pop();
+        answers.push(("[$#] ?", "echo LOGGED-IN-AS-$(id -un); exit"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    expect_session(f, &args, &answers, &[], None)
+}
+
 /// As an answer to [`expect_session`]: the current code for the `secret=` shown on screen
 /// (the phone scanning the QR code).
 pub const TOTP_FROM_SCREEN: &str = "@totp-from-screen";
@@ -661,6 +754,13 @@ pub const TOTP_FROM_SCREEN: &str = "@totp-from-screen";
 pub struct Session {
     pub transcript: String,
     pub exit: i32,
+}
+
+impl Session {
+    /// Whether the [`ssh_args`] command ran as `user` and the session ended well.
+    pub fn logged_in_as(&self, user: &TestUser) -> bool {
+        self.transcript.contains(&format!("LOGGED-IN-AS-{}", user.name)) && self.exit == 0
+    }
 }
 
 /// Drives an interactive program through a pty with expect: each time the output ends with
