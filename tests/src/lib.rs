@@ -463,6 +463,60 @@ impl PamRun {
     }
 }
 
+/// Logins that all begin at one instant, one process each (the harness's `--start-at`).
+#[derive(Debug)]
+pub struct Race {
+    /// The instant they begin at.
+    pub start: std::time::SystemTime,
+    children: Vec<std::process::Child>,
+}
+
+impl Race {
+    /// Starts one login to `svc` as `user` for each of `answers`, the i-th on
+    /// `hosts[i % hosts.len()]`, all to begin `delay` from now.
+    pub fn start(hosts: &[&Fixture], user: &str, answers: &[String], delay: std::time::Duration) -> Race {
+        let start = std::time::SystemTime::now() + delay;
+        let at = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            .to_string();
+        let children = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                hosts[i % hosts.len()]
+                    .harness("svc", user, &[a], &["--start-at", &at])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        Race { start, children }
+    }
+
+    /// Waits for every login: their results, in the order they were started.
+    pub fn results(self) -> Vec<PamRun> {
+        self.children
+            .into_iter()
+            .map(|c| PamRun::parse(&c.wait_with_output().unwrap()))
+            .collect()
+    }
+}
+
+/// [`Race::start`] and its [`Race::results`].
+pub fn race_logins(hosts: &[&Fixture], user: &str, answers: &[String], delay: std::time::Duration) -> Vec<PamRun> {
+    Race::start(hosts, user, answers, delay).results()
+}
+
+/// Asserts that of racing logins (their return codes) exactly one was let in and every other
+/// one refused.
+#[track_caller]
+pub fn assert_one_let_in_the_rest_refused(rcs: &[i32]) {
+    assert_eq!(rcs.iter().filter(|&&rc| rc == PAM_SUCCESS).count(), 1, "{rcs:?}");
+    assert!(rcs.iter().all(|&rc| rc == PAM_SUCCESS || rc == PAM_AUTH_ERR), "{rcs:?}");
+}
+
 /// A command run in a private mount namespace where each `(source, target)` is bind-mounted
 /// first (e.g. a test copy of /etc/pam.d over /etc/pam.d): the host never sees the change.
 pub fn in_namespace(binds: &[(&Path, &str)], program: &str, args: &[&str]) -> Command {

@@ -3,7 +3,7 @@
 
 use pam_totp_tests::*;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
+use std::time::Duration;
 
 fn setup(args: &str) -> (Fixture, TestUser, String) {
     let f = Fixture::new();
@@ -365,33 +365,9 @@ fn forward_pass_hands_the_password_to_pam_unix() {
 fn sixteen_concurrent_logins_with_one_code_let_exactly_one_in() {
     let (f, u, key) = setup("");
     let code = code_now(&key);
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        + 400_000_000;
-    let start = start.to_string();
-    let children: Vec<_> = (0..16)
-        .map(|_| {
-            f.harness("svc", &u.name, &[&code], &["--start-at", &start])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let results: Vec<i32> = children
-        .into_iter()
-        .map(|c| PamRun::parse(&c.wait_with_output().unwrap()).rc)
-        .collect();
-    assert_eq!(
-        results.iter().filter(|&&rc| rc == PAM_SUCCESS).count(),
-        1,
-        "{results:?}"
-    );
-    assert!(
-        results.iter().all(|&rc| rc == PAM_SUCCESS || rc == PAM_AUTH_ERR),
-        "{results:?}"
-    );
+    let runs = race_logins(&[&f], &u.name, &vec![code; 16], Duration::from_millis(400));
+    let results: Vec<i32> = runs.iter().map(|r| r.rc).collect();
+    assert_one_let_in_the_rest_refused(&results);
 }
 
 #[test]
