@@ -138,6 +138,14 @@ pub fn oathtool(key_b32: &str, t: u64, algorithm: &str, digits: u32) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// An independent HOTP generator: `oathtool --hotp` at `counter`, with `digits` digits.
+pub fn hotp(key_b32: &str, counter: u64, digits: u32) -> String {
+    let digits = format!("--digits={digits}");
+    let counter = format!("--counter={counter}");
+    let out = run("oathtool", &["--hotp", "--base32", &digits, &counter, key_b32]);
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// Waits, if needed, until the current 30-second step has at least 4 s left: a test that
 /// uses the previous step's code and then the current one must not have the step turn in
 /// between (the previous step's code would then be two steps back, out of the window).
@@ -863,6 +871,69 @@ pub fn expect_session(
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(-1);
     Session { transcript, exit }
+}
+
+/// The `secret=` parameter of the first otpauth URI in `text` (a screen, a transcript).
+pub fn secret_in_uri(text: &str) -> String {
+    text.split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The backup codes shown in `text`: its words of the form `xxxxx-xxxxx`.
+pub fn backup_codes_shown(text: &str) -> Vec<&str> {
+    text.split_whitespace()
+        .filter(|w| {
+            w.len() == 11 && w.as_bytes()[5] == b'-' && w.chars().all(|c| c == '-' || c.is_ascii_alphanumeric())
+        })
+        .collect()
+}
+
+/// `google-authenticator` options for a time-based file: no reuse, at most 3 logins in 30 s,
+/// a window of 3, 5 scratch codes; no QR code, no questions.
+pub const GA_TIME_BASED: &[&str] = &[
+    "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-e", "5", "-Q", "NONE", "-q", "-C",
+];
+
+/// `google-authenticator` options for a counter-based file: a window of 3, no rate limit,
+/// 2 scratch codes; no QR code, no questions.
+pub const GA_COUNTER_BASED: &[&str] = &["-c", "-f", "-w", "3", "-u", "-e", "2", "-Q", "NONE", "-q", "-C"];
+
+/// A `~/.google_authenticator` written by the real command.
+#[derive(Debug)]
+pub struct GoogleAuthenticatorFile {
+    pub text: String,
+    /// Its first line (registered).
+    pub secret: String,
+    /// Its 8-digit lines (registered).
+    pub scratch: Vec<String>,
+}
+
+/// Runs the real `google-authenticator` as `u` with `args`: it writes the user's
+/// `~/.google_authenticator` as it does in production. That file.
+pub fn google_authenticator(u: &TestUser, args: &[&str]) -> GoogleAuthenticatorFile {
+    let status = Command::new("runuser")
+        .args(["-u", &u.name, "--", "google-authenticator"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(u.home.join(".google_authenticator")).unwrap();
+    let secret = text.lines().next().unwrap().to_string();
+    register_secret(&secret);
+    let scratch: Vec<String> = text
+        .lines()
+        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .map(String::from)
+        .collect();
+    for s in &scratch {
+        register_secret(s);
+    }
+    GoogleAuthenticatorFile { text, secret, scratch }
 }
 
 /// Turns a half-block (or ascii) QR code shown on a terminal back into pixels (a PGM image, 8 px per

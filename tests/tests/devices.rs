@@ -9,21 +9,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// `oathtool --hotp -c COUNTER` with `digits` digits.
-fn hotp(key_b32: &str, counter: u64, digits: u32) -> String {
-    let out = run(
-        "oathtool",
-        &[
-            "--hotp",
-            "--base32",
-            &format!("--digits={digits}"),
-            &format!("--counter={counter}"),
-            key_b32,
-        ],
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Runs a command that must succeed; its stdout.
 fn ok(cmd: Command) -> String {
     let desc = format!("{cmd:?}");
@@ -263,14 +248,7 @@ fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before
     let mut out = child.stdout.take().unwrap();
     let shown = read_until(&mut out, "to confirm: ");
     assert!(shown.contains("counter-based, SHA1, 8 digits"), "{shown}");
-    let key = shown
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
+    let key = secret_in_uri(&shown);
     register_secret(&key);
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{}", hotp(&key, 12, 8)).unwrap();
@@ -1052,15 +1030,8 @@ fn a_counter_based_google_authenticator_file_imports_with_its_counter() {
     f.simple("svc", "");
     let u = TestUser::create();
     // The real command, as the user, counter-based.
-    let status = Command::new("runuser")
-        .args(["-u", &u.name, "--", "google-authenticator"])
-        .args(["-c", "-f", "-w", "3", "-u", "-e", "2", "-Q", "NONE", "-q", "-C"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(u.home.join(".google_authenticator")).unwrap();
-    let key = text.lines().next().unwrap().to_string();
-    register_secret(&key);
+    let ga = google_authenticator(&u, GA_COUNTER_BASED);
+    let (text, key) = (ga.text, ga.secret);
     let counter: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("\" HOTP_COUNTER "))
@@ -1070,13 +1041,7 @@ fn a_counter_based_google_authenticator_file_imports_with_its_counter() {
         .unwrap();
     // google-authenticator starts at 1 and its module accepts HOTP_COUNTER .. +WINDOW_SIZE-1.
     assert_eq!(counter, 1);
-    let scratch: Vec<&str> = text
-        .lines()
-        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
-        .collect();
-    for s in &scratch {
-        register_secret(s);
-    }
+    let scratch = ga.scratch;
     let out = ok(f.cli_as(&u.name, &["import", "google-authenticator"]));
     assert!(out.contains("counter-based (HOTP), next counter 1"), "{out}");
     assert!(out.contains("2 scratch codes became backup codes"), "{out}");
@@ -1097,7 +1062,7 @@ fn a_counter_based_google_authenticator_file_imports_with_its_counter() {
         "once"
     );
     assert_eq!(f.auth("svc", &u.name, &[&hotp(&key, counter + 1, 6)]).rc, PAM_SUCCESS);
-    assert_eq!(f.auth("svc", &u.name, &[scratch[0]]).rc, PAM_SUCCESS);
+    assert_eq!(f.auth("svc", &u.name, &[&scratch[0]]).rc, PAM_SUCCESS);
     // Importing the same file again (another name) cannot rewind the counter: the state
     // remembers it per key.
     let out = ok(f.cli_as(
@@ -1144,14 +1109,7 @@ fn enroll_waiting_at_its_prompt(f: &Fixture, u: &TestUser, args: &[&str]) -> Wai
     let shown = read_until(&mut out, "to confirm: ");
     assert!(shown.contains("Enter the 6-digit code"), "{shown}");
     let uri = shown.lines().find_map(|l| l.strip_prefix("URI: ")).unwrap();
-    let key = uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
+    let key = secret_in_uri(uri);
     register_secret(&key);
     WaitingEnroll { child, out, key }
 }

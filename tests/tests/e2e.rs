@@ -398,21 +398,9 @@ fn ssh_enroll_on_login_shows_a_scannable_qr_and_saves_the_secret() {
         .to_string();
     assert!(uri.starts_with("otpauth://totp/"), "{uri}");
     assert_eq!(decode_terminal_qr(t, false), uri);
-    let secret = uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
+    let secret = secret_in_uri(&uri);
     register_secret(&secret);
-    let codes: Vec<&str> = t
-        .split_whitespace()
-        .filter(|w| {
-            w.len() == 11 && w.as_bytes()[5] == b'-' && w.chars().all(|c| c == '-' || c.is_ascii_alphanumeric())
-        })
-        .collect();
+    let codes: Vec<&str> = backup_codes_shown(t);
     assert_eq!(codes.len(), 10, "backup codes shown: {t}");
     codes.iter().for_each(|c| register_secret(c));
     // Saved as the user's own private file, the same as `pam-totp enroll` writes it.

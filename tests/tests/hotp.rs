@@ -4,21 +4,6 @@
 use pam_totp_tests::*;
 use std::time::Duration;
 
-/// `oathtool --hotp -c COUNTER` with `digits` digits.
-fn hotp(key_b32: &str, counter: u64, digits: u32) -> String {
-    let out = run(
-        "oathtool",
-        &[
-            "--hotp",
-            "--base32",
-            &format!("--digits={digits}"),
-            &format!("--counter={counter}"),
-            key_b32,
-        ],
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// A version-2 secret file with the given `[[device]]` tables.
 fn write_devices(u: &TestUser, devices: &[String]) {
     u.write_secret(&format!("version = 2\n{}", devices.join("\n")));
