@@ -560,6 +560,30 @@ pub fn in_namespace_logged(binds: &[(&Path, &str)], log: Option<&Path>, program:
     c
 }
 
+/// A private /etc/sudoers.d (or, if the host's /etc/sudoers does not read that directory,
+/// a private /etc/sudoers) holding `rule`, to bind-mount (see [`in_namespace`]) at the place
+/// returned with it; the host's files are never touched.
+pub fn private_sudoers(f: &Fixture, rule: &str) -> (PathBuf, &'static str) {
+    let host = std::fs::read_to_string("/etc/sudoers").unwrap_or_default();
+    let reads_dir = host
+        .lines()
+        .any(|l| matches!(l.trim(), "@includedir /etc/sudoers.d" | "#includedir /etc/sudoers.d"));
+    if reads_dir {
+        let d = f.root.join("sudoers.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = d.join("pam-totp-test");
+        std::fs::write(&file, rule).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
+        (d, "/etc/sudoers.d")
+    } else {
+        let file = f.root.join("sudoers");
+        std::fs::write(&file, format!("root ALL=(ALL:ALL) ALL\n{rule}")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
+        (file, "/etc/sudoers")
+    }
+}
+
 /// A syslog socket the tests listen on; lines are collected by a thread.
 #[derive(Debug)]
 pub struct LogSink {

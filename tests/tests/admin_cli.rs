@@ -269,29 +269,6 @@ fn report_lists_accounts_with_state_or_central_secrets_outside_the_uid_range_and
     user_in(&all, "root");
 }
 
-/// A private /etc/sudoers.d (or, if the host's /etc/sudoers does not read that directory,
-/// a private /etc/sudoers) holding `rule`; the host's files are never touched.
-fn private_sudoers(f: &Fixture, rule: &str) -> (PathBuf, &'static str) {
-    let host = std::fs::read_to_string("/etc/sudoers").unwrap_or_default();
-    let reads_dir = host
-        .lines()
-        .any(|l| matches!(l.trim(), "@includedir /etc/sudoers.d" | "#includedir /etc/sudoers.d"));
-    if reads_dir {
-        let d = f.root.join("sudoers.d");
-        std::fs::create_dir(&d).unwrap();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let file = d.join("pam-totp-helpdesk");
-        std::fs::write(&file, rule).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
-        (d, "/etc/sudoers.d")
-    } else {
-        let file = f.root.join("sudoers");
-        std::fs::write(&file, format!("root ALL=(ALL:ALL) ALL\n{rule}")).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
-        (file, "/etc/sudoers")
-    }
-}
-
 /// A copy of /etc/security whose pam_totp.conf is `conf`: under sudo pam-totp refuses
 /// --config, so the test's settings reach it as the system file, in a mount namespace.
 fn private_etc_security(f: &Fixture, conf: &str) -> PathBuf {
