@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, harness_path, random_hex, random_key_b32, register_secret, Fixture, TestUser};
+use crate::{built_next_to_the_harness, free_port, random_hex, random_key_b32, register_secret, Fixture, TestUser};
 
 /// Certificates for a TLS etcd: a CA, the members' server certificate (127.0.0.1), and
 /// client certificates whose CN is the etcd user.
@@ -412,13 +412,7 @@ impl Drop for Etcd {
 
 /// The pam-totp-stated binary built next to the tests.
 pub fn stated_path() -> PathBuf {
-    let p = harness_path().with_file_name("pam-totp-stated");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
+    built_next_to_the_harness("pam-totp-stated")
 }
 
 /// One "host": a fixture whose pam_totp.conf says `store = "fleet"`, and its daemon.

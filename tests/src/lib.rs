@@ -37,7 +37,12 @@ pub fn harness_path() -> PathBuf {
 
 /// The pam-totp binary built next to the running test executable.
 pub fn cli_path() -> PathBuf {
-    let p = harness_path().with_file_name("pam-totp");
+    built_next_to_the_harness("pam-totp")
+}
+
+/// The workspace's binary `name`, built next to the pam-harness binary.
+pub fn built_next_to_the_harness(name: &str) -> PathBuf {
+    let p = harness_path().with_file_name(name);
     assert!(
         p.exists(),
         "{} is missing: run `cargo build --workspace` first",
