@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{built_next_to_the_harness, free_port, random_hex, random_key_b32, register_secret, Fixture, TestUser};
+use crate::{built_next_to_the_harness, free_port, random_hex, register_secret, Fixture, TestUser};
 
 /// Certificates for a TLS etcd: a CA, the members' server certificate (127.0.0.1), and
 /// client certificates whose CN is the etcd user.
@@ -553,12 +553,7 @@ pub fn fleet(etcd: &Etcd, module_args: &str, extra_conf: &str, timeout_ms: u64) 
 }
 
 /// A test user with a fresh key, enrolled (both hosts read the same home).
-pub fn enrolled_user() -> (TestUser, String) {
-    let u = TestUser::create();
-    let key = random_key_b32();
-    u.enroll(&key, "");
-    (u, key)
-}
+pub use crate::enrolled_user;
 
 /// Gives `u` (key `key`) `n` new backup codes; returns them in clear.
 pub fn with_backup_codes(u: &TestUser, key: &str, n: usize) -> Vec<String> {

@@ -185,6 +185,14 @@ pub fn wrong_code(key_b32: &str) -> String {
         .unwrap()
 }
 
+/// A test user with a fresh key, enrolled: the user and the key.
+pub fn enrolled_user() -> (TestUser, String) {
+    let u = TestUser::create();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    (u, key)
+}
+
 static USERDB: Mutex<()> = Mutex::new(());
 
 /// A real local user with a home directory, removed (with the home) on drop.
@@ -338,6 +346,15 @@ impl Fixture {
         // libpam names a module after its file: link it as pam_totp.so, as installed.
         std::os::unix::fs::symlink(module_path(), root.join("pam_totp.so")).unwrap();
         Fixture { root }
+    }
+
+    /// A fixture whose `svc` is `auth required pam_totp.so ARGS` (see [`Fixture::simple`]), and
+    /// an [`enrolled_user`]: (fixture, user, key).
+    pub fn with_enrolled_user(args: &str) -> (Fixture, TestUser, String) {
+        let f = Fixture::new();
+        f.simple("svc", args);
+        let (u, key) = enrolled_user();
+        (f, u, key)
     }
 
     pub fn confdir(&self) -> PathBuf {

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pam_totp_tests::fleet::{Etcd, Stated};
+use pam_totp_tests::fleet::{enrolled_user as user, Etcd, Stated};
 use pam_totp_tests::*;
 
 fn host(table: &str, args: &str) -> (Fixture, Stated) {
@@ -20,13 +20,6 @@ fn table(endpoints: &[String], ns: &str, timeout_ms: u64) -> String {
         "endpoints = [{}]\nnamespace = \"{ns}\"\ntimeout_ms = {timeout_ms}\n",
         eps.join(", ")
     )
-}
-
-fn user() -> (TestUser, String) {
-    let u = TestUser::create();
-    let key = random_key_b32();
-    u.enroll(&key, "");
-    (u, key)
 }
 
 #[test]
