@@ -73,6 +73,53 @@ fn fixture_copy(f: &Fixture, name: &str, subs: &[(&str, &str)]) -> PathBuf {
     p
 }
 
+/// A CSV fixture of two users' tokens, its `@USER1@` and `@USER2@` made `first` and `second`.
+fn csv_for(f: &Fixture, name: &str, first: &str, second: &str) -> PathBuf {
+    fixture_copy(f, name, &[("@USER1@", first), ("@USER2@", second)])
+}
+
+/// The PSKC fixture of a TOTP and an HOTP key, its users alice and bob made `alice` and `bob`.
+fn totp_and_hotp_pskc(f: &Fixture, alice: &str, bob: &str) -> PathBuf {
+    fixture_copy(
+        f,
+        "tokens/totp-and-hotp.pskcxml",
+        &[(">alice<", &format!(">{alice}<")), (">bob<", &format!(">{bob}<"))],
+    )
+}
+
+/// RFC 6030 figure 6 (an 8-digit HOTP key, AES-128-CBC under a pre-shared key, with a MAC),
+/// its user alice made `user`.
+fn figure6_pskc(f: &Fixture, user: &str) -> PathBuf {
+    fixture_copy(
+        f,
+        "tokens/rfc6030-figure6-userid.pskcxml",
+        &[(">alice<", &format!(">{user}<"))],
+    )
+}
+
+/// The pre-shared key of RFC 6030 figure 6, in hex.
+const FIGURE6_PSK: &str = "12345678901234567890123456789012";
+
+/// The fixture's pre-shared key file, `psk.hex`: `hex` and a newline, with `mode`.
+fn psk_file(f: &Fixture, hex: &str, mode: u32) -> PathBuf {
+    let psk = f.root.join("psk.hex");
+    std::fs::write(&psk, format!("{hex}\n")).unwrap();
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(mode)).unwrap();
+    psk
+}
+
+/// `import tokens --file FILE --psk-file PSK`.
+fn import_with_psk<'a>(file: &'a Path, psk: &'a Path) -> [&'a str; 6] {
+    [
+        "import",
+        "tokens",
+        "--file",
+        file.to_str().unwrap(),
+        "--psk-file",
+        psk.to_str().unwrap(),
+    ]
+}
+
 /// The keys of the CSV fixtures (test keys; registered so no log line may show them).
 const FOB1: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const TOKEN2: &str = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU";
@@ -232,14 +279,10 @@ fn read_until(out: &mut impl Read, prompt: &str) -> String {
     String::from_utf8(seen).unwrap()
 }
 
-#[test]
-fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before() {
-    let f = Fixture::new();
-    f.simple("svc", "");
-    let u = TestUser::create();
-    // Not a terminal: no name prompt, only the code; the "app" was pressed 4 times.
-    let mut child = f
-        .cli(&["enroll", "--user", &u.name, "--hotp", "--qr", "none", "--digits", "8"])
+/// Starts `cmd` (an enrollment) with its stdin, stdout and stderr pipes and reads its stdout
+/// up to its prompt for the code: the child, its stdout, what it showed.
+fn up_to_the_confirmation_prompt(mut cmd: Command) -> (std::process::Child, std::process::ChildStdout, String) {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -247,6 +290,17 @@ fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before
         .unwrap();
     let mut out = child.stdout.take().unwrap();
     let shown = read_until(&mut out, "to confirm: ");
+    (child, out, shown)
+}
+
+#[test]
+fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    // Not a terminal: no name prompt, only the code; the "app" was pressed 4 times.
+    let (mut child, mut out, shown) =
+        up_to_the_confirmation_prompt(f.cli(&["enroll", "--user", &u.name, "--hotp", "--qr", "none", "--digits", "8"]));
     assert!(shown.contains("counter-based, SHA1, 8 digits"), "{shown}");
     let key = secret_in_uri(&shown);
     register_secret(&key);
@@ -577,11 +631,7 @@ fn import_tokens_from_csv_writes_each_users_file_and_the_module_accepts_their_co
     let f = Fixture::new();
     f.simple("svc", "");
     let (u1, u2) = (TestUser::create(), TestUser::create());
-    let csv = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &u1.name), ("@USER2@", &u2.name)],
-    );
+    let csv = csv_for(&f, "devices/two-users.csv", &u1.name, &u2.name);
     let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
     assert_eq!(rc, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -628,18 +678,10 @@ fn import_tokens_refuses_a_taken_name_without_force_and_writes_nothing_for_that_
     let f = Fixture::new();
     f.simple("svc", "");
     let (u1, u2) = (TestUser::create(), TestUser::create());
-    let first = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &u1.name), ("@USER2@", &u2.name)],
-    );
+    let first = csv_for(&f, "devices/two-users.csv", &u1.name, &u2.name);
     ok(f.cli(&["import", "tokens", "--file", first.to_str().unwrap()]));
     let before = std::fs::read(u1.secret_path()).unwrap();
-    let csv = fixture_copy(
-        &f,
-        "devices/replace.csv",
-        &[("@USER1@", &u1.name), ("@USER2@", &u2.name)],
-    );
+    let csv = csv_for(&f, "devices/replace.csv", &u1.name, &u2.name);
     let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
     assert_eq!(rc, 1, "{out}{err}");
     assert!(
@@ -739,14 +781,7 @@ fn import_tokens_from_pskc_plain_and_encrypted_with_a_pre_shared_key() {
     f.simple("svc", "");
     let (u1, u2) = (TestUser::create(), TestUser::create());
     // RFC 6030-layout fixtures of the token parser's tests, their UserIds made real users.
-    let plain = fixture_copy(
-        &f,
-        "tokens/totp-and-hotp.pskcxml",
-        &[
-            (">alice<", &format!(">{}<", u1.name)),
-            (">bob<", &format!(">{}<", u2.name)),
-        ],
-    );
+    let plain = totp_and_hotp_pskc(&f, &u1.name, &u2.name);
     let out = ok(f.cli(&["import", "tokens", "--file", plain.to_str().unwrap()]));
     assert!(out.ends_with("2 tokens imported for 2 users; 0 refused.\n"), "{out}");
     let d1 = devices(&f, &u1);
@@ -774,22 +809,9 @@ fn import_tokens_from_pskc_plain_and_encrypted_with_a_pre_shared_key() {
 
     // RFC 6030 figure 6: an 8-digit HOTP key, AES-128-CBC under a pre-shared key, with a MAC.
     let u3 = TestUser::create();
-    let enc = fixture_copy(
-        &f,
-        "tokens/rfc6030-figure6-userid.pskcxml",
-        &[(">alice<", &format!(">{}<", u3.name))],
-    );
-    let psk = f.root.join("psk.hex");
-    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
-    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let args = [
-        "import",
-        "tokens",
-        "--file",
-        enc.to_str().unwrap(),
-        "--psk-file",
-        psk.to_str().unwrap(),
-    ];
+    let enc = figure6_pskc(&f, &u3.name);
+    let psk = psk_file(&f, FIGURE6_PSK, 0o644);
+    let args = import_with_psk(&enc, &psk);
     refused(f.cli(&args), "can be read by group or others (mode 0644)");
     std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
     refused(f.cli(&args[..4]), "pre-shared key");
@@ -806,23 +828,9 @@ fn import_tokens_from_pskc_plain_and_encrypted_with_a_pre_shared_key() {
     assert_eq!(f.auth("svc", &u3.name, &[&hotp(k2, 0, 8)]).rc, PAM_AUTH_ERR);
     // A wrong key: the MAC does not match, nothing written.
     let u4 = TestUser::create();
-    let enc4 = fixture_copy(
-        &f,
-        "tokens/rfc6030-figure6-userid.pskcxml",
-        &[(">alice<", &format!(">{}<", u4.name))],
-    );
-    std::fs::write(&psk, "00000000000000000000000000000000\n").unwrap();
-    refused(
-        f.cli(&[
-            "import",
-            "tokens",
-            "--file",
-            enc4.to_str().unwrap(),
-            "--psk-file",
-            psk.to_str().unwrap(),
-        ]),
-        "nothing was imported",
-    );
+    let enc4 = figure6_pskc(&f, &u4.name);
+    psk_file(&f, "00000000000000000000000000000000", 0o600);
+    refused(f.cli(&import_with_psk(&enc4, &psk)), "nothing was imported");
     assert!(!u4.secret_path().exists());
 }
 
@@ -856,11 +864,7 @@ fn import_tokens_goes_on_past_a_user_who_holds_their_own_secret_file_lock() {
         .unwrap();
     assert_eq!(line, "locked\n");
 
-    let csv = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &held.name), ("@USER2@", &other.name)],
-    );
+    let csv = csv_for(&f, "devices/two-users.csv", &held.name, &other.name);
     let mut import = f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]);
     let start = std::time::Instant::now();
     let mut child = import.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -940,18 +944,9 @@ fn import_tokens_for_root_or_a_protected_group_member_needs_allow_protected_and_
 
     // RFC 6030 figure 6 with its UserId changed to root: the MAC still checks (it covers
     // the encrypted key only), so the file alone cannot tell that root was put there.
-    let enc = fixture_copy(&f, "tokens/rfc6030-figure6-userid.pskcxml", &[(">alice<", ">root<")]);
-    let psk = f.root.join("psk.hex");
-    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
-    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let args = [
-        "import",
-        "tokens",
-        "--file",
-        enc.to_str().unwrap(),
-        "--psk-file",
-        psk.to_str().unwrap(),
-    ];
+    let enc = figure6_pskc(&f, "root");
+    let psk = psk_file(&f, FIGURE6_PSK, 0o600);
+    let args = import_with_psk(&enc, &psk);
     let (rc, out, err) = output(f.cli(&args));
     assert_eq!(rc, 1, "{out}{err}");
     assert_eq!(
@@ -981,11 +976,7 @@ fn import_tokens_for_root_or_a_protected_group_member_needs_allow_protected_and_
     assert!(secrets.join("root.toml").exists());
 
     // A member of a protected group is refused the same way, the other user imported.
-    let csv = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &admin.name), ("@USER2@", &user.name)],
-    );
+    let csv = csv_for(&f, "devices/two-users.csv", &admin.name, &user.name);
     let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
     assert_eq!(rc, 1, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -1011,11 +1002,7 @@ fn import_tokens_is_root_only() {
     register_fixture_keys();
     let f = Fixture::new();
     let u = TestUser::create();
-    let csv = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &u.name), ("@USER2@", &u.name)],
-    );
+    let csv = csv_for(&f, "devices/two-users.csv", &u.name, &u.name);
     std::fs::set_permissions(&csv, std::fs::Permissions::from_mode(0o644)).unwrap();
     refused(
         f.cli_as(&u.name, &["import", "tokens", "--file", csv.to_str().unwrap()]),
@@ -1098,15 +1085,7 @@ struct WaitingEnroll {
 fn enroll_waiting_at_its_prompt(f: &Fixture, u: &TestUser, args: &[&str]) -> WaitingEnroll {
     let mut all = vec!["enroll", "--user", &u.name, "--qr", "none"];
     all.extend_from_slice(args);
-    let mut child = f
-        .cli(&all)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let shown = read_until(&mut out, "to confirm: ");
+    let (child, out, shown) = up_to_the_confirmation_prompt(f.cli(&all));
     assert!(shown.contains("Enter the 6-digit code"), "{shown}");
     let uri = shown.lines().find_map(|l| l.strip_prefix("URI: ")).unwrap();
     let key = secret_in_uri(uri);
@@ -1269,26 +1248,10 @@ fn import_tokens_with_a_pre_shared_key_refuses_a_plain_file() {
     register_fixture_keys();
     let f = Fixture::new();
     let (u1, u2) = (TestUser::create(), TestUser::create());
-    let plain = fixture_copy(
-        &f,
-        "tokens/totp-and-hotp.pskcxml",
-        &[
-            (">alice<", &format!(">{}<", u1.name)),
-            (">bob<", &format!(">{}<", u2.name)),
-        ],
-    );
-    let psk = f.root.join("psk.hex");
-    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
-    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let plain = totp_and_hotp_pskc(&f, &u1.name, &u2.name);
+    let psk = psk_file(&f, FIGURE6_PSK, 0o600);
     refused(
-        f.cli(&[
-            "import",
-            "tokens",
-            "--file",
-            plain.to_str().unwrap(),
-            "--psk-file",
-            psk.to_str().unwrap(),
-        ]),
+        f.cli(&import_with_psk(&plain, &psk)),
         "the file mixes encrypted and plain keys",
     );
     assert!(!u1.secret_path().exists() && !u2.secret_path().exists());
