@@ -415,6 +415,21 @@ pub fn stated_path() -> PathBuf {
     built_next_to_the_harness("pam-totp-stated")
 }
 
+/// Writes `f`'s pam_totp.conf for the fleet: the daemon's socket `socket`, the `extra`
+/// settings, then the `[fleet]` table from `fleet`. Its path.
+pub fn write_fleet_conf(f: &Fixture, socket: &Path, extra: &str, fleet: &str) -> PathBuf {
+    let config = f.root.join("pam_totp.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"fleet\"\nfleet_socket = \"{}\"\n{extra}\n[fleet]\n{fleet}\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// One "host": a fixture whose pam_totp.conf says `store = "fleet"`, and its daemon.
 #[derive(Debug)]
 pub struct Stated {
@@ -436,15 +451,7 @@ impl Stated {
     /// [`Stated::start`] with `env` set for the daemon.
     pub fn start_with_env(f: &Fixture, extra: &str, fleet: &str, env: &[(&str, &str)]) -> Stated {
         let socket = f.root.join("stated.sock");
-        let config = f.root.join("pam_totp.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "store = \"fleet\"\nfleet_socket = \"{}\"\n{extra}\n[fleet]\n{fleet}\n",
-                socket.display()
-            ),
-        )
-        .unwrap();
+        let config = write_fleet_conf(f, &socket, extra, fleet);
         let mut s = Stated {
             child: None,
             socket,

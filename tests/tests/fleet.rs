@@ -5,7 +5,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pam_totp_tests::fleet::{enrolled_user as user, fleet, with_backup_codes as backup_codes, Etcd, Stated};
+use pam_totp_tests::fleet::{
+    enrolled_user as user, fleet, with_backup_codes as backup_codes, write_fleet_conf, Etcd, Stated,
+};
 use pam_totp_tests::*;
 
 /// Logins started at the same instant, one process each, spread over the hosts in turn.
@@ -368,16 +370,12 @@ fn the_daemon_takes_the_socket_systemd_passes_and_a_login_waiting_for_its_start_
     let f = Fixture::new();
     f.simple("svc", "");
     let socket = f.root.join("activated.sock");
-    let conf = f.root.join("pam_totp.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "store = \"fleet\"\nfleet_socket = \"{}\"\n[fleet]\n{}",
-            socket.display(),
-            Stated::fleet_table(&etcd, &format!("t{}", random_hex(4)), 1000)
-        ),
-    )
-    .unwrap();
+    let conf = write_fleet_conf(
+        &f,
+        &socket,
+        "",
+        &Stated::fleet_table(&etcd, &format!("t{}", random_hex(4)), 1000),
+    );
     // systemd-socket-activate listens, and starts the daemon (with LISTEN_FDS) only when the
     // first login connects: that login waits in the backlog and is served.
     let mut act = std::process::Command::new("systemd-socket-activate")
