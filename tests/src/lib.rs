@@ -409,6 +409,18 @@ impl Fixture {
         c
     }
 
+    /// `pam-totp enroll --user USER --json EXTRA` (as root), which must succeed: its JSON, whose
+    /// secret and backup codes are registered.
+    pub fn enroll_json(&self, user: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["enroll", "--user", user, "--json"];
+        args.extend_from_slice(extra);
+        let (rc, out, err) = output(self.cli(&args));
+        assert_eq!(rc, 0, "{args:?}: {err}");
+        let j = serde_json::from_str(&out).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}"));
+        register_enrollment(&j);
+        j
+    }
+
     /// The same, run as `user` (through runuser).
     pub fn cli_as(&self, user: &str, args: &[&str]) -> Command {
         let mut c = Command::new("runuser");

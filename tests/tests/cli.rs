@@ -6,20 +6,12 @@ use pam_totp_tests::*;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-fn enroll_json(f: &Fixture, u: &TestUser) -> serde_json::Value {
-    let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--json"]));
-    assert_eq!(rc, 0, "{err}");
-    let j = serde_json::from_str(&out).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}"));
-    register_enrollment(&j);
-    j
-}
-
 #[test]
 fn json_enrollment_is_accepted_by_the_module_and_a_backup_code_works_once() {
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let j = enroll_json(&f, &u);
+    let j = f.enroll_json(&u.name, &[]);
     let secret = j["secret"].as_str().unwrap();
     assert_eq!(
         j["otpauth_uri"].as_str().unwrap(),
@@ -183,7 +175,7 @@ fn reset_unlock_and_regenerate_take_effect_on_the_module() {
     let f = Fixture::new();
     f.simple("svc", "max_failures=2 lockout=600");
     let u = TestUser::create();
-    let j = enroll_json(&f, &u);
+    let j = f.enroll_json(&u.name, &[]);
     let secret = j["secret"].as_str().unwrap().to_string();
     let old_code = j["backup_codes"][0].as_str().unwrap().to_string();
 
@@ -284,7 +276,7 @@ fn errors_are_one_line_on_stderr_with_a_nonzero_exit() {
     let other = TestUser::create();
     let unwritable = TestUser::create();
     std::fs::set_permissions(&unwritable.home, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
-    enroll_json(&f, &u);
+    f.enroll_json(&u.name, &[]);
     let bad = TestUser::create();
     bad.write_secret("version = 1\nsecret = 42\n");
 

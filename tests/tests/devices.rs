@@ -31,15 +31,6 @@ fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
 }
 
-/// `pam-totp enroll --user U --json ARGS` (as root); registers the secret and codes.
-fn enroll(f: &Fixture, u: &TestUser, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["enroll", "--user", &u.name, "--json"];
-    all.extend_from_slice(args);
-    let j = json(&ok(f.cli(&all)));
-    register_enrollment(&j);
-    j
-}
-
 fn devices(f: &Fixture, u: &TestUser) -> Vec<serde_json::Value> {
     let j = json(&ok(f.cli(&["devices", "list", "--user", &u.name, "--json"])));
     assert_eq!(j["user"], u.name.as_str());
@@ -152,7 +143,7 @@ fn enroll_json_names_the_device_and_add_makes_a_second_one_the_module_accepts() 
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let first = enroll(&f, &u, &["--name", "work phone"]);
+    let first = f.enroll_json(&u.name, &["--name", "work phone"]);
     assert_eq!(
         (first["name"].as_str(), first["type"].as_str()),
         (Some("work phone"), Some("totp"))
@@ -165,7 +156,7 @@ fn enroll_json_names_the_device_and_add_makes_a_second_one_the_module_accepts() 
     );
     assert!(err.contains("--add") && err.contains("--force"), "{err}");
 
-    let spare = enroll(&f, &u, &["--add", "--name", "spare"]);
+    let spare = f.enroll_json(&u.name, &["--add", "--name", "spare"]);
     assert_eq!(
         (spare["name"].as_str(), spare["type"].as_str()),
         (Some("spare"), Some("totp"))
@@ -184,8 +175,8 @@ fn enroll_json_names_the_device_and_add_makes_a_second_one_the_module_accepts() 
         "cannot name an authenticator",
     );
     // Without --name: "phone", then "phone 2".
-    let third = enroll(&f, &u, &["--add"]);
-    let fourth = enroll(&f, &u, &["--add"]);
+    let third = f.enroll_json(&u.name, &["--add"]);
+    let fourth = f.enroll_json(&u.name, &["--add"]);
     assert_eq!(
         (third["name"].as_str(), fourth["name"].as_str()),
         (Some("phone"), Some("phone 2"))
@@ -219,9 +210,9 @@ fn enroll_add_is_refused_without_an_enrollment_and_past_sixteen_devices() {
         "is not enrolled yet",
     );
     assert!(!u.secret_path().exists());
-    enroll(&f, &u, &[]);
+    f.enroll_json(&u.name, &[]);
     for _ in 1..16 {
-        enroll(&f, &u, &["--add"]);
+        f.enroll_json(&u.name, &["--add"]);
     }
     assert_eq!(devices(&f, &u).len(), 16);
     refused(
@@ -231,7 +222,7 @@ fn enroll_add_is_refused_without_an_enrollment_and_past_sixteen_devices() {
     let (rc, _, err) = output(f.cli(&["enroll", "--user", &u.name, "--add", "--force"]));
     assert_eq!(rc, 2, "--add and --force conflict: {err}");
     // --force still replaces everything: one device, new backup codes.
-    let j = enroll(&f, &u, &["--force", "--name", "new phone"]);
+    let j = f.enroll_json(&u.name, &["--force", "--name", "new phone"]);
     assert_eq!(j["backup_codes"].as_array().unwrap().len(), 10);
     assert_eq!(names(&devices(&f, &u)), ["new phone"]);
 }
@@ -241,8 +232,8 @@ fn enroll_add_hotp_gives_a_counter_uri_and_its_first_code_works_once() {
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    enroll(&f, &u, &[]);
-    let j = enroll(&f, &u, &["--add", "--hotp"]);
+    f.enroll_json(&u.name, &[]);
+    let j = f.enroll_json(&u.name, &["--add", "--hotp"]);
     assert_eq!((j["name"].as_str(), j["type"].as_str()), (Some("token"), Some("hotp")));
     let uri = j["otpauth_uri"].as_str().unwrap();
     assert!(uri.starts_with("otpauth://hotp/"), "{uri}");
@@ -336,7 +327,7 @@ fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before
 fn interactive_enrollment_asks_for_a_name_and_an_empty_answer_takes_the_default() {
     let f = Fixture::new();
     let u = TestUser::create();
-    enroll(&f, &u, &["--name", "phone"]);
+    f.enroll_json(&u.name, &["--name", "phone"]);
     let cli = cli_path();
     let conf = f.root.join("pam_totp.conf");
     let state = f.state_dir();
@@ -441,8 +432,8 @@ fn devices_list_shows_each_device_to_root_with_last_use_and_to_the_user_without(
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let a = enroll(&f, &u, &["--name", "phone"]);
-    let h = enroll(&f, &u, &["--add", "--hotp", "--digits", "8"]);
+    let a = f.enroll_json(&u.name, &["--name", "phone"]);
+    let h = f.enroll_json(&u.name, &["--add", "--hotp", "--digits", "8"]);
     let d = devices(&f, &u);
     assert_eq!(d.len(), 2);
     assert_eq!(d[0]["type"], "totp");
@@ -516,8 +507,8 @@ fn rename_and_remove_take_effect_on_the_module_and_the_last_device_stays() {
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let a = enroll(&f, &u, &["--name", "phone"]);
-    let b = enroll(&f, &u, &["--add", "--name", "spare"]);
+    let a = f.enroll_json(&u.name, &["--name", "phone"]);
+    let b = f.enroll_json(&u.name, &["--add", "--name", "spare"]);
     let out = ok(f.cli_as(&u.name, &["devices", "rename", "PHONE", "old phone"]));
     assert!(out.contains("Renamed \"phone\" to \"old phone\""), "{out}");
     refused(
@@ -571,8 +562,8 @@ fn another_users_devices_are_root_only() {
     let f = Fixture::new();
     let u = TestUser::create();
     let other = TestUser::create();
-    enroll(&f, &other, &["--name", "phone"]);
-    enroll(&f, &other, &["--add", "--name", "spare"]);
+    f.enroll_json(&other.name, &["--name", "phone"]);
+    f.enroll_json(&other.name, &["--add", "--name", "spare"]);
     let before = std::fs::read(other.secret_path()).unwrap();
     for args in [
         vec!["devices", "list", "--user", &other.name],
@@ -590,8 +581,8 @@ fn another_users_devices_are_root_only() {
 fn status_shows_the_devices_in_text_and_json() {
     let f = Fixture::new();
     let u = TestUser::create();
-    enroll(&f, &u, &["--name", "phone"]);
-    enroll(&f, &u, &["--add", "--hotp", "--name", "key fob"]);
+    f.enroll_json(&u.name, &["--name", "phone"]);
+    f.enroll_json(&u.name, &["--add", "--hotp", "--name", "key fob"]);
     let j = json(&ok(f.cli(&["status", "--user", &u.name, "--json"])));
     assert_eq!(j["enrolled"], true);
     assert_eq!(
@@ -1113,8 +1104,8 @@ fn an_add_waiting_at_its_prompt_does_not_bring_back_a_device_removed_meanwhile()
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let phone = enroll(&f, &u, &["--name", "phone"]);
-    let tablet = enroll(&f, &u, &["--add", "--name", "tablet"]);
+    let phone = f.enroll_json(&u.name, &["--name", "phone"]);
+    let tablet = f.enroll_json(&u.name, &["--add", "--name", "tablet"]);
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "laptop"]);
     // Meanwhile, root removes the phone (lost, say).
     let out = ok(f.cli(&["devices", "remove", "phone", "--user", &u.name]));
@@ -1143,7 +1134,7 @@ fn an_add_waiting_at_its_prompt_keeps_backup_codes_regenerated_meanwhile() {
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let first = enroll(&f, &u, &["--name", "phone"]);
+    let first = f.enroll_json(&u.name, &["--name", "phone"]);
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "laptop"]);
     let regenerated = json(&ok(f.cli(&[
         "backup-codes",
@@ -1170,7 +1161,7 @@ fn an_add_waiting_at_its_prompt_keeps_backup_codes_regenerated_meanwhile() {
 fn an_enrollment_waiting_at_its_prompt_rechecks_what_changed_meanwhile_and_saves_nothing_if_refused() {
     let f = Fixture::new();
     let u = TestUser::create();
-    enroll(&f, &u, &["--name", "phone"]);
+    f.enroll_json(&u.name, &["--name", "phone"]);
 
     // The name it was given was taken meanwhile (by a rename): refused, nothing saved.
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "laptop"]);
@@ -1185,7 +1176,7 @@ fn an_enrollment_waiting_at_its_prompt_rechecks_what_changed_meanwhile_and_saves
 
     // A name it chose itself moves on to the next free one.
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add"]);
-    enroll(&f, &u, &["--add", "--name", "phone"]);
+    f.enroll_json(&u.name, &["--add", "--name", "phone"]);
     let (rc, rest, err) = waiting.confirm();
     assert_eq!(rc, 0, "{rest}{err}");
     assert!(rest.contains("\"phone 2\" added"), "{rest}");
@@ -1204,7 +1195,7 @@ fn an_enrollment_waiting_at_its_prompt_rechecks_what_changed_meanwhile_and_saves
 
     // A first enrollment while another one is made: the other one stays.
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--name", "slow"]);
-    enroll(&f, &u, &["--name", "fast"]);
+    f.enroll_json(&u.name, &["--name", "fast"]);
     let (rc, _, err) = waiting.confirm();
     assert_eq!(rc, 1, "{err}");
     assert!(
@@ -1221,7 +1212,7 @@ fn json_output_escapes_bidi_overrides_and_line_separators_in_names_and_labels() 
     let u = TestUser::create();
     let name = "evil\u{202E}txt.exe";
     let label = "bob\u{2028}Locked out: no";
-    enroll(&f, &u, &["--name", name, "--label", label]);
+    f.enroll_json(&u.name, &["--name", name, "--label", label]);
     for args in [
         vec!["devices", "list", "--user", &u.name, "--json"],
         vec!["status", "--user", &u.name, "--json"],

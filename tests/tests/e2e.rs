@@ -21,10 +21,7 @@ fn logged(log: &LogSink, what: &str, user: &TestUser) -> bool {
 fn enrolled_user(f: &Fixture) -> (TestUser, String) {
     let u = TestUser::create();
     u.set_password(PASSWORD);
-    let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--json"]));
-    assert_eq!(rc, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    register_enrollment(&j);
+    let j = f.enroll_json(&u.name, &[]);
     (u, j["secret"].as_str().unwrap().to_string())
 }
 
@@ -524,10 +521,7 @@ fn ssh_login_with_a_second_authenticators_code() {
     );
     let (u, first) = enrolled_user(&f);
     // The spare phone added as an administrator would: `pam-totp enroll --add`.
-    let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--add", "--name", "spare phone", "--json"]));
-    assert_eq!(rc, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    register_enrollment(&j);
+    let j = f.enroll_json(&u.name, &["--add", "--name", "spare phone"]);
     assert_eq!(
         (j["name"].as_str(), j["type"].as_str()),
         (Some("spare phone"), Some("totp"))

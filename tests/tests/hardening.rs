@@ -38,10 +38,7 @@ fn one_backup_code_raced_by_16_and_by_64_processes_lets_exactly_one_in() {
         let f = Fixture::new();
         f.simple("svc", "max_failures=1000");
         let u = TestUser::create();
-        let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--json"]));
-        assert_eq!(rc, 0, "{err}");
-        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-        register_enrollment(&j);
+        let j = f.enroll_json(&u.name, &[]);
         let code = j["backup_codes"][0].as_str().unwrap().to_string();
         let results = race(&f, &u.name, &vec![code; n]);
         assert_eq!(

@@ -189,9 +189,7 @@ fn root_enrolling_a_user_puts_the_enrollment_on_record_before_the_first_login() 
     let u0 = TestUser::create();
     assert_eq!(f.auth("svc", &u0.name, &[]).rc, PAM_SUCCESS);
     let u = TestUser::create();
-    let (rc, out, err) = output(f.cli(&["enroll", "--json", "--user", &u.name]));
-    assert_eq!(rc, 0, "{err}");
-    register_enrollment(&serde_json::from_str(&out).unwrap());
+    f.enroll_json(&u.name, &[]);
     std::fs::remove_file(u.secret_path()).unwrap();
     assert_eq!(f.auth("svc", &u.name, &[]).rc, PAM_AUTH_ERR);
 }
