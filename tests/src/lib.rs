@@ -193,6 +193,14 @@ pub fn enrolled_user() -> (TestUser, String) {
     (u, key)
 }
 
+/// Writes `user`'s version-1 secret file holding `key` into a central directory (see
+/// [`Fixture::secrets_dir`]): `DIR/USER.toml`, root's, 0600.
+pub fn write_central_secret(dir: &Path, user: &str, key: &str) {
+    let p = dir.join(format!("{user}.toml"));
+    std::fs::write(&p, format!("version = 1\nsecret = \"{key}\"\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 static USERDB: Mutex<()> = Mutex::new(());
 
 /// A real local user with a home directory, removed (with the home) on drop.
@@ -363,6 +371,15 @@ impl Fixture {
 
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("state")
+    }
+
+    /// A new root-only (0700) directory `secrets` in the fixture: the central directory of a
+    /// `secret=DIR/%u.toml` template.
+    pub fn secrets_dir(&self) -> PathBuf {
+        let dir = self.root.join("secrets");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
     }
 
     /// The module line's path and the arguments that isolate it in this fixture.

@@ -203,9 +203,7 @@ fn report_reads_only_and_is_for_root() {
 #[test]
 fn report_lists_accounts_with_state_or_central_secrets_outside_the_uid_range_and_stale_state() {
     let f = Fixture::new();
-    let secrets = f.root.join("secrets");
-    std::fs::create_dir(&secrets).unwrap();
-    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secrets = f.secrets_dir();
     std::fs::write(
         f.root.join("pam_totp.conf"),
         format!("secret = \"{}/%u.toml\"\n", secrets.display()),

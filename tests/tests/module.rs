@@ -379,15 +379,11 @@ fn unknown_user_is_refused() {
 #[test]
 fn secret_in_a_root_only_directory_via_template() {
     let f = Fixture::new();
-    let dir = f.root.join("secrets");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = f.secrets_dir();
     f.simple("svc", &format!("secret={}/%u.toml", dir.display()));
     let u = TestUser::create();
     let key = random_key_b32();
-    let p = dir.join(format!("{}.toml", u.name));
-    std::fs::write(&p, format!("version = 1\nsecret = \"{key}\"\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_central_secret(&dir, &u.name, &key);
     assert_eq!(f.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
 }
 
