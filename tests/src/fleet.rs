@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, harness_path, random_hex, random_key_b32, register_secret, Fixture, TestUser};
+use crate::{built_next_to_the_harness, free_port, random_hex, register_secret, Fixture, TestUser};
 
 /// Certificates for a TLS etcd: a CA, the members' server certificate (127.0.0.1), and
 /// client certificates whose CN is the etcd user.
@@ -412,13 +412,22 @@ impl Drop for Etcd {
 
 /// The pam-totp-stated binary built next to the tests.
 pub fn stated_path() -> PathBuf {
-    let p = harness_path().with_file_name("pam-totp-stated");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
+    built_next_to_the_harness("pam-totp-stated")
+}
+
+/// Writes `f`'s pam_totp.conf for the fleet: the daemon's socket `socket`, the `extra`
+/// settings, then the `[fleet]` table from `fleet`. Its path.
+pub fn write_fleet_conf(f: &Fixture, socket: &Path, extra: &str, fleet: &str) -> PathBuf {
+    let config = f.root.join("pam_totp.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"fleet\"\nfleet_socket = \"{}\"\n{extra}\n[fleet]\n{fleet}\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    config
 }
 
 /// One "host": a fixture whose pam_totp.conf says `store = "fleet"`, and its daemon.
@@ -442,15 +451,7 @@ impl Stated {
     /// [`Stated::start`] with `env` set for the daemon.
     pub fn start_with_env(f: &Fixture, extra: &str, fleet: &str, env: &[(&str, &str)]) -> Stated {
         let socket = f.root.join("stated.sock");
-        let config = f.root.join("pam_totp.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "store = \"fleet\"\nfleet_socket = \"{}\"\n{extra}\n[fleet]\n{fleet}\n",
-                socket.display()
-            ),
-        )
-        .unwrap();
+        let config = write_fleet_conf(f, &socket, extra, fleet);
         let mut s = Stated {
             child: None,
             socket,
@@ -559,12 +560,7 @@ pub fn fleet(etcd: &Etcd, module_args: &str, extra_conf: &str, timeout_ms: u64) 
 }
 
 /// A test user with a fresh key, enrolled (both hosts read the same home).
-pub fn enrolled_user() -> (TestUser, String) {
-    let u = TestUser::create();
-    let key = random_key_b32();
-    u.enroll(&key, "");
-    (u, key)
-}
+pub use crate::enrolled_user;
 
 /// Gives `u` (key `key`) `n` new backup codes; returns them in clear.
 pub fn with_backup_codes(u: &TestUser, key: &str, n: usize) -> Vec<String> {

@@ -37,7 +37,12 @@ pub fn harness_path() -> PathBuf {
 
 /// The pam-totp binary built next to the running test executable.
 pub fn cli_path() -> PathBuf {
-    let p = harness_path().with_file_name("pam-totp");
+    built_next_to_the_harness("pam-totp")
+}
+
+/// The workspace's binary `name`, built next to the pam-harness binary.
+pub fn built_next_to_the_harness(name: &str) -> PathBuf {
+    let p = harness_path().with_file_name(name);
     assert!(
         p.exists(),
         "{} is missing: run `cargo build --workspace` first",
@@ -138,6 +143,14 @@ pub fn oathtool(key_b32: &str, t: u64, algorithm: &str, digits: u32) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// An independent HOTP generator: `oathtool --hotp` at `counter`, with `digits` digits.
+pub fn hotp(key_b32: &str, counter: u64, digits: u32) -> String {
+    let digits = format!("--digits={digits}");
+    let counter = format!("--counter={counter}");
+    let out = run("oathtool", &["--hotp", "--base32", &digits, &counter, key_b32]);
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// Waits, if needed, until the current 30-second step has at least 4 s left: a test that
 /// uses the previous step's code and then the current one must not have the step turn in
 /// between (the previous step's code would then be two steps back, out of the window).
@@ -170,6 +183,22 @@ pub fn wrong_code(key_b32: &str) -> String {
         .map(|i: u32| format!("{:06}", (i * 7919 + 13) % 1_000_000))
         .find(|c| !near.contains(c))
         .unwrap()
+}
+
+/// A test user with a fresh key, enrolled: the user and the key.
+pub fn enrolled_user() -> (TestUser, String) {
+    let u = TestUser::create();
+    let key = random_key_b32();
+    u.enroll(&key, "");
+    (u, key)
+}
+
+/// Writes `user`'s version-1 secret file holding `key` into a central directory (see
+/// [`Fixture::secrets_dir`]): `DIR/USER.toml`, root's, 0600.
+pub fn write_central_secret(dir: &Path, user: &str, key: &str) {
+    let p = dir.join(format!("{user}.toml"));
+    std::fs::write(&p, format!("version = 1\nsecret = \"{key}\"\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 static USERDB: Mutex<()> = Mutex::new(());
@@ -347,12 +376,30 @@ impl Fixture {
         Fixture { root }
     }
 
+    /// A fixture whose `svc` is `auth required pam_totp.so ARGS` (see [`Fixture::simple`]), and
+    /// an [`enrolled_user`]: (fixture, user, key).
+    pub fn with_enrolled_user(args: &str) -> (Fixture, TestUser, String) {
+        let f = Fixture::new();
+        f.simple("svc", args);
+        let (u, key) = enrolled_user();
+        (f, u, key)
+    }
+
     pub fn confdir(&self) -> PathBuf {
         self.root.join("pam.d")
     }
 
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("state")
+    }
+
+    /// A new root-only (0700) directory `secrets` in the fixture: the central directory of a
+    /// `secret=DIR/%u.toml` template.
+    pub fn secrets_dir(&self) -> PathBuf {
+        let dir = self.root.join("secrets");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
     }
 
     /// The module line's path and the arguments that isolate it in this fixture.
@@ -397,6 +444,18 @@ impl Fixture {
             .arg(self.state_dir())
             .args(args);
         c
+    }
+
+    /// `pam-totp enroll --user USER --json EXTRA` (as root), which must succeed: its JSON, whose
+    /// secret and backup codes are registered.
+    pub fn enroll_json(&self, user: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["enroll", "--user", user, "--json"];
+        args.extend_from_slice(extra);
+        let (rc, out, err) = output(self.cli(&args));
+        assert_eq!(rc, 0, "{args:?}: {err}");
+        let j = serde_json::from_str(&out).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}"));
+        register_enrollment(&j);
+        j
     }
 
     /// The same, run as `user` (through runuser).
@@ -483,6 +542,60 @@ impl PamRun {
     }
 }
 
+/// Logins that all begin at one instant, one process each (the harness's `--start-at`).
+#[derive(Debug)]
+pub struct Race {
+    /// The instant they begin at.
+    pub start: std::time::SystemTime,
+    children: Vec<std::process::Child>,
+}
+
+impl Race {
+    /// Starts one login to `svc` as `user` for each of `answers`, the i-th on
+    /// `hosts[i % hosts.len()]`, all to begin `delay` from now.
+    pub fn start(hosts: &[&Fixture], user: &str, answers: &[String], delay: std::time::Duration) -> Race {
+        let start = std::time::SystemTime::now() + delay;
+        let at = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            .to_string();
+        let children = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                hosts[i % hosts.len()]
+                    .harness("svc", user, &[a], &["--start-at", &at])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        Race { start, children }
+    }
+
+    /// Waits for every login: their results, in the order they were started.
+    pub fn results(self) -> Vec<PamRun> {
+        self.children
+            .into_iter()
+            .map(|c| PamRun::parse(&c.wait_with_output().unwrap()))
+            .collect()
+    }
+}
+
+/// [`Race::start`] and its [`Race::results`].
+pub fn race_logins(hosts: &[&Fixture], user: &str, answers: &[String], delay: std::time::Duration) -> Vec<PamRun> {
+    Race::start(hosts, user, answers, delay).results()
+}
+
+/// Asserts that of racing logins (their return codes) exactly one was let in and every other
+/// one refused.
+#[track_caller]
+pub fn assert_one_let_in_the_rest_refused(rcs: &[i32]) {
+    assert_eq!(rcs.iter().filter(|&&rc| rc == PAM_SUCCESS).count(), 1, "{rcs:?}");
+    assert!(rcs.iter().all(|&rc| rc == PAM_SUCCESS || rc == PAM_AUTH_ERR), "{rcs:?}");
+}
+
 /// A command run in a private mount namespace where each `(source, target)` is bind-mounted
 /// first (e.g. a test copy of /etc/pam.d over /etc/pam.d): the host never sees the change.
 pub fn in_namespace(binds: &[(&Path, &str)], program: &str, args: &[&str]) -> Command {
@@ -516,6 +629,30 @@ pub fn in_namespace_logged(binds: &[(&Path, &str)], log: Option<&Path>, program:
         c.env("LOG_SOCKET", l);
     }
     c
+}
+
+/// A private /etc/sudoers.d (or, if the host's /etc/sudoers does not read that directory,
+/// a private /etc/sudoers) holding `rule`, to bind-mount (see [`in_namespace`]) at the place
+/// returned with it; the host's files are never touched.
+pub fn private_sudoers(f: &Fixture, rule: &str) -> (PathBuf, &'static str) {
+    let host = std::fs::read_to_string("/etc/sudoers").unwrap_or_default();
+    let reads_dir = host
+        .lines()
+        .any(|l| matches!(l.trim(), "@includedir /etc/sudoers.d" | "#includedir /etc/sudoers.d"));
+    if reads_dir {
+        let d = f.root.join("sudoers.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = d.join("pam-totp-test");
+        std::fs::write(&file, rule).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
+        (d, "/etc/sudoers.d")
+    } else {
+        let file = f.root.join("sudoers");
+        std::fs::write(&file, format!("root ALL=(ALL:ALL) ALL\n{rule}")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
+        (file, "/etc/sudoers")
+    }
 }
 
 /// A syslog socket the tests listen on; lines are collected by a thread.
@@ -672,6 +809,99 @@ impl Drop for Sshd {
     }
 }
 
+/// A copy of the host's /etc/pam.d whose `sshd` file has the `auth` lines, then pam_unix for
+/// the account, a session that is allowed and no password change.
+pub fn pam_sshd(f: &Fixture, auth: &str) -> PathBuf {
+    pam_dir_copy(
+        f,
+        &[(
+            "sshd",
+            &format!(
+                "{auth}\naccount required pam_unix.so\nsession required pam_permit.so\npassword required pam_deny.so\n"
+            ),
+        )],
+    )
+}
+
+/// The auth lines of a password, then a code: `auth requisite pam_unix.so` and `auth required
+/// pam_totp.so ARGS`.
+pub fn password_then_code(f: &Fixture, args: &str) -> String {
+    format!("auth requisite pam_unix.so\nauth required {}", f.module(args))
+}
+
+/// A real sshd (see [`Sshd::start`]) whose PAM file is [`pam_sshd`] with `auth`, with
+/// `sshd_config` before its defaults; it and the PAM modules it runs log to the returned sink.
+pub fn sshd_with_pam(f: &Fixture, auth: &str, sshd_config: &str) -> (LogSink, Sshd) {
+    let pam_d = pam_sshd(f, auth);
+    let log = LogSink::new(f);
+    let sshd = Sshd::start(f, &pam_d, sshd_config, Some(&log.path));
+    (log, sshd)
+}
+
+/// The arguments of an `ssh` to `user` on 127.0.0.1:`port` that runs `echo
+/// LOGGED-IN-AS-$(id -un)` (see [`Session::logged_in_as`]): no host key kept, one password
+/// prompt; with `key`, the key and then keyboard-interactive, without, keyboard-interactive
+/// alone.
+pub fn ssh_args(port: u16, user: &str, key: Option<&Path>) -> Vec<String> {
+    let mut a: Vec<String> = vec!["ssh".into(), "-p".into(), port.to_string()];
+    for o in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "LogLevel=ERROR",
+        "NumberOfPasswordPrompts=1",
+    ] {
+        a.push("-o".into());
+        a.push(o.into());
+    }
+    match key {
+        Some(k) => {
+            a.extend([
+                "-i".into(),
+                k.display().to_string(),
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+            ]);
+            a.extend([
+                "-o".into(),
+                "PreferredAuthentications=publickey,keyboard-interactive".into(),
+            ]);
+        }
+        None => a.extend([
+            "-o".into(),
+            "PubkeyAuthentication=no".into(),
+            "-o".into(),
+            "PreferredAuthentications=keyboard-interactive".into(),
+        ]),
+    }
+    a.push(format!("{user}@127.0.0.1"));
+    a.push("echo LOGGED-IN-AS-$(id -un)".into());
+    a
+}
+
+/// An ssh login of `user` to `sshd` through a pty, answering `password` and then `code`. With
+/// `tty`, the session gets a terminal (`ssh -tt`), as an interactive login does: only then
+/// does sshd print the messages PAM left at success (like the motd).
+pub fn ssh_login(
+    f: &Fixture,
+    sshd: &Sshd,
+    user: &TestUser,
+    key: Option<&Path>,
+    password: &str,
+    code: &str,
+    tty: bool,
+) -> Session {
+    let mut args = ssh_args(sshd.port, &user.name, key);
+    let mut answers = vec![("Password: ?", password), ("Verification code: ?", code)];
+    if tty {
+        // An interactive login: no command; type it at the shell prompt.
+        args.insert(1, "-tt".into());
+        args.pop();
+        answers.push(("[$#] ?", "echo LOGGED-IN-AS-$(id -un); exit"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    expect_session(f, &args, &answers, &[], None)
+}
+
 /// As an answer to [`expect_session`]: the current code for the `secret=` shown on screen
 /// (the phone scanning the QR code).
 pub const TOTP_FROM_SCREEN: &str = "@totp-from-screen";
@@ -681,6 +911,13 @@ pub const TOTP_FROM_SCREEN: &str = "@totp-from-screen";
 pub struct Session {
     pub transcript: String,
     pub exit: i32,
+}
+
+impl Session {
+    /// Whether the [`ssh_args`] command ran as `user` and the session ended well.
+    pub fn logged_in_as(&self, user: &TestUser) -> bool {
+        self.transcript.contains(&format!("LOGGED-IN-AS-{}", user.name)) && self.exit == 0
+    }
 }
 
 /// Drives an interactive program through a pty with expect: each time the output ends with
@@ -729,6 +966,69 @@ pub fn expect_session(
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(-1);
     Session { transcript, exit }
+}
+
+/// The `secret=` parameter of the first otpauth URI in `text` (a screen, a transcript).
+pub fn secret_in_uri(text: &str) -> String {
+    text.split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The backup codes shown in `text`: its words of the form `xxxxx-xxxxx`.
+pub fn backup_codes_shown(text: &str) -> Vec<&str> {
+    text.split_whitespace()
+        .filter(|w| {
+            w.len() == 11 && w.as_bytes()[5] == b'-' && w.chars().all(|c| c == '-' || c.is_ascii_alphanumeric())
+        })
+        .collect()
+}
+
+/// `google-authenticator` options for a time-based file: no reuse, at most 3 logins in 30 s,
+/// a window of 3, 5 scratch codes; no QR code, no questions.
+pub const GA_TIME_BASED: &[&str] = &[
+    "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-e", "5", "-Q", "NONE", "-q", "-C",
+];
+
+/// `google-authenticator` options for a counter-based file: a window of 3, no rate limit,
+/// 2 scratch codes; no QR code, no questions.
+pub const GA_COUNTER_BASED: &[&str] = &["-c", "-f", "-w", "3", "-u", "-e", "2", "-Q", "NONE", "-q", "-C"];
+
+/// A `~/.google_authenticator` written by the real command.
+#[derive(Debug)]
+pub struct GoogleAuthenticatorFile {
+    pub text: String,
+    /// Its first line (registered).
+    pub secret: String,
+    /// Its 8-digit lines (registered).
+    pub scratch: Vec<String>,
+}
+
+/// Runs the real `google-authenticator` as `u` with `args`: it writes the user's
+/// `~/.google_authenticator` as it does in production. That file.
+pub fn google_authenticator(u: &TestUser, args: &[&str]) -> GoogleAuthenticatorFile {
+    let status = Command::new("runuser")
+        .args(["-u", &u.name, "--", "google-authenticator"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(u.home.join(".google_authenticator")).unwrap();
+    let secret = text.lines().next().unwrap().to_string();
+    register_secret(&secret);
+    let scratch: Vec<String> = text
+        .lines()
+        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .map(String::from)
+        .collect();
+    for s in &scratch {
+        register_secret(s);
+    }
+    GoogleAuthenticatorFile { text, secret, scratch }
 }
 
 /// Turns a half-block (or ascii) QR code shown on a terminal back into pixels (a PGM image, 8 px per

@@ -7,16 +7,6 @@ use pam_totp_tests::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-fn enroll_json(f: &Fixture, user: &str, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["enroll", "--user", user, "--json"];
-    args.extend(extra);
-    let (rc, out, err) = output(f.cli(&args));
-    assert_eq!(rc, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
-    register_enrollment(&j);
-    j
-}
-
 fn report_json(f: &Fixture, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["report", "--json"];
     args.extend(extra);
@@ -53,7 +43,7 @@ fn report_shows_enrolled_not_enrolled_locked_several_devices_and_an_unreadable_h
     let two = TestUser::create();
     let hidden = TestUser::create();
 
-    let j = enroll_json(&f, &enrolled.name, &[]);
+    let j = f.enroll_json(&enrolled.name, &[]);
     let key = j["secret"].as_str().unwrap().to_string();
     let codes: Vec<String> = j["backup_codes"]
         .as_array()
@@ -68,14 +58,14 @@ fn report_shows_enrolled_not_enrolled_locked_several_devices_and_an_unreadable_h
     );
     assert_eq!(f.auth("svc", &enrolled.name, &[&codes[0]]).rc, PAM_SUCCESS);
 
-    let lk = enroll_json(&f, &locked.name, &[]);
+    let lk = f.enroll_json(&locked.name, &[]);
     let lkey = lk["secret"].as_str().unwrap();
     for _ in 0..2 {
         assert_eq!(f.auth("svc", &locked.name, &[&wrong_code(lkey)]).rc, PAM_AUTH_ERR);
     }
-    enroll_json(&f, &two.name, &[]);
-    enroll_json(&f, &two.name, &["--add", "--name", "spare phone"]);
-    enroll_json(&f, &hidden.name, &[]);
+    f.enroll_json(&two.name, &[]);
+    f.enroll_json(&two.name, &["--add", "--name", "spare phone"]);
+    f.enroll_json(&hidden.name, &[]);
     let _restore = Chmod(hidden.home.clone(), 0o700);
     std::fs::set_permissions(&hidden.home, std::fs::Permissions::from_mode(0o000)).unwrap();
     let t0 = now();
@@ -213,9 +203,7 @@ fn report_reads_only_and_is_for_root() {
 #[test]
 fn report_lists_accounts_with_state_or_central_secrets_outside_the_uid_range_and_stale_state() {
     let f = Fixture::new();
-    let secrets = f.root.join("secrets");
-    std::fs::create_dir(&secrets).unwrap();
-    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secrets = f.secrets_dir();
     std::fs::write(
         f.root.join("pam_totp.conf"),
         format!("secret = \"{}/%u.toml\"\n", secrets.display()),
@@ -230,7 +218,7 @@ fn report_lists_accounts_with_state_or_central_secrets_outside_the_uid_range_and
     };
     // `daemon` (uid 1) has state; `bin` (uid 2) a secret in the central directory.
     state("daemon", "version = 2\nfailures = 2\n");
-    enroll_json(&f, "bin", &[]);
+    f.enroll_json("bin", &[]);
     assert!(secrets.join("bin.toml").exists());
     let gone = format!("pttgone{}", random_hex(3));
     state(&gone, "version = 2\n");
@@ -269,29 +257,6 @@ fn report_lists_accounts_with_state_or_central_secrets_outside_the_uid_range_and
     user_in(&all, "root");
 }
 
-/// A private /etc/sudoers.d (or, if the host's /etc/sudoers does not read that directory,
-/// a private /etc/sudoers) holding `rule`; the host's files are never touched.
-fn private_sudoers(f: &Fixture, rule: &str) -> (PathBuf, &'static str) {
-    let host = std::fs::read_to_string("/etc/sudoers").unwrap_or_default();
-    let reads_dir = host
-        .lines()
-        .any(|l| matches!(l.trim(), "@includedir /etc/sudoers.d" | "#includedir /etc/sudoers.d"));
-    if reads_dir {
-        let d = f.root.join("sudoers.d");
-        std::fs::create_dir(&d).unwrap();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let file = d.join("pam-totp-helpdesk");
-        std::fs::write(&file, rule).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
-        (d, "/etc/sudoers.d")
-    } else {
-        let file = f.root.join("sudoers");
-        std::fs::write(&file, format!("root ALL=(ALL:ALL) ALL\n{rule}")).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
-        (file, "/etc/sudoers")
-    }
-}
-
 /// A copy of /etc/security whose pam_totp.conf is `conf`: under sudo pam-totp refuses
 /// --config, so the test's settings reach it as the system file, in a mount namespace.
 fn private_etc_security(f: &Fixture, conf: &str) -> PathBuf {
@@ -316,13 +281,13 @@ fn a_helpdesk_sudo_rule_unlocks_and_resets_users_but_not_root_or_protected_group
     protected.add(&admin.name);
     let primary = TestUser::create_with(&["--gid", &protected.name]);
 
-    let vj = enroll_json(&f, &victim.name, &[]);
+    let vj = f.enroll_json(&victim.name, &[]);
     let vkey = vj["secret"].as_str().unwrap();
     for _ in 0..2 {
         f.auth("svc", &victim.name, &[&wrong_code(vkey)]);
     }
     for u in [&admin, &primary] {
-        enroll_json(&f, &u.name, &[]);
+        f.enroll_json(&u.name, &[]);
     }
     let status = |u: &str| {
         let (_, out, _) = output(f.cli(&["status", "--user", u, "--json"]));
@@ -527,7 +492,7 @@ fn enroll_writes_backup_codes_to_a_new_private_file_of_the_user_and_they_work() 
     // --json: the codes are in the JSON too, and name the file.
     let v = TestUser::create();
     let vpath = v.home.join("codes.txt");
-    let j = enroll_json(&f, &v.name, &["--backup-codes-file", vpath.to_str().unwrap()]);
+    let j = f.enroll_json(&v.name, &["--backup-codes-file", vpath.to_str().unwrap()]);
     assert_eq!(j["backup_codes_file"], vpath.to_str().unwrap());
     let from_file = codes_in(&std::fs::read_to_string(&vpath).unwrap());
     let in_json: Vec<String> = j["backup_codes"]
@@ -608,7 +573,7 @@ fn backup_codes_regenerate_output_writes_a_new_file_and_the_old_codes_stop_worki
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let j = enroll_json(&f, &u.name, &[]);
+    let j = f.enroll_json(&u.name, &[]);
     let old: Vec<String> = j["backup_codes"]
         .as_array()
         .unwrap()

@@ -11,7 +11,6 @@
 //! lockout, one state file and one `%u` secret path: the account's.
 
 use pam_totp_tests::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -218,9 +217,7 @@ fn one_state_file_per_account() {
 #[test]
 fn percent_u_template_uses_the_account_name_so_nullok_does_not_skip_the_code() {
     let f = Fixture::new();
-    let dir = f.root.join("secrets");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = f.secrets_dir();
     // A password module after pam_totp that always agrees: under nullok, a user pam_totp
     // thinks is not enrolled gets in with that alone.
     f.service(
@@ -232,9 +229,7 @@ fn percent_u_template_uses_the_account_name_so_nullok_does_not_skip_the_code() {
     );
     let u = TestUser::create();
     let key = random_key_b32();
-    let secret = dir.join(format!("{}.toml", u.name));
-    std::fs::write(&secret, format!("version = 1\nsecret = \"{key}\"\n")).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_central_secret(&dir, &u.name, &key);
     let db = CaseInsensitiveDb::new(&f, &u);
     let [capitalised, upper] = spellings(&u.name);
 

@@ -6,20 +6,12 @@ use pam_totp_tests::*;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-fn enroll_json(f: &Fixture, u: &TestUser) -> serde_json::Value {
-    let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--json"]));
-    assert_eq!(rc, 0, "{err}");
-    let j = serde_json::from_str(&out).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}"));
-    register_enrollment(&j);
-    j
-}
-
 #[test]
 fn json_enrollment_is_accepted_by_the_module_and_a_backup_code_works_once() {
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let j = enroll_json(&f, &u);
+    let j = f.enroll_json(&u.name, &[]);
     let secret = j["secret"].as_str().unwrap();
     assert_eq!(
         j["otpauth_uri"].as_str().unwrap(),
@@ -152,14 +144,7 @@ fn interactive_enrollment_in_a_real_terminal() {
         screen.contains('▀') || screen.contains('▄'),
         "QR drawn with half blocks:\n{screen}"
     );
-    let secret = screen
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
+    let secret = secret_in_uri(&screen);
     let grouped = screen
         .lines()
         .find_map(|l| l.trim().strip_prefix("Or add it by hand:  key "))
@@ -175,12 +160,7 @@ fn interactive_enrollment_in_a_real_terminal() {
     let screen = t.wait_for("EXIT=");
     assert!(screen.contains("Code confirmed."), "{screen}");
     assert!(screen.contains("EXIT=0"), "{screen}");
-    let codes: Vec<&str> = screen
-        .split_whitespace()
-        .filter(|w| {
-            w.len() == 11 && w.as_bytes()[5] == b'-' && w.chars().all(|c| c == '-' || c.is_ascii_alphanumeric())
-        })
-        .collect();
+    let codes: Vec<&str> = backup_codes_shown(&screen);
     assert_eq!(codes.len(), 10, "ten backup codes shown:\n{screen}");
     assert_eq!(std::fs::metadata(u.secret_path()).unwrap().uid(), u.uid);
     // The code typed to confirm was for this step; the module wants a fresh step, so use
@@ -195,7 +175,7 @@ fn reset_unlock_and_regenerate_take_effect_on_the_module() {
     let f = Fixture::new();
     f.simple("svc", "max_failures=2 lockout=600");
     let u = TestUser::create();
-    let j = enroll_json(&f, &u);
+    let j = f.enroll_json(&u.name, &[]);
     let secret = j["secret"].as_str().unwrap().to_string();
     let old_code = j["backup_codes"][0].as_str().unwrap().to_string();
 
@@ -239,41 +219,9 @@ fn import_from_a_real_google_authenticator_file() {
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let ga = u.home.join(".google_authenticator");
     // The real command, run as the user, writing their file as it does in production.
-    let status = Command::new("runuser")
-        .args([
-            "-u",
-            &u.name,
-            "--",
-            "google-authenticator",
-            "-t",
-            "-d",
-            "-f",
-            "-r",
-            "3",
-            "-R",
-            "30",
-            "-w",
-            "3",
-            "-e",
-            "5",
-            "-Q",
-            "NONE",
-            "-q",
-            "-C",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(&ga).unwrap();
-    let ga_secret = text.lines().next().unwrap().to_string();
-    register_secret(&ga_secret);
-    let scratch: Vec<String> = text
-        .lines()
-        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
-        .map(String::from)
-        .collect();
+    let ga = google_authenticator(&u, GA_TIME_BASED);
+    let (ga_secret, scratch) = (ga.secret, ga.scratch);
     assert_eq!(scratch.len(), 5);
 
     let (rc, out, err) = output(f.cli_as(&u.name, &["import", "google-authenticator"]));
@@ -313,27 +261,7 @@ fn import_from_a_real_google_authenticator_file() {
 
     // HOTP files are refused with a clear message.
     let u3 = TestUser::create();
-    let status = Command::new("runuser")
-        .args([
-            "-u",
-            &u3.name,
-            "--",
-            "google-authenticator",
-            "-c",
-            "-f",
-            "-w",
-            "3",
-            "-u",
-            "-e",
-            "2",
-            "-Q",
-            "NONE",
-            "-q",
-            "-C",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    google_authenticator(&u3, GA_COUNTER_BASED);
     // Counter-based files import since issue 12, their counter carried over.
     let (rc, out, err) = output(f.cli_as(&u3.name, &["import", "google-authenticator"]));
     assert_eq!(rc, 0, "{err}");
@@ -348,7 +276,7 @@ fn errors_are_one_line_on_stderr_with_a_nonzero_exit() {
     let other = TestUser::create();
     let unwritable = TestUser::create();
     std::fs::set_permissions(&unwritable.home, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
-    enroll_json(&f, &u);
+    f.enroll_json(&u.name, &[]);
     let bad = TestUser::create();
     bad.write_secret("version = 1\nsecret = 42\n");
 

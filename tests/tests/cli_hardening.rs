@@ -3,8 +3,7 @@
 //! stdout that goes away after the secret was saved.
 
 use pam_totp_tests::*;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// `pam-totp --config <fixture conf> --state-dir DIR ARGS` as root, outside any sudo (the
@@ -107,29 +106,6 @@ fn state_dir_and_config_are_refused_under_sudo_by_a_non_root_user() {
     assert_eq!(rc, 0, "{err}");
 
     real_sudo_refuses_state_dir_and_config(&f);
-}
-
-/// A private /etc/sudoers.d (or, if the host's /etc/sudoers does not read that directory,
-/// a private /etc/sudoers) holding `rule`; the host's files are never touched.
-fn private_sudoers(f: &Fixture, rule: &str) -> (PathBuf, &'static str) {
-    let host = std::fs::read_to_string("/etc/sudoers").unwrap_or_default();
-    let reads_dir = host
-        .lines()
-        .any(|l| matches!(l.trim(), "@includedir /etc/sudoers.d" | "#includedir /etc/sudoers.d"));
-    if reads_dir {
-        let d = f.root.join("sudoers.d");
-        std::fs::create_dir(&d).unwrap();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let file = d.join("pam-totp-test");
-        std::fs::write(&file, rule).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
-        (d, "/etc/sudoers.d")
-    } else {
-        let file = f.root.join("sudoers");
-        std::fs::write(&file, format!("root ALL=(ALL:ALL) ALL\n{rule}")).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
-        (file, "/etc/sudoers")
-    }
 }
 
 /// A real sudo, with the sudoers rule of a help desk: `pam-totp unlock --user *`.

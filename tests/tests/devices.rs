@@ -9,21 +9,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// `oathtool --hotp -c COUNTER` with `digits` digits.
-fn hotp(key_b32: &str, counter: u64, digits: u32) -> String {
-    let out = run(
-        "oathtool",
-        &[
-            "--hotp",
-            "--base32",
-            &format!("--digits={digits}"),
-            &format!("--counter={counter}"),
-            key_b32,
-        ],
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Runs a command that must succeed; its stdout.
 fn ok(cmd: Command) -> String {
     let desc = format!("{cmd:?}");
@@ -44,15 +29,6 @@ fn refused(cmd: Command, want: &str) -> String {
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
-}
-
-/// `pam-totp enroll --user U --json ARGS` (as root); registers the secret and codes.
-fn enroll(f: &Fixture, u: &TestUser, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["enroll", "--user", &u.name, "--json"];
-    all.extend_from_slice(args);
-    let j = json(&ok(f.cli(&all)));
-    register_enrollment(&j);
-    j
 }
 
 fn devices(f: &Fixture, u: &TestUser) -> Vec<serde_json::Value> {
@@ -88,6 +64,53 @@ fn fixture_copy(f: &Fixture, name: &str, subs: &[(&str, &str)]) -> PathBuf {
     p
 }
 
+/// A CSV fixture of two users' tokens, its `@USER1@` and `@USER2@` made `first` and `second`.
+fn csv_for(f: &Fixture, name: &str, first: &str, second: &str) -> PathBuf {
+    fixture_copy(f, name, &[("@USER1@", first), ("@USER2@", second)])
+}
+
+/// The PSKC fixture of a TOTP and an HOTP key, its users alice and bob made `alice` and `bob`.
+fn totp_and_hotp_pskc(f: &Fixture, alice: &str, bob: &str) -> PathBuf {
+    fixture_copy(
+        f,
+        "tokens/totp-and-hotp.pskcxml",
+        &[(">alice<", &format!(">{alice}<")), (">bob<", &format!(">{bob}<"))],
+    )
+}
+
+/// RFC 6030 figure 6 (an 8-digit HOTP key, AES-128-CBC under a pre-shared key, with a MAC),
+/// its user alice made `user`.
+fn figure6_pskc(f: &Fixture, user: &str) -> PathBuf {
+    fixture_copy(
+        f,
+        "tokens/rfc6030-figure6-userid.pskcxml",
+        &[(">alice<", &format!(">{user}<"))],
+    )
+}
+
+/// The pre-shared key of RFC 6030 figure 6, in hex.
+const FIGURE6_PSK: &str = "12345678901234567890123456789012";
+
+/// The fixture's pre-shared key file, `psk.hex`: `hex` and a newline, with `mode`.
+fn psk_file(f: &Fixture, hex: &str, mode: u32) -> PathBuf {
+    let psk = f.root.join("psk.hex");
+    std::fs::write(&psk, format!("{hex}\n")).unwrap();
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(mode)).unwrap();
+    psk
+}
+
+/// `import tokens --file FILE --psk-file PSK`.
+fn import_with_psk<'a>(file: &'a Path, psk: &'a Path) -> [&'a str; 6] {
+    [
+        "import",
+        "tokens",
+        "--file",
+        file.to_str().unwrap(),
+        "--psk-file",
+        psk.to_str().unwrap(),
+    ]
+}
+
 /// The keys of the CSV fixtures (test keys; registered so no log line may show them).
 const FOB1: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const TOKEN2: &str = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU";
@@ -120,7 +143,7 @@ fn enroll_json_names_the_device_and_add_makes_a_second_one_the_module_accepts() 
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let first = enroll(&f, &u, &["--name", "work phone"]);
+    let first = f.enroll_json(&u.name, &["--name", "work phone"]);
     assert_eq!(
         (first["name"].as_str(), first["type"].as_str()),
         (Some("work phone"), Some("totp"))
@@ -133,7 +156,7 @@ fn enroll_json_names_the_device_and_add_makes_a_second_one_the_module_accepts() 
     );
     assert!(err.contains("--add") && err.contains("--force"), "{err}");
 
-    let spare = enroll(&f, &u, &["--add", "--name", "spare"]);
+    let spare = f.enroll_json(&u.name, &["--add", "--name", "spare"]);
     assert_eq!(
         (spare["name"].as_str(), spare["type"].as_str()),
         (Some("spare"), Some("totp"))
@@ -152,8 +175,8 @@ fn enroll_json_names_the_device_and_add_makes_a_second_one_the_module_accepts() 
         "cannot name an authenticator",
     );
     // Without --name: "phone", then "phone 2".
-    let third = enroll(&f, &u, &["--add"]);
-    let fourth = enroll(&f, &u, &["--add"]);
+    let third = f.enroll_json(&u.name, &["--add"]);
+    let fourth = f.enroll_json(&u.name, &["--add"]);
     assert_eq!(
         (third["name"].as_str(), fourth["name"].as_str()),
         (Some("phone"), Some("phone 2"))
@@ -187,9 +210,9 @@ fn enroll_add_is_refused_without_an_enrollment_and_past_sixteen_devices() {
         "is not enrolled yet",
     );
     assert!(!u.secret_path().exists());
-    enroll(&f, &u, &[]);
+    f.enroll_json(&u.name, &[]);
     for _ in 1..16 {
-        enroll(&f, &u, &["--add"]);
+        f.enroll_json(&u.name, &["--add"]);
     }
     assert_eq!(devices(&f, &u).len(), 16);
     refused(
@@ -199,7 +222,7 @@ fn enroll_add_is_refused_without_an_enrollment_and_past_sixteen_devices() {
     let (rc, _, err) = output(f.cli(&["enroll", "--user", &u.name, "--add", "--force"]));
     assert_eq!(rc, 2, "--add and --force conflict: {err}");
     // --force still replaces everything: one device, new backup codes.
-    let j = enroll(&f, &u, &["--force", "--name", "new phone"]);
+    let j = f.enroll_json(&u.name, &["--force", "--name", "new phone"]);
     assert_eq!(j["backup_codes"].as_array().unwrap().len(), 10);
     assert_eq!(names(&devices(&f, &u)), ["new phone"]);
 }
@@ -209,8 +232,8 @@ fn enroll_add_hotp_gives_a_counter_uri_and_its_first_code_works_once() {
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    enroll(&f, &u, &[]);
-    let j = enroll(&f, &u, &["--add", "--hotp"]);
+    f.enroll_json(&u.name, &[]);
+    let j = f.enroll_json(&u.name, &["--add", "--hotp"]);
     assert_eq!((j["name"].as_str(), j["type"].as_str()), (Some("token"), Some("hotp")));
     let uri = j["otpauth_uri"].as_str().unwrap();
     assert!(uri.starts_with("otpauth://hotp/"), "{uri}");
@@ -247,14 +270,10 @@ fn read_until(out: &mut impl Read, prompt: &str) -> String {
     String::from_utf8(seen).unwrap()
 }
 
-#[test]
-fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before() {
-    let f = Fixture::new();
-    f.simple("svc", "");
-    let u = TestUser::create();
-    // Not a terminal: no name prompt, only the code; the "app" was pressed 4 times.
-    let mut child = f
-        .cli(&["enroll", "--user", &u.name, "--hotp", "--qr", "none", "--digits", "8"])
+/// Starts `cmd` (an enrollment) with its stdin, stdout and stderr pipes and reads its stdout
+/// up to its prompt for the code: the child, its stdout, what it showed.
+fn up_to_the_confirmation_prompt(mut cmd: Command) -> (std::process::Child, std::process::ChildStdout, String) {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -262,15 +281,19 @@ fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before
         .unwrap();
     let mut out = child.stdout.take().unwrap();
     let shown = read_until(&mut out, "to confirm: ");
+    (child, out, shown)
+}
+
+#[test]
+fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before() {
+    let f = Fixture::new();
+    f.simple("svc", "");
+    let u = TestUser::create();
+    // Not a terminal: no name prompt, only the code; the "app" was pressed 4 times.
+    let (mut child, mut out, shown) =
+        up_to_the_confirmation_prompt(f.cli(&["enroll", "--user", &u.name, "--hotp", "--qr", "none", "--digits", "8"]));
     assert!(shown.contains("counter-based, SHA1, 8 digits"), "{shown}");
-    let key = shown
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
+    let key = secret_in_uri(&shown);
     register_secret(&key);
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{}", hotp(&key, 12, 8)).unwrap();
@@ -304,7 +327,7 @@ fn hotp_enrollment_confirmed_with_a_later_counter_spends_it_and_every_one_before
 fn interactive_enrollment_asks_for_a_name_and_an_empty_answer_takes_the_default() {
     let f = Fixture::new();
     let u = TestUser::create();
-    enroll(&f, &u, &["--name", "phone"]);
+    f.enroll_json(&u.name, &["--name", "phone"]);
     let cli = cli_path();
     let conf = f.root.join("pam_totp.conf");
     let state = f.state_dir();
@@ -409,8 +432,8 @@ fn devices_list_shows_each_device_to_root_with_last_use_and_to_the_user_without(
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let a = enroll(&f, &u, &["--name", "phone"]);
-    let h = enroll(&f, &u, &["--add", "--hotp", "--digits", "8"]);
+    let a = f.enroll_json(&u.name, &["--name", "phone"]);
+    let h = f.enroll_json(&u.name, &["--add", "--hotp", "--digits", "8"]);
     let d = devices(&f, &u);
     assert_eq!(d.len(), 2);
     assert_eq!(d[0]["type"], "totp");
@@ -484,8 +507,8 @@ fn rename_and_remove_take_effect_on_the_module_and_the_last_device_stays() {
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let a = enroll(&f, &u, &["--name", "phone"]);
-    let b = enroll(&f, &u, &["--add", "--name", "spare"]);
+    let a = f.enroll_json(&u.name, &["--name", "phone"]);
+    let b = f.enroll_json(&u.name, &["--add", "--name", "spare"]);
     let out = ok(f.cli_as(&u.name, &["devices", "rename", "PHONE", "old phone"]));
     assert!(out.contains("Renamed \"phone\" to \"old phone\""), "{out}");
     refused(
@@ -539,8 +562,8 @@ fn another_users_devices_are_root_only() {
     let f = Fixture::new();
     let u = TestUser::create();
     let other = TestUser::create();
-    enroll(&f, &other, &["--name", "phone"]);
-    enroll(&f, &other, &["--add", "--name", "spare"]);
+    f.enroll_json(&other.name, &["--name", "phone"]);
+    f.enroll_json(&other.name, &["--add", "--name", "spare"]);
     let before = std::fs::read(other.secret_path()).unwrap();
     for args in [
         vec!["devices", "list", "--user", &other.name],
@@ -558,8 +581,8 @@ fn another_users_devices_are_root_only() {
 fn status_shows_the_devices_in_text_and_json() {
     let f = Fixture::new();
     let u = TestUser::create();
-    enroll(&f, &u, &["--name", "phone"]);
-    enroll(&f, &u, &["--add", "--hotp", "--name", "key fob"]);
+    f.enroll_json(&u.name, &["--name", "phone"]);
+    f.enroll_json(&u.name, &["--add", "--hotp", "--name", "key fob"]);
     let j = json(&ok(f.cli(&["status", "--user", &u.name, "--json"])));
     assert_eq!(j["enrolled"], true);
     assert_eq!(
@@ -599,11 +622,7 @@ fn import_tokens_from_csv_writes_each_users_file_and_the_module_accepts_their_co
     let f = Fixture::new();
     f.simple("svc", "");
     let (u1, u2) = (TestUser::create(), TestUser::create());
-    let csv = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &u1.name), ("@USER2@", &u2.name)],
-    );
+    let csv = csv_for(&f, "devices/two-users.csv", &u1.name, &u2.name);
     let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
     assert_eq!(rc, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -650,18 +669,10 @@ fn import_tokens_refuses_a_taken_name_without_force_and_writes_nothing_for_that_
     let f = Fixture::new();
     f.simple("svc", "");
     let (u1, u2) = (TestUser::create(), TestUser::create());
-    let first = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &u1.name), ("@USER2@", &u2.name)],
-    );
+    let first = csv_for(&f, "devices/two-users.csv", &u1.name, &u2.name);
     ok(f.cli(&["import", "tokens", "--file", first.to_str().unwrap()]));
     let before = std::fs::read(u1.secret_path()).unwrap();
-    let csv = fixture_copy(
-        &f,
-        "devices/replace.csv",
-        &[("@USER1@", &u1.name), ("@USER2@", &u2.name)],
-    );
+    let csv = csv_for(&f, "devices/replace.csv", &u1.name, &u2.name);
     let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
     assert_eq!(rc, 1, "{out}{err}");
     assert!(
@@ -761,14 +772,7 @@ fn import_tokens_from_pskc_plain_and_encrypted_with_a_pre_shared_key() {
     f.simple("svc", "");
     let (u1, u2) = (TestUser::create(), TestUser::create());
     // RFC 6030-layout fixtures of the token parser's tests, their UserIds made real users.
-    let plain = fixture_copy(
-        &f,
-        "tokens/totp-and-hotp.pskcxml",
-        &[
-            (">alice<", &format!(">{}<", u1.name)),
-            (">bob<", &format!(">{}<", u2.name)),
-        ],
-    );
+    let plain = totp_and_hotp_pskc(&f, &u1.name, &u2.name);
     let out = ok(f.cli(&["import", "tokens", "--file", plain.to_str().unwrap()]));
     assert!(out.ends_with("2 tokens imported for 2 users; 0 refused.\n"), "{out}");
     let d1 = devices(&f, &u1);
@@ -796,22 +800,9 @@ fn import_tokens_from_pskc_plain_and_encrypted_with_a_pre_shared_key() {
 
     // RFC 6030 figure 6: an 8-digit HOTP key, AES-128-CBC under a pre-shared key, with a MAC.
     let u3 = TestUser::create();
-    let enc = fixture_copy(
-        &f,
-        "tokens/rfc6030-figure6-userid.pskcxml",
-        &[(">alice<", &format!(">{}<", u3.name))],
-    );
-    let psk = f.root.join("psk.hex");
-    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
-    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let args = [
-        "import",
-        "tokens",
-        "--file",
-        enc.to_str().unwrap(),
-        "--psk-file",
-        psk.to_str().unwrap(),
-    ];
+    let enc = figure6_pskc(&f, &u3.name);
+    let psk = psk_file(&f, FIGURE6_PSK, 0o644);
+    let args = import_with_psk(&enc, &psk);
     refused(f.cli(&args), "can be read by group or others (mode 0644)");
     std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
     refused(f.cli(&args[..4]), "pre-shared key");
@@ -828,23 +819,9 @@ fn import_tokens_from_pskc_plain_and_encrypted_with_a_pre_shared_key() {
     assert_eq!(f.auth("svc", &u3.name, &[&hotp(k2, 0, 8)]).rc, PAM_AUTH_ERR);
     // A wrong key: the MAC does not match, nothing written.
     let u4 = TestUser::create();
-    let enc4 = fixture_copy(
-        &f,
-        "tokens/rfc6030-figure6-userid.pskcxml",
-        &[(">alice<", &format!(">{}<", u4.name))],
-    );
-    std::fs::write(&psk, "00000000000000000000000000000000\n").unwrap();
-    refused(
-        f.cli(&[
-            "import",
-            "tokens",
-            "--file",
-            enc4.to_str().unwrap(),
-            "--psk-file",
-            psk.to_str().unwrap(),
-        ]),
-        "nothing was imported",
-    );
+    let enc4 = figure6_pskc(&f, &u4.name);
+    psk_file(&f, "00000000000000000000000000000000", 0o600);
+    refused(f.cli(&import_with_psk(&enc4, &psk)), "nothing was imported");
     assert!(!u4.secret_path().exists());
 }
 
@@ -878,11 +855,7 @@ fn import_tokens_goes_on_past_a_user_who_holds_their_own_secret_file_lock() {
         .unwrap();
     assert_eq!(line, "locked\n");
 
-    let csv = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &held.name), ("@USER2@", &other.name)],
-    );
+    let csv = csv_for(&f, "devices/two-users.csv", &held.name, &other.name);
     let mut import = f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]);
     let start = std::time::Instant::now();
     let mut child = import.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -962,18 +935,9 @@ fn import_tokens_for_root_or_a_protected_group_member_needs_allow_protected_and_
 
     // RFC 6030 figure 6 with its UserId changed to root: the MAC still checks (it covers
     // the encrypted key only), so the file alone cannot tell that root was put there.
-    let enc = fixture_copy(&f, "tokens/rfc6030-figure6-userid.pskcxml", &[(">alice<", ">root<")]);
-    let psk = f.root.join("psk.hex");
-    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
-    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let args = [
-        "import",
-        "tokens",
-        "--file",
-        enc.to_str().unwrap(),
-        "--psk-file",
-        psk.to_str().unwrap(),
-    ];
+    let enc = figure6_pskc(&f, "root");
+    let psk = psk_file(&f, FIGURE6_PSK, 0o600);
+    let args = import_with_psk(&enc, &psk);
     let (rc, out, err) = output(f.cli(&args));
     assert_eq!(rc, 1, "{out}{err}");
     assert_eq!(
@@ -1003,11 +967,7 @@ fn import_tokens_for_root_or_a_protected_group_member_needs_allow_protected_and_
     assert!(secrets.join("root.toml").exists());
 
     // A member of a protected group is refused the same way, the other user imported.
-    let csv = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &admin.name), ("@USER2@", &user.name)],
-    );
+    let csv = csv_for(&f, "devices/two-users.csv", &admin.name, &user.name);
     let (rc, out, err) = output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
     assert_eq!(rc, 1, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -1033,11 +993,7 @@ fn import_tokens_is_root_only() {
     register_fixture_keys();
     let f = Fixture::new();
     let u = TestUser::create();
-    let csv = fixture_copy(
-        &f,
-        "devices/two-users.csv",
-        &[("@USER1@", &u.name), ("@USER2@", &u.name)],
-    );
+    let csv = csv_for(&f, "devices/two-users.csv", &u.name, &u.name);
     std::fs::set_permissions(&csv, std::fs::Permissions::from_mode(0o644)).unwrap();
     refused(
         f.cli_as(&u.name, &["import", "tokens", "--file", csv.to_str().unwrap()]),
@@ -1052,15 +1008,8 @@ fn a_counter_based_google_authenticator_file_imports_with_its_counter() {
     f.simple("svc", "");
     let u = TestUser::create();
     // The real command, as the user, counter-based.
-    let status = Command::new("runuser")
-        .args(["-u", &u.name, "--", "google-authenticator"])
-        .args(["-c", "-f", "-w", "3", "-u", "-e", "2", "-Q", "NONE", "-q", "-C"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(u.home.join(".google_authenticator")).unwrap();
-    let key = text.lines().next().unwrap().to_string();
-    register_secret(&key);
+    let ga = google_authenticator(&u, GA_COUNTER_BASED);
+    let (text, key) = (ga.text, ga.secret);
     let counter: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("\" HOTP_COUNTER "))
@@ -1070,13 +1019,7 @@ fn a_counter_based_google_authenticator_file_imports_with_its_counter() {
         .unwrap();
     // google-authenticator starts at 1 and its module accepts HOTP_COUNTER .. +WINDOW_SIZE-1.
     assert_eq!(counter, 1);
-    let scratch: Vec<&str> = text
-        .lines()
-        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
-        .collect();
-    for s in &scratch {
-        register_secret(s);
-    }
+    let scratch = ga.scratch;
     let out = ok(f.cli_as(&u.name, &["import", "google-authenticator"]));
     assert!(out.contains("counter-based (HOTP), next counter 1"), "{out}");
     assert!(out.contains("2 scratch codes became backup codes"), "{out}");
@@ -1097,7 +1040,7 @@ fn a_counter_based_google_authenticator_file_imports_with_its_counter() {
         "once"
     );
     assert_eq!(f.auth("svc", &u.name, &[&hotp(&key, counter + 1, 6)]).rc, PAM_SUCCESS);
-    assert_eq!(f.auth("svc", &u.name, &[scratch[0]]).rc, PAM_SUCCESS);
+    assert_eq!(f.auth("svc", &u.name, &[&scratch[0]]).rc, PAM_SUCCESS);
     // Importing the same file again (another name) cannot rewind the counter: the state
     // remembers it per key.
     let out = ok(f.cli_as(
@@ -1133,25 +1076,10 @@ struct WaitingEnroll {
 fn enroll_waiting_at_its_prompt(f: &Fixture, u: &TestUser, args: &[&str]) -> WaitingEnroll {
     let mut all = vec!["enroll", "--user", &u.name, "--qr", "none"];
     all.extend_from_slice(args);
-    let mut child = f
-        .cli(&all)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let shown = read_until(&mut out, "to confirm: ");
+    let (child, out, shown) = up_to_the_confirmation_prompt(f.cli(&all));
     assert!(shown.contains("Enter the 6-digit code"), "{shown}");
     let uri = shown.lines().find_map(|l| l.strip_prefix("URI: ")).unwrap();
-    let key = uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
+    let key = secret_in_uri(uri);
     register_secret(&key);
     WaitingEnroll { child, out, key }
 }
@@ -1176,8 +1104,8 @@ fn an_add_waiting_at_its_prompt_does_not_bring_back_a_device_removed_meanwhile()
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let phone = enroll(&f, &u, &["--name", "phone"]);
-    let tablet = enroll(&f, &u, &["--add", "--name", "tablet"]);
+    let phone = f.enroll_json(&u.name, &["--name", "phone"]);
+    let tablet = f.enroll_json(&u.name, &["--add", "--name", "tablet"]);
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "laptop"]);
     // Meanwhile, root removes the phone (lost, say).
     let out = ok(f.cli(&["devices", "remove", "phone", "--user", &u.name]));
@@ -1206,7 +1134,7 @@ fn an_add_waiting_at_its_prompt_keeps_backup_codes_regenerated_meanwhile() {
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let first = enroll(&f, &u, &["--name", "phone"]);
+    let first = f.enroll_json(&u.name, &["--name", "phone"]);
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "laptop"]);
     let regenerated = json(&ok(f.cli(&[
         "backup-codes",
@@ -1233,7 +1161,7 @@ fn an_add_waiting_at_its_prompt_keeps_backup_codes_regenerated_meanwhile() {
 fn an_enrollment_waiting_at_its_prompt_rechecks_what_changed_meanwhile_and_saves_nothing_if_refused() {
     let f = Fixture::new();
     let u = TestUser::create();
-    enroll(&f, &u, &["--name", "phone"]);
+    f.enroll_json(&u.name, &["--name", "phone"]);
 
     // The name it was given was taken meanwhile (by a rename): refused, nothing saved.
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add", "--name", "laptop"]);
@@ -1248,7 +1176,7 @@ fn an_enrollment_waiting_at_its_prompt_rechecks_what_changed_meanwhile_and_saves
 
     // A name it chose itself moves on to the next free one.
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--add"]);
-    enroll(&f, &u, &["--add", "--name", "phone"]);
+    f.enroll_json(&u.name, &["--add", "--name", "phone"]);
     let (rc, rest, err) = waiting.confirm();
     assert_eq!(rc, 0, "{rest}{err}");
     assert!(rest.contains("\"phone 2\" added"), "{rest}");
@@ -1267,7 +1195,7 @@ fn an_enrollment_waiting_at_its_prompt_rechecks_what_changed_meanwhile_and_saves
 
     // A first enrollment while another one is made: the other one stays.
     let waiting = enroll_waiting_at_its_prompt(&f, &u, &["--name", "slow"]);
-    enroll(&f, &u, &["--name", "fast"]);
+    f.enroll_json(&u.name, &["--name", "fast"]);
     let (rc, _, err) = waiting.confirm();
     assert_eq!(rc, 1, "{err}");
     assert!(
@@ -1284,7 +1212,7 @@ fn json_output_escapes_bidi_overrides_and_line_separators_in_names_and_labels() 
     let u = TestUser::create();
     let name = "evil\u{202E}txt.exe";
     let label = "bob\u{2028}Locked out: no";
-    enroll(&f, &u, &["--name", name, "--label", label]);
+    f.enroll_json(&u.name, &["--name", name, "--label", label]);
     for args in [
         vec!["devices", "list", "--user", &u.name, "--json"],
         vec!["status", "--user", &u.name, "--json"],
@@ -1311,26 +1239,10 @@ fn import_tokens_with_a_pre_shared_key_refuses_a_plain_file() {
     register_fixture_keys();
     let f = Fixture::new();
     let (u1, u2) = (TestUser::create(), TestUser::create());
-    let plain = fixture_copy(
-        &f,
-        "tokens/totp-and-hotp.pskcxml",
-        &[
-            (">alice<", &format!(">{}<", u1.name)),
-            (">bob<", &format!(">{}<", u2.name)),
-        ],
-    );
-    let psk = f.root.join("psk.hex");
-    std::fs::write(&psk, "12345678901234567890123456789012\n").unwrap();
-    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let plain = totp_and_hotp_pskc(&f, &u1.name, &u2.name);
+    let psk = psk_file(&f, FIGURE6_PSK, 0o600);
     refused(
-        f.cli(&[
-            "import",
-            "tokens",
-            "--file",
-            plain.to_str().unwrap(),
-            "--psk-file",
-            psk.to_str().unwrap(),
-        ]),
+        f.cli(&import_with_psk(&plain, &psk)),
         "the file mixes encrypted and plain keys",
     );
     assert!(!u1.secret_path().exists() && !u2.secret_path().exists());

@@ -7,67 +7,8 @@ use std::path::Path;
 
 const PASSWORD: &str = "pw-Secret-42";
 
-fn ssh_args(port: u16, user: &str, key: Option<&Path>) -> Vec<String> {
-    let mut a: Vec<String> = vec!["ssh".into(), "-p".into(), port.to_string()];
-    for o in [
-        "StrictHostKeyChecking=no",
-        "UserKnownHostsFile=/dev/null",
-        "LogLevel=ERROR",
-        "NumberOfPasswordPrompts=1",
-    ] {
-        a.push("-o".into());
-        a.push(o.into());
-    }
-    match key {
-        Some(k) => {
-            a.extend([
-                "-i".into(),
-                k.display().to_string(),
-                "-o".into(),
-                "IdentitiesOnly=yes".into(),
-            ]);
-            a.extend([
-                "-o".into(),
-                "PreferredAuthentications=publickey,keyboard-interactive".into(),
-            ]);
-        }
-        None => a.extend([
-            "-o".into(),
-            "PubkeyAuthentication=no".into(),
-            "-o".into(),
-            "PreferredAuthentications=keyboard-interactive".into(),
-        ]),
-    }
-    a.push(format!("{user}@127.0.0.1"));
-    a.push("echo LOGGED-IN-AS-$(id -un)".into());
-    a
-}
-
 fn ssh(f: &Fixture, sshd: &Sshd, user: &TestUser, key: Option<&Path>, password: &str, code: &str) -> Session {
-    ssh_opts(f, sshd, user, key, password, code, false)
-}
-
-/// With `tty`, the session gets a terminal (`ssh -tt`), as an interactive login does: only
-/// then does sshd print the messages PAM left at success (like the motd).
-fn ssh_opts(
-    f: &Fixture,
-    sshd: &Sshd,
-    user: &TestUser,
-    key: Option<&Path>,
-    password: &str,
-    code: &str,
-    tty: bool,
-) -> Session {
-    let mut args = ssh_args(sshd.port, &user.name, key);
-    let mut answers = vec![("Password: ?", password), ("Verification code: ?", code)];
-    if tty {
-        // An interactive login: no command; type it at the shell prompt.
-        args.insert(1, "-tt".into());
-        args.pop();
-        answers.push(("[$#] ?", "echo LOGGED-IN-AS-$(id -un); exit"));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    expect_session(f, &args, &answers, &[], None)
+    ssh_login(f, sshd, user, key, password, code, false)
 }
 
 /// Whether the module logged `what` for `user` (and no line holds a secret or a password).
@@ -77,51 +18,26 @@ fn logged(log: &LogSink, what: &str, user: &TestUser) -> bool {
         .any(|l| l.contains("pam_totp(") && l.contains(what) && l.contains(&format!("user={}", user.name)))
 }
 
-fn logged_in(s: &Session, user: &TestUser) -> bool {
-    s.transcript.contains(&format!("LOGGED-IN-AS-{}", user.name)) && s.exit == 0
-}
-
-fn pam_sshd(f: &Fixture, auth: &str) -> std::path::PathBuf {
-    pam_dir_copy(
-        f,
-        &[(
-            "sshd",
-            &format!(
-                "{auth}\naccount required pam_unix.so\nsession required pam_permit.so\npassword required pam_deny.so\n"
-            ),
-        )],
-    )
-}
-
 fn enrolled_user(f: &Fixture) -> (TestUser, String) {
     let u = TestUser::create();
     u.set_password(PASSWORD);
-    let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--json"]));
-    assert_eq!(rc, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    register_enrollment(&j);
+    let j = f.enroll_json(&u.name, &[]);
     (u, j["secret"].as_str().unwrap().to_string())
 }
 
 #[test]
 fn ssh_password_then_code() {
     let f = Fixture::new();
-    let pam_d = pam_sshd(
+    let (log, sshd) = sshd_with_pam(
         &f,
-        &format!("auth requisite pam_unix.so\nauth required {}", f.module("")),
-    );
-    let log = LogSink::new(&f);
-    let sshd = Sshd::start(
-        &f,
-        &pam_d,
+        &password_then_code(&f, ""),
         "AuthenticationMethods keyboard-interactive",
-        Some(&log.path),
     );
     let (u, secret) = enrolled_user(&f);
 
     let code = code_now(&secret);
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
-    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    assert!(s.logged_in_as(&u), "{}\n{}", s.transcript, sshd.log());
     // The prompts the user sees, in order, as documented.
     let p = s.transcript.find("Password:").unwrap();
     let c = s.transcript.find("Verification code:").unwrap();
@@ -138,7 +54,7 @@ fn ssh_password_then_code() {
     // OpenSSH forwards PAM messages only together with a following prompt, so a refusal's
     // message ("already used", "wrong code") never reaches the client: assert the outcome.
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
-    assert!(!logged_in(&s, &u), "replayed code let them in: {}", s.transcript);
+    assert!(!s.logged_in_as(&u), "replayed code let them in: {}", s.transcript);
     assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
     assert!(
         logged(&log, "refused: replayed verification code", &u),
@@ -147,7 +63,7 @@ fn ssh_password_then_code() {
     );
 
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &wrong_code(&secret));
-    assert!(!logged_in(&s, &u), "{}", s.transcript);
+    assert!(!s.logged_in_as(&u), "{}", s.transcript);
 
     // Without the password, the code is never asked (requisite) and nothing is counted.
     let s = ssh(
@@ -158,7 +74,7 @@ fn ssh_password_then_code() {
         "not-the-password",
         &oathtool(&secret, now() + 30, "sha1", 6),
     );
-    assert!(!logged_in(&s, &u), "{}", s.transcript);
+    assert!(!s.logged_in_as(&u), "{}", s.transcript);
     assert!(!s.transcript.contains("Verification code"), "{}", s.transcript);
     assert!(sshd
         .log()
@@ -168,13 +84,10 @@ fn ssh_password_then_code() {
 #[test]
 fn ssh_key_then_code() {
     let f = Fixture::new();
-    let pam_d = pam_sshd(&f, &format!("auth required {}", f.module("")));
-    let log = LogSink::new(&f);
-    let sshd = Sshd::start(
+    let (log, sshd) = sshd_with_pam(
         &f,
-        &pam_d,
+        &format!("auth required {}", f.module("")),
         "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive",
-        Some(&log.path),
     );
     let (u, secret) = enrolled_user(&f);
     let key = f.root.join("id_ed25519");
@@ -192,7 +105,7 @@ fn ssh_key_then_code() {
     run("chmod", &["-R", "go-rwx", ssh_dir.to_str().unwrap()]);
 
     let s = ssh(&f, &sshd, &u, Some(&key), "unused", &code_now(&secret));
-    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    assert!(s.logged_in_as(&u), "{}\n{}", s.transcript, sshd.log());
     assert!(
         !s.transcript.contains("Password:"),
         "key + code asks no password: {}",
@@ -205,22 +118,28 @@ fn ssh_key_then_code() {
     );
 
     let s = ssh(&f, &sshd, &u, Some(&key), "unused", &wrong_code(&secret));
-    assert!(!logged_in(&s, &u), "{}", s.transcript);
+    assert!(!s.logged_in_as(&u), "{}", s.transcript);
     assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
     assert!(logged(&log, "refused: wrong code", &u), "{:?}", log.lines(&[]));
 }
 
-fn sudo_env(f: &Fixture, user: &TestUser, module_args: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let pam_d = pam_dir_copy(
+/// A copy of /etc/pam.d whose `service` asks for the password, then the code (pam_totp with
+/// `module_args`), then checks the account with pam_unix.
+fn pam_password_then_code(f: &Fixture, service: &str, module_args: &str) -> std::path::PathBuf {
+    pam_dir_copy(
         f,
         &[(
-            "sudo",
+            service,
             &format!(
-                "auth requisite pam_unix.so\nauth required {}\naccount required pam_unix.so\nsession required pam_permit.so\n",
-                f.module(module_args)
+                "{}\naccount required pam_unix.so\nsession required pam_permit.so\n",
+                password_then_code(f, module_args)
             ),
         )],
-    );
+    )
+}
+
+fn sudo_env(f: &Fixture, user: &TestUser, module_args: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pam_d = pam_password_then_code(f, "sudo", module_args);
     let sudoers = f.root.join("sudoers");
     std::fs::write(
         &sudoers,
@@ -303,16 +222,7 @@ fn su_on_a_terminal_asks_for_password_and_code() {
     let f = Fixture::new();
     let (target, secret) = enrolled_user(&f);
     let caller = TestUser::create();
-    let pam_d = pam_dir_copy(
-        &f,
-        &[(
-            "su",
-            &format!(
-                "auth requisite pam_unix.so\nauth required {}\naccount required pam_unix.so\nsession required pam_permit.so\n",
-                f.module("")
-            ),
-        )],
-    );
+    let pam_d = pam_password_then_code(&f, "su", "");
     let log = LogSink::new(&f);
     let su = |code: &str| {
         expect_session(
@@ -368,22 +278,13 @@ fn ssh_enforce_after_warns_until_the_date_then_refuses() {
     u.set_password(PASSWORD);
     for (days, allowed) in [(30, true), (0, false), (-1, false)] {
         let date = date_in_days(days);
-        let pam_d = pam_sshd(
+        let (log, sshd) = sshd_with_pam(
             &f,
-            &format!(
-                "auth requisite pam_unix.so\nauth required {}",
-                f.module(&format!("enforce_after={date}"))
-            ),
-        );
-        let log = LogSink::new(&f);
-        let sshd = Sshd::start(
-            &f,
-            &pam_d,
+            &password_then_code(&f, &format!("enforce_after={date}")),
             "AuthenticationMethods keyboard-interactive",
-            Some(&log.path),
         );
-        let s = ssh_opts(&f, &sshd, &u, None, PASSWORD, "000000", true);
-        assert_eq!(logged_in(&s, &u), allowed, "{date}: {}", s.transcript);
+        let s = ssh_login(&f, &sshd, &u, None, PASSWORD, "000000", true);
+        assert_eq!(s.logged_in_as(&u), allowed, "{date}: {}", s.transcript);
         assert!(
             !s.transcript.contains("Verification code"),
             "not enrolled: no code prompt: {}",
@@ -411,27 +312,18 @@ fn ssh_enforce_after_warns_until_the_date_then_refuses() {
 #[test]
 fn ssh_remember_skips_the_code_for_the_same_host_until_reset() {
     let f = Fixture::new();
-    let pam_d = pam_sshd(
+    let (log, sshd) = sshd_with_pam(
         &f,
-        &format!(
-            "auth requisite pam_unix.so\nauth required {}",
-            f.module("remember=3600")
-        ),
-    );
-    let log = LogSink::new(&f);
-    let sshd = Sshd::start(
-        &f,
-        &pam_d,
+        &password_then_code(&f, "remember=3600"),
         "AuthenticationMethods keyboard-interactive",
-        Some(&log.path),
     );
     let (u, secret) = enrolled_user(&f);
 
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &code_now(&secret));
-    assert!(logged_in(&s, &u), "{}", s.transcript);
+    assert!(s.logged_in_as(&u), "{}", s.transcript);
     // Same user, same host, same service: only the password.
     let s = ssh(&f, &sshd, &u, None, PASSWORD, "000000");
-    assert!(logged_in(&s, &u), "{}", s.transcript);
+    assert!(s.logged_in_as(&u), "{}", s.transcript);
     assert!(!s.transcript.contains("Verification code"), "{}", s.transcript);
     assert!(
         logged(&log, "accepted: remembered host, no code asked", &u),
@@ -440,7 +332,7 @@ fn ssh_remember_skips_the_code_for_the_same_host_until_reset() {
     );
     // The password is still required.
     let s = ssh(&f, &sshd, &u, None, "wrong password", "000000");
-    assert!(!logged_in(&s, &u), "{}", s.transcript);
+    assert!(!s.logged_in_as(&u), "{}", s.transcript);
 
     let (_, out, _) = output(f.cli(&["status", "--user", &u.name]));
     assert!(out.contains("Remembered host:  127.0.0.1 on sshd until"), "{out}");
@@ -454,7 +346,7 @@ fn ssh_remember_skips_the_code_for_the_same_host_until_reset() {
     let (_, out, _) = output(f.cli(&["status", "--user", &u.name]));
     assert!(!out.contains("Remembered host"), "{out}");
     let s = ssh(&f, &sshd, &u, None, PASSWORD, "000000");
-    assert!(!logged_in(&s, &u), "{}", s.transcript);
+    assert!(!s.logged_in_as(&u), "{}", s.transcript);
 }
 
 fn enroll_session(f: &Fixture, sshd: &Sshd, u: &TestUser) -> Session {
@@ -479,25 +371,16 @@ fn enroll_session(f: &Fixture, sshd: &Sshd, u: &TestUser) -> Session {
 #[test]
 fn ssh_enroll_on_login_shows_a_scannable_qr_and_saves_the_secret() {
     let f = Fixture::new();
-    let pam_d = pam_sshd(
+    let (log, sshd) = sshd_with_pam(
         &f,
-        &format!(
-            "auth requisite pam_unix.so\nauth required {}",
-            f.module("enroll_on_login")
-        ),
-    );
-    let log = LogSink::new(&f);
-    let sshd = Sshd::start(
-        &f,
-        &pam_d,
+        &password_then_code(&f, "enroll_on_login"),
         "AuthenticationMethods keyboard-interactive",
-        Some(&log.path),
     );
     let u = TestUser::create();
     u.set_password(PASSWORD);
 
     let s = enroll_session(&f, &sshd, &u);
-    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    assert!(s.logged_in_as(&u), "{}\n{}", s.transcript, sshd.log());
     // The QR code is on screen before the prompt, and a real decoder reads the URI from it.
     let t = &s.transcript;
     assert!(
@@ -512,21 +395,9 @@ fn ssh_enroll_on_login_shows_a_scannable_qr_and_saves_the_secret() {
         .to_string();
     assert!(uri.starts_with("otpauth://totp/"), "{uri}");
     assert_eq!(decode_terminal_qr(t, false), uri);
-    let secret = uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
+    let secret = secret_in_uri(&uri);
     register_secret(&secret);
-    let codes: Vec<&str> = t
-        .split_whitespace()
-        .filter(|w| {
-            w.len() == 11 && w.as_bytes()[5] == b'-' && w.chars().all(|c| c == '-' || c.is_ascii_alphanumeric())
-        })
-        .collect();
+    let codes: Vec<&str> = backup_codes_shown(t);
     assert_eq!(codes.len(), 10, "backup codes shown: {t}");
     codes.iter().for_each(|c| register_secret(c));
     // Saved as the user's own private file, the same as `pam-totp enroll` writes it.
@@ -542,31 +413,25 @@ fn ssh_enroll_on_login_shows_a_scannable_qr_and_saves_the_secret() {
 
     // From now on: a normal code login, and the enrollment is not offered again.
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &oathtool(&secret, now() + 30, "sha1", 6));
-    assert!(logged_in(&s, &u), "{}", s.transcript);
+    assert!(s.logged_in_as(&u), "{}", s.transcript);
     assert!(!s.transcript.contains("Scan this QR code"), "{}", s.transcript);
 }
 
 #[test]
 fn ssh_enroll_on_login_is_not_offered_when_the_password_does_not_stop_the_stack() {
     let f = Fixture::new();
-    let pam_d = pam_sshd(
+    let (log, sshd) = sshd_with_pam(
         &f,
         &format!(
             "auth required pam_unix.so\nauth required {}",
             f.module("enroll_on_login")
         ),
-    );
-    let log = LogSink::new(&f);
-    let sshd = Sshd::start(
-        &f,
-        &pam_d,
         "AuthenticationMethods keyboard-interactive",
-        Some(&log.path),
     );
     let u = TestUser::create();
     u.set_password(PASSWORD);
     let s = enroll_session(&f, &sshd, &u);
-    assert!(!logged_in(&s, &u), "{}", s.transcript);
+    assert!(!s.logged_in_as(&u), "{}", s.transcript);
     assert!(
         !s.transcript.contains("Scan this QR code") && !s.transcript.contains("secret="),
         "{}",
@@ -582,20 +447,14 @@ fn ssh_enroll_on_login_is_not_offered_when_the_password_does_not_stop_the_stack(
 #[test]
 fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password() {
     let f = Fixture::new();
-    let pam_d = pam_sshd(
+    let (log, sshd) = sshd_with_pam(
         &f,
         &format!(
             "auth required {}\nauth requisite pam_unix.so use_first_pass\nauth required {}",
             f.module("forward_pass max_failures=2"),
             f.module("max_failures=2")
         ),
-    );
-    let log = LogSink::new(&f);
-    let sshd = Sshd::start(
-        &f,
-        &pam_d,
         "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nAuthenticationMethods password",
-        Some(&log.path),
     );
     let (u, secret) = enrolled_user(&f);
     let one_answer = |answer: &str| {
@@ -607,10 +466,10 @@ fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password
     // Without the password: as many wrong codes as you like, nobody is locked out.
     for _ in 0..4 {
         let s = one_answer(&format!("not-the-password{}", wrong_code(&secret)));
-        assert!(!logged_in(&s, &u), "{}", s.transcript);
+        assert!(!s.logged_in_as(&u), "{}", s.transcript);
     }
     let s = one_answer(&format!("{PASSWORD}{}", code_now(&secret)));
-    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    assert!(s.logged_in_as(&u), "{}\n{}", s.transcript, sshd.log());
     // sshd's syslog lines can arrive well after the session ends when the suite is busy.
     let wait_logged = |what: &str| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -635,7 +494,7 @@ fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password
     let mut transcripts = Vec::new();
     for _ in 0..2 {
         let s = one_answer(&format!("{PASSWORD}{}", wrong_code(&secret)));
-        assert!(!logged_in(&s, &u), "{}", s.transcript);
+        assert!(!s.logged_in_as(&u), "{}", s.transcript);
         assert!(
             s.transcript.contains("assword:") && s.transcript.contains("Permission denied"),
             "the attempt did not reach authentication: {}",
@@ -646,7 +505,7 @@ fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password
     // The lockout, shown by behaviour (log lines can be late under load): the next step's
     // right code with the right password is refused, after reaching authentication.
     let s = one_answer(&format!("{PASSWORD}{}", oathtool(&secret, now() + 30, "sha1", 6)));
-    assert!(!logged_in(&s, &u), "locked: {}\n{transcripts:?}", s.transcript);
+    assert!(!s.logged_in_as(&u), "locked: {}\n{transcripts:?}", s.transcript);
     assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
 }
 
@@ -655,23 +514,14 @@ fn ssh_password_method_with_forward_pass_counts_failures_only_after_the_password
 #[test]
 fn ssh_login_with_a_second_authenticators_code() {
     let f = Fixture::new();
-    let pam_d = pam_sshd(
+    let (log, sshd) = sshd_with_pam(
         &f,
-        &format!("auth requisite pam_unix.so\nauth required {}", f.module("")),
-    );
-    let log = LogSink::new(&f);
-    let sshd = Sshd::start(
-        &f,
-        &pam_d,
+        &password_then_code(&f, ""),
         "AuthenticationMethods keyboard-interactive",
-        Some(&log.path),
     );
     let (u, first) = enrolled_user(&f);
     // The spare phone added as an administrator would: `pam-totp enroll --add`.
-    let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--add", "--name", "spare phone", "--json"]));
-    assert_eq!(rc, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    register_enrollment(&j);
+    let j = f.enroll_json(&u.name, &["--add", "--name", "spare phone"]);
     assert_eq!(
         (j["name"].as_str(), j["type"].as_str()),
         (Some("spare phone"), Some("totp"))
@@ -679,7 +529,7 @@ fn ssh_login_with_a_second_authenticators_code() {
     let spare = j["secret"].as_str().unwrap().to_string();
     let code = code_now(&spare);
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
-    assert!(logged_in(&s, &u), "{}\n{}", s.transcript, sshd.log());
+    assert!(s.logged_in_as(&u), "{}\n{}", s.transcript, sshd.log());
     assert!(
         logged(
             &log,
@@ -690,7 +540,7 @@ fn ssh_login_with_a_second_authenticators_code() {
         log.lines(&[])
     );
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
-    assert!(!logged_in(&s, &u), "replayed: {}", s.transcript);
+    assert!(!s.logged_in_as(&u), "replayed: {}", s.transcript);
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &code_now(&first));
-    assert!(logged_in(&s, &u), "{}", s.transcript);
+    assert!(s.logged_in_as(&u), "{}", s.transcript);
 }

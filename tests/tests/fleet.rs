@@ -5,32 +5,14 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pam_totp_tests::fleet::{enrolled_user as user, fleet, with_backup_codes as backup_codes, Etcd, Stated};
+use pam_totp_tests::fleet::{
+    enrolled_user as user, fleet, with_backup_codes as backup_codes, write_fleet_conf, Etcd, Stated,
+};
 use pam_totp_tests::*;
 
 /// Logins started at the same instant, one process each, spread over the hosts in turn.
 fn race(hosts: &[&Fixture], user: &str, answers: &[String]) -> Vec<PamRun> {
-    let start = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        + 1_000_000_000)
-        .to_string();
-    let children: Vec<_> = answers
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            hosts[i % hosts.len()]
-                .harness("svc", user, &[a], &["--start-at", &start])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    children
-        .into_iter()
-        .map(|c| PamRun::parse(&c.wait_with_output().unwrap()))
-        .collect()
+    race_logins(hosts, user, answers, Duration::from_secs(1))
 }
 
 fn accepted(runs: &[PamRun]) -> usize {
@@ -388,16 +370,12 @@ fn the_daemon_takes_the_socket_systemd_passes_and_a_login_waiting_for_its_start_
     let f = Fixture::new();
     f.simple("svc", "");
     let socket = f.root.join("activated.sock");
-    let conf = f.root.join("pam_totp.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "store = \"fleet\"\nfleet_socket = \"{}\"\n[fleet]\n{}",
-            socket.display(),
-            Stated::fleet_table(&etcd, &format!("t{}", random_hex(4)), 1000)
-        ),
-    )
-    .unwrap();
+    let conf = write_fleet_conf(
+        &f,
+        &socket,
+        "",
+        &Stated::fleet_table(&etcd, &format!("t{}", random_hex(4)), 1000),
+    );
     // systemd-socket-activate listens, and starts the daemon (with LISTEN_FDS) only when the
     // first login connects: that login waits in the backlog and is served.
     let mut act = std::process::Command::new("systemd-socket-activate")

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pam_totp_tests::fleet::{Etcd, Stated};
+use pam_totp_tests::fleet::{enrolled_user as user, Etcd, Stated};
 use pam_totp_tests::*;
 
 fn host(table: &str, args: &str) -> (Fixture, Stated) {
@@ -22,13 +22,6 @@ fn table(endpoints: &[String], ns: &str, timeout_ms: u64) -> String {
     )
 }
 
-fn user() -> (TestUser, String) {
-    let u = TestUser::create();
-    let key = random_key_b32();
-    u.enroll(&key, "");
-    (u, key)
-}
-
 #[test]
 fn leader_killed_during_a_64_process_race_over_two_daemons_lets_exactly_one_in_and_loses_no_spend() {
     let mut etcd = Etcd::cluster(3);
@@ -43,31 +36,14 @@ fn leader_killed_during_a_64_process_race_over_two_daemons_lets_exactly_one_in_a
     assert_eq!(b.auth("svc", &u.name, &[&wrong]).rc, PAM_AUTH_ERR);
     let code = fresh_code(&key);
     let leader = etcd.leader();
-    let start_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        + 1_500_000_000;
-    let start = start_ns.to_string();
-    let children: Vec<_> = (0..64)
-        .map(|i| {
-            let f = if i % 2 == 0 { &a } else { &b };
-            f.harness("svc", &u.name, &[&code], &["--start-at", &start])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let race = Race::start(&[&a, &b], &u.name, &vec![code.clone(); 64], Duration::from_millis(1500));
     // The leader dies while the logins are under way.
-    let kill_at = std::time::UNIX_EPOCH + Duration::from_nanos(start_ns as u64) + Duration::from_millis(30);
+    let kill_at = race.start + Duration::from_millis(30);
     if let Ok(wait) = kill_at.duration_since(std::time::SystemTime::now()) {
         std::thread::sleep(wait);
     }
     etcd.kill(leader);
-    let runs: Vec<PamRun> = children
-        .into_iter()
-        .map(|c| PamRun::parse(&c.wait_with_output().unwrap()))
-        .collect();
+    let runs = race.results();
     let ok = runs.iter().filter(|r| r.rc == PAM_SUCCESS).count();
     if ok != 1 {
         let mut why: std::collections::BTreeMap<String, usize> = Default::default();

@@ -7,24 +7,6 @@ use pam_totp_tests::*;
 
 const PASSWORD: &str = "pw-Fleet-42";
 
-fn ssh_args(port: u16, user: &str) -> Vec<String> {
-    let mut a: Vec<String> = vec!["ssh".into(), "-p".into(), port.to_string()];
-    for o in [
-        "StrictHostKeyChecking=no",
-        "UserKnownHostsFile=/dev/null",
-        "LogLevel=ERROR",
-        "NumberOfPasswordPrompts=1",
-        "PubkeyAuthentication=no",
-        "PreferredAuthentications=keyboard-interactive",
-    ] {
-        a.push("-o".into());
-        a.push(o.into());
-    }
-    a.push(format!("{user}@127.0.0.1"));
-    a.push("echo LOGGED-IN-AS-$(id -un)".into());
-    a
-}
-
 /// Host: its fixture (pam_totp.conf with store = "fleet"), daemon, PAM files and sshd.
 struct Host {
     f: Fixture,
@@ -36,22 +18,10 @@ struct Host {
 fn host(table: &str) -> Host {
     let f = Fixture::new();
     let stated = Stated::start(&f, "", table);
-    let pam_d = pam_dir_copy(
+    let (log, sshd) = sshd_with_pam(
         &f,
-        &[(
-            "sshd",
-            &format!(
-                "auth requisite pam_unix.so\nauth required {}\naccount required pam_unix.so\nsession required pam_permit.so\npassword required pam_deny.so\n",
-                f.module("")
-            ),
-        )],
-    );
-    let log = LogSink::new(&f);
-    let sshd = Sshd::start(
-        &f,
-        &pam_d,
+        &password_then_code(&f, ""),
         "AuthenticationMethods keyboard-interactive",
-        Some(&log.path),
     );
     Host {
         f,
@@ -62,15 +32,7 @@ fn host(table: &str) -> Host {
 }
 
 fn ssh(h: &Host, user: &TestUser, code: &str) -> Session {
-    let args = ssh_args(h.sshd.port, &user.name);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    expect_session(
-        &h.f,
-        &args,
-        &[("Password: ?", PASSWORD), ("Verification code: ?", code)],
-        &[],
-        None,
-    )
+    ssh_login(&h.f, &h.sshd, user, None, PASSWORD, code, false)
 }
 
 #[test]
@@ -85,7 +47,7 @@ fn a_code_used_over_ssh_on_one_host_is_refused_over_ssh_on_the_other() {
     let code = code_now(&key);
     let s = ssh(&a, &u, &code);
     assert!(
-        s.transcript.contains(&format!("LOGGED-IN-AS-{}", u.name)) && s.exit == 0,
+        s.logged_in_as(&u),
         "{}\n{}\n{:?}",
         s.transcript,
         a.sshd.log(),

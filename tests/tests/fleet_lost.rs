@@ -83,6 +83,19 @@ impl Hosts {
         PamRun::parse(&child.wait_with_output().unwrap())
     }
 
+    /// A login on A whose daemon loses its answer and goes on at once.
+    fn login_on_a(&self, user: &str, code: &str) -> PamRun {
+        let child = self.start_on_a(user, code);
+        self.finish_on_a(child)
+    }
+
+    /// An enrolled user who has a document in etcd: a wrong code, refused on B, wrote it.
+    fn user_with_a_document(&self) -> (TestUser, String) {
+        let (u, key) = user();
+        assert_eq!(self.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+        (u, key)
+    }
+
     fn dropped(&self) -> usize {
         self.sa
             .log_text()
@@ -97,11 +110,9 @@ fn a_spend_applied_but_unanswered_is_found_and_accepted_once_also_under_later_wr
     let h = hosts(&etcd, "applied");
 
     // The user has a document; nothing is written after the lost spend: it is the document.
-    let (u, key) = user();
-    assert_eq!(h.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+    let (u, key) = h.user_with_a_document();
     let code = fresh_code(&key);
-    let child = h.start_on_a(&u.name, &code);
-    let r = h.finish_on_a(child);
+    let r = h.login_on_a(&u.name, &code);
     assert_eq!(r.rc, PAM_SUCCESS, "{:?}\n{}", r.logs, h.sa.log_text());
     assert_eq!(h.dropped(), 1);
     let again = h.b.auth("svc", &u.name, &[&code]);
@@ -114,8 +125,7 @@ fn a_spend_applied_but_unanswered_is_found_and_accepted_once_also_under_later_wr
     // Logins on B write on top before A's daemon asks again — the same code (refused: A's
     // spend is there) and a wrong one: the first write after the revision A decided on
     // (etcd's history) is A's.
-    let (u, key) = user();
-    assert_eq!(h.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+    let (u, key) = h.user_with_a_document();
     let code = fresh_code(&key);
     let child = h.start_on_a(&u.name, &code);
     let on_b = h.b.auth("svc", &u.name, &[&code]);
@@ -152,18 +162,15 @@ fn a_lost_spend_that_another_write_beat_is_decided_again_and_refused() {
     let etcd = Etcd::single();
     let h = hosts(&etcd, "unsent");
     // Not sent at all: the key is still at the revision decided on, so it is sent again.
-    let (u, key) = user();
-    assert_eq!(h.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+    let (u, key) = h.user_with_a_document();
     let code = fresh_code(&key);
-    let child = h.start_on_a(&u.name, &code);
-    let r = h.finish_on_a(child);
+    let r = h.login_on_a(&u.name, &code);
     assert_eq!(r.rc, PAM_SUCCESS, "{:?}\n{}", r.logs, h.sa.log_text());
     assert_eq!(h.dropped(), 1);
 
     // Not sent, and B spends the same code meanwhile: the first write after the revision A
     // decided on is B's, so A's is not claimed — A decides again and refuses the replay.
-    let (u, key) = user();
-    assert_eq!(h.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+    let (u, key) = h.user_with_a_document();
     let code = fresh_code(&key);
     let child = h.start_on_a(&u.name, &code);
     assert_eq!(h.b.auth("svc", &u.name, &[&code]).rc, PAM_SUCCESS);
@@ -193,8 +200,7 @@ fn a_lost_write_is_found_past_a_compaction_of_the_history() {
     };
     for mode in ["applied", "unsent"] {
         let h = hosts(&etcd, mode);
-        let (u, key) = user();
-        assert_eq!(h.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+        let (u, key) = h.user_with_a_document();
         compact_now();
         let code = fresh_code(&key);
         let child = h.start_on_a(&u.name, &code);
@@ -219,8 +225,7 @@ fn a_lost_write_is_found_past_a_compaction_of_the_history() {
 fn a_held_copy_that_goes_through_before_the_copy_sent_again_is_found() {
     let etcd = Etcd::single();
     let h = hosts(&etcd, "held");
-    let (u, key) = user();
-    assert_eq!(h.b.auth("svc", &u.name, &[&wrong_code(&key)]).rc, PAM_AUTH_ERR);
+    let (u, key) = h.user_with_a_document();
     let code = fresh_code(&key);
     let child = h.start_on_a(&u.name, &code);
     let on_b = h.b.auth("svc", &u.name, &[&wrong_code(&key)]);

@@ -9,40 +9,13 @@ use std::process::{Command, Stdio};
 use pam_totp_core::state::store::{FileStore, StateStore};
 use pam_totp_core::state::State;
 
-fn setup(args: &str) -> (Fixture, TestUser, String) {
-    let f = Fixture::new();
-    f.simple("svc", args);
-    let u = TestUser::create();
-    let key = random_key_b32();
-    u.enroll(&key, "");
-    (f, u, key)
-}
-
 /// Runs `answers.len()` logins at the same instant, one process each.
 fn race(f: &Fixture, user: &str, answers: &[String]) -> Vec<i32> {
     race_runs(f, user, answers).into_iter().map(|r| r.rc).collect()
 }
 
 fn race_runs(f: &Fixture, user: &str, answers: &[String]) -> Vec<PamRun> {
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        + 800_000_000;
-    let start = start.to_string();
-    let children: Vec<_> = answers
-        .iter()
-        .map(|a| {
-            f.harness("svc", user, &[a], &["--start-at", &start])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    children
-        .into_iter()
-        .map(|c| PamRun::parse(&c.wait_with_output().unwrap()))
-        .collect()
+    race_logins(&[f], user, answers, std::time::Duration::from_millis(800))
 }
 
 fn state_of(f: &Fixture, user: &str) -> State {
@@ -52,18 +25,10 @@ fn state_of(f: &Fixture, user: &str) -> State {
 #[test]
 fn one_code_raced_by_16_and_by_64_processes_lets_exactly_one_in() {
     for n in [16, 64] {
-        let (f, u, key) = setup("");
+        let (f, u, key) = Fixture::with_enrolled_user("");
         let code = code_now(&key);
         let results = race(&f, &u.name, &vec![code; n]);
-        assert_eq!(
-            results.iter().filter(|&&r| r == PAM_SUCCESS).count(),
-            1,
-            "{n}: {results:?}"
-        );
-        assert!(
-            results.iter().all(|&r| r == PAM_SUCCESS || r == PAM_AUTH_ERR),
-            "{results:?}"
-        );
+        assert_one_let_in_the_rest_refused(&results);
     }
 }
 
@@ -73,10 +38,7 @@ fn one_backup_code_raced_by_16_and_by_64_processes_lets_exactly_one_in() {
         let f = Fixture::new();
         f.simple("svc", "max_failures=1000");
         let u = TestUser::create();
-        let (rc, out, err) = output(f.cli(&["enroll", "--user", &u.name, "--json"]));
-        assert_eq!(rc, 0, "{err}");
-        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-        register_enrollment(&j);
+        let j = f.enroll_json(&u.name, &[]);
         let code = j["backup_codes"][0].as_str().unwrap().to_string();
         let results = race(&f, &u.name, &vec![code; n]);
         assert_eq!(
@@ -100,7 +62,7 @@ fn distinct_wrong_codes(key: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn sixty_four_racing_wrong_codes_are_all_counted_and_lock_the_user() {
-    let (f, u, key) = setup("max_failures=1000");
+    let (f, u, key) = Fixture::with_enrolled_user("max_failures=1000");
     let runs = race_runs(&f, &u.name, &distinct_wrong_codes(&key, 64));
     for r in &runs {
         assert_eq!(r.rc, PAM_AUTH_ERR, "{r:?}");
@@ -112,7 +74,7 @@ fn sixty_four_racing_wrong_codes_are_all_counted_and_lock_the_user() {
     }
     assert_eq!(state_of(&f, &u.name).failures, 64, "no lost update");
 
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     race(&f, &u.name, &distinct_wrong_codes(&key, 64));
     let st = state_of(&f, &u.name);
     assert!(st.locked_until > now(), "default max_failures=6 locks: {st:?}");
@@ -239,7 +201,7 @@ fn harness_with_state(f: &Fixture, user: &str, answer: &str, how: &str) -> PamRu
 #[test]
 fn full_disk_or_read_only_state_refuses_a_right_code_and_keeps_the_old_state() {
     for how in ["full", "read-only"] {
-        let (f, u, key) = setup("");
+        let (f, u, key) = Fixture::with_enrolled_user("");
         // An earlier login recorded a step.
         clear_of_a_step_boundary();
         assert_eq!(
@@ -264,7 +226,7 @@ fn full_disk_or_read_only_state_refuses_a_right_code_and_keeps_the_old_state() {
 /// there: the right code is accepted, the same code again is refused (its spend was kept).
 #[test]
 fn on_a_full_disk_an_existing_state_still_records_a_spend() {
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     clear_of_a_step_boundary();
     assert_eq!(
         f.auth("svc", &u.name, &[&oathtool(&key, now() - 30, "sha1", 6)]).rc,
@@ -362,7 +324,7 @@ fn more_hostile_secret_files() {
         ),
     ];
     for (what, prepare, want) in cases {
-        let (f, u, key) = setup("nullok");
+        let (f, u, key) = Fixture::with_enrolled_user("nullok");
         prepare(&u);
         refused_quickly(&f, &u, &key, what, want);
     }
@@ -429,7 +391,7 @@ fn hostile_state_files_are_refused_without_hanging() {
         ),
     ];
     for (what, prepare, want) in cases {
-        let (f, u, key) = setup("");
+        let (f, u, key) = Fixture::with_enrolled_user("");
         std::fs::create_dir(f.state_dir()).unwrap();
         std::fs::set_permissions(f.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
         prepare(&f.state_dir().join(format!("{}.state", u.name)));
@@ -439,7 +401,7 @@ fn hostile_state_files_are_refused_without_hanging() {
 
 #[test]
 fn hostile_answers_are_refused_and_spaces_around_a_code_are_allowed() {
-    let (f, u, key) = setup("max_failures=1000");
+    let (f, u, key) = Fixture::with_enrolled_user("max_failures=1000");
     let long = "1".repeat(10_000);
     for answer in [
         "",

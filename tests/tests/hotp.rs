@@ -2,22 +2,7 @@
 //! with the built module; every code comes from oathtool (`--totp`, `--hotp -c N`).
 
 use pam_totp_tests::*;
-use std::process::Stdio;
-
-/// `oathtool --hotp -c COUNTER` with `digits` digits.
-fn hotp(key_b32: &str, counter: u64, digits: u32) -> String {
-    let out = run(
-        "oathtool",
-        &[
-            "--hotp",
-            "--base32",
-            &format!("--digits={digits}"),
-            &format!("--counter={counter}"),
-            key_b32,
-        ],
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use std::time::Duration;
 
 /// A version-2 secret file with the given `[[device]]` tables.
 fn write_devices(u: &TestUser, devices: &[String]) {
@@ -155,33 +140,9 @@ fn sixteen_logins_racing_one_hotp_code_let_exactly_one_in() {
     let key = random_key_b32();
     write_devices(&u, &[hotp_device("token", &key, 0, 6)]);
     let code = hotp(&key, 3, 6);
-    let start = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        + 400_000_000)
-        .to_string();
-    let children: Vec<_> = (0..16)
-        .map(|_| {
-            f.harness("svc", &u.name, &[&code], &["--start-at", &start])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let results: Vec<i32> = children
-        .into_iter()
-        .map(|c| PamRun::parse(&c.wait_with_output().unwrap()).rc)
-        .collect();
-    assert_eq!(
-        results.iter().filter(|&&rc| rc == PAM_SUCCESS).count(),
-        1,
-        "{results:?}"
-    );
-    assert!(
-        results.iter().all(|&rc| rc == PAM_SUCCESS || rc == PAM_AUTH_ERR),
-        "{results:?}"
-    );
+    let runs = race_logins(&[&f], &u.name, &vec![code; 16], Duration::from_millis(400));
+    let results: Vec<i32> = runs.iter().map(|r| r.rc).collect();
+    assert_one_let_in_the_rest_refused(&results);
     // The counter moved past 3: 4 is next, 3 and below are gone.
     assert_eq!(f.auth("svc", &u.name, &[&hotp(&key, 2, 6)]).rc, PAM_AUTH_ERR);
     assert_eq!(f.auth("svc", &u.name, &[&hotp(&key, 4, 6)]).rc, PAM_SUCCESS);

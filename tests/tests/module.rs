@@ -3,16 +3,7 @@
 
 use pam_totp_tests::*;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
-
-fn setup(args: &str) -> (Fixture, TestUser, String) {
-    let f = Fixture::new();
-    f.simple("svc", args);
-    let u = TestUser::create();
-    let key = random_key_b32();
-    u.enroll(&key, "");
-    (f, u, key)
-}
+use std::time::Duration;
 
 /// No run may ever log the secret, a code or a password.
 fn assert_clean_logs(r: &PamRun, secrets: &[&str]) {
@@ -25,7 +16,7 @@ fn assert_clean_logs(r: &PamRun, secrets: &[&str]) {
 
 #[test]
 fn right_code_from_oathtool_is_accepted_and_logged() {
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     let code = code_now(&key);
     let r = f.auth_with("svc", &u.name, &[&code], &["--rhost", "192.0.2.10"]);
     assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
@@ -46,7 +37,7 @@ fn right_code_from_oathtool_is_accepted_and_logged() {
 
 #[test]
 fn same_code_twice_is_refused_as_replay() {
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     let code = code_now(&key);
     assert_eq!(f.auth("svc", &u.name, &[&code]).rc, PAM_SUCCESS);
     let r = f.auth("svc", &u.name, &[&code]);
@@ -61,7 +52,7 @@ fn same_code_twice_is_refused_as_replay() {
 
 #[test]
 fn earlier_step_after_a_later_one_is_refused() {
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     let t = now();
     let next = oathtool(&key, t + 30, "sha1", 6);
     let current = oathtool(&key, t, "sha1", 6);
@@ -79,7 +70,7 @@ fn earlier_step_after_a_later_one_is_refused() {
 
 #[test]
 fn wrong_far_future_and_empty_answers_are_refused() {
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     let wrong = wrong_code(&key);
     let r = f.auth("svc", &u.name, &[&wrong]);
     assert_eq!(r.rc, PAM_AUTH_ERR);
@@ -165,7 +156,7 @@ fn not_enrolled_is_refused_without_nullok_and_ignored_with_it() {
 
 #[test]
 fn lockout_refuses_the_right_code_and_says_how_long() {
-    let (f, u, key) = setup("max_failures=3 lockout=120");
+    let (f, u, key) = Fixture::with_enrolled_user("max_failures=3 lockout=120");
     let wrong = wrong_code(&key);
     for _ in 0..2 {
         assert_eq!(f.auth("svc", &u.name, &[&wrong]).rc, PAM_AUTH_ERR);
@@ -198,7 +189,7 @@ fn lockout_refuses_the_right_code_and_says_how_long() {
 }
 
 fn bad_file_case(name: &str, prepare: impl FnOnce(&TestUser, &str), want_log: &str) {
-    let (f, u, key) = setup("nullok");
+    let (f, u, key) = Fixture::with_enrolled_user("nullok");
     prepare(&u, &key);
     let start = std::time::Instant::now();
     let r = f.auth("svc", &u.name, &[&code_now(&key)]);
@@ -295,7 +286,7 @@ fn unknown_or_malformed_option_refuses_and_logs() {
         ("window=50", "between 0 and 10"),
         ("state_dir=relative", "absolute"),
     ] {
-        let (f, u, key) = setup(arg);
+        let (f, u, key) = Fixture::with_enrolled_user(arg);
         let r = f.auth("svc", &u.name, &[&code_now(&key)]);
         assert_eq!(r.rc, PAM_SERVICE_ERR, "{arg}: {r:?}");
         assert!(r.prompts.is_empty());
@@ -305,7 +296,7 @@ fn unknown_or_malformed_option_refuses_and_logs() {
 
 #[test]
 fn options_come_from_the_config_file_and_arguments_override_it() {
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     std::fs::write(f.root.join("pam_totp.conf"), "prompt = \"OTP from the file: \"\n").unwrap();
     let r = f.auth("svc", &u.name, &[&code_now(&key)]);
     assert_eq!(r.prompts, vec!["OTP from the file: "]);
@@ -319,7 +310,7 @@ fn options_come_from_the_config_file_and_arguments_override_it() {
 
 #[test]
 fn unusable_state_dir_refuses_the_right_code() {
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     // A state directory others can write is refused (they could swap our state file).
     std::fs::create_dir(f.state_dir()).unwrap();
     std::fs::set_permissions(f.state_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -363,40 +354,16 @@ fn forward_pass_hands_the_password_to_pam_unix() {
 
 #[test]
 fn sixteen_concurrent_logins_with_one_code_let_exactly_one_in() {
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     let code = code_now(&key);
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        + 400_000_000;
-    let start = start.to_string();
-    let children: Vec<_> = (0..16)
-        .map(|_| {
-            f.harness("svc", &u.name, &[&code], &["--start-at", &start])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let results: Vec<i32> = children
-        .into_iter()
-        .map(|c| PamRun::parse(&c.wait_with_output().unwrap()).rc)
-        .collect();
-    assert_eq!(
-        results.iter().filter(|&&rc| rc == PAM_SUCCESS).count(),
-        1,
-        "{results:?}"
-    );
-    assert!(
-        results.iter().all(|&rc| rc == PAM_SUCCESS || rc == PAM_AUTH_ERR),
-        "{results:?}"
-    );
+    let runs = race_logins(&[&f], &u.name, &vec![code; 16], Duration::from_millis(400));
+    let results: Vec<i32> = runs.iter().map(|r| r.rc).collect();
+    assert_one_let_in_the_rest_refused(&results);
 }
 
 #[test]
 fn conversation_that_gives_no_answer_is_refused() {
-    let (f, u, _key) = setup("");
+    let (f, u, _key) = Fixture::with_enrolled_user("");
     assert_eq!(f.auth("svc", &u.name, &[]).rc, PAM_CONV_ERR);
 }
 
@@ -412,15 +379,11 @@ fn unknown_user_is_refused() {
 #[test]
 fn secret_in_a_root_only_directory_via_template() {
     let f = Fixture::new();
-    let dir = f.root.join("secrets");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = f.secrets_dir();
     f.simple("svc", &format!("secret={}/%u.toml", dir.display()));
     let u = TestUser::create();
     let key = random_key_b32();
-    let p = dir.join(format!("{}.toml", u.name));
-    std::fs::write(&p, format!("version = 1\nsecret = \"{key}\"\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_central_secret(&dir, &u.name, &key);
     assert_eq!(f.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
 }
 
@@ -428,7 +391,7 @@ fn secret_in_a_root_only_directory_via_template() {
 fn secret_in_home_is_read_with_the_users_identity() {
     // A home the user made unreadable to themselves stays unreadable to the module, though
     // the module runs as root: proof that it reads with the user's file-system identity.
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     std::fs::set_permissions(u.secret_dir(), std::fs::Permissions::from_mode(0o000)).unwrap();
     let r = f.auth("svc", &u.name, &[&code_now(&key)]);
     assert_eq!(r.rc, PAM_AUTH_ERR);
@@ -452,7 +415,7 @@ fn a_panic_inside_the_module_becomes_an_error_with_nothing_on_the_terminal() {
     if !module_path().to_string_lossy().contains("/debug/") {
         return; // the forced panic exists only in debug builds
     }
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     let out = f
         .harness("svc", &u.name, &[&code_now(&key)], &[])
         .env("PAM_TOTP_TEST_PANIC", "1")
@@ -480,7 +443,7 @@ fn module_loads_like_a_c_module_without_libgcc_s_and_stays_mapped() {
 fn symlinked_state_dir_is_refused() {
     // A state_dir someone replaced with a link to a root-owned directory (say /etc) must not
     // make the module write its files there.
-    let (f, u, key) = setup("");
+    let (f, u, key) = Fixture::with_enrolled_user("");
     let target = f.root.join("elsewhere");
     std::fs::create_dir(&target).unwrap();
     std::os::unix::fs::symlink(&target, f.state_dir()).unwrap();

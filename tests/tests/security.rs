@@ -189,34 +189,9 @@ fn root_enrolling_a_user_puts_the_enrollment_on_record_before_the_first_login() 
     let u0 = TestUser::create();
     assert_eq!(f.auth("svc", &u0.name, &[]).rc, PAM_SUCCESS);
     let u = TestUser::create();
-    let (rc, out, err) = output(f.cli(&["enroll", "--json", "--user", &u.name]));
-    assert_eq!(rc, 0, "{err}");
-    register_enrollment(&serde_json::from_str(&out).unwrap());
+    f.enroll_json(&u.name, &[]);
     std::fs::remove_file(u.secret_path()).unwrap();
     assert_eq!(f.auth("svc", &u.name, &[]).rc, PAM_AUTH_ERR);
-}
-
-fn google_authenticator_file(u: &TestUser) -> (String, Vec<String>) {
-    let status = Command::new("runuser")
-        .args(["-u", &u.name, "--", "google-authenticator"])
-        .args([
-            "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-e", "5", "-Q", "NONE", "-q", "-C",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(u.home.join(".google_authenticator")).unwrap();
-    let secret = text.lines().next().unwrap().to_string();
-    register_secret(&secret);
-    let scratch: Vec<String> = text
-        .lines()
-        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
-        .map(String::from)
-        .collect();
-    for s in &scratch {
-        register_secret(s);
-    }
-    (secret, scratch)
 }
 
 #[test]
@@ -224,7 +199,7 @@ fn a_spent_scratch_code_stays_spent_when_the_google_authenticator_file_is_import
     let f = Fixture::new();
     f.simple("svc", "");
     let u = TestUser::create();
-    let (_, scratch) = google_authenticator_file(&u);
+    let scratch = google_authenticator(&u, GA_TIME_BASED).scratch;
     let (rc, _, err) = output(f.cli_as(&u.name, &["import", "google-authenticator"]));
     assert_eq!(rc, 0, "{err}");
     assert_eq!(f.auth("svc", &u.name, &[&scratch[0]]).rc, PAM_SUCCESS);
@@ -290,18 +265,13 @@ fn after_an_import_with_another_period_the_first_code_is_accepted_not_a_replay()
     assert_eq!(f.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
     // A new secret with 60-second steps (google-authenticator's STEP_SIZE 60).
     let u2 = TestUser::create(); // only to get a file written by the real command
-    let status = Command::new("runuser")
-        .args(["-u", &u2.name, "--", "google-authenticator"])
-        .args([
+    let ga = google_authenticator(
+        &u2,
+        &[
             "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-S", "60", "-e", "1", "-Q", "NONE", "-q", "-C",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let ga = u2.home.join(".google_authenticator");
-    let text = std::fs::read_to_string(&ga).unwrap();
-    let secret = text.lines().next().unwrap().to_string();
-    register_secret(&secret);
+        ],
+    );
+    let (text, secret) = (ga.text, ga.secret);
     let mine = u.home.join(".google_authenticator");
     std::fs::write(&mine, &text).unwrap();
     std::os::unix::fs::chown(&mine, Some(u.uid), Some(u.gid)).unwrap();
