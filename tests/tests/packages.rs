@@ -264,7 +264,9 @@ fn deb_installs_works_through_the_systems_libpam_and_removes_cleanly() {
     });
     assert_eq!(rc, 0, "{out} {err}");
     register_enrollment(&serde_json::from_str(&out).unwrap());
-    assert!(Path::new("/var/lib/pam-totp/vault").join(format!("{}.toml", me.name)).exists());
+    assert!(Path::new("/var/lib/pam-totp/vault")
+        .join(format!("{}.toml", me.name))
+        .exists());
     assert!(!me.secret_path().exists());
     // A service naming the module only as pam_totp.so, found by libpam in its own directory,
     // with no arguments: the packaged defaults.
