@@ -164,6 +164,12 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
     match req {
         Request::Status => status(&file, current.as_ref(), &state),
         Request::Enroll { secret } => {
+            if cfg.key_store == crate::config::KeyStore::Home {
+                return refused(format!(
+                    "this host keeps keys in secret files (key_store = \"home\" in {}): run pam-totp enroll there as before",
+                    cfg.config_path.display()
+                ));
+            }
             if current.is_some() || state.enrolled > 0 {
                 log.log("refused: enroll: already enrolled");
                 return refused(if current.is_some() {
