@@ -1078,3 +1078,56 @@ pub fn decode_terminal_qr(stdout: &str, ascii: bool) -> String {
     std::fs::remove_file(&path).unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A real terminal: a detached tmux session on its own server socket, killed on drop.
+#[derive(Debug)]
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    pub fn start(cmd: &str) -> Tmux {
+        let t = Tmux {
+            socket: format!("ptt-{}", random_hex(4)),
+        };
+        run(
+            "tmux",
+            &[
+                "-L",
+                &t.socket,
+                "new-session",
+                "-d",
+                "-s",
+                "e",
+                "-x",
+                "150",
+                "-y",
+                "80",
+                cmd,
+            ],
+        );
+        t
+    }
+    pub fn screen(&self) -> String {
+        String::from_utf8(run("tmux", &["-L", &self.socket, "capture-pane", "-p", "-t", "e"]).stdout).unwrap()
+    }
+    pub fn wait_for(&self, text: &str) -> String {
+        for _ in 0..100 {
+            let s = self.screen();
+            if s.contains(text) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("never showed {text:?}:\n{}", self.screen());
+    }
+    pub fn type_line(&self, s: &str) {
+        run("tmux", &["-L", &self.socket, "send-keys", "-t", "e", s, "Enter"]);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+    }
+}

@@ -73,57 +73,6 @@ fn terminal_qr_code_decodes_to_the_exact_uri() {
     }
 }
 
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(cmd: &str) -> Tmux {
-        let t = Tmux {
-            socket: format!("ptt-{}", random_hex(4)),
-        };
-        run(
-            "tmux",
-            &[
-                "-L",
-                &t.socket,
-                "new-session",
-                "-d",
-                "-s",
-                "e",
-                "-x",
-                "150",
-                "-y",
-                "80",
-                cmd,
-            ],
-        );
-        t
-    }
-    fn screen(&self) -> String {
-        String::from_utf8(run("tmux", &["-L", &self.socket, "capture-pane", "-p", "-t", "e"]).stdout).unwrap()
-    }
-    fn wait_for(&self, text: &str) -> String {
-        for _ in 0..100 {
-            let s = self.screen();
-            if s.contains(text) {
-                return s;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("never showed {text:?}:\n{}", self.screen());
-    }
-    fn type_line(&self, s: &str) {
-        run("tmux", &["-L", &self.socket, "send-keys", "-t", "e", s, "Enter"]);
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
-    }
-}
-
 #[test]
 fn interactive_enrollment_in_a_real_terminal() {
     let f = Fixture::new();

@@ -3,7 +3,9 @@
 //! /etc/sudoers) are test copies, so the host's files are never touched.
 
 use pam_totp_tests::*;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+use std::process::Command;
 
 const PASSWORD: &str = "pw-Secret-42";
 
@@ -543,4 +545,57 @@ fn ssh_login_with_a_second_authenticators_code() {
     assert!(!s.logged_in_as(&u), "replayed: {}", s.transcript);
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &code_now(&first));
     assert!(s.logged_in_as(&u), "{}", s.transcript);
+}
+
+/// What malware running as the user does: reads the user's secret file, if it can, and makes
+/// the code with oathtool; else it can only guess.
+fn code_as_malware_makes_it(u: &TestUser) -> String {
+    let script = "k=$(sed -n 's/^secret = \"\\([A-Z2-7]*\\)\"/\\1/p' \"$HOME/.config/pam-totp/secret.toml\" 2>/dev/null | head -n1); \
+                  if [ -n \"$k\" ]; then oathtool --totp --base32 \"$k\"; else echo 000000; fi";
+    let out = Command::new("runuser")
+        .args(["-l", &u.name, "-c", script])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The key in the home lets any process of the user through sudo's second factor; in the
+/// vault it does not. The same attack, through the real sudo, both ways.
+#[test]
+fn a_process_of_the_user_passes_sudo_with_a_home_secret_but_not_with_the_vault() {
+    // Before: keys in the home.
+    let f = Fixture::new();
+    let (u, _) = enrolled_user(&f);
+    let (pam_d, sudoers) = sudo_env(&f, &u, "");
+    let log = LogSink::new(&f);
+    let code = code_as_malware_makes_it(&u);
+    let s = sudo(&f, &pam_d, &sudoers, &u, &code, &log);
+    assert!(
+        s.transcript.contains("SUDO-AS-root"),
+        "the attack works on a home file: {}",
+        s.transcript
+    );
+
+    // After: the same user's keys in the vault (root enrolls them there).
+    let f = Fixture::new();
+    std::fs::write(f.root.join("pam_totp.conf"), "key_store = \"vault\"\n").unwrap();
+    std::fs::DirBuilder::new().mode(0o700).create(f.state_dir()).unwrap();
+    let u = TestUser::create();
+    u.set_password(PASSWORD);
+    let j = f.enroll_json(&u.name, &[]);
+    let key = j["secret"].as_str().unwrap().to_string();
+    assert!(!u.secret_path().exists());
+    let (pam_d, sudoers) = sudo_env(&f, &u, "");
+    let log = LogSink::new(&f);
+    let code = code_as_malware_makes_it(&u);
+    assert_ne!(code, code_now(&key));
+    let s = sudo(&f, &pam_d, &sudoers, &u, &code, &log);
+    assert!(
+        !s.transcript.contains("SUDO-AS-root") && s.exit != 0,
+        "{}",
+        s.transcript
+    );
+    // The owner, with their phone, still gets through.
+    let s = sudo(&f, &pam_d, &sudoers, &u, &code_now(&key), &log);
+    assert!(s.transcript.contains("SUDO-AS-root"), "{}", s.transcript);
 }

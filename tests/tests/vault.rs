@@ -352,3 +352,50 @@ fn a_user_enrolls_into_the_vault_without_root_and_every_change_then_needs_a_code
     let r = f.auth("svc", &u.name, &[backup]);
     assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
 }
+
+/// Seed 000 as a normal user on a vault host, in a real terminal: the QR code scans (zbar),
+/// a wrong code is refused, the right one confirms, the name is asked, the backup codes are
+/// shown, the keys land in the vault (root's), and the module accepts the codes.
+#[test]
+fn a_user_enrolls_into_the_vault_in_a_real_terminal() {
+    let f = vault_fixture();
+    let ss = self_service(&f);
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let cmd = format!(
+        "unshare --mount -- sh -c 'mount --make-rprivate / && mount --bind {} /etc/security && \
+         exec runuser -u {} -- env -u SUDO_UID PAM_TOTP_VAULT_HELPER={} {} enroll'; echo EXIT=$?; sleep 60",
+        ss.security.display(),
+        u.name,
+        ss.helper.display(),
+        cli_path().display()
+    );
+    let t = Tmux::start(&cmd);
+    let screen = t.wait_for("Enter the 6-digit code shown in the app to confirm:");
+    let secret = secret_in_uri(&screen);
+    let uri = screen
+        .lines()
+        .find_map(|l| l.strip_prefix("URI: "))
+        .unwrap()
+        .to_string();
+    assert_eq!(decode_terminal_qr(&screen, false), uri, "the QR code scans");
+    t.type_line(&wrong_code(&secret));
+    t.wait_for("That code does not match.");
+    assert!(!vault_file(&f, &u).exists(), "nothing saved before a code matches");
+    t.type_line(&code_now(&secret));
+    t.wait_for("Name for this authenticator [phone]:");
+    t.type_line("work phone");
+    let screen = t.wait_for("EXIT=");
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    let codes: Vec<&str> = backup_codes_shown(&screen);
+    assert_eq!(codes.len(), 10, "{screen}");
+    let md = std::fs::metadata(vault_file(&f, &u)).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600));
+    assert!(std::fs::read_to_string(vault_file(&f, &u))
+        .unwrap()
+        .contains("work phone"));
+    assert!(!u.secret_path().exists());
+    let next = oathtool(&secret, now() + 30, "sha1", 6);
+    assert_eq!(f.auth("svc", &u.name, &[&next]).rc, PAM_SUCCESS);
+    assert_eq!(f.auth("svc", &u.name, &[codes[0]]).rc, PAM_SUCCESS);
+}
