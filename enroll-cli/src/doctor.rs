@@ -211,8 +211,37 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
         },
     };
     doctor::check_fleet(&ctx.cfg, &probe, &mut f);
+    // Keys their users can read let any process of the user make the second factor.
+    let in_use = f.iter().any(|x| x.check == "enabled");
+    if in_use && ctx.cfg.key_store == pam_totp_core::config::KeyStore::Home {
+        push(
+            &mut f,
+            Severity::Warning,
+            "keys-readable-by-users",
+            format!(
+                "new enrollments keep keys in secret files their users can read (key_store = \"home\" in {}): any process of a user can make their codes, and pass sudo's second factor; set key_store = \"vault\" and run `pam-totp migrate --all` (docs/vault.md)",
+                ctx.cfg.config_path.display()
+            ),
+        );
+    }
     let mine = key_file(&ctx.cfg, &ctx.me);
     match load_secret(&mine, &ctx.me) {
+        Ok(Some(_)) if mine.in_vault => push(
+            &mut f,
+            Severity::Ok,
+            "your-secret",
+            format!("your keys are in the vault ({})", mine.display()),
+        ),
+        Ok(Some(_)) if in_use => push(
+            &mut f,
+            Severity::Warning,
+            "your-secret",
+            format!(
+                "your secret file {} is usable, but you can read it, and so can any process of yours; `pam-totp migrate --user {}` (root) moves it into the vault",
+                mine.display(),
+                ctx.me.name
+            ),
+        ),
         Ok(Some(_)) => push(
             &mut f,
             Severity::Ok,

@@ -64,6 +64,8 @@ pub struct Row {
     pub enrolled_on_record: Option<u64>,
     /// Why something about this account could not be read (or is wrong).
     pub error: Option<String>,
+    /// Where the keys are: "vault" (root's only) or "home" (a secret file its user can read).
+    pub keys: Option<&'static str>,
 }
 
 /// What the report knows about `account`.
@@ -105,6 +107,7 @@ pub fn row<S: StateStore>(cfg: &Config, store: Option<&S>, account: &Account, no
         remembered_hosts: state.remembered.iter().filter(|r| r.until > now).count(),
         enrolled_on_record: (state.enrolled > 0).then_some(state.enrolled),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
+        keys: secret.as_ref().map(|_| if path.in_vault { "vault" } else { "home" }),
     }
 }
 
@@ -135,6 +138,7 @@ impl Row {
             "remembered_hosts": self.remembered_hosts,
             "uid": self.uid,
             "enrolled_on_record": time(self.enrolled_on_record),
+            "keys": self.keys,
         });
         if let Some(e) = &self.error {
             j["error"] = e.clone().into();
@@ -243,6 +247,17 @@ pub fn to_text(cfg: &Config, rows: &[Row], listing: &Listing, now: u64) -> Strin
     }
     for n in &listing.notes {
         out.push_str(&format!("\nNote: {}\n", safe(n)));
+    }
+    let in_homes: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.keys == Some("home"))
+        .map(|r| r.user.as_str())
+        .collect();
+    if !in_homes.is_empty() {
+        out.push_str(&format!(
+            "\nKeys in a secret file their user can read (any process of theirs can make their codes): {}. `pam-totp migrate --all` moves them into the vault.\n",
+            in_homes.iter().map(|u| safe(u).into_owned()).collect::<Vec<_>>().join(", ")
+        ));
     }
     let enrolled = rows.iter().filter(|r| r.enrolled).count();
     out.push_str(&format!(

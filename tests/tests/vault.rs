@@ -106,7 +106,24 @@ fn migrate_moves_v1_v2_and_google_authenticator_files_and_the_phone_keeps_workin
         r.logs
     );
 
+    let keys_of = |u: &TestUser| {
+        let r = json(f.cli(&["report", "--json", "--all-users"]));
+        r["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["user"] == u.name.as_str())
+            .unwrap()["keys"]
+            .clone()
+    };
+    assert_eq!(keys_of(&v1), "home", "report says who is still on a secret file");
+    let (_, text, _) = output(f.cli(&["report", "--all-users"]));
+    assert!(
+        text.contains("Keys in a secret file their user can read") && text.contains(&v1.name),
+        "{text}"
+    );
     let j = json(f.cli(&["migrate", "--all", "--json"]));
+    assert_eq!(keys_of(&v1), "vault");
     let migrated: Vec<&str> = j["migrated"]
         .as_array()
         .unwrap()
