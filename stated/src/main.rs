@@ -455,6 +455,78 @@ fn retryable(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether a failed try shows etcd down — what `store_unavailable = "local"` may fall back
+/// on — rather than this host failing. Down: the member refused the connection or could
+/// not be reached (ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH), or etcd itself said
+/// it cannot serve (no leader, a timed-out proposal: gRPC Unavailable/DeadlineExceeded from
+/// the server). Not down: this host ran out of ports, descriptors or memory (EADDRNOTAVAIL,
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: a local user can exhaust ephemeral ports), TLS or the
+/// certificate was refused (expired, revoked, untrusted: the connection is closed during the
+/// handshake), or anything not known to be an outage.
+fn outage_signal(e: &etcd_client::Error) -> bool {
+    const DOWN: [i32; 4] = [111, 110, 113, 101]; // ECONNREFUSED ETIMEDOUT EHOSTUNREACH ENETUNREACH
+    const LOCAL: [i32; 5] = [99, 24, 23, 105, 12]; // EADDRNOTAVAIL EMFILE ENFILE ENOBUFS ENOMEM
+    let mut down = false;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.raw_os_error() {
+                Some(c) if LOCAL.contains(&c) => return false,
+                Some(c) if DOWN.contains(&c) => down = true,
+                _ => {}
+            }
+        }
+        if let Some(st) = s.downcast_ref::<tonic::Status>() {
+            let m = st.message();
+            if matches!(st.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+                && m.starts_with("etcdserver:")
+            {
+                down = true;
+            }
+        }
+        let text = s.to_string();
+        if LOCAL_TEXT.iter().any(|t| text.contains(t)) {
+            return false;
+        }
+        if DOWN_TEXT.iter().any(|t| text.contains(t)) {
+            down = true;
+        }
+        src = s.source();
+    }
+    if let etcd_client::Error::GRpcStatus(st) = e {
+        if matches!(st.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+            && st.message().starts_with("etcdserver:")
+        {
+            down = true;
+        }
+    }
+    down
+}
+
+/// Errors of this host, as their text reads when no `io::Error` is in the chain.
+const LOCAL_TEXT: [&str; 6] = [
+    "Cannot assign requested address",
+    "Too many open files",
+    "No buffer space available",
+    "certificate",
+    "tls",
+    "TLS",
+];
+/// An unreachable or refusing member, as its text reads.
+const DOWN_TEXT: [&str; 4] = [
+    "Connection refused",
+    "No route to host",
+    "Network is unreachable",
+    "Connection timed out",
+];
+
+/// How long etcd must have answered none of this daemon's requests before one more
+/// unanswered request is an outage (`Unavailable`): three deadlines. A request that fails
+/// on its own, or the first seconds after the daemon starts, are not an outage.
+fn outage_after(timeout: Duration) -> Duration {
+    timeout * 3
+}
+
 /// One request against etcd, within the configured deadline (`timeout_ms`), trying the
 /// members in turn — each try gets at most half the deadline, so a frozen member leaves
 /// time for another. A member that cannot be reached or does not answer in time ends as
@@ -480,7 +552,11 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
     // have been applied: every later try first looks for it.
     let mut lost = false;
     let is_cas = matches!(req, Request::Cas { .. });
-    for round in 0..2 * n {
+    // Every failure so far showed etcd down (see [`outage_signal`]).
+    let mut all_down = true;
+    // Members that fail at once are tried again until the deadline: an outage is decided
+    // at the deadline, never after a few quick failures.
+    for round in 0.. {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
@@ -505,6 +581,7 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
             }
             Ok(Err(Failure::Etcd(e))) if retryable(&e) => {
                 lost |= is_cas;
+                all_down &= outage_signal(&e);
                 last = format!("{ep}: {e}");
                 // A member that refuses at once: a short pause before the next.
                 let pause = Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
@@ -535,6 +612,21 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
     // Etcd answering any other request meanwhile shows it was up.
     if etcd.answered_since(started) {
         let msg = format!("{msg}; etcd answered other requests meanwhile, so this is load, not an outage");
+        eprintln!("pam-totp-stated: {msg}");
+        return Response::Refused(msg);
+    }
+    if !all_down {
+        let msg = format!("{msg}; a failure of this host or its TLS identity, not an etcd outage");
+        eprintln!("pam-totp-stated: {msg}");
+        return Response::Refused(msg);
+    }
+    let quiet_for = outage_after(etcd.timeout);
+    let since = Instant::now().checked_sub(quiet_for).unwrap_or(etcd.epoch);
+    if etcd.epoch.elapsed() < quiet_for || etcd.answered_since(since) {
+        let msg = format!(
+            "{msg}; not yet an outage (etcd answered this daemon within the last {} ms, or it started since)",
+            quiet_for.as_millis()
+        );
         eprintln!("pam-totp-stated: {msg}");
         return Response::Refused(msg);
     }

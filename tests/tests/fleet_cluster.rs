@@ -126,7 +126,7 @@ fn two_members_frozen_refuse_in_time_and_the_timed_out_spend_is_spent_once_they_
         sa.log_text()
     );
     assert!(
-        r.logged(&["refused: could not record the attempt", "unavailable"]),
+        r.logged(&["refused: could not record the attempt", "did not answer"]),
         "{:?}",
         r.logs
     );

@@ -43,7 +43,7 @@ pub fn check_socket_path(path: &Path) -> Result<(), FleetError> {
         }
         Ok(_) => {}
         Err(e) => {
-            return Err(FleetError::Unavailable(format!(
+            return Err(FleetError::NoAnswer(format!(
                 "{}: {}",
                 dir.display(),
                 crate::error::describe_io(&e)
@@ -60,7 +60,7 @@ pub fn check_socket_path(path: &Path) -> Result<(), FleetError> {
         )),
         Ok(_) => Ok(()),
         // No socket: the daemon is not running (or not yet): may come back.
-        Err(e) => Err(FleetError::Unavailable(format!(
+        Err(e) => Err(FleetError::NoAnswer(format!(
             "{}: {} (is pam-totp-stated running?)",
             path.display(),
             crate::error::describe_io(&e)
@@ -81,15 +81,11 @@ impl Client {
         use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
         use std::os::fd::AsRawFd;
         check_socket_path(path)?;
-        // Nobody listening (ECONNREFUSED) or no socket (ENOENT): the daemon is not running,
-        // which only root can bring about. Anything else is this client's trouble.
-        let unavailable = |what: &str, e: nix::errno::Errno| {
-            let m = format!("{what} {}: {}", path.display(), e.desc());
-            match e {
-                nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::ENOENT => FleetError::Unavailable(m),
-                _ => FleetError::NoAnswer(m),
-            }
-        };
+        // Nobody listening, no socket, or anything else: this host's trouble, never an
+        // etcd outage (a daemon killed by the OOM killer, or out of restarts, must not
+        // move logins onto this host's own state).
+        let unavailable =
+            |what: &str, e: nix::errno::Errno| FleetError::NoAnswer(format!("{what} {}: {}", path.display(), e.desc()));
         let addr = UnixAddr::new(path).map_err(|e| unavailable("bad socket path", e))?;
         let fd = socket(
             AddressFamily::Unix,
@@ -220,7 +216,7 @@ mod tests {
     #[test]
     fn a_missing_or_unsafe_socket_refuses() {
         let missing = Path::new("/nonexistent-pam-totp/stated.sock");
-        assert!(matches!(Client::connect(missing), Err(FleetError::Unavailable(_))));
+        assert!(matches!(Client::connect(missing), Err(FleetError::NoAnswer(_))));
         assert!(matches!(
             check_socket_path(Path::new("relative.sock")),
             Err(FleetError::Refused(_))

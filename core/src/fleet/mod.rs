@@ -25,16 +25,16 @@ pub use proto::{read_frame, write_frame, Request, Response, MAX_FRAME, MAX_LIST_
 
 /// Why a fleet operation failed.
 ///
-/// Only an outage that nobody but root can cause is [`FleetError::Unavailable`]: the daemon
-/// is not running (no socket, nobody listening), or it answered that etcd answered none of
-/// its requests within its deadline. A client that got no answer in time is
+/// Only an outage of etcd itself is [`FleetError::Unavailable`]: the daemon's own answer
+/// that etcd, unreachable or without a leader, answered none of its requests for a while.
+/// A client that got no answer in time, or found no daemon, is
 /// [`FleetError::NoAnswer`], never an outage: the client may have been stopped by the very
 /// user it authenticates (`su` and `sudo` keep the caller's real uid, so the caller may
 /// SIGSTOP them while they wait), or the daemon's backlog filled by that user's own logins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FleetError {
-    /// The fleet store is down, as the daemon itself reports or by its absence: the store
-    /// may work again later; `store_unavailable = "local"` may fall back.
+    /// Etcd is down, as the daemon reports: the store may work again later;
+    /// `store_unavailable = "local"` may fall back.
     Unavailable(String),
     /// This client got no answer in time, or lost its connection: refused, never a reason
     /// to fall back (see the type's comment).

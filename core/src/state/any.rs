@@ -143,7 +143,9 @@ impl AnyStore {
                 self.fleet_answered.set(true);
                 Ok(v)
             }
-            Err(FleetError::Unavailable(why)) if self.fallback && !self.fleet_answered.get() => {
+            // Only before the fleet answered anything, in this operation or an earlier one (a
+            // get answered and then a compare-and-swap unavailable is not half and half).
+            Err(FleetError::Unavailable(why)) if self.fallback && !self.fleet_answered.get() && !fleet.answered() => {
                 self.used_local.set(true);
                 *self.degraded.borrow_mut() = Some(why);
                 self.with_local(local_op)

@@ -49,6 +49,8 @@ pub struct FleetStore {
     /// The account written is protected on this host: every write marks its document
     /// ([`document_protected`]).
     mark: Cell<bool>,
+    /// Set at the first answer of the fleet (see [`FleetStore::answered`]).
+    answered: Cell<bool>,
 }
 
 impl FleetStore {
@@ -64,6 +66,7 @@ impl FleetStore {
             last: RefCell::new(None),
             seed_dir: None,
             mark: Cell::new(false),
+            answered: Cell::new(false),
         }
     }
 
@@ -124,7 +127,17 @@ impl FleetStore {
         if r.is_err() {
             *conn = None;
         }
+        // The fleet answered (any answer but its report of an outage): from then on the
+        // fleet decides, whatever fails later ([`crate::state::any::AnyStore`]).
+        if !matches!(r, Err(FleetError::Unavailable(_))) && !matches!(r, Err(FleetError::NoAnswer(_))) {
+            self.answered.set(true);
+        }
         r
+    }
+
+    /// Whether the fleet has answered anything through this store.
+    pub(super) fn answered(&self) -> bool {
+        self.answered.get()
     }
 
     pub(super) fn err(&self, e: FleetError) -> Error {
