@@ -340,10 +340,11 @@ fn login_domains_may_create_write_rename_and_lock_the_state_and_read_the_vault()
         queries.push(Query::allow(d, &dir, "dir"));
         queries.push(Query::allow(d, &vault, "dir"));
         queries.push(Query::allow(d, &var_lib, "dir"));
+        queries.push(Query::transition(d, &var_lib, "dir"));
     }
     let answers = m.ask(&queries);
-    for (i, d) in LOGIN_DOMAINS.iter().enumerate() {
-        let [file, sdir, vdir, vlib] = &answers[i * 4..i * 4 + 4] else {
+    for (d, a) in LOGIN_DOMAINS.iter().zip(answers.chunks(5)) {
+        let [file, sdir, vdir, vlib, trans] = a else {
             unreachable!()
         };
         assert!(
@@ -362,11 +363,8 @@ fn login_domains_may_create_write_rename_and_lock_the_state_and_read_the_vault()
             missing(vdir, VAULT_DIR)
         );
         assert!(vlib.contains("search"), "{d} may not search /var/lib");
-    }
-    // A state directory a login has to make itself is labelled right.
-    for d in LOGIN_DOMAINS {
-        let t = m.ask(&[Query::transition(d, &var_lib, "dir")]).remove(0);
-        assert!(t.contains("pam_totp_var_lib_t"), "{d}: {t:?}");
+        // A state directory a login has to make itself is labelled right.
+        assert!(trans.contains("pam_totp_var_lib_t"), "{d}: {trans:?}");
     }
 }
 
@@ -375,8 +373,8 @@ fn without_the_module_the_login_domains_may_not_write_the_state() {
     let s = setup();
     let b = &s.base;
     let state = b.label("/var/lib/pam-totp/alice.state", 0o100000);
-    for d in LOGIN_DOMAINS {
-        let have = b.allowed(d, &state, "file");
+    let queries: Vec<Query> = LOGIN_DOMAINS.iter().map(|d| Query::allow(d, &state, "file")).collect();
+    for (d, have) in LOGIN_DOMAINS.iter().zip(b.ask(&queries)) {
         let lacking = missing(&have, STATE_FILE);
         assert!(
             ["create", "write", "rename"]
@@ -419,26 +417,29 @@ fn logins_read_the_secret_in_the_home_and_the_user_keeps_writing_it() {
     let secret = m.label("/home/alice/.config/pam-totp/secret.toml", 0o100000);
     let config = m.label("/home/alice/.config", 0o040000);
     let home = m.label("/home/alice", 0o040000);
+    let mut queries = Vec::new();
     for d in LOGIN_DOMAINS {
-        let a = m.ask(&[
-            Query::allow(d, &secret, "file"),
-            Query::allow(d, &config, "dir"),
-            Query::allow(d, &home, "dir"),
-        ]);
+        queries.push(Query::allow(d, &secret, "file"));
+        queries.push(Query::allow(d, &config, "dir"));
+        queries.push(Query::allow(d, &home, "dir"));
+    }
+    // The user: their own secret (pam-totp enroll), labelled when the directory is made.
+    queries.push(Query::allow(USER_DOMAIN, &secret, "file"));
+    queries.push(Query::transition(USER_DOMAIN, &config, "dir"));
+    let answers = m.ask(&queries);
+    for (d, a) in LOGIN_DOMAINS.iter().zip(answers.chunks(3)) {
         assert!(missing(&a[0], SECRET_FILE).is_empty(), "{d} on {secret}: {:?}", a[0]);
         assert!(a[1].contains("search") && a[2].contains("search"), "{d}: {a:?}");
     }
+    let (own, t) = (&answers[answers.len() - 2], &answers[answers.len() - 1]);
+    assert!(
+        missing(own, &["create", "write", "read", "rename", "unlink"]).is_empty(),
+        "{own:?}"
+    );
+    assert!(t.contains("pam_totp_home_t"), "{t:?}");
     // Before the module, the secret was plain xdg_config_t, which sshd_t may not read.
     let before = s.base.label("/home/alice/.config/pam-totp/secret.toml", 0o100000);
     assert!(!s.base.allowed("sshd_t", &before, "file").contains("read"), "{before}");
-    // The user: their own secret (pam-totp enroll), labelled when the directory is made.
-    let own = m.allowed(USER_DOMAIN, &secret, "file");
-    assert!(
-        missing(&own, &["create", "write", "read", "rename", "unlink"]).is_empty(),
-        "{own:?}"
-    );
-    let t = m.ask(&[Query::transition(USER_DOMAIN, &config, "dir")]).remove(0);
-    assert!(t.contains("pam_totp_home_t"), "{t:?}");
 }
 
 #[test]
@@ -447,34 +448,38 @@ fn the_daemon_has_its_domain_and_logins_reach_its_socket() {
     let m = &s.with_module;
     let exec = m.label("/usr/sbin/pam-totp-stated", 0o100000);
     let sock = m.label("/run/pam-totp/stated.sock", 0o140000);
-    let t = m.ask(&[Query::transition("init_t", &exec, "process")]).remove(0);
-    assert!(
-        t.contains("pam_totp_stated_t"),
-        "systemd starts pam-totp-stated in {t:?}"
-    );
-    for d in LOGIN_DOMAINS.iter().chain(["sysadm_t"].iter()) {
-        let a = m.ask(&[
-            Query::allow(d, &sock, "sock_file"),
-            Query::allow(d, "pam_totp_stated_t", "unix_stream_socket"),
-        ]);
-        assert!(a[0].contains("write") && a[1].contains("connectto"), "{d}: {a:?}");
-    }
-    let a = m.ask(&[
+    let state = m.label("/var/lib/pam-totp/alice.state", 0o100000);
+    let clients: Vec<&str> = LOGIN_DOMAINS.iter().copied().chain(["sysadm_t"]).collect();
+    let mut queries = vec![
+        Query::transition("init_t", &exec, "process"),
         Query::allow("pam_totp_stated_t", "pam_totp_stated_t", "unix_stream_socket"),
         Query::allow("pam_totp_stated_t", "unreserved_port_t", "tcp_socket"),
         Query::allow("pam_totp_stated_t", "etc_t", "file"),
-    ]);
+        Query::allow("pam_totp_stated_t", &state, "file"),
+        Query::allow("sysadm_t", &state, "file"),
+    ];
+    for d in &clients {
+        queries.push(Query::allow(d, &sock, "sock_file"));
+        queries.push(Query::allow(d, "pam_totp_stated_t", "unix_stream_socket"));
+    }
+    let a = m.ask(&queries);
     assert!(
-        missing(&a[0], &["accept", "listen", "read", "write"]).is_empty(),
-        "{:?}",
+        a[0].contains("pam_totp_stated_t"),
+        "systemd starts pam-totp-stated in {:?}",
         a[0]
     );
-    assert!(a[1].contains("name_connect"), "etcd on 2379: {:?}", a[1]);
-    assert!(a[2].contains("read"), "pam_totp.conf: {:?}", a[2]);
+    assert!(
+        missing(&a[1], &["accept", "listen", "read", "write"]).is_empty(),
+        "{:?}",
+        a[1]
+    );
+    assert!(a[2].contains("name_connect"), "etcd on 2379: {:?}", a[2]);
+    assert!(a[3].contains("read"), "pam_totp.conf: {:?}", a[3]);
     // The daemon is no login: it does not get the state.
-    let state = m.label("/var/lib/pam-totp/alice.state", 0o100000);
-    assert!(m.allowed("pam_totp_stated_t", &state, "file").is_empty());
+    assert!(a[4].is_empty(), "{:?}", a[4]);
     // root's administration (sysadm_t; unconfined_t may do everything anyway).
-    let admin = m.allowed("sysadm_t", &state, "file");
-    assert!(missing(&admin, STATE_FILE).is_empty(), "{admin:?}");
+    assert!(missing(&a[5], STATE_FILE).is_empty(), "{:?}", a[5]);
+    for (d, c) in clients.iter().zip(a[6..].chunks(2)) {
+        assert!(c[0].contains("write") && c[1].contains("connectto"), "{d}: {c:?}");
+    }
 }
