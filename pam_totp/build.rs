@@ -9,7 +9,7 @@
 //!    `--as-needed` drops libgcc_s. The version script of a cdylib keeps those symbols
 //!    local: the module still exports only `pam_sm_*`.
 //!    The static unwinder of GCC 12 calls `_dl_find_object` (glibc 2.35). For older glibc
-//!    (RHEL 9 has 2.34) build with PAM_TOTP_SHARED_UNWINDER=1 to keep libgcc_s instead;
+//!    (RHEL 9 has 2.34) a host build can use PAM_TOTP_SHARED_UNWINDER=1 to keep libgcc_s.
 //!    Linked by zig (`cargo zigbuild`, as packaging/build does for the packages: glibc 2.28,
 //!    x86_64 and aarch64), the unwinder is zig's own static LLVM libunwind instead: zig's
 //!    linker wrapper turns std's `-lgcc_s` into it, it finds unwind tables with
