@@ -1,19 +1,30 @@
-//! The built packages (scripts/test runs packaging/build first): their file lists, lintian, rpmlint,
-//! the .rpm's modes and owners, and the .deb really installed, used and removed.
+//! The built packages (scripts/test runs packaging/build first): their file lists (amd64 and
+//! arm64 .deb, x86_64 and aarch64 .rpm, pam-totp-selinux), lintian, rpmlint, the .rpm's modes
+//! and owners, and the amd64 .deb really installed, used and removed. tests/tests/portable.rs
+//! checks their glibc versions and runs the arm64 files; selinux.rs and authselect.rs the
+//! .rpm's policy module and authselect profile.
 
 use pam_totp_tests::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn package(ext: &str) -> PathBuf {
+/// The package whose file name ends with `suffix` ("_amd64.deb", ".aarch64.rpm").
+fn package(suffix: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/packages");
     std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}; run packaging/build first (scripts/test does)", dir.display()))
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == ext))
-        .unwrap_or_else(|| panic!("no .{ext} in {}", dir.display()))
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no *{suffix} in {}", dir.display()))
 }
+
+/// The two .deb files: (suffix, Debian architecture, multiarch triplet).
+const DEBS: &[(&str, &str, &str)] = &[
+    ("_amd64.deb", "amd64", "x86_64-linux-gnu"),
+    ("_arm64.deb", "arm64", "aarch64-linux-gnu"),
+];
+const RPMS: &[&str] = &[".x86_64.rpm", ".aarch64.rpm"];
 
 fn lines(cmd: &str, args: &[&str]) -> Vec<String> {
     String::from_utf8(run(cmd, args).stdout)
@@ -46,31 +57,45 @@ const COMMON: &[(&str, &str)] = &[
 
 #[test]
 fn deb_contains_the_expected_files_with_root_ownership() {
-    let listing = lines("dpkg-deb", &["--contents", package("deb").to_str().unwrap()]);
-    let find = |path: &str| listing.iter().find(|l| l.ends_with(&format!("./{path}"))).cloned();
-    let mut want: Vec<(&str, &str)> = COMMON.to_vec();
-    want.push(("usr/lib/x86_64-linux-gnu/security/pam_totp.so", "rw-r--r--"));
-    want.push(("usr/share/pam-configs/pam-totp", "rw-r--r--"));
-    for (path, mode) in want {
-        let l = find(path).unwrap_or_else(|| panic!("{path} missing from the .deb:\n{}", listing.join("\n")));
-        assert!(l[1..].starts_with(mode), "{path}: {l}");
-        assert!(l.contains(" root/root "), "{path}: {l}");
-    }
-    assert!(listing.iter().all(|l| l.contains(" root/root ")));
-    let control = String::from_utf8(
-        run(
-            "dpkg-deb",
-            &["--field", package("deb").to_str().unwrap(), "Depends", "Version"],
+    for (suffix, arch, triplet) in DEBS {
+        let deb = package(suffix);
+        let listing = lines("dpkg-deb", &["--contents", deb.to_str().unwrap()]);
+        let find = |path: &str| listing.iter().find(|l| l.ends_with(&format!("./{path}"))).cloned();
+        let module = format!("usr/lib/{triplet}/security/pam_totp.so");
+        let mut want: Vec<(&str, &str)> = COMMON.to_vec();
+        want.push((&module, "rw-r--r--"));
+        want.push(("usr/share/pam-configs/pam-totp", "rw-r--r--"));
+        for (path, mode) in want {
+            let l =
+                find(path).unwrap_or_else(|| panic!("{path} missing from the {arch} .deb:\n{}", listing.join("\n")));
+            assert!(l[1..].starts_with(mode), "{path}: {l}");
+            assert!(l.contains(" root/root "), "{path}: {l}");
+        }
+        assert!(listing.iter().all(|l| l.contains(" root/root ")));
+        let control = String::from_utf8(
+            run(
+                "dpkg-deb",
+                &["--field", deb.to_str().unwrap(), "Depends", "Version", "Architecture"],
+            )
+            .stdout,
         )
-        .stdout,
-    )
-    .unwrap();
-    assert!(control.contains("libpam0g") && control.contains("libc6"), "{control}");
-    let version = env!("CARGO_PKG_VERSION");
-    assert!(control.contains(&format!("Version: {version}")), "{control}");
-    let conffiles =
-        String::from_utf8(run("dpkg-deb", &["--info", package("deb").to_str().unwrap(), "conffiles"]).stdout).unwrap();
-    assert_eq!(conffiles.trim(), "/etc/security/pam_totp.conf");
+        .unwrap();
+        assert!(control.contains("libpam0g") && control.contains("libc6"), "{control}");
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(control.contains(&format!("Version: {version}")), "{control}");
+        assert!(control.contains(&format!("Architecture: {arch}")), "{control}");
+        // Installable on Debian 11 and Ubuntu 20.04 (glibc 2.31): libc6 (>= 2.28) at most.
+        let libc = control
+            .split("libc6 (>= ")
+            .nth(1)
+            .and_then(|v| v.split(')').next())
+            .unwrap_or_else(|| panic!("{control}"));
+        let v: Vec<u32> = libc.split('.').map(|n| n.parse().unwrap()).collect();
+        assert!(v.as_slice() <= &[2, 28][..], "{arch}: Depends libc6 (>= {libc})");
+        let conffiles =
+            String::from_utf8(run("dpkg-deb", &["--info", deb.to_str().unwrap(), "conffiles"]).stdout).unwrap();
+        assert_eq!(conffiles.trim(), "/etc/security/pam_totp.conf");
+    }
 }
 
 /// The debug-build test hooks (a forced panic in the module, a lost etcd answer in the
@@ -78,14 +103,17 @@ fn deb_contains_the_expected_files_with_root_ownership() {
 #[test]
 fn the_packaged_binaries_carry_no_test_hooks() {
     let dir = std::env::temp_dir().join(format!("pt-pkg-{}", random_hex(4)));
-    let out = run(
-        "dpkg-deb",
-        &["-x", package("deb").to_str().unwrap(), dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{out:?}");
+    for (suffix, _, _) in DEBS {
+        let out = run(
+            "dpkg-deb",
+            &["-x", package(suffix).to_str().unwrap(), dir.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
     let files = [
         "usr/sbin/pam-totp-stated",
         "usr/lib/x86_64-linux-gnu/security/pam_totp.so",
+        "usr/lib/aarch64-linux-gnu/security/pam_totp.so",
         "usr/bin/pam-totp",
     ];
     for f in files {
@@ -108,7 +136,7 @@ fn the_packaged_binaries_carry_no_test_hooks() {
 fn lintian_finds_no_errors_or_warnings() {
     let out = Command::new("lintian")
         .args(["--tag-display-limit", "0"])
-        .arg(package("deb"))
+        .args(DEBS.iter().map(|(suffix, _, _)| package(suffix)))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -130,7 +158,8 @@ fn rpm_is_clean_under_rpmlint_except_documented_warnings() {
         .arg(dir.join("rpmlint.toml"))
         .arg("-r")
         .arg(dir.join("rpmlintrc"))
-        .arg(package("rpm"))
+        .args(RPMS.iter().map(|s| package(s)))
+        .arg(package(".noarch.rpm"))
         .output()
         .expect("rpmlint (Debian package rpmlint; scripts/test installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -146,17 +175,23 @@ fn rpm_is_clean_under_rpmlint_except_documented_warnings() {
             .find_map(|part| part.trim().strip_suffix(what)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {what} count in {summary:?}"))
     };
-    assert_eq!(count("packages and 0 specfiles checked"), 1, "{report}");
+    assert_eq!(count("packages and 0 specfiles checked"), 3, "{report}");
     assert_eq!((count("errors"), count("warnings")), (0, 0), "rpmlint:\n{report}");
     assert!(out.status.success(), "rpmlint: {}\n{report}", out.status);
 }
 
 #[test]
 fn rpm_files_modes_and_owners() {
-    let rpm = package("rpm");
+    for suffix in RPMS {
+        rpm_files_modes_and_owners_of(&package(suffix));
+    }
+}
+
+fn rpm_files_modes_and_owners_of(rpm: &Path) {
     let listing = lines("rpm", &["-qlpv", rpm.to_str().unwrap()]);
     let mut want: Vec<(&str, &str)> = COMMON.to_vec();
     want.push(("usr/lib64/security/pam_totp.so", "rwxr-xr-x"));
+    want.push(("usr/share/authselect/vendor/pam-totp/system-auth", "rw-r--r--"));
     for (path, mode) in &want {
         let path = path.trim_end_matches('/');
         let l = listing
@@ -200,12 +235,56 @@ fn rpm_files_modes_and_owners() {
     std::fs::remove_dir_all(&dir).unwrap();
     let requires = lines("rpm", &["-qp", "--requires", rpm.to_str().unwrap()]);
     assert!(requires.iter().any(|r| r == "pam"), "{requires:?}");
+    // Where the targeted SELinux policy is installed, the policy module comes along.
+    let version = env!("CARGO_PKG_VERSION");
     assert!(
-        !requires
-            .iter()
-            .any(|r| r.contains("GLIBC_2.35") || r.contains("GLIBC_2.36")),
-        "needs a newer glibc than RHEL 9's 2.34: {requires:?}"
+        requires.contains(&format!("(pam-totp-selinux = {version}-1 if selinux-policy-targeted)")),
+        "{requires:?}"
     );
+}
+
+/// pam-totp-selinux: the compiled module where Fedora's packages put theirs, its interface
+/// for other policies, its sources; scriptlets that load it, relabel, and remove it.
+#[test]
+fn the_selinux_subpackage_ships_the_module_and_its_scriptlets() {
+    let rpm = package(".noarch.rpm");
+    assert!(rpm
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("pam-totp-selinux-"));
+    let listing = lines("rpm", &["-qlpv", rpm.to_str().unwrap()]);
+    for path in [
+        "/usr/share/selinux/packages/pam_totp.pp.bz2",
+        "/usr/share/selinux/devel/include/distributed/pam_totp.if",
+        "/usr/share/pam-totp/selinux/pam_totp.te",
+        "/usr/share/pam-totp/selinux/pam_totp.fc",
+        "/usr/share/doc/pam-totp-selinux/copyright",
+    ] {
+        let l = listing
+            .iter()
+            .find(|l| l.ends_with(&format!(" {path}")))
+            .unwrap_or_else(|| panic!("{path} missing:\n{}", listing.join("\n")));
+        assert!(l.starts_with("-rw-r--r--") && l.contains(" root     root "), "{l}");
+    }
+    let scripts = String::from_utf8(run("rpm", &["-qp", "--scripts", rpm.to_str().unwrap()]).stdout).unwrap();
+    for want in [
+        "postinstall scriptlet",
+        "semodule -n -s \"$SELINUXTYPE\" -X 200 -i /usr/share/selinux/packages/pam_totp.pp.bz2",
+        "posttrans scriptlet",
+        "restorecon -R /var/lib/pam-totp",
+        "postuninstall scriptlet",
+        "-X 200 -r pam_totp",
+        "load_policy",
+    ] {
+        assert!(scripts.contains(want), "{want:?} not in:\n{scripts}");
+    }
+    let requires = lines("rpm", &["-qp", "--requires", rpm.to_str().unwrap()]);
+    for r in ["selinux-policy", "policycoreutils", "/usr/sbin/selinuxenabled"] {
+        assert!(requires.iter().any(|x| x == r), "{r}: {requires:?}");
+    }
+    let arch = lines("rpm", &["-qp", "--qf", "%{ARCH}", rpm.to_str().unwrap()]);
+    assert_eq!(arch, vec!["noarch"]);
 }
 
 /// Purges the package on drop, whatever happened in the test.
@@ -218,7 +297,7 @@ impl Drop for Installed {
 
 #[test]
 fn deb_installs_works_through_the_systems_libpam_and_removes_cleanly() {
-    let deb = package("deb");
+    let deb = package("_amd64.deb");
     let _guard = Installed;
     let out = Command::new("dpkg").arg("--install").arg(&deb).output().unwrap();
     assert!(
