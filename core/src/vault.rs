@@ -21,7 +21,7 @@ use crate::account::Account;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::files::secret::{valid_device_name, SecretFile, MAX_DEVICES};
-use crate::files::secret_file::{load_secret, save_secret, secret_path, update_secret, vault_file, KeyFile};
+use crate::files::secret_file::{load_secret, secret_path, update_secret, vault_file, KeyFile};
 use crate::login::verify::{decide, Count, Decision, Policy};
 use crate::state::any::AnyStore;
 use crate::state::store::StateStore;
@@ -170,7 +170,10 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
                     cfg.config_path.display()
                 ));
             }
-            if current.is_some() || state.enrolled > 0 {
+            // Any trace of an enrollment refuses: keys somewhere, the record, or a state that
+            // logins made (a secret file moved away must not make room for another phone).
+            let traces = state.enrolled > 0 || state.last_success > 0 || !state.devices.is_empty();
+            if current.is_some() || traces {
                 log.log("refused: enroll: already enrolled");
                 return refused(if current.is_some() {
                     format!("you are already enrolled ({}): use --add to add an authenticator, or --force to replace the enrollment", file.display())
@@ -188,8 +191,26 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
                 Err(e) => return refused(e),
             };
             let vault = vault_file(cfg, account);
-            if let Err(e) = save_secret(&vault, account, &new, false) {
-                return refused(format!("could not save your keys: {e}"));
+            // Under the vault file's lock, refused if one appeared meanwhile: two enrollments
+            // at once (malware racing the user's own) never leave the user told "saved" for
+            // keys that are not the ones kept.
+            let saved = update_secret(
+                &vault,
+                account,
+                |cur: Option<SecretFile>| -> Result<_, crate::error::Error> {
+                    match cur {
+                        Some(_) => Ok((None, false)),
+                        None => Ok((Some(new.clone()), true)),
+                    }
+                },
+            );
+            match saved {
+                Ok(true) => {}
+                Ok(false) => {
+                    log.log("refused: enroll: an enrollment was made meanwhile");
+                    return refused("an enrollment was made meanwhile; nothing was saved (run `pam-totp status`)");
+                }
+                Err(e) => return refused(format!("could not save your keys: {e}")),
             }
             let now = clock.now();
             if let Err(e) = store.update(&account.name, |st| {
@@ -223,7 +244,10 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
             let Some(store) = store else {
                 return refused("the state directory does not exist; ask an administrator");
             };
-            // The proof is a login: decided and counted the same way.
+            // The proof is a login: decided and counted the same way. And it is counted before
+            // it is looked at: a failure is recorded first, and the code is checked only once
+            // that record is stored — so no way of making the write fail (limits, a full disk)
+            // checks codes without counting them, or tells a right one by how it fails.
             let now = clock.now();
             let policy = Policy {
                 window: cfg.window,
@@ -232,7 +256,30 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
                 lockout: cfg.lockout,
                 totp_only: false,
             };
+            let pre = store.update(&account.name, |st| {
+                if st.is_locked(now) {
+                    return None;
+                }
+                let was = (st.failures, st.locked_until);
+                crate::login::verify::fail(&policy, st, now);
+                Some(was)
+            });
+            let was = match pre {
+                Ok(Some(was)) => was,
+                Ok(None) => {
+                    log.log("refused: change of the vault: locked out");
+                    return refused("too many wrong codes: try again later; nothing was changed");
+                }
+                Err(e) => {
+                    log.log(&format!(
+                        "refused: change of the vault: the attempt could not be recorded: {e}"
+                    ));
+                    return refused(format!("could not record the code: {e}; nothing was changed"));
+                }
+            };
             let decision = store.update(&account.name, |st| {
+                // The failure counted above, taken back for the decision to count (or not).
+                (st.failures, st.locked_until) = was;
                 decide(&policy, &current, st, &[proof.as_str()], now, Count::Failures).0
             });
             match decision {
@@ -252,7 +299,12 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
                     log.log(&format!("refused: change of the vault: {why}"));
                     return refused(format!("{why}; nothing was changed"));
                 }
-                Err(e) => return refused(format!("could not record the code: {e}; nothing was changed")),
+                Err(e) => {
+                    log.log(&format!(
+                        "refused: change of the vault: the decision could not be recorded: {e}"
+                    ));
+                    return refused(format!("could not record the code: {e}; nothing was changed"));
+                }
             }
             match apply(&file, account, change) {
                 Ok(what) => {

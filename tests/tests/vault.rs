@@ -416,3 +416,88 @@ fn a_user_enrolls_into_the_vault_in_a_real_terminal() {
     assert_eq!(f.auth("svc", &u.name, &[&next]).rc, PAM_SUCCESS);
     assert_eq!(f.auth("svc", &u.name, &[codes[0]]).rc, PAM_SUCCESS);
 }
+
+/// The caller's file size limit (`ulimit -f 0`, SIGXFSZ ignored) made every write of the
+/// state fail: wrong codes went uncounted and the time a failed write took told a right code
+/// from a wrong one (the attacker's pass over the helper). Now the limit is lifted where root
+/// may (CAP_SYS_RESOURCE) and the wrong code counts; where it may not (this sandbox's
+/// bounding set lacks it), nothing is decided: a right and a wrong code are refused alike,
+/// before either is looked at, and neither is spent nor counted.
+#[test]
+fn a_file_size_limit_set_by_the_caller_never_lets_codes_be_tried_uncounted() {
+    let f = vault_fixture();
+    let ss = self_service(&f);
+    f.simple("svc", "");
+    let u = TestUser::create();
+    let (rc, out, err) = ss.cli(&u, &["enroll", "--json"], "");
+    assert_eq!(rc, 0, "{out} {err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    let failures = || {
+        let (_, out, _) = output(f.cli(&["status", "--user", &u.name, "--json"]));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["failures"]
+            .as_u64()
+            .unwrap()
+    };
+    const LIMIT: &str = "too low to record the attempt";
+    // Through the helper.
+    let helper = format!("PAM_TOTP_VAULT_HELPER={}", ss.helper.display());
+    let cli = cli_path();
+    let through_helper = |code: &str| {
+        let script = format!(
+            "ulimit -f 0; trap '' XFSZ; echo {code} | exec env -u SUDO_UID {helper} {} enroll --add --json --name x",
+            cli.display()
+        );
+        let out = in_namespace(
+            &[(&ss.security, "/etc/security")],
+            "runuser",
+            &["-u", &u.name, "--", "sh", "-c", &script],
+        )
+        .output()
+        .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = through_helper(&wrong_code(&key));
+    assert!(!ok);
+    let limited = err.contains(LIMIT);
+    assert!(
+        limited || failures() == 1,
+        "neither counted nor refused up front: {err}"
+    );
+    if limited {
+        assert_eq!(failures(), 0);
+        let (ok, err_right) = through_helper(&code_now(&key));
+        assert!(
+            !ok && err_right.contains(LIMIT),
+            "a right code under the limit: {err_right}"
+        );
+    }
+    // Through the module (su or sudo run with the user's limits).
+    let login = |code: &str| {
+        let h = f.harness("svc", &u.name, &[code], &[]);
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", "ulimit -f 0; trap '' XFSZ; exec \"$@\"", "sh"])
+            .arg(h.get_program())
+            .args(h.get_args());
+        for (k, v) in h.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        PamRun::parse(&c.output().unwrap())
+    };
+    let before = failures();
+    let r = login(&wrong_code(&key));
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+    if limited {
+        assert!(r.logged(&[LIMIT]) && failures() == before, "{:?}", r.logs);
+        let right = oathtool(&key, now() + 30, "sha1", 6);
+        let r = login(&right);
+        assert!(r.rc == PAM_AUTH_ERR && r.logged(&[LIMIT]), "{:?}", r.logs);
+        // Not spent: without the limit it lets the user in.
+        assert_eq!(f.auth("svc", &u.name, &[&right]).rc, PAM_SUCCESS);
+    } else {
+        assert_eq!(failures(), before + 1, "{:?}", r.logs);
+    }
+}

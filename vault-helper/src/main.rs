@@ -54,6 +54,29 @@ fn main() {
     if nix::sys::prctl::set_dumpable(false).is_err() {
         fail("cannot make this process non-dumpable");
     }
+    // Nothing of the caller's limits decides what is written (a file size limit would make
+    // a write fail on purpose), and files are made with root's group, not the caller's.
+    for r in [
+        nix::sys::resource::Resource::RLIMIT_FSIZE,
+        nix::sys::resource::Resource::RLIMIT_AS,
+        nix::sys::resource::Resource::RLIMIT_DATA,
+        nix::sys::resource::Resource::RLIMIT_CPU,
+    ] {
+        let inf = nix::sys::resource::RLIM_INFINITY;
+        // Where this process may not raise a hard limit (no CAP_SYS_RESOURCE), up to it;
+        // the state store refuses to decide anything under too low a file size limit.
+        if nix::sys::resource::setrlimit(r, inf, inf).is_err() {
+            if let Ok((_, hard)) = nix::sys::resource::getrlimit(r) {
+                let _ = nix::sys::resource::setrlimit(r, hard, hard);
+            }
+        }
+    }
+    if nix::unistd::geteuid().is_root() {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1024, 1024);
+        if nix::unistd::setgid(nix::unistd::Gid::from_raw(0)).is_err() {
+            fail("cannot take root's group");
+        }
+    }
     if std::env::args_os().len() > 1 {
         fail("takes no arguments (pam-totp runs it)");
     }

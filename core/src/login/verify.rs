@@ -247,7 +247,7 @@ fn check_devices(policy: &Policy, secret: &SecretFile, state: &State, answer: &s
     }
 }
 
-fn fail(policy: &Policy, state: &mut State, now: u64) -> Option<u64> {
+pub(crate) fn fail(policy: &Policy, state: &mut State, now: u64) -> Option<u64> {
     state.failures = state.failures.saturating_add(1);
     if state.failures >= policy.max_failures {
         state.failures = 0;

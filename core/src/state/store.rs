@@ -43,6 +43,49 @@ pub trait StateStore {
     }
 }
 
+/// Lifts RLIMIT_FSIZE for as long as it lives, and puts the caller's limit back on drop.
+/// The module and the vault's helper run as root in a process whose limits the user set (su,
+/// sudo, a setuid helper inherit them); root may raise them. Outside root it does nothing.
+struct FsizeUnlimited(Option<(nix::sys::resource::rlim_t, nix::sys::resource::rlim_t)>);
+
+/// The least file size limit under which an attempt may be decided: a state file is at most
+/// this big. Below it, a write could fail halfway through the decision.
+const MIN_FSIZE: u64 = 2 * crate::files::fs::MAX_FILE_SIZE;
+
+impl FsizeUnlimited {
+    /// Raises the limit (the hard one too where this process may: root with
+    /// CAP_SYS_RESOURCE; else the soft one up to the hard one). `Err` when it stays too low
+    /// to record an attempt: the caller then decides nothing.
+    fn raise() -> Result<FsizeUnlimited, String> {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+        let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_FSIZE) else {
+            return Ok(FsizeUnlimited(None));
+        };
+        if soft == RLIM_INFINITY && hard == RLIM_INFINITY {
+            return Ok(FsizeUnlimited(None));
+        }
+        if setrlimit(Resource::RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY).is_err() {
+            let _ = setrlimit(Resource::RLIMIT_FSIZE, hard, hard);
+        }
+        let guard = FsizeUnlimited(Some((soft, hard)));
+        match getrlimit(Resource::RLIMIT_FSIZE) {
+            Ok((now, _)) if now == RLIM_INFINITY || now >= MIN_FSIZE => Ok(guard),
+            _ => Err(format!(
+                "the file size limit of this process ({} bytes, ulimit -f) is too low to record the attempt",
+                hard
+            )),
+        }
+    }
+}
+
+impl Drop for FsizeUnlimited {
+    fn drop(&mut self) {
+        if let Some((soft, hard)) = self.0 {
+            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, soft, hard);
+        }
+    }
+}
+
 /// State files in one root-owned directory: `<user>.state`, locked via `<user>.lock`.
 #[derive(Debug)]
 pub struct FileStore {
@@ -216,6 +259,11 @@ impl StateStore for FileStore {
         // The lock is released when `lock` is dropped, or by the kernel if we die.
         lock.lock()
             .map_err(|e| Error::io(self.dir.path().join(&lock_name), &e))?;
+        // The caller's file size limit must not decide whether an attempt is recorded:
+        // `ulimit -f 0` before su or sudo would make every write fail, so that wrong codes
+        // go uncounted and the time a failed write takes tells a right code from a wrong one.
+        // Checked before anything is decided: under too low a limit no code is looked at.
+        let _fsize = FsizeUnlimited::raise().map_err(|why| Error::file(self.state_path(user), FileProblem::Io(why)))?;
         let (mut state, on_disk) = self.read(user, true)?;
         let before = state.clone();
         state.ensure_key().map_err(|e| {
