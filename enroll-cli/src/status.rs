@@ -120,16 +120,7 @@ pub fn run(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
             .map(|r| serde_json::json!({"rhost": r.rhost, "service": r.service, "until": r.until}))
             .collect();
         j["remembered_hosts"] = remembered.into();
-        lines.push(if locked {
-            format!(
-                "Locked out:       until {} ({} from now)",
-                format_time(st.locked_until),
-                human_duration(st.locked_until - now)
-            )
-        } else {
-            "Locked out:       no".to_string()
-        });
-        lines.push(format!("Failed attempts:  {} in a row", st.failures));
+        lockout_lines(&mut lines, st.locked_until, st.failures, now);
         if st.enrolled > 0 {
             lines.push(format!(
                 "On record:        enrolled since {} (a missing secret file is refused until `pam-totp reset`)",
@@ -207,15 +198,20 @@ fn vault_status(ctx: &Ctx, user: &str, st: &pam_totp_core::vault::Answer, json: 
         }
         lines.push(format!("Backup codes:     {} left", st.backup_codes));
     }
-    lines.push(if locked {
+    lockout_lines(&mut lines, st.locked_until, st.failures, now);
+    print_result(&lines.join("\n"))
+}
+
+/// The lockout and failure lines of a status, both ways it is shown.
+fn lockout_lines(lines: &mut Vec<String>, locked_until: u64, failures: u32, now: u64) {
+    lines.push(if locked_until > now {
         format!(
             "Locked out:       until {} ({} from now)",
-            format_time(st.locked_until),
-            human_duration(st.locked_until - now)
+            format_time(locked_until),
+            human_duration(locked_until - now)
         )
     } else {
         "Locked out:       no".to_string()
     });
-    lines.push(format!("Failed attempts:  {} in a row", st.failures));
-    print_result(&lines.join("\n"))
+    lines.push(format!("Failed attempts:  {failures} in a row"));
 }

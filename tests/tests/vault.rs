@@ -225,6 +225,16 @@ fn self_service(f: &Fixture) -> SelfService {
 }
 
 impl SelfService {
+    /// `u` enrolls themselves (`pam-totp enroll --json`, not root): the answer and the key.
+    fn enroll(&self, u: &TestUser) -> (serde_json::Value, String) {
+        let (rc, out, err) = self.cli(u, &["enroll", "--json"], "");
+        assert_eq!(rc, 0, "{out} {err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        register_enrollment(&j);
+        let key = j["secret"].as_str().unwrap().to_string();
+        (j, key)
+    }
+
     /// `pam-totp ARGS` run by `user` (not root), with `stdin`.
     fn cli(&self, user: &TestUser, args: &[&str], stdin: &str) -> (i32, String, String) {
         let helper = format!("PAM_TOTP_VAULT_HELPER={}", self.helper.display());
@@ -301,11 +311,7 @@ fn a_user_enrolls_into_the_vault_without_root_and_every_change_then_needs_a_code
     let ss = self_service(&f);
     f.simple("svc", "");
     let u = TestUser::create();
-    let (rc, out, err) = ss.cli(&u, &["enroll", "--json"], "");
-    assert_eq!(rc, 0, "{out} {err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    register_enrollment(&j);
-    let key = j["secret"].as_str().unwrap().to_string();
+    let (j, key) = ss.enroll(&u);
     let md = std::fs::metadata(vault_file(&f, &u)).unwrap();
     assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600));
     assert!(!u.secret_path().exists());
@@ -429,11 +435,7 @@ fn a_file_size_limit_set_by_the_caller_never_lets_codes_be_tried_uncounted() {
     let ss = self_service(&f);
     f.simple("svc", "");
     let u = TestUser::create();
-    let (rc, out, err) = ss.cli(&u, &["enroll", "--json"], "");
-    assert_eq!(rc, 0, "{out} {err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    register_enrollment(&j);
-    let key = j["secret"].as_str().unwrap().to_string();
+    let (_, key) = ss.enroll(&u);
     let failures = || {
         let (_, out, _) = output(f.cli(&["status", "--user", &u.name, "--json"]));
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["failures"]
