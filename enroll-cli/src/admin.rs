@@ -157,17 +157,14 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), String> {
     ctx.may_change(&account, "reset")?;
     let path = key_file(&ctx.cfg, &account);
     // The state store first: a missing or unusable state directory must not leave the
-    // secret removed and the state (with its lockout and enrollment record) behind.
-    let store = ctx.store_if_exists()?;
-    if let Some(store) = &store {
-        ctx.mark_if_protected(store, &account);
-    }
+    // secret removed and the state (with its lockout and enrollment record) behind — a
+    // mistyped --state-dir included: reset refuses one that does not exist, as unlock does.
+    let store = ctx.store()?;
+    ctx.mark_if_protected(&store, &account);
     let had_secret = remove_secret(&path, &account).map_err(|e| format!("could not remove the secret: {e}"))?;
-    if let Some(store) = store {
-        store
-            .remove(&account.name)
-            .map_err(|e| format!("the secret was removed, but the state could not be: {e}"))?;
-    }
+    store
+        .remove(&account.name)
+        .map_err(|e| format!("the secret was removed, but the state could not be: {e}"))?;
     syslog(&format!(
         "reset user={}: secret and state removed by {}",
         account.name,

@@ -280,26 +280,30 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
     }
     let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
     let warnings = f.iter().filter(|x| x.severity == Severity::Warning).count();
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({ "errors": errors, "warnings": warnings, "findings": f })
-        );
+    // One write, whose failure is one line (println! would panic on a full or closed
+    // stdout).
+    let text = if a.json {
+        serde_json::json!({ "errors": errors, "warnings": warnings, "findings": f }).to_string()
     } else {
-        for x in &f {
-            let sev = match x.severity {
-                Severity::Ok => "ok",
-                Severity::Info => "info",
-                Severity::Warning => "WARNING",
-                Severity::Error => "ERROR",
-            };
-            match &x.location {
-                Some(l) => println!("{sev:8} {}  [{l}]", x.message),
-                None => println!("{sev:8} {}", x.message),
-            }
-        }
-        println!("{errors} error(s), {warnings} warning(s)");
-    }
+        let mut lines: Vec<String> = f
+            .iter()
+            .map(|x| {
+                let sev = match x.severity {
+                    Severity::Ok => "ok",
+                    Severity::Info => "info",
+                    Severity::Warning => "WARNING",
+                    Severity::Error => "ERROR",
+                };
+                match &x.location {
+                    Some(l) => format!("{sev:8} {}  [{l}]", x.message),
+                    None => format!("{sev:8} {}", x.message),
+                }
+            })
+            .collect();
+        lines.push(format!("{errors} error(s), {warnings} warning(s)"));
+        lines.join("\n")
+    };
+    crate::context::print_result(&text)?;
     if errors > 0 {
         return Err(format!(
             "{errors} problem(s) would lock users out or let them in without a code"
