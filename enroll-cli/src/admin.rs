@@ -156,29 +156,40 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), String> {
     let account = lookup(user)?;
     ctx.may_change(&account, "reset")?;
     let path = key_file(&ctx.cfg, &account);
-    // The state store first: a missing or unusable state directory must not leave the
-    // secret removed and the state (with its lockout and enrollment record) behind — a
-    // mistyped --state-dir included: reset refuses one that does not exist, as unlock does.
-    let store = ctx.store()?;
-    ctx.mark_if_protected(&store, &account);
+    // The state store first: an unusable state directory must not leave the secret removed
+    // and the state (with its lockout and enrollment record) behind. One that does not exist
+    // holds no state (the module creates it at the first login), but it may be a mistyped
+    // --state-dir: the message says which directory held nothing.
+    let store = ctx.store_if_exists()?;
+    if let Some(store) = &store {
+        ctx.mark_if_protected(store, &account);
+    }
     let had_secret = remove_secret(&path, &account).map_err(|e| format!("could not remove the secret: {e}"))?;
-    store
-        .remove(&account.name)
-        .map_err(|e| format!("the secret was removed, but the state could not be: {e}"))?;
+    if let Some(store) = &store {
+        store
+            .remove(&account.name)
+            .map_err(|e| format!("the secret was removed, but the state could not be: {e}"))?;
+    }
     syslog(&format!(
         "reset user={}: secret and state removed by {}",
         account.name,
         ctx.by()
     ));
+    let state = match store {
+        Some(_) => format!("the state of {}", safe(&account.name)),
+        None => format!(
+            "no state (the state directory {} does not exist)",
+            safe_path(&ctx.cfg.state_dir)
+        ),
+    };
     let text = if had_secret {
         format!(
-            "Removed {} and the state of {}. They must run `pam-totp enroll` again.",
+            "Removed {} and {state}. They must run `pam-totp enroll` again.",
             safe_path(&path),
-            safe(&account.name)
         )
     } else {
         format!(
-            "{} had no secret file ({}); their state was cleared.",
+            "{} had no secret file ({}); removed {state}.",
             safe(&account.name),
             safe_path(&path)
         )
