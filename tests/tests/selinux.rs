@@ -483,3 +483,39 @@ fn the_daemon_has_its_domain_and_logins_reach_its_socket() {
         assert!(c[0].contains("write") && c[1].contains("connectto"), "{d}: {c:?}");
     }
 }
+
+/// The vault's setuid helper: a user who runs it enters its own domain, which may write the
+/// vault (create, write, rename, lock) and the state (a proof is recorded like a login),
+/// where the user's own domain may not; without the module it is just bin_t run in user_t.
+#[test]
+fn users_enter_the_vault_helpers_domain_which_alone_writes_the_vault_for_them() {
+    let s = setup();
+    let m = &s.with_module;
+    let exec = m.label("/usr/libexec/pam-totp/pam-totp-vault", 0o100000);
+    assert_eq!(exec, "pam_totp_vault_exec_t");
+    let vault_file = m.label("/var/lib/pam-totp/vault/alice.toml", 0o100000);
+    let vault_dir = m.label("/var/lib/pam-totp/vault", 0o040000);
+    let a = m.ask(&[
+        Query::transition(USER_DOMAIN, &exec, "process"),
+        Query::allow(USER_DOMAIN, &exec, "file"),
+        Query::allow("pam_totp_vault_t", &vault_file, "file"),
+        Query::allow("pam_totp_vault_t", &vault_dir, "dir"),
+        Query::allow(USER_DOMAIN, &vault_file, "file"),
+    ]);
+    assert!(a[0].contains("pam_totp_vault_t"), "user_t runs it as {:?}", a[0]);
+    assert!(a[1].contains("execute"), "{:?}", a[1]);
+    for p in ["create", "write", "rename", "lock", "read", "unlink"] {
+        assert!(a[2].contains(p), "the helper may not {p} vault files: {:?}", a[2]);
+    }
+    for p in ["add_name", "remove_name", "write", "search"] {
+        assert!(a[3].contains(p), "the helper may not {p} in the vault: {:?}", a[3]);
+    }
+    for p in ["read", "write", "create"] {
+        assert!(!a[4].contains(p), "user_t may {p} vault files: {:?}", a[4]);
+    }
+    assert_ne!(
+        s.base.label("/usr/libexec/pam-totp/pam-totp-vault", 0o100000),
+        exec,
+        "no type without the module"
+    );
+}
