@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::files::secret::{valid_device_name, SecretFile, MAX_DEVICES};
 use crate::files::secret_file::{load_secret, secret_path, update_secret, vault_file, KeyFile};
-use crate::login::verify::{decide, Count, Decision, Policy};
+use crate::login::verify::{decide, Count, Decision};
 use crate::state::any::AnyStore;
 use crate::state::store::StateStore;
 
@@ -249,13 +249,7 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
             // that record is stored — so no way of making the write fail (limits, a full disk)
             // checks codes without counting them, or tells a right one by how it fails.
             let now = clock.now();
-            let policy = Policy {
-                window: cfg.window,
-                hotp_window: cfg.hotp_window,
-                max_failures: cfg.max_failures,
-                lockout: cfg.lockout,
-                totp_only: false,
-            };
+            let policy = crate::login::policy(cfg, false);
             let pre = store.update(&account.name, |st| {
                 if st.is_locked(now) {
                     return None;

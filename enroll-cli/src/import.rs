@@ -93,6 +93,15 @@ pub fn run(ctx: &Ctx, from: ImportFrom) -> Result<(), String> {
     }
 }
 
+/// A file of the user's (a `~/.google_authenticator`), read the way the module reads
+/// secrets: as the user, no symlink, private. `None`: there is none.
+pub fn read_as_user(account: &Account, path: &std::path::Path) -> Result<Option<zeroize::Zeroizing<String>>, String> {
+    let owners = Owners(vec![account.uid, 0]);
+    with_fs_identity(account.uid, account.gid, path, || read_checked(path, &owners))
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())
+}
+
 /// A google-authenticator file's secret as a secret file: the same key (the app keeps
 /// working), its unused scratch codes as backup codes.
 pub fn ga_secret(
@@ -143,11 +152,7 @@ fn google_authenticator(
         None => account.home.join(".google_authenticator"),
     };
     // Read it the way the module reads secrets: as the user, no symlinks, private file.
-    let owners = Owners(vec![account.uid, 0]);
-    let text = with_fs_identity(account.uid, account.gid, &src, || read_checked(&src, &owners))
-        .and_then(|r| r)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{} does not exist", src.display()))?;
+    let text = read_as_user(&account, &src)?.ok_or_else(|| format!("{} does not exist", src.display()))?;
     let ga = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", src.display()))?;
 
     let path = key_file(&ctx.cfg, &account);

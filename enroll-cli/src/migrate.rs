@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use clap::Args;
 use pam_totp_core::account::Account;
 use pam_totp_core::admin::google::parse_google_authenticator;
-use pam_totp_core::files::fs::{read_checked, with_fs_identity, Owners};
+use pam_totp_core::files::fs::with_fs_identity;
 use pam_totp_core::files::secret::SecretFile;
 use pam_totp_core::files::secret_file::{load_secret, remove_secret, save_secret, secret_path, vault_file, KeyFile};
 use pam_totp_core::otp::enroll::DEFAULT_DEVICE_NAME;
@@ -136,7 +136,7 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
     }
     let (secret, from): (SecretFile, &KeyFile) = match load_secret(&legacy, account).map_err(|e| e.to_string())? {
         Some(s) => (s, &legacy),
-        None => match read_ga(account, &ga)? {
+        None => match crate::import::read_as_user(account, &ga)? {
             Some(text) => {
                 let parsed = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", safe_path(&ga)))?;
                 (
@@ -178,15 +178,6 @@ fn exists_as_user(file: &KeyFile, account: &Account) -> bool {
         std::fs::symlink_metadata(&file.path).is_ok()
     })
     .unwrap_or(false)
-}
-
-/// A `~/.google_authenticator`, read as the module reads secrets: as the user, no symlink,
-/// private. `None`: there is none.
-fn read_ga(account: &Account, ga: &KeyFile) -> Result<Option<zeroize::Zeroizing<String>>, String> {
-    let owners = Owners(vec![account.uid, 0]);
-    with_fs_identity(account.uid, account.gid, &ga.path, || read_checked(&ga.path, &owners))
-        .and_then(|r| r)
-        .map_err(|e| e.to_string())
 }
 
 /// Every account `getent passwd` lists (NSS: local files, SSSD/LDAP where they enumerate).

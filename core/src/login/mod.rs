@@ -290,7 +290,7 @@ fn mark_if_protected(cfg: &Config, accounts: &dyn Accounts, account: &Account, s
 
 /// The decision's policy; `local`: the decision is made on this host's own state because the
 /// fleet store is down ([`Policy::totp_only`]).
-fn policy(cfg: &Config, local: bool) -> Policy {
+pub(crate) fn policy(cfg: &Config, local: bool) -> Policy {
     Policy {
         window: cfg.window,
         hotp_window: cfg.hotp_window,

@@ -30,11 +30,6 @@ pub struct AnyStore {
     existing_only: bool,
     degraded: RefCell<Option<String>>,
     used_local: Cell<bool>,
-    /// The fleet store answered an operation of this store (a login's lockout check): from
-    /// then on a failure refuses, never falls back — the fleet decides a login from start to
-    /// end, or the host does, never half and half (someone who could make the decision fail
-    /// after the check must not get this host's state instead).
-    fleet_answered: Cell<bool>,
 }
 
 impl AnyStore {
@@ -63,7 +58,6 @@ impl AnyStore {
             existing_only: cli,
             degraded: RefCell::new(None),
             used_local: Cell::new(false),
-            fleet_answered: Cell::new(false),
         };
         match cfg.store {
             StoreKind::Fleet => {
@@ -139,13 +133,11 @@ impl AnyStore {
             return self.with_local(local_op);
         }
         match fleet_op(fleet) {
-            Ok(v) => {
-                self.fleet_answered.set(true);
-                Ok(v)
-            }
-            // Only before the fleet answered anything, in this operation or an earlier one (a
-            // get answered and then a compare-and-swap unavailable is not half and half).
-            Err(FleetError::Unavailable(why)) if self.fallback && !self.fleet_answered.get() && !fleet.answered() => {
+            Ok(v) => Ok(v),
+            // Only before the fleet answered anything, in this operation or an earlier one of
+            // this store: the fleet decides a login from start to end, or the host does, never
+            // half and half (a get answered, then a compare-and-swap unavailable).
+            Err(FleetError::Unavailable(why)) if self.fallback && !fleet.answered() => {
                 self.used_local.set(true);
                 *self.degraded.borrow_mut() = Some(why);
                 self.with_local(local_op)
