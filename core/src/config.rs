@@ -84,6 +84,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "fleet.ca_file", kind: Kind::Path, default: "none", doc: "In pam_totp.conf only: PEM file of the CA that signed the etcd members' certificates.", example: "\"/etc/pam-totp/etcd-ca.pem\"" },
     OptionSpec { name: "fleet.cert_file", kind: Kind::Path, default: "none", doc: "In pam_totp.conf only: PEM client certificate of this host; its CN is the etcd user (give it a role limited to the key prefix).", example: "\"/etc/pam-totp/host.pem\"" },
     OptionSpec { name: "fleet.key_file", kind: Kind::Path, default: "none", doc: "In pam_totp.conf only: PEM private key of cert_file, readable by root only.", example: "\"/etc/pam-totp/host-key.pem\"" },
+    OptionSpec { name: "fleet.vault_key_file", kind: Kind::Path, default: "none", doc: "In pam_totp.conf only: with store=fleet and key_store=vault, the fleet vault's keys: 64 hex digits per line (32 random bytes: openssl rand -hex 32), root's only (0600 or 0400). The first line seals every new write; later lines are older keys still opened, so a rotation is: a new first line on every host, pam-totp vault rekey, then the old line removed. The same file on every host of the namespace; a host without it (or without the key a record names) cannot read users' keys and refuses their logins (docs/fleet.md).", example: "\"/etc/pam-totp/vault.keys\"" },
     OptionSpec { name: "fleet.timeout_ms", kind: Kind::Number, default: "1500", doc: "In pam_totp.conf only: the daemon's deadline in milliseconds for one etcd call (10-1900); the module waits at most 2 s for an answer and refuses after that.", example: "1500" },
 ];
 
@@ -118,6 +119,8 @@ pub struct FleetConfig {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// The fleet vault's key ring (`fleet.vault_key_file`).
+    pub vault_key_file: Option<PathBuf>,
     pub timeout_ms: u64,
 }
 
@@ -129,6 +132,7 @@ impl Default for FleetConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
+            vault_key_file: None,
             timeout_ms: DEFAULT_FLEET_TIMEOUT_MS,
         }
     }
@@ -560,7 +564,7 @@ impl Config {
                             _ => return Err(e("must be deny or local")),
                         }
                     }
-                    "fleet_socket" | "fleet.ca_file" | "fleet.cert_file" | "fleet.key_file" => {
+                    "fleet_socket" | "fleet.ca_file" | "fleet.cert_file" | "fleet.key_file" | "fleet.vault_key_file" => {
                         if !s.starts_with('/') {
                             return Err(e("must be an absolute path"));
                         }
@@ -569,6 +573,7 @@ impl Config {
                             "fleet_socket" => self.fleet_socket = p,
                             "fleet.ca_file" => self.fleet.ca_file = Some(p),
                             "fleet.cert_file" => self.fleet.cert_file = Some(p),
+                            "fleet.vault_key_file" => self.fleet.vault_key_file = Some(p),
                             _ => self.fleet.key_file = Some(p),
                         }
                     }
@@ -849,7 +854,7 @@ mod tests {
         assert_eq!(Config::default().store_unavailable, Unavailable::Deny);
         let file = |_: &Path| {
             Ok(Some(
-                "store = \"fleet\"\n[fleet]\nendpoints = [\"https://etcd1:2379\", \"http://127.0.0.1:2379\", \"http://[::1]:2379\"]\nnamespace = \"prod-eu\"\nca_file = \"/etc/pam-totp/ca.pem\"\ncert_file = \"/etc/pam-totp/h.pem\"\nkey_file = \"/etc/pam-totp/h-key.pem\"\ntimeout_ms = 800\n"
+                "store = \"fleet\"\n[fleet]\nendpoints = [\"https://etcd1:2379\", \"http://127.0.0.1:2379\", \"http://[::1]:2379\"]\nnamespace = \"prod-eu\"\nca_file = \"/etc/pam-totp/ca.pem\"\ncert_file = \"/etc/pam-totp/h.pem\"\nkey_file = \"/etc/pam-totp/h-key.pem\"\nvault_key_file = \"/etc/pam-totp/vault.keys\"\ntimeout_ms = 800\n"
                     .to_string(),
             ))
         };
@@ -858,6 +863,7 @@ mod tests {
         assert_eq!(c.fleet.namespace, "prod-eu");
         assert_eq!(c.fleet.timeout_ms, 800);
         assert_eq!(c.fleet.key_file, Some(PathBuf::from("/etc/pam-totp/h-key.pem")));
+        assert_eq!(c.fleet.vault_key_file, Some(PathBuf::from("/etc/pam-totp/vault.keys")));
         // Dotted keys are the same table.
         let dotted = |_: &Path| Ok(Some("fleet.namespace = \"x\"\n".to_string()));
         assert_eq!(Config::load(&[], dotted).unwrap().fleet.namespace, "x");

@@ -21,7 +21,7 @@ use crate::account::Account;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::files::secret::{valid_device_name, SecretFile, MAX_DEVICES};
-use crate::files::secret_file::{load_secret, secret_path, update_secret, vault_file, KeyFile};
+use crate::files::secret_file::{key_file, load_secret, update_secret, vault_file, KeyFile};
 use crate::login::verify::{decide, Count, Decision};
 use crate::state::any::AnyStore;
 use crate::state::store::StateStore;
@@ -114,16 +114,13 @@ pub trait Log {
     fn log(&mut self, line: &str);
 }
 
-/// Where `account`'s keys are, as root sees it: the vault, a secret file, or none.
+/// Where `account`'s keys are, as root sees it: a vault (the fleet's or this host's), a
+/// secret file, or none (then: where an enrollment goes).
 fn place(cfg: &Config, account: &Account) -> Result<(KeyFile, Option<SecretFile>), String> {
-    let vault = vault_file(cfg, account);
-    if let Some(s) = load_secret(&vault, account).map_err(|e| e.to_string())? {
-        return Ok((vault, Some(s)));
-    }
-    let legacy = secret_path(cfg, account);
-    match load_secret(&legacy, account).map_err(|e| e.to_string())? {
-        Some(s) => Ok((legacy, Some(s))),
-        None => Ok((vault, None)),
+    let file = key_file(cfg, account);
+    match load_secret(&file, account).map_err(|e| e.to_string())? {
+        Some(s) => Ok((file, Some(s))),
+        None => Ok((vault_file(cfg, account), None)),
     }
 }
 

@@ -113,6 +113,18 @@ enum Command {
     /// spent); the old file is removed, and a user whose file cannot be removed stays where
     /// they were. Users already in the vault are not touched.
     Migrate(migrate::MigrateArgs),
+    /// Seal every user's keys in the fleet vault again with the first key of
+    /// fleet.vault_key_file (root only): the middle step of a rotation.
+    ///
+    /// A rotation: put a new key as the first line of fleet.vault_key_file on every host
+    /// (the old key stays as a later line), run `pam-totp rekey` on one host, then remove the
+    /// old line everywhere. Logins keep working throughout. A record that cannot be opened
+    /// is reported and left as it is.
+    Rekey {
+        /// One JSON object: {"key_id", "sealed_again": [users], "current": N, "failed": [{"user", "reason"}]}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one command. `Err` is the one line to print on stderr.
@@ -134,6 +146,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Report(args) => report::run(&ctx, args),
         Command::Doctor(args) => doctor::run(&ctx, args),
         Command::Migrate(args) => migrate::run(&ctx, args),
+        Command::Rekey { json } => migrate::rekey(&ctx, json),
     }
 }
 

@@ -7,16 +7,21 @@
 //! migrated (two copies would leave the one the user can read working as a second factor).
 //! The same keys and the same backup-code hashes are kept, so the phone keeps working and a
 //! spent backup code stays spent (the state keys both by what they are, not by the file).
-//! Root only; never acts on a user who already has keys in the vault.
+//! Root only; never acts on a user who already has keys in the vault. With the fleet vault
+//! (`store = "fleet"`, `key_store = "vault"`) the keys go there, and a file of this host's
+//! vault is a source too (a host that kept keys locally before it joined the fleet).
 
 use std::path::PathBuf;
 
 use clap::Args;
 use pam_totp_core::account::Account;
 use pam_totp_core::admin::google::parse_google_authenticator;
+use pam_totp_core::files::fleet_vault::FleetVault;
 use pam_totp_core::files::fs::with_fs_identity;
 use pam_totp_core::files::secret::SecretFile;
-use pam_totp_core::files::secret_file::{load_secret, remove_secret, save_secret, secret_path, vault_file, KeyFile};
+use pam_totp_core::files::secret_file::{
+    load_secret, local_vault_file, remove_secret, save_secret, secret_path, vault_file, KeyFile,
+};
 use pam_totp_core::otp::enroll::DEFAULT_DEVICE_NAME;
 
 use crate::context::{lookup, program, safe, safe_path, syslog, Ctx};
@@ -122,19 +127,33 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
     let vault = vault_file(&ctx.cfg, account);
     let legacy = secret_path(&ctx.cfg, account);
     let ga = KeyFile::legacy(account.home.join(".google_authenticator"));
+    // With the fleet vault, this host's vault file is moved too (root's: looked at as root).
+    let local = local_vault_file(&ctx.cfg, account);
+    let local_there = vault.fleet.is_some() && std::fs::symlink_metadata(&local.path).is_ok();
     if load_secret(&vault, account).map_err(|e| e.to_string())?.is_some() {
-        let left = [&legacy, &ga]
-            .into_iter()
-            .find(|f| exists_as_user(f, account))
-            .map(|f| f.path.clone());
+        let left = if local_there {
+            Some(local.path.clone())
+        } else {
+            [&legacy, &ga]
+                .into_iter()
+                .find(|f| exists_as_user(f, account))
+                .map(|f| f.path.clone())
+        };
         return Ok(Done::Already { left });
     }
     // Nothing there: nothing to check (with --all, most accounts; their homes may be places
     // such as /var/mail that no secret file could be trusted in anyway).
-    if !exists_as_user(&legacy, account) && !exists_as_user(&ga, account) {
+    if !local_there && !exists_as_user(&legacy, account) && !exists_as_user(&ga, account) {
         return Ok(Done::Nothing);
     }
-    let (secret, from): (SecretFile, &KeyFile) = match load_secret(&legacy, account).map_err(|e| e.to_string())? {
+    let from_local = if local_there {
+        load_secret(&local, account).map_err(|e| e.to_string())?
+    } else {
+        None
+    };
+    let (secret, from): (SecretFile, &KeyFile) = match from_local {
+        Some(s) => (s, &local),
+        None => match load_secret(&legacy, account).map_err(|e| e.to_string())? {
         Some(s) => (s, &legacy),
         None => match crate::import::read_as_user(account, &ga)? {
             Some(text) => {
@@ -145,6 +164,7 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
                 )
             }
             None => return Ok(Done::Nothing),
+        },
         },
     };
     save_secret(&vault, account, &secret, false).map_err(|e| format!("could not write the vault: {e}"))?;
@@ -190,4 +210,66 @@ fn all_accounts() -> Result<Vec<Account>, String> {
         return Err("getent passwd failed".into());
     }
     Ok(crate::report::parse_passwd(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `pam-totp rekey`: every record of the fleet vault sealed with the ring's first key.
+pub fn rekey(ctx: &Ctx, json: bool) -> Result<(), String> {
+    ctx.require_root("seal the fleet vault again")?;
+    if ctx.sudo.is_some() {
+        // A help desk rule must not reach this: it touches every user's keys.
+        ctx.may_change(&ctx.me, "rekey")?;
+    }
+    let fv = FleetVault::of(&ctx.cfg).ok_or_else(|| {
+        format!(
+            "rekey seals the fleet vault: {} does not keep keys there (store = \"fleet\" and key_store = \"vault\")",
+            safe_path(&ctx.cfg.config_path)
+        )
+    })?;
+    let ring = fv.ring().map_err(|e| e.to_string())?;
+    let users = fv.users().map_err(|e| e.to_string())?;
+    let (mut again, mut current, mut failed) = (Vec::new(), 0usize, Vec::new());
+    for u in &users {
+        match fv.rekey(&ring, u) {
+            Ok(true) => again.push(u.clone()),
+            Ok(false) => current += 1,
+            Err(e) => failed.push((u.clone(), e.to_string())),
+        }
+    }
+    syslog(&format!(
+        "rekey: {} record(s) of the fleet vault sealed again with key {} by {} ({} already, {} failed)",
+        again.len(),
+        ring.current_id(),
+        ctx.by(),
+        current,
+        failed.len()
+    ));
+    let out = if json {
+        serde_json::json!({
+            "key_id": ring.current_id(),
+            "sealed_again": again,
+            "current": current,
+            "failed": failed.iter().map(|(u, r)| serde_json::json!({"user": u, "reason": r})).collect::<Vec<_>>(),
+        })
+        .to_string()
+    } else {
+        let mut lines = vec![format!(
+            "{} record(s) sealed again with key {}; {} already were",
+            again.len(),
+            ring.current_id(),
+            current
+        )];
+        for (u, r) in &failed {
+            lines.push(format!("{}: not sealed again: {r}", safe(u)));
+        }
+        if failed.is_empty() && !users.is_empty() {
+            lines.push("every record opens with the first key: older lines of fleet.vault_key_file may now be removed on every host".into());
+        }
+        lines.join("\n")
+    };
+    crate::context::print(&out).map_err(|e| format!("could not print the result: {}", crate::context::describe(&e)))?;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} record(s) not sealed again", failed.len()))
+    }
 }

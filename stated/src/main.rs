@@ -28,7 +28,7 @@ use etcd_client::{
     TxnOpResponse, WatchOptions,
 };
 use pam_totp_core::config::{Config, FleetConfig};
-use pam_totp_core::fleet::{self, Doc, Request, Response, MAX_FRAME};
+use pam_totp_core::fleet::{self, Doc, Request, Response, Space, MAX_FRAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -133,6 +133,9 @@ fn setup(args: &Args) -> Result<Setup, String> {
         cert_file,
         key_file,
         timeout_ms,
+        // The daemon never reads it: it stores the fleet vault's records sealed, as the
+        // module and pam-totp hand them over, and opens none.
+        vault_key_file: _,
     } = cfg.fleet;
     if endpoints.is_empty() {
         return Err(format!(
@@ -539,10 +542,14 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
     let what = match &req {
         Request::Hello => "hello",
         Request::Ping => "ping",
-        Request::Get { .. } => "get",
-        Request::Cas { .. } => "compare-and-swap",
-        Request::Delete { .. } => "delete",
-        Request::List => "list",
+        Request::Get { space: Space::State, .. } => "get",
+        Request::Cas { space: Space::State, .. } => "compare-and-swap",
+        Request::Delete { space: Space::State, .. } => "delete",
+        Request::List { space: Space::State } => "list",
+        Request::Get { space: Space::Vault, .. } => "vault get",
+        Request::Cas { space: Space::Vault, .. } => "vault compare-and-swap",
+        Request::Delete { space: Space::Vault, .. } => "vault delete",
+        Request::List { space: Space::Vault } => "vault list",
     };
     let n = etcd.members.len();
     let first = etcd.preferred.load(Ordering::Relaxed) % n.max(1);
@@ -733,7 +740,7 @@ impl From<&str> for Failure {
 /// `lost`: a compare-and-swap of this request was sent before and its answer lost.
 async fn run(etcd: &Etcd, client: &Client, req: Request, lost: bool) -> Result<Response, Failure> {
     let mut kv = client.kv_client();
-    let key = |user: &str| fleet::user_key(&etcd.namespace, user);
+    let key = |space: Space, user: &str| fleet::space_key(space, &etcd.namespace, user);
     match req {
         Request::Hello => Ok(Response::Pong),
         Request::Ping => {
@@ -745,13 +752,18 @@ async fn run(etcd: &Etcd, client: &Client, req: Request, lost: bool) -> Result<R
             .await?;
             Ok(Response::Pong)
         }
-        Request::Get { user, fresh } => {
+        Request::Get { space, user, fresh } => {
             let opts = (!fresh).then(|| GetOptions::new().with_serializable());
-            let r = kv.get(key(&user), opts).await?;
+            let r = kv.get(key(space, &user), opts).await?;
             Ok(Response::Value(doc_of(r.kvs().first())?))
         }
-        Request::Cas { user, expected, value } => {
-            let k = key(&user);
+        Request::Cas {
+            space,
+            user,
+            expected,
+            value,
+        } => {
+            let k = key(space, &user);
             let expected = i64::try_from(expected).map_err(|_| "revision out of range")?;
             if lost {
                 if let Some(r) = find_lost_write(client, &k, expected, &value).await? {
@@ -791,12 +803,12 @@ async fn run(etcd: &Etcd, client: &Client, req: Request, lost: bool) -> Result<R
                 None => Err("etcd's answer to a failed compare has no document".into()),
             }
         }
-        Request::Delete { user } => {
-            kv.delete(key(&user), None).await?;
+        Request::Delete { space, user } => {
+            kv.delete(key(space, &user), None).await?;
             Ok(Response::Deleted)
         }
-        Request::List => {
-            let prefix = fleet::users_prefix(&etcd.namespace);
+        Request::List { space } => {
+            let prefix = fleet::space_prefix(space, &etcd.namespace);
             let r = kv
                 .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
                 .await?;

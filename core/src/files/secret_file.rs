@@ -1,10 +1,11 @@
 //! The one place a user's keys are found, read, written and removed — shared by the module
 //! (reads only) and the `pam-totp` command line.
 //!
-//! Keys are in one of two places ([`KeyFile`]): the vault, `STATE_DIR/vault/<user>.toml`,
-//! root's only (a 0700 directory of root's, files 0600 owned by root), or the legacy secret
+//! Keys are in one of three places ([`KeyFile`]): the vault, `STATE_DIR/vault/<user>.toml`,
+//! root's only (a 0700 directory of root's, files 0600 owned by root); with `store =
+//! "fleet"`, the fleet vault in etcd (sealed, `files/fleet_vault.rs`); or the legacy secret
 //! file at the `secret=` template (usually in the home, readable by the user). A user with
-//! keys in the vault is read from there only; a home file is then ignored.
+//! keys in a vault is read from there only; a home file is then ignored.
 //!
 //! Never: writes a key file that is group/other-readable, follows a symlink at the file, or
 //! replaces an enrollment unless asked to; accepts a vault file or directory that is not
@@ -20,15 +21,27 @@ use std::time::{Duration, Instant};
 use crate::account::{escape_user, Account};
 use crate::config::{expand_template, Config, KeyStore};
 use crate::error::{Error, FileProblem};
+use crate::files::fleet_vault::FleetVault;
 use crate::files::fs::{read_checked_stamped, split_path, stamp_checked, with_fs_identity, Dir, FileStamp, Owners};
 use crate::files::secret::{ParseError, SecretFile};
 
-/// Where a user's keys are: a file in the vault, or the legacy secret file.
+/// Where a user's keys are: a file in the vault, the fleet vault, or the legacy secret file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyFile {
+    /// The file; for the fleet vault, how messages name the record (`fleet vault <etcd key>`).
     pub path: PathBuf,
-    /// In the vault: root's only, never read or written with the user's identity.
+    /// In a vault: root's only, never read or written with the user's identity.
     pub in_vault: bool,
+    /// In the fleet vault (etcd, sealed), not in a file.
+    pub fleet: Option<FleetVault>,
+}
+
+/// What a key file was read as, to tell later whether it changed ([`secret_unchanged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStamp {
+    File(FileStamp),
+    /// The fleet vault record's etcd revision.
+    Fleet(u64),
 }
 
 impl KeyFile {
@@ -37,6 +50,7 @@ impl KeyFile {
         KeyFile {
             path: path.into(),
             in_vault: false,
+            fleet: None,
         }
     }
 
@@ -83,11 +97,25 @@ pub fn vault_dir(cfg: &Config) -> PathBuf {
     cfg.state_dir.join("vault")
 }
 
-/// `account`'s file in the vault (whether or not it exists).
+/// Where new keys of `account` go in the vault (whether or not they exist): the fleet
+/// vault with `store = "fleet"`, else this host's vault file.
 pub fn vault_file(cfg: &Config, account: &Account) -> KeyFile {
+    match FleetVault::of(cfg) {
+        Some(fv) => KeyFile {
+            path: fv.label(&account.name),
+            in_vault: true,
+            fleet: Some(fv),
+        },
+        None => local_vault_file(cfg, account),
+    }
+}
+
+/// `account`'s file in this host's vault (whether or not it exists).
+pub fn local_vault_file(cfg: &Config, account: &Account) -> KeyFile {
     KeyFile {
         path: vault_dir(cfg).join(format!("{}.toml", escape_user(&account.name))),
         in_vault: true,
+        fleet: None,
     }
 }
 
@@ -96,14 +124,36 @@ pub fn secret_path(cfg: &Config, account: &Account) -> KeyFile {
     KeyFile {
         path: expand_template(&cfg.secret, &account.name, &account.home),
         in_vault: false,
+        fleet: None,
     }
 }
 
 /// Where `account`'s keys are read from and changed: the vault when it holds them (or when
-/// neither place does and new enrollments go to the vault), else the legacy secret file.
+/// no place does and new enrollments go to the vault), else the legacy secret file.
 /// Looking into the vault takes root; for anyone else the answer is the legacy file.
+/// With the fleet vault: the fleet's record, else this host's vault file, else the secret
+/// file (both until `pam-totp migrate`), else the fleet vault; when the fleet cannot be
+/// asked, the fleet vault (whose read then fails: the login is refused, never decided on
+/// an older copy here).
 pub fn key_file(cfg: &Config, account: &Account) -> KeyFile {
-    let vault = vault_file(cfg, account);
+    if let Some(fv) = FleetVault::of(cfg).filter(|_| nix::unistd::geteuid().is_root()) {
+        let fleet = vault_file(cfg, account);
+        return match fv.get(&account.name) {
+            Ok(None) => {
+                let local = local_vault_file(cfg, account);
+                if std::fs::symlink_metadata(&local.path).is_ok() {
+                    return local;
+                }
+                let legacy = secret_path(cfg, account);
+                match legacy.as_owner(account, || Ok(std::fs::symlink_metadata(&legacy.path).is_ok())) {
+                    Ok(false) => fleet,
+                    _ => legacy,
+                }
+            }
+            Ok(Some(_)) | Err(_) => fleet,
+        };
+    }
+    let vault = local_vault_file(cfg, account);
     match std::fs::symlink_metadata(&vault.path) {
         // Whatever is there (a file, or something the read then refuses) is the vault's.
         Ok(_) => vault,
@@ -124,15 +174,19 @@ pub fn load_secret(file: &KeyFile, account: &Account) -> Result<Option<SecretFil
     Ok(load_secret_stamped(file, account)?.map(|(s, _)| s))
 }
 
-/// [`load_secret`], with the [`FileStamp`] of the file that was read, for
-/// [`secret_unchanged`].
-pub fn load_secret_stamped(file: &KeyFile, account: &Account) -> Result<Option<(SecretFile, FileStamp)>, Error> {
+/// [`load_secret`], with the [`KeyStamp`] of what was read, for [`secret_unchanged`].
+pub fn load_secret_stamped(file: &KeyFile, account: &Account) -> Result<Option<(SecretFile, KeyStamp)>, Error> {
+    if let Some(fv) = &file.fleet {
+        return Ok(fv
+            .load(account)?
+            .map(|k| (k.secret, KeyStamp::Fleet(k.revision))));
+    }
     let owners = file.owners(account);
     let path = &file.path;
     let Some((text, stamp)) = file.as_owner(account, || read_checked_stamped(path, &owners))? else {
         return Ok(None);
     };
-    SecretFile::parse(&text).map(|s| Some((s, stamp))).map_err(|e| {
+    SecretFile::parse(&text).map(|s| Some((s, KeyStamp::File(stamp)))).map_err(|e| {
         let problem = match e {
             ParseError::Malformed(why) => FileProblem::Malformed(why),
             ParseError::UnsupportedVersion(v) => FileProblem::UnsupportedVersion(v),
@@ -147,7 +201,12 @@ pub fn load_secret_stamped(file: &KeyFile, account: &Account) -> Result<Option<(
 /// no read and no parse. An open, not an `lstat`: on NFS an open revalidates the name and
 /// the attributes (close-to-open), where an `lstat` may answer from a cache for a minute.
 /// `false` when it is gone, refused or different (the caller then reads it again).
-pub fn secret_unchanged(file: &KeyFile, account: &Account, stamp: &FileStamp) -> bool {
+pub fn secret_unchanged(file: &KeyFile, account: &Account, stamp: &KeyStamp) -> bool {
+    let stamp = match (stamp, &file.fleet) {
+        (KeyStamp::Fleet(rev), Some(fv)) => return fv.unchanged(account, *rev),
+        (KeyStamp::File(s), None) => s,
+        _ => return false,
+    };
     let owners = file.owners(account);
     let now = file.as_owner(account, || stamp_checked(&file.path, &owners));
     matches!(now, Ok(Some(s)) if s == *stamp)
@@ -159,6 +218,12 @@ pub fn secret_unchanged(file: &KeyFile, account: &Account, stamp: &FileStamp) ->
 /// to the user; elsewhere (an administrator's central directory) they belong to root.
 /// Without `replace`, an existing file is an [`FileProblem::AlreadyExists`] error.
 pub fn save_secret(file: &KeyFile, account: &Account, secret: &SecretFile, replace: bool) -> Result<(), Error> {
+    if let Some(fv) = &file.fleet {
+        return fv.update(account, |cur| match cur {
+            Some(_) if !replace => Err(Error::file(&file.path, FileProblem::AlreadyExists)),
+            _ => Ok((Some(secret.clone()), ())),
+        });
+    }
     let (_, name) = split_path(&file.path).ok_or_else(|| not_a_file(&file.path))?;
     let text = secret.to_toml();
     file.as_owner(account, || {
@@ -186,6 +251,9 @@ pub fn update_secret<T, E: From<Error>>(
     account: &Account,
     f: impl FnOnce(Option<SecretFile>) -> Result<(Option<SecretFile>, T), E>,
 ) -> Result<T, E> {
+    if let Some(fv) = &file.fleet {
+        return fv.update(account, f);
+    }
     update_secret_within(file, account, SECRET_LOCK_WAIT, f)
 }
 
@@ -256,6 +324,11 @@ fn lock_within(lock: &std::fs::File, path: &Path, wait: Duration) -> Result<(), 
 /// Checks, before a new secret is shown to anyone, that [`save_secret`] will be able to
 /// write it: creates the directory and creates and removes a probe file in it.
 pub fn check_writable(file: &KeyFile, account: &Account) -> Result<(), Error> {
+    if let Some(fv) = &file.fleet {
+        // The ring can be read and the fleet answers.
+        fv.ring()?;
+        return fv.get(&account.name).map(|_| ());
+    }
     file.as_owner(account, || {
         let d = open_secret_dir(file, account)?;
         d.write_file(".pam-totp-probe", b"", 0o600, false, true)?;
@@ -290,6 +363,9 @@ fn open_secret_dir(file: &KeyFile, account: &Account) -> Result<Dir, Error> {
 
 /// Removes a secret file. Returns whether there was one.
 pub fn remove_secret(file: &KeyFile, account: &Account) -> Result<bool, Error> {
+    if let Some(fv) = &file.fleet {
+        return fv.remove(account);
+    }
     let (dir, name) = split_path(&file.path).ok_or_else(|| not_a_file(&file.path))?;
     let owners = file.owners(account);
     file.as_owner(account, || {

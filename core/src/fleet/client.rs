@@ -162,7 +162,7 @@ impl Client {
             )),
         };
         write_frame(&mut self.stream, &req.encode()).map_err(timeout)?;
-        let max = if matches!(req, Request::List) {
+        let max = if matches!(req, Request::List { .. }) {
             MAX_LIST_FRAME
         } else {
             MAX_FRAME
@@ -181,7 +181,7 @@ impl Client {
             (Request::Get { .. }, Response::Value(_)) => true,
             (Request::Cas { .. }, Response::Stored { .. } | Response::Conflict(_)) => true,
             (Request::Delete { .. }, Response::Deleted) => true,
-            (Request::List, Response::Users(_)) => true,
+            (Request::List { .. }, Response::Users(_)) => true,
             _ => false,
         };
         if !fits {

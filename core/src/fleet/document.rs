@@ -8,9 +8,9 @@
 use super::FleetError;
 use crate::account::escape_user;
 
-/// The largest state text stored (a state file is at most 64 KiB on disk, too); a document
-/// is that and its write id line ([`MAX_STORED`]).
-pub const MAX_DOCUMENT: usize = crate::files::fs::MAX_FILE_SIZE as usize;
+/// The largest state text stored (a state file is at most 64 KiB on disk, too: the limit of
+/// `files::fs`, checked by a test); a document is that and its write id line ([`MAX_STORED`]).
+pub const MAX_DOCUMENT: usize = 64 * 1024;
 /// The largest value a document may have in etcd or on the wire: [`MAX_DOCUMENT`] and the
 /// write id line.
 pub const MAX_STORED: usize = MAX_DOCUMENT + WRITE_ID_LINE;
@@ -20,9 +20,37 @@ pub fn user_key(namespace: &str, user: &str) -> String {
     format!("{}{}", users_prefix(namespace), escape_user(user))
 }
 
-/// The prefix of every user's key in a namespace (what an etcd role is limited to).
+/// The prefix of every user's key in a namespace.
 pub fn users_prefix(namespace: &str) -> String {
     format!("pam-totp/v1/{namespace}/users/")
+}
+
+/// The etcd key of a user's sealed keys in the fleet vault:
+/// `pam-totp/v1/<namespace>/vault/<escaped user>` (an etcd role for a host covers
+/// `pam-totp/v1/<namespace>/`, both prefixes).
+pub fn vault_key(namespace: &str, user: &str) -> String {
+    format!("{}{}", vault_prefix(namespace), escape_user(user))
+}
+
+/// The prefix of every user's sealed keys in a namespace.
+pub fn vault_prefix(namespace: &str) -> String {
+    format!("pam-totp/v1/{namespace}/vault/")
+}
+
+/// The key of `user`'s document of `space`.
+pub fn space_key(space: super::Space, namespace: &str, user: &str) -> String {
+    match space {
+        super::Space::State => user_key(namespace, user),
+        super::Space::Vault => vault_key(namespace, user),
+    }
+}
+
+/// The prefix of the documents of `space`.
+pub fn space_prefix(space: super::Space, namespace: &str) -> String {
+    match space {
+        super::Space::State => users_prefix(namespace),
+        super::Space::Vault => vault_prefix(namespace),
+    }
 }
 
 /// The first line of every document: the TOML comment `# write_id <32 hex digits>`, a random
@@ -162,7 +190,14 @@ mod tests {
     }
 
     #[test]
+    fn the_document_limit_is_the_state_files() {
+        assert_eq!(MAX_DOCUMENT as u64, crate::files::fs::MAX_FILE_SIZE);
+    }
+
+    #[test]
     fn keys_escape_the_user() {
+        assert_eq!(vault_key("default", "bob"), "pam-totp/v1/default/vault/bob");
+        assert_eq!(vault_key("prod", "../x"), "pam-totp/v1/prod/vault/%2E.%2Fx");
         assert_eq!(user_key("default", "bob"), "pam-totp/v1/default/users/bob");
         assert_eq!(user_key("prod", "../x"), "pam-totp/v1/prod/users/%2E.%2Fx");
         assert!(user_key("prod", "a/b").starts_with(&users_prefix("prod")));

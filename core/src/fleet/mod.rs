@@ -6,6 +6,7 @@
 //! | `proto.rs` | the wire protocol, both sides' one codec (requests and answers as enums) |
 //! | `document.rs` | a user's etcd key and document (write id, protection mark, limits) |
 //! | `client.rs` | the blocking client the module and the CLI use: socket and peer checks, deadlines |
+//! | `sealed.rs` | the fleet vault's record: keys sealed with the fleet's vault key (the ring) |
 //!
 //! The store a login opens on top of it is `crate::state::fleet` (and `crate::state::any`).
 //! Never: lets anyone in on an error (every failure is an `Err`, which refuses the login);
@@ -15,13 +16,16 @@
 pub mod client;
 pub mod document;
 pub mod proto;
+pub mod sealed;
 
 pub use client::{check_socket_path, Client, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 pub use document::{
-    compose_document, document_protected, document_state, user_key, users_prefix, write_id, Doc, MAX_DOCUMENT,
-    MAX_STORED,
+    compose_document, document_protected, document_state, space_key, space_prefix, user_key, users_prefix, vault_key,
+    vault_prefix, write_id, Doc, MAX_DOCUMENT, MAX_STORED,
 };
-pub use proto::{read_frame, write_frame, Request, Response, MAX_FRAME, MAX_LIST_FRAME, MAX_USER, PROTOCOL_VERSION};
+pub use proto::{
+    read_frame, write_frame, Request, Response, Space, MAX_FRAME, MAX_LIST_FRAME, MAX_USER, PROTOCOL_VERSION,
+};
 
 /// Why a fleet operation failed.
 ///

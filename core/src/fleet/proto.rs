@@ -19,6 +19,16 @@ pub const MAX_LIST_FRAME: usize = 32 * 1024 * 1024;
 /// The longest user name carried.
 pub const MAX_USER: usize = 256;
 
+/// Which of a user's two documents a request is about: the state
+/// (`pam-totp/v1/<namespace>/users/<user>`) or the fleet vault's sealed keys
+/// (`pam-totp/v1/<namespace>/vault/<user>`, see [`super::sealed`]). The daemon stores both the
+/// same way and never looks inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    State,
+    Vault,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Answered by the daemon itself, without etcd (a liveness check; the socket's round
@@ -30,21 +40,26 @@ pub enum Request {
     /// otherwise the member's own copy, which may lag — good enough to start a
     /// compare-and-swap, which fails on a stale revision.
     Get {
+        space: Space,
         user: String,
         fresh: bool,
     },
     /// Stores `value` if the document's mod_revision is still `expected` (0: if it does not
     /// exist), in one etcd transaction.
     Cas {
+        space: Space,
         user: String,
         expected: u64,
         value: Vec<u8>,
     },
     Delete {
+        space: Space,
         user: String,
     },
-    /// Every user with a document in the namespace.
-    List,
+    /// Every user with a document (of this space) in the namespace.
+    List {
+        space: Space,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +89,13 @@ mod tag {
     pub const LIST: u8 = 5;
     pub const GET_LOCAL: u8 = 6;
     pub const HELLO: u8 = 7;
+    // The same requests on the fleet vault's documents (new tags, so that a daemon that
+    // knows no vault refuses them instead of answering with the state).
+    pub const VAULT_GET: u8 = 12;
+    pub const VAULT_CAS: u8 = 13;
+    pub const VAULT_DELETE: u8 = 14;
+    pub const VAULT_LIST: u8 = 15;
+    pub const VAULT_GET_LOCAL: u8 = 16;
     pub const PONG: u8 = 101;
     pub const VALUE: u8 = 102;
     pub const STORED: u8 = 103;
@@ -171,21 +193,42 @@ impl Request {
         match self {
             Request::Hello => e = Enc::new(tag::HELLO),
             Request::Ping => e = Enc::new(tag::PING),
-            Request::Get { user, fresh } => {
-                e = Enc::new(if *fresh { tag::GET } else { tag::GET_LOCAL });
+            Request::Get { space, user, fresh } => {
+                e = Enc::new(match (space, fresh) {
+                    (Space::State, true) => tag::GET,
+                    (Space::State, false) => tag::GET_LOCAL,
+                    (Space::Vault, true) => tag::VAULT_GET,
+                    (Space::Vault, false) => tag::VAULT_GET_LOCAL,
+                });
                 e.bytes(user.as_bytes());
             }
-            Request::Cas { user, expected, value } => {
-                e = Enc::new(tag::CAS);
+            Request::Cas {
+                space,
+                user,
+                expected,
+                value,
+            } => {
+                e = Enc::new(match space {
+                    Space::State => tag::CAS,
+                    Space::Vault => tag::VAULT_CAS,
+                });
                 e.bytes(user.as_bytes());
                 e.u64(*expected);
                 e.bytes(value);
             }
-            Request::Delete { user } => {
-                e = Enc::new(tag::DELETE);
+            Request::Delete { space, user } => {
+                e = Enc::new(match space {
+                    Space::State => tag::DELETE,
+                    Space::Vault => tag::VAULT_DELETE,
+                });
                 e.bytes(user.as_bytes());
             }
-            Request::List => e = Enc::new(tag::LIST),
+            Request::List { space } => {
+                e = Enc::new(match space {
+                    Space::State => tag::LIST,
+                    Space::Vault => tag::VAULT_LIST,
+                })
+            }
         }
         e.0
     }
@@ -196,21 +239,22 @@ impl Request {
         let r = match t {
             tag::HELLO => Request::Hello,
             tag::PING => Request::Ping,
-            tag::GET => Request::Get {
+            tag::GET | tag::GET_LOCAL | tag::VAULT_GET | tag::VAULT_GET_LOCAL => Request::Get {
+                space: space_of(t),
                 user: d.user()?,
-                fresh: true,
+                fresh: t == tag::GET || t == tag::VAULT_GET,
             },
-            tag::GET_LOCAL => Request::Get {
-                user: d.user()?,
-                fresh: false,
-            },
-            tag::CAS => Request::Cas {
+            tag::CAS | tag::VAULT_CAS => Request::Cas {
+                space: space_of(t),
                 user: d.user()?,
                 expected: d.u64()?,
                 value: d.bytes(MAX_STORED)?.to_vec(),
             },
-            tag::DELETE => Request::Delete { user: d.user()? },
-            tag::LIST => Request::List,
+            tag::DELETE | tag::VAULT_DELETE => Request::Delete {
+                space: space_of(t),
+                user: d.user()?,
+            },
+            tag::LIST | tag::VAULT_LIST => Request::List { space: space_of(t) },
             _ => return None,
         };
         d.end()?;
@@ -286,6 +330,14 @@ impl Response {
     }
 }
 
+fn space_of(t: u8) -> Space {
+    if t >= tag::VAULT_GET && t <= tag::VAULT_GET_LOCAL {
+        Space::Vault
+    } else {
+        Space::State
+    }
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
@@ -351,21 +403,30 @@ mod tests {
     fn messages_round_trip() {
         roundtrip_req(Request::Ping);
         roundtrip_req(Request::Hello);
-        roundtrip_req(Request::Get {
-            user: "bob".into(),
-            fresh: true,
-        });
-        roundtrip_req(Request::Get {
-            user: "bob".into(),
-            fresh: false,
-        });
-        roundtrip_req(Request::Cas {
-            user: "bob".into(),
-            expected: 7,
-            value: b"version = 1\n".to_vec(),
-        });
-        roundtrip_req(Request::Delete { user: "ü".into() });
-        roundtrip_req(Request::List);
+        for space in [Space::State, Space::Vault] {
+            roundtrip_req(Request::Get {
+                space,
+                user: "bob".into(),
+                fresh: true,
+            });
+            roundtrip_req(Request::Get {
+                space,
+                user: "bob".into(),
+                fresh: false,
+            });
+            roundtrip_req(Request::Cas {
+                space,
+                user: "bob".into(),
+                expected: 7,
+                value: b"version = 1\n".to_vec(),
+            });
+            roundtrip_req(Request::Delete { space, user: "ü".into() });
+            roundtrip_req(Request::List { space });
+        }
+        // The state's requests keep their tags (a daemon of the release before the vault
+        // reads them); the vault's are new ones.
+        assert_eq!(Request::List { space: Space::State }.encode(), vec![PROTOCOL_VERSION, tag::LIST]);
+        assert_eq!(Request::List { space: Space::Vault }.encode(), vec![PROTOCOL_VERSION, tag::VAULT_LIST]);
         roundtrip_resp(Response::Pong);
         roundtrip_resp(Response::Value(None));
         roundtrip_resp(Response::Value(Some(Doc {
@@ -383,6 +444,7 @@ mod tests {
     #[test]
     fn malformed_messages_are_none_never_a_panic() {
         let good = Request::Cas {
+            space: Space::Vault,
             user: "bob".into(),
             expected: 7,
             value: vec![b'x'; 100],

@@ -196,6 +196,16 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
 /// With `key_store = "vault"`: says in the log, on every login it happens to, that the keys
 /// came from a secret file the user can read (not migrated yet).
 fn note_legacy_keys<H: Host>(cx: &mut Ctx<'_, H>, cfg: &Config, file: &crate::files::secret_file::KeyFile) {
+    if file.in_vault && file.fleet.is_none() && crate::files::fleet_vault::FleetVault::of(cfg).is_some() {
+        cx.log(
+            Level::Notice,
+            &format!(
+                "keys read from this host's vault file {}: the fleet vault has none for this user yet, so other hosts cannot read them; `pam-totp migrate` moves them there",
+                file.display()
+            ),
+        );
+        return;
+    }
     if cfg.key_store == crate::config::KeyStore::Vault && !file.in_vault {
         cx.log(
             Level::Notice,

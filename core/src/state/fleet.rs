@@ -16,7 +16,7 @@ use super::State;
 use crate::account::escape_user;
 use crate::error::{Error, FileProblem};
 use crate::fleet::{
-    compose_document, document_protected, document_state, Client, Doc, FleetError, Request, Response, MAX_DOCUMENT,
+    compose_document, document_protected, document_state, Client, Doc, FleetError, Request, Response, Space, MAX_DOCUMENT,
     REQUEST_TIMEOUT,
 };
 
@@ -154,6 +154,7 @@ impl FleetStore {
 
     pub fn get(&self, user: &str, fresh: bool) -> Result<Option<Doc>, FleetError> {
         match self.call(&Request::Get {
+            space: Space::State,
             user: user.into(),
             fresh,
         })? {
@@ -225,6 +226,7 @@ impl FleetStore {
             }
             let value = compose_document(&text, protected)?;
             match self.call(&Request::Cas {
+                space: Space::State,
                 user: user.into(),
                 expected,
                 value: value.clone(),
@@ -271,7 +273,7 @@ impl FleetStore {
 
     /// Every user with a document (for `pam-totp report`).
     pub fn list_users(&self) -> Result<Vec<String>, Error> {
-        let r = self.call(&Request::List);
+        let r = self.call(&Request::List { space: Space::State });
         self.done();
         match r.map_err(|e| self.err(e))? {
             Response::Users(u) => Ok(u),

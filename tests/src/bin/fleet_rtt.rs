@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use pam_totp_core::fleet::{Client, Request, Response};
+use pam_totp_core::fleet::{Client, Request, Response, Space};
 use pam_totp_core::state::fleet::FleetStore;
 
 fn report(name: &str, mut us: Vec<f64>) {
@@ -98,6 +98,7 @@ fn main() {
             name,
             time(rounds, || {
                 c.call(&Request::Get {
+            space: Space::State,
                     user: user.clone(),
                     fresh,
                 })
@@ -112,6 +113,7 @@ fn main() {
         time(rounds, || {
             match c
                 .call(&Request::Cas {
+                space: Space::State,
                     user: user.clone(),
                     expected: rev,
                     value: b"version = 2\n".to_vec(),
@@ -123,7 +125,7 @@ fn main() {
             }
         }),
     );
-    let _ = c.call(&Request::Delete { user: user.clone() });
+    let _ = c.call(&Request::Delete { space: Space::State, user: user.clone() });
     if let Some(url) = args.get(2) {
         let host = url.trim_start_matches("http://").trim_end_matches('/').to_string();
         let mut conn = BufReader::new(std::net::TcpStream::connect(&host).unwrap());

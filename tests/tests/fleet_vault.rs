@@ -1,0 +1,295 @@
+//! The fleet vault (`store = "fleet"`, `key_store = "vault"`): users' keys in etcd, sealed
+//! with the fleet's vault key, so one enrollment serves every host of a namespace. Real etcd
+//! on 127.0.0.1, a real `pam-totp-stated` per "host", the real module through the real
+//! libpam, the real command line (and the real setuid helper for self-service).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use pam_totp_tests::fleet::{Etcd, Stated};
+use pam_totp_tests::*;
+
+const K1: &str = "6b9d2a4f0c7e13a85d21f0e9c4b7a3168e5d2c1b0a99887766554433221100ff";
+const K2: &str = "f00d1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeef";
+const K3: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// One host of the fleet: its fixture (service `svc`), its daemon, its key ring file.
+struct Host {
+    f: Fixture,
+    stated: Stated,
+    ring: PathBuf,
+}
+
+impl Host {
+    /// A host of namespace `ns` whose fleet.vault_key_file holds `ring` (None: not set).
+    fn start(etcd: &Etcd, ns: &str, ring: Option<&str>) -> Host {
+        let f = Fixture::new();
+        f.simple("svc", "");
+        let path = f.root.join("vault.keys");
+        let mut table = Stated::fleet_table(etcd, ns, 1500);
+        if let Some(text) = ring {
+            write_ring(&path, text);
+            table.push_str(&format!("vault_key_file = \"{}\"\n", path.display()));
+        }
+        let stated = Stated::start(&f, "key_store = \"vault\"", &table);
+        Host { f, stated, ring: path }
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let (rc, out, err) = output(self.f.cli(args));
+        assert_eq!(rc, 0, "{args:?}: {out} {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// No file of this host holds keys: no vault file, no state directory entries.
+    fn holds_no_key_file(&self) -> bool {
+        let vault = self.f.state_dir().join("vault");
+        std::fs::read_dir(&vault).map(|d| d.count() == 0).unwrap_or(true)
+    }
+}
+
+fn write_ring(path: &Path, text: &str) {
+    std::fs::write(path, format!("# the fleet vault's keys, newest first\n{text}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn ns() -> String {
+    format!("v{}", random_hex(4))
+}
+
+/// Everything etcd holds under the namespace, keys and values, as `etcdctl get` shows it.
+fn etcd_dump(etcd: &Etcd, ns: &str) -> String {
+    let out = etcd.etcdctl(&["get", &format!("pam-totp/v1/{ns}/"), "--prefix"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `hay` holds the key in any of its forms: base32 (either case), the raw bytes,
+/// lower- or upper-case hex, base64 of the raw bytes.
+fn holds_key(hay: &[u8], key_b32: &str) -> bool {
+    let raw = pam_totp_core::otp::decode_base32(key_b32).unwrap();
+    let forms: Vec<Vec<u8>> = vec![
+        key_b32.as_bytes().to_vec(),
+        key_b32.to_lowercase().into_bytes(),
+        raw.to_vec(),
+        data_encoding::HEXLOWER.encode(&raw).into_bytes(),
+        data_encoding::HEXUPPER.encode(&raw).into_bytes(),
+        data_encoding::BASE64.encode(&raw).trim_end_matches('=').as_bytes().to_vec(),
+    ];
+    forms.iter().any(|f| hay.windows(f.len()).any(|w| w == f.as_slice()))
+}
+
+#[test]
+fn one_enrollment_on_host_a_serves_host_b_sealed_in_etcd_and_no_other_key_opens_it() {
+    let etcd = Etcd::single();
+    let ns = ns();
+    let a = Host::start(&etcd, &ns, Some(K1));
+    let b = Host::start(&etcd, &ns, Some(K1));
+    let u = TestUser::create();
+    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    let backup: Vec<String> = j["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(backup.len() >= 2, "{j}");
+
+    // No host holds a file with the keys; none is in the home.
+    assert!(a.holds_no_key_file() && b.holds_no_key_file());
+    assert!(!u.secret_path().exists());
+
+    // B, which never saw the user, lets their code in; A then refuses it as a replay.
+    let code = fresh_code(&key);
+    let r = b.f.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?} {}", r.logs, b.stated.log_text());
+    let r = a.f.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+    assert!(r.logged(&["replayed verification code"]), "{:?}", r.logs);
+    // A backup code made at A's enrollment works once, anywhere.
+    assert_eq!(a.f.auth("svc", &u.name, &[&backup[0]]).rc, PAM_SUCCESS);
+    assert_eq!(b.f.auth("svc", &u.name, &[&backup[0]]).rc, PAM_AUTH_ERR);
+
+    // etcd holds the keys sealed only: `etcdctl get` of the prefix, and a snapshot of the
+    // whole database, have no form of the key.
+    let dump = etcd_dump(&etcd, &ns);
+    assert!(dump.contains(&format!("pam-totp/v1/{ns}/vault/{}", u.name)), "{dump}");
+    assert!(dump.contains("key_id = ") && dump.contains("sealed = "), "{dump}");
+    assert!(!holds_key(dump.as_bytes(), &key), "the key is in etcd in the clear: {dump}");
+    assert!(!dump.contains("[[device]]") && !dump.contains("otpauth"), "{dump}");
+    let snap = a.f.root.join("etcd.snapshot");
+    let out = etcd.etcdctl(&["snapshot", "save", snap.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&snap).unwrap();
+    assert!(bytes.len() > 1000);
+    assert!(!holds_key(&bytes, &key), "the etcd snapshot holds the key");
+
+    // No daemon logged the record.
+    let sealed_line = dump.lines().find(|l| l.starts_with("sealed = ")).unwrap().to_string();
+    let sealed = sealed_line.trim_start_matches("sealed = ").trim_matches('"');
+    for s in [&a.stated, &b.stated] {
+        assert!(!s.log_text().contains(&sealed[..40]));
+    }
+
+    // A host of the namespace with another key cannot read the keys: refused, and says why.
+    let c = Host::start(&etcd, &ns, Some(K2));
+    let r = c.f.auth("svc", &u.name, &[&fresh_code(&key)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+    assert!(
+        r.logged(&["refused: secret file", "which this host's fleet.vault_key_file does not hold"]),
+        "{:?}",
+        r.logs
+    );
+    // A host with no fleet.vault_key_file at all: refused, and says what is missing.
+    let d = Host::start(&etcd, &ns, None);
+    let r = d.f.auth("svc", &u.name, &[&fresh_code(&key)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+    assert!(r.logged(&["fleet.vault_key_file"]), "{:?}", r.logs);
+    // A ring file others can read is refused like a key file.
+    std::fs::set_permissions(&b.ring, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = b.f.auth("svc", &u.name, &[&fresh_code(&key)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+    assert!(r.logged(&["vault.keys"]), "{:?}", r.logs);
+    std::fs::set_permissions(&b.ring, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Whoever can write etcd cannot give another user these keys: the record is bound to
+    // its user (copied to another user's key, it does not open).
+    let v = TestUser::create();
+    let rec = etcd.etcdctl(&[
+        "get",
+        &format!("pam-totp/v1/{ns}/vault/{}", u.name),
+        "--print-value-only",
+    ]);
+    let rec = String::from_utf8(rec.stdout).unwrap();
+    let out = etcd.etcdctl(&[
+        "put",
+        &format!("pam-totp/v1/{ns}/vault/{}", v.name),
+        rec.trim_end_matches('\n'),
+    ]);
+    assert!(out.status.success());
+    let r = b.f.auth("svc", &v.name, &[&fresh_code(&key)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+    assert!(r.logged(&["does not verify"]), "{:?}", r.logs);
+}
+
+#[test]
+fn a_rotation_keeps_every_login_working() {
+    let etcd = Etcd::single();
+    let ns = ns();
+    let a = Host::start(&etcd, &ns, Some(K1));
+    let b = Host::start(&etcd, &ns, Some(K1));
+    let u = TestUser::create();
+    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    let backup: Vec<String> = j["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let key_id_of = |hex: &str| {
+        let mut k = [0u8; 32];
+        data_encoding::HEXLOWER.decode_mut(hex.as_bytes(), &mut k).unwrap();
+        pam_totp_core::fleet::sealed::key_id(&k)
+    };
+    let record_key_id = || {
+        let out = etcd.etcdctl(&[
+            "get",
+            &format!("pam-totp/v1/{ns}/vault/{}", u.name),
+            "--print-value-only",
+        ]);
+        let v = String::from_utf8(out.stdout).unwrap();
+        let state = pam_totp_core::fleet::document_state(v.trim_end().as_bytes()).to_vec();
+        pam_totp_core::fleet::sealed::record_key_id(&state).unwrap()
+    };
+    assert_eq!(record_key_id(), key_id_of(K1));
+
+    // 1. A new first line on every host; the old key stays as the second.
+    for h in [&a, &b] {
+        write_ring(&h.ring, &format!("{K2}\n{K1}"));
+    }
+    assert_eq!(b.f.auth("svc", &u.name, &[&backup[0]]).rc, PAM_SUCCESS, "old record, new ring");
+    // 2. Sealed again with the new key, on one host.
+    let r = a.json(&["rekey", "--json"]);
+    assert_eq!(r["key_id"], key_id_of(K2).as_str(), "{r}");
+    assert_eq!(r["sealed_again"], serde_json::json!([u.name]), "{r}");
+    assert!(r["failed"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(record_key_id(), key_id_of(K2));
+    assert_eq!(b.f.auth("svc", &u.name, &[&backup[1]]).rc, PAM_SUCCESS);
+    // Run again: nothing left to do.
+    let r = a.json(&["rekey", "--json"]);
+    assert_eq!(r["sealed_again"], serde_json::json!([]), "{r}");
+    assert_eq!(r["current"], 1, "{r}");
+    // 3. The old line removed everywhere: every login still works.
+    for h in [&a, &b] {
+        write_ring(&h.ring, K2);
+    }
+    let code = fresh_code(&key);
+    let r = b.f.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    // A host still on the old key alone no longer reads it.
+    let old = Host::start(&etcd, &ns, Some(K1));
+    let r = old.f.auth("svc", &u.name, &[&backup[2]]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+    // A changed enrollment on B (another authenticator, through root's CLI) is sealed with
+    // the current key and read on A.
+    let j = b.json(&["enroll", "--user", &u.name, "--add", "--name", "tablet", "--json"]);
+    register_enrollment(&j);
+    let tablet = j["secret"].as_str().unwrap().to_string();
+    let r = a.f.auth("svc", &u.name, &[&fresh_code(&tablet)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    assert_eq!(record_key_id(), key_id_of(K2));
+    // rekey refuses a record it cannot open, and says which.
+    write_ring(&a.ring, K3);
+    let (rc, out, err) = output(a.f.cli(&["rekey"]));
+    assert_eq!(rc, 1, "{out} {err}");
+    assert!(out.contains(&u.name) && out.contains("does not hold"), "{out}");
+}
+
+#[test]
+fn a_hosts_own_vault_file_keeps_working_until_migrate_moves_it_into_the_fleet_vault() {
+    let etcd = Etcd::single();
+    let ns = ns();
+    // Host A kept keys in its own vault before it joined the fleet.
+    let a = Fixture::new();
+    a.simple("svc", "");
+    std::fs::write(a.root.join("pam_totp.conf"), "key_store = \"vault\"\n").unwrap();
+    std::fs::create_dir(a.state_dir()).unwrap();
+    std::fs::set_permissions(a.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let u = TestUser::create();
+    let (rc, out, err) = output(a.cli(&["enroll", "--user", &u.name, "--json"]));
+    assert_eq!(rc, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    let local = a.state_dir().join("vault").join(format!("{}.toml", u.name));
+    assert!(local.exists());
+    // It joins the fleet.
+    let ring = a.root.join("vault.keys");
+    write_ring(&ring, K1);
+    let mut table = Stated::fleet_table(&etcd, &ns, 1500);
+    table.push_str(&format!("vault_key_file = \"{}\"\n", ring.display()));
+    let _sa = Stated::start(&a, "key_store = \"vault\"", &table);
+    let b = Host::start(&etcd, &ns, Some(K1));
+    // A reads its own file, and says the fleet vault does not have it yet; B cannot.
+    clear_of_a_step_boundary();
+    let r = a.auth("svc", &u.name, &[&code_now(&key)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    assert!(r.logged(&["pam-totp migrate"]), "{:?}", r.logs);
+    // migrate moves it: the file is gone, both hosts read the fleet's copy.
+    let (rc, out, err) = output(a.cli(&["migrate", "--user", &u.name, "--json"]));
+    assert_eq!(rc, 0, "{out} {err}");
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(m["migrated"][0]["user"], u.name.as_str(), "{m}");
+    assert!(!local.exists(), "the host's file is removed");
+    assert!(etcd_dump(&etcd, &ns).contains(&format!("/vault/{}", u.name)));
+    // The next step's code (within the window, after the one A accepted).
+    let code = oathtool(&key, now() + 30, "sha1", 6);
+    let r = b.f.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    assert!(!r.logged(&["pam-totp migrate"]), "{:?}", r.logs);
+    assert_eq!(a.auth("svc", &u.name, &[&code]).rc, PAM_AUTH_ERR, "one replay guard");
+}
