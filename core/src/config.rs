@@ -564,7 +564,11 @@ impl Config {
                             _ => return Err(e("must be deny or local")),
                         }
                     }
-                    "fleet_socket" | "fleet.ca_file" | "fleet.cert_file" | "fleet.key_file" | "fleet.vault_key_file" => {
+                    "fleet_socket"
+                    | "fleet.ca_file"
+                    | "fleet.cert_file"
+                    | "fleet.key_file"
+                    | "fleet.vault_key_file" => {
                         if !s.starts_with('/') {
                             return Err(e("must be an absolute path"));
                         }

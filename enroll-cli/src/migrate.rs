@@ -154,17 +154,17 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
     let (secret, from): (SecretFile, &KeyFile) = match from_local {
         Some(s) => (s, &local),
         None => match load_secret(&legacy, account).map_err(|e| e.to_string())? {
-        Some(s) => (s, &legacy),
-        None => match crate::import::read_as_user(account, &ga)? {
-            Some(text) => {
-                let parsed = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", safe_path(&ga)))?;
-                (
-                    crate::import::ga_secret(ctx, account, &parsed, DEFAULT_DEVICE_NAME.to_string())?,
-                    &ga,
-                )
-            }
-            None => return Ok(Done::Nothing),
-        },
+            Some(s) => (s, &legacy),
+            None => match crate::import::read_as_user(account, &ga)? {
+                Some(text) => {
+                    let parsed = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", safe_path(&ga)))?;
+                    (
+                        crate::import::ga_secret(ctx, account, &parsed, DEFAULT_DEVICE_NAME.to_string())?,
+                        &ga,
+                    )
+                }
+                None => return Ok(Done::Nothing),
+            },
         },
     };
     save_secret(&vault, account, &secret, false).map_err(|e| format!("could not write the vault: {e}"))?;

@@ -542,13 +542,25 @@ async fn handle(etcd: &Etcd, req: Request) -> Response {
     let what = match &req {
         Request::Hello => "hello",
         Request::Ping => "ping",
-        Request::Get { space: Space::State, .. } => "get",
-        Request::Cas { space: Space::State, .. } => "compare-and-swap",
-        Request::Delete { space: Space::State, .. } => "delete",
+        Request::Get {
+            space: Space::State, ..
+        } => "get",
+        Request::Cas {
+            space: Space::State, ..
+        } => "compare-and-swap",
+        Request::Delete {
+            space: Space::State, ..
+        } => "delete",
         Request::List { space: Space::State } => "list",
-        Request::Get { space: Space::Vault, .. } => "vault get",
-        Request::Cas { space: Space::Vault, .. } => "vault compare-and-swap",
-        Request::Delete { space: Space::Vault, .. } => "vault delete",
+        Request::Get {
+            space: Space::Vault, ..
+        } => "vault get",
+        Request::Cas {
+            space: Space::Vault, ..
+        } => "vault compare-and-swap",
+        Request::Delete {
+            space: Space::Vault, ..
+        } => "vault delete",
         Request::List { space: Space::Vault } => "vault list",
     };
     let n = etcd.members.len();

@@ -74,7 +74,11 @@ fn holds_key(hay: &[u8], key_b32: &str) -> bool {
         raw.to_vec(),
         data_encoding::HEXLOWER.encode(&raw).into_bytes(),
         data_encoding::HEXUPPER.encode(&raw).into_bytes(),
-        data_encoding::BASE64.encode(&raw).trim_end_matches('=').as_bytes().to_vec(),
+        data_encoding::BASE64
+            .encode(&raw)
+            .trim_end_matches('=')
+            .as_bytes()
+            .to_vec(),
     ];
     forms.iter().any(|f| hay.windows(f.len()).any(|w| w == f.as_slice()))
 }
@@ -117,7 +121,10 @@ fn one_enrollment_on_host_a_serves_host_b_sealed_in_etcd_and_no_other_key_opens_
     let dump = etcd_dump(&etcd, &ns);
     assert!(dump.contains(&format!("pam-totp/v1/{ns}/vault/{}", u.name)), "{dump}");
     assert!(dump.contains("key_id = ") && dump.contains("sealed = "), "{dump}");
-    assert!(!holds_key(dump.as_bytes(), &key), "the key is in etcd in the clear: {dump}");
+    assert!(
+        !holds_key(dump.as_bytes(), &key),
+        "the key is in etcd in the clear: {dump}"
+    );
     assert!(!dump.contains("[[device]]") && !dump.contains("otpauth"), "{dump}");
     let snap = a.f.root.join("etcd.snapshot");
     let out = etcd.etcdctl(&["snapshot", "save", snap.to_str().unwrap()]);
@@ -138,7 +145,10 @@ fn one_enrollment_on_host_a_serves_host_b_sealed_in_etcd_and_no_other_key_opens_
     let r = c.f.auth("svc", &u.name, &[&fresh_code(&key)]);
     assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
     assert!(
-        r.logged(&["refused: secret file", "which this host's fleet.vault_key_file does not hold"]),
+        r.logged(&[
+            "refused: secret file",
+            "which this host's fleet.vault_key_file does not hold"
+        ]),
         "{:?}",
         r.logs
     );
@@ -211,7 +221,11 @@ fn a_rotation_keeps_every_login_working() {
     for h in [&a, &b] {
         write_ring(&h.ring, &format!("{K2}\n{K1}"));
     }
-    assert_eq!(b.f.auth("svc", &u.name, &[&backup[0]]).rc, PAM_SUCCESS, "old record, new ring");
+    assert_eq!(
+        b.f.auth("svc", &u.name, &[&backup[0]]).rc,
+        PAM_SUCCESS,
+        "old record, new ring"
+    );
     // 2. Sealed again with the new key, on one host.
     let r = a.json(&["rekey", "--json"]);
     assert_eq!(r["key_id"], key_id_of(K2).as_str(), "{r}");
@@ -292,4 +306,121 @@ fn a_hosts_own_vault_file_keeps_working_until_migrate_moves_it_into_the_fleet_va
     assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
     assert!(!r.logged(&["pam-totp migrate"]), "{:?}", r.logs);
     assert_eq!(a.auth("svc", &u.name, &[&code]).rc, PAM_AUTH_ERR, "one replay guard");
+}
+
+/// `pam-totp ARGS` run by `user` (not root) through the setuid helper installed in `host`,
+/// whose /etc/security/pam_totp.conf (a private copy, bound in a mount namespace: the
+/// helper reads the system's only) is the host's own.
+fn as_user(helper: &Path, security: &Path, user: &TestUser, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let helper = format!("PAM_TOTP_VAULT_HELPER={}", helper.display());
+    let cli = cli_path();
+    let mut all = vec![
+        "-u",
+        user.name.as_str(),
+        "--",
+        "env",
+        "-u",
+        "SUDO_UID",
+        helper.as_str(),
+        cli.to_str().unwrap(),
+    ];
+    all.extend(args);
+    let mut c = in_namespace(&[(security, "/etc/security")], "runuser", &all);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Seed 000 on a fleet: a normal user enrolls themselves once, on host A (the setuid helper
+/// seals their keys into the fleet vault), and logs in on host B; a change needs a code, as
+/// on one host, and is seen by every host.
+#[test]
+fn a_user_enrolls_themselves_on_host_a_and_logs_in_on_host_b() {
+    let etcd = Etcd::single();
+    let ns = ns();
+    let a = Host::start(&etcd, &ns, Some(K1));
+    let b = Host::start(&etcd, &ns, Some(K1));
+    let helper = a.f.root.join("pam-totp-vault");
+    std::fs::copy(cli_path().with_file_name("pam-totp-vault"), &helper).unwrap();
+    std::os::unix::fs::chown(&helper, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let security = a.f.root.join("etc-security");
+    run("cp", &["-a", "/etc/security", security.to_str().unwrap()]);
+    let conf = std::fs::read_to_string(&a.stated.config).unwrap();
+    std::fs::write(
+        security.join("pam_totp.conf"),
+        format!("state_dir = \"{}\"\n{conf}", a.f.state_dir().display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(security.join("pam_totp.conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let u = TestUser::create();
+    let (rc, out, err) = as_user(&helper, &security, &u, &["enroll", "--json"], "");
+    assert_eq!(rc, 0, "{out} {err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    assert!(a.holds_no_key_file() && b.holds_no_key_file() && !u.secret_path().exists());
+    assert!(!holds_key(etcd_dump(&etcd, &ns).as_bytes(), &key));
+
+    let code = fresh_code(&key);
+    let r = b.f.auth("svc", &u.name, &[&code]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+
+    // status through the helper names the fleet vault and shows no key.
+    let (rc, out, _) = as_user(&helper, &security, &u, &["status", "--json"], "");
+    assert_eq!(rc, 0, "{out}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["place"], "vault", "{st}");
+    assert!(!out.contains(&key));
+
+    // Malware running as the user cannot add its phone: no code, a wrong one.
+    let before = etcd_dump(&etcd, &ns);
+    let (rc, _, err) = as_user(
+        &helper,
+        &security,
+        &u,
+        &["enroll", "--add", "--json", "--name", "malware"],
+        "",
+    );
+    assert_eq!(rc, 1, "{err}");
+    let (rc, _, err) = as_user(
+        &helper,
+        &security,
+        &u,
+        &["enroll", "--add", "--json", "--name", "malware"],
+        &format!("{}\n", wrong_code(&key)),
+    );
+    assert_eq!(rc, 1);
+    assert!(err.contains("wrong code"), "{err}");
+    let sealed = |d: &str| d.lines().find(|l| l.starts_with("sealed = ")).map(str::to_string);
+    assert_eq!(
+        sealed(&etcd_dump(&etcd, &ns)),
+        sealed(&before),
+        "the keys did not change"
+    );
+    // With a current code (the next step's): the tablet is added, and B takes its codes.
+    let next = oathtool(&key, now() + 30, "sha1", 6);
+    let (rc, out, err) = as_user(
+        &helper,
+        &security,
+        &u,
+        &["enroll", "--add", "--json", "--name", "tablet"],
+        &format!("{next}\n"),
+    );
+    assert_eq!(rc, 0, "{out} {err}");
+    let j2: serde_json::Value = serde_json::from_str(&out).unwrap();
+    register_enrollment(&j2);
+    let tablet = j2["secret"].as_str().unwrap();
+    let r = b.f.auth("svc", &u.name, &[&fresh_code(tablet)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
 }

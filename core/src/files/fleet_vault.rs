@@ -70,7 +70,10 @@ impl FleetVault {
             ));
         };
         let Some(text) = read_checked(path, &Owners(vec![0]))? else {
-            return Err(Error::file(path, FileProblem::Io("no such file (fleet.vault_key_file)".into())));
+            return Err(Error::file(
+                path,
+                FileProblem::Io("no such file (fleet.vault_key_file)".into()),
+            ));
         };
         Ring::parse(&text).map_err(|why| Error::file(path, FileProblem::Malformed(why)))
     }

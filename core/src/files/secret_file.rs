@@ -177,22 +177,22 @@ pub fn load_secret(file: &KeyFile, account: &Account) -> Result<Option<SecretFil
 /// [`load_secret`], with the [`KeyStamp`] of what was read, for [`secret_unchanged`].
 pub fn load_secret_stamped(file: &KeyFile, account: &Account) -> Result<Option<(SecretFile, KeyStamp)>, Error> {
     if let Some(fv) = &file.fleet {
-        return Ok(fv
-            .load(account)?
-            .map(|k| (k.secret, KeyStamp::Fleet(k.revision))));
+        return Ok(fv.load(account)?.map(|k| (k.secret, KeyStamp::Fleet(k.revision))));
     }
     let owners = file.owners(account);
     let path = &file.path;
     let Some((text, stamp)) = file.as_owner(account, || read_checked_stamped(path, &owners))? else {
         return Ok(None);
     };
-    SecretFile::parse(&text).map(|s| Some((s, KeyStamp::File(stamp)))).map_err(|e| {
-        let problem = match e {
-            ParseError::Malformed(why) => FileProblem::Malformed(why),
-            ParseError::UnsupportedVersion(v) => FileProblem::UnsupportedVersion(v),
-        };
-        Error::file(path, problem)
-    })
+    SecretFile::parse(&text)
+        .map(|s| Some((s, KeyStamp::File(stamp))))
+        .map_err(|e| {
+            let problem = match e {
+                ParseError::Malformed(why) => FileProblem::Malformed(why),
+                ParseError::UnsupportedVersion(v) => FileProblem::UnsupportedVersion(v),
+            };
+            Error::file(path, problem)
+        })
 }
 
 /// Whether `path` is still the file that was read with `stamp` (same device and inode, same

@@ -420,13 +420,22 @@ mod tests {
                 expected: 7,
                 value: b"version = 1\n".to_vec(),
             });
-            roundtrip_req(Request::Delete { space, user: "ü".into() });
+            roundtrip_req(Request::Delete {
+                space,
+                user: "ü".into(),
+            });
             roundtrip_req(Request::List { space });
         }
         // The state's requests keep their tags (a daemon of the release before the vault
         // reads them); the vault's are new ones.
-        assert_eq!(Request::List { space: Space::State }.encode(), vec![PROTOCOL_VERSION, tag::LIST]);
-        assert_eq!(Request::List { space: Space::Vault }.encode(), vec![PROTOCOL_VERSION, tag::VAULT_LIST]);
+        assert_eq!(
+            Request::List { space: Space::State }.encode(),
+            vec![PROTOCOL_VERSION, tag::LIST]
+        );
+        assert_eq!(
+            Request::List { space: Space::Vault }.encode(),
+            vec![PROTOCOL_VERSION, tag::VAULT_LIST]
+        );
         roundtrip_resp(Response::Pong);
         roundtrip_resp(Response::Value(None));
         roundtrip_resp(Response::Value(Some(Doc {

@@ -270,8 +270,14 @@ mod tests {
         // Two seals of the same keys differ (a fresh nonce each time).
         assert_ne!(seal(&ring, "prod", "alice", plain).unwrap(), rec);
         // Bound to the user and the namespace.
-        assert_eq!(open(&ring, "prod", "bob", rec.as_bytes()).unwrap_err(), SealError::Forged);
-        assert_eq!(open(&ring, "dev", "alice", rec.as_bytes()).unwrap_err(), SealError::Forged);
+        assert_eq!(
+            open(&ring, "prod", "bob", rec.as_bytes()).unwrap_err(),
+            SealError::Forged
+        );
+        assert_eq!(
+            open(&ring, "dev", "alice", rec.as_bytes()).unwrap_err(),
+            SealError::Forged
+        );
         // Another key: refused by its id, never tried.
         let other = Ring::parse(K2).unwrap();
         assert!(matches!(
@@ -280,17 +286,25 @@ mod tests {
         ));
         // Any changed byte of the sealed text fails to verify or to parse.
         let r: toml::Table = toml::from_str(&rec).unwrap();
-        let sealed = data_encoding::BASE64.decode(r["sealed"].as_str().unwrap().as_bytes()).unwrap();
+        let sealed = data_encoding::BASE64
+            .decode(r["sealed"].as_str().unwrap().as_bytes())
+            .unwrap();
         for i in 0..sealed.len() {
             let mut s = sealed.clone();
             s[i] ^= 1;
             let t = rec.replace(r["sealed"].as_str().unwrap(), &data_encoding::BASE64.encode(&s));
-            assert_eq!(open(&ring, "prod", "alice", t.as_bytes()).unwrap_err(), SealError::Forged);
+            assert_eq!(
+                open(&ring, "prod", "alice", t.as_bytes()).unwrap_err(),
+                SealError::Forged
+            );
         }
         // A record claiming another key id of the same ring does not verify either.
         let both = Ring::parse(&format!("{K2}\n{K1}\n")).unwrap();
         let t = rec.replace(ring.current_id(), both.current_id());
-        assert_eq!(open(&both, "prod", "alice", t.as_bytes()).unwrap_err(), SealError::Forged);
+        assert_eq!(
+            open(&both, "prod", "alice", t.as_bytes()).unwrap_err(),
+            SealError::Forged
+        );
     }
 
     #[test]
@@ -355,6 +369,9 @@ mod tests {
         let rec = seal(&ring, "n", "u", b"k").unwrap();
         let r: toml::Table = toml::from_str(&rec).unwrap();
         let short = rec.replace(r["nonce"].as_str().unwrap(), "00");
-        assert!(matches!(open(&ring, "n", "u", short.as_bytes()), Err(SealError::Malformed(_))));
+        assert!(matches!(
+            open(&ring, "n", "u", short.as_bytes()),
+            Err(SealError::Malformed(_))
+        ));
     }
 }

@@ -16,8 +16,8 @@ use super::State;
 use crate::account::escape_user;
 use crate::error::{Error, FileProblem};
 use crate::fleet::{
-    compose_document, document_protected, document_state, Client, Doc, FleetError, Request, Response, Space, MAX_DOCUMENT,
-    REQUEST_TIMEOUT,
+    compose_document, document_protected, document_state, Client, Doc, FleetError, Request, Response, Space,
+    MAX_DOCUMENT, REQUEST_TIMEOUT,
 };
 
 /// How long one decision (`update`: its reads and compare-and-swap rounds) may take in all;

@@ -98,7 +98,7 @@ fn main() {
             name,
             time(rounds, || {
                 c.call(&Request::Get {
-            space: Space::State,
+                    space: Space::State,
                     user: user.clone(),
                     fresh,
                 })
@@ -113,7 +113,7 @@ fn main() {
         time(rounds, || {
             match c
                 .call(&Request::Cas {
-                space: Space::State,
+                    space: Space::State,
                     user: user.clone(),
                     expected: rev,
                     value: b"version = 2\n".to_vec(),
@@ -125,7 +125,10 @@ fn main() {
             }
         }),
     );
-    let _ = c.call(&Request::Delete { space: Space::State, user: user.clone() });
+    let _ = c.call(&Request::Delete {
+        space: Space::State,
+        user: user.clone(),
+    });
     if let Some(url) = args.get(2) {
         let host = url.trim_start_matches("http://").trim_end_matches('/').to_string();
         let mut conn = BufReader::new(std::net::TcpStream::connect(&host).unwrap());
