@@ -331,7 +331,7 @@ impl Response {
 }
 
 fn space_of(t: u8) -> Space {
-    if t >= tag::VAULT_GET && t <= tag::VAULT_GET_LOCAL {
+    if (tag::VAULT_GET..=tag::VAULT_GET_LOCAL).contains(&t) {
         Space::Vault
     } else {
         Space::State
