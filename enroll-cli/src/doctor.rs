@@ -211,6 +211,7 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
         },
     };
     doctor::check_fleet(&ctx.cfg, &probe, &mut f);
+    check_fleet_vault(ctx, &mut f);
     // Keys their users can read let any process of the user make the second factor.
     let in_use = f.iter().any(|x| x.check == "enabled");
     if in_use && ctx.cfg.key_store == pam_totp_core::config::KeyStore::Home {
@@ -310,4 +311,62 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// With the fleet vault: the key ring can be read (root's, well-formed), and no user's keys
+/// are left in this host's own vault, where other hosts cannot read them.
+fn check_fleet_vault(ctx: &Ctx, f: &mut Vec<Finding>) {
+    let Some(fv) = pam_totp_core::files::fleet_vault::FleetVault::of(&ctx.cfg) else {
+        return;
+    };
+    if !ctx.root {
+        push(
+            f,
+            Severity::Info,
+            "fleet-vault",
+            "run doctor as root to check fleet.vault_key_file".into(),
+        );
+        return;
+    }
+    match fv.ring() {
+        Ok(ring) => push(
+            f,
+            Severity::Ok,
+            "fleet-vault",
+            format!(
+                "fleet vault: keys in etcd under pam-totp/v1/{}/vault/, sealed with vault key {} ({} key(s) in fleet.vault_key_file; every host of the namespace needs the same file)",
+                fv.namespace,
+                ring.current_id(),
+                ring.ids().len()
+            ),
+        ),
+        Err(e) => push(
+            f,
+            Severity::Error,
+            "fleet-vault",
+            format!("fleet vault: {e}; every user whose keys are in the fleet vault is refused on this host"),
+        ),
+    }
+    let local = pam_totp_core::files::secret_file::vault_dir(&ctx.cfg);
+    let left = std::fs::read_dir(&local)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name().to_string_lossy().ends_with(".toml")
+                        && !e.file_name().to_string_lossy().starts_with('.')
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    if left > 0 {
+        push(
+            f,
+            Severity::Warning,
+            "fleet-vault",
+            format!(
+                "{left} user(s) keep keys in this host's own vault ({}), which other hosts cannot read; `pam-totp migrate --all` moves them into the fleet vault",
+                local.display()
+            ),
+        );
+    }
 }

@@ -64,7 +64,8 @@ pub struct Row {
     pub enrolled_on_record: Option<u64>,
     /// Why something about this account could not be read (or is wrong).
     pub error: Option<String>,
-    /// Where the keys are: "vault" (root's only) or "home" (a secret file its user can read).
+    /// Where the keys are: "fleet" (the fleet vault, sealed in etcd), "vault" (this host's,
+    /// root's only) or "home" (a secret file its user can read).
     pub keys: Option<&'static str>,
 }
 
@@ -107,7 +108,11 @@ pub fn row<S: StateStore>(cfg: &Config, store: Option<&S>, account: &Account, no
         remembered_hosts: state.remembered.iter().filter(|r| r.until > now).count(),
         enrolled_on_record: (state.enrolled > 0).then_some(state.enrolled),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
-        keys: secret.as_ref().map(|_| if path.in_vault { "vault" } else { "home" }),
+        keys: secret.as_ref().map(|_| match (&path.fleet, path.in_vault) {
+            (Some(_), _) => "fleet",
+            (None, true) => "vault",
+            (None, false) => "home",
+        }),
     }
 }
 
