@@ -23,15 +23,20 @@ struct Host {
 impl Host {
     /// A host of namespace `ns` whose fleet.vault_key_file holds `ring` (None: not set).
     fn start(etcd: &Etcd, ns: &str, ring: Option<&str>) -> Host {
+        Host::start_with(etcd, ns, ring, "", 1500)
+    }
+
+    /// [`Host::start`] with `extra` settings and the daemon's etcd deadline `timeout_ms`.
+    fn start_with(etcd: &Etcd, ns: &str, ring: Option<&str>, extra: &str, timeout_ms: u64) -> Host {
         let f = Fixture::new();
         f.simple("svc", "");
         let path = f.root.join("vault.keys");
-        let mut table = Stated::fleet_table(etcd, ns, 1500);
+        let mut table = Stated::fleet_table(etcd, ns, timeout_ms);
         if let Some(text) = ring {
             write_ring(&path, text);
             table.push_str(&format!("vault_key_file = \"{}\"\n", path.display()));
         }
-        let stated = Stated::start(&f, "key_store = \"vault\"", &table);
+        let stated = Stated::start(&f, &format!("key_store = \"vault\"\n{extra}"), &table);
         Host { f, stated, ring: path }
     }
 
@@ -496,4 +501,40 @@ fn doctor_checks_the_vault_key_and_report_says_whose_keys_are_in_the_fleet_vault
             .any(|(s, m)| s == "warning" && m.contains("pam-totp migrate --all")),
         "{d:?}"
     );
+}
+
+/// `store_unavailable = "local"`: a host keeps its copy of each record it read (sealed), and
+/// reads it only while etcd is down; a host that never read the user's record has nothing to
+/// fall back on and refuses.
+#[test]
+fn while_etcd_is_down_a_host_with_the_fallback_reads_its_sealed_copy_of_the_record() {
+    let mut etcd = Etcd::single();
+    let ns = ns();
+    let local = "store_unavailable = \"local\"";
+    let a = Host::start_with(&etcd, &ns, Some(K1), local, 800);
+    let b = Host::start_with(&etcd, &ns, Some(K1), local, 800);
+    let u = TestUser::create();
+    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    clear_of_a_step_boundary();
+    let r = a.f.auth("svc", &u.name, &[&oathtool(&key, now() - 30, "sha1", 6)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    // A's copy: root's, private, sealed (no key in it).
+    let copy = a.f.state_dir().join("fleet-vault").join(&u.name);
+    let md = std::fs::metadata(&copy).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600));
+    assert!(!holds_key(&std::fs::read(&copy).unwrap(), &key));
+    assert!(!b.f.state_dir().join("fleet-vault").join(&u.name).exists());
+
+    etcd.kill(0);
+    // An outage once etcd has answered nothing for three deadlines (800 ms here).
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    let r = a.f.auth("svc", &u.name, &[&code_now(&key)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    assert!(r.logged(&["degraded"]), "{:?}", r.logs);
+    let r = b.f.auth("svc", &u.name, &[&oathtool(&key, now() + 30, "sha1", 6)]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+    assert!(r.logged(&["this host has no copy of the record"]), "{:?}", r.logs);
 }

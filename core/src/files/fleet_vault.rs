@@ -3,19 +3,22 @@
 //! `key_store = "vault"` one enrollment serves every host of the namespace.
 //!
 //! Owns: reading the key ring (root's file, checked like a key file), and reading, changing
-//! (one compare-and-swap on the record's revision) and removing a user's sealed keys.
+//! (one compare-and-swap on the record's revision) and removing a user's sealed keys; with
+//! `store_unavailable = "local"`, this host's copy of each record it read (still sealed), read
+//! only while the daemon reports an etcd outage.
 //! Never: sends or stores a key unsealed; opens a record with anything but this host's
 //! ring; decides on an error (every failure is an `Err`, which refuses the login); logs a
 //! key or a record.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+use crate::account::escape_user;
 use crate::account::Account;
-use crate::config::{Config, KeyStore, StoreKind};
+use crate::config::{Config, KeyStore, StoreKind, Unavailable};
 use crate::error::{Error, FileProblem};
-use crate::files::fs::{read_checked, Owners};
+use crate::files::fs::{read_checked, Dir, Owners};
 use crate::files::secret::{ParseError, SecretFile};
 use crate::fleet::sealed::{open, seal, Ring};
 use crate::fleet::{
@@ -30,6 +33,9 @@ pub struct FleetVault {
     pub namespace: String,
     /// `fleet.vault_key_file`; `None`: not configured (every read and write is refused).
     pub ring: Option<PathBuf>,
+    /// With `store_unavailable = "local"`: `STATE_DIR/fleet-vault`, this host's copies of the
+    /// records it read, for logins while etcd is down.
+    pub copies: Option<PathBuf>,
 }
 
 /// What a user's record in the fleet vault holds, opened.
@@ -38,8 +44,13 @@ pub struct FleetKeys {
     pub secret: SecretFile,
     /// The record's etcd revision (a change compares it; a login's reload checks it).
     pub revision: u64,
-    /// Whether the ring's current key sealed it (else `pam-totp vault rekey` seals it anew).
+    /// Whether the ring's current key sealed it (else `pam-totp rekey` seals it anew).
     pub current: bool,
+}
+
+/// Who may own this host's copies and their directory.
+fn root_only() -> Owners {
+    Owners(vec![0])
 }
 
 impl FleetVault {
@@ -50,6 +61,7 @@ impl FleetVault {
             socket: cfg.fleet_socket.clone(),
             namespace: cfg.fleet.namespace.clone(),
             ring: cfg.fleet.vault_key_file.clone(),
+            copies: (cfg.store_unavailable == Unavailable::Local).then(|| cfg.state_dir.join("fleet-vault")),
         })
     }
 
@@ -79,8 +91,11 @@ impl FleetVault {
     }
 
     fn call(&self, user: &str, req: &Request) -> Result<Response, Error> {
-        let mut c = Client::connect(&self.socket).map_err(|e| self.fleet_err(user, e))?;
-        c.call(req).map_err(|e| self.fleet_err(user, e))
+        self.call_fleet(req).map_err(|e| self.fleet_err(user, e))
+    }
+
+    fn call_fleet(&self, req: &Request) -> Result<Response, FleetError> {
+        Client::connect(&self.socket)?.call(req)
     }
 
     fn fleet_err(&self, user: &str, e: FleetError) -> Error {
@@ -89,16 +104,17 @@ impl FleetVault {
 
     /// The record as stored, or none (a linearizable read).
     pub fn get(&self, user: &str) -> Result<Option<Doc>, Error> {
-        match self.call(
-            user,
-            &Request::Get {
-                space: Space::Vault,
-                user: user.into(),
-                fresh: true,
-            },
-        )? {
+        self.get_fleet(user).map_err(|e| self.fleet_err(user, e))
+    }
+
+    fn get_fleet(&self, user: &str) -> Result<Option<Doc>, FleetError> {
+        match self.call_fleet(&Request::Get {
+            space: Space::Vault,
+            user: user.into(),
+            fresh: true,
+        })? {
             Response::Value(d) => Ok(d),
-            _ => Err(self.err(user, "unexpected answer from pam-totp-stated")),
+            _ => Err(FleetError::Refused("unexpected answer from pam-totp-stated".into())),
         }
     }
 
@@ -124,12 +140,98 @@ impl FleetVault {
     /// `account`'s keys, opened; `Ok(None)`: the fleet vault has none for them. The ring is
     /// read only when there is a record (a host without it still learns that a user has no
     /// keys, but never reads any).
+    /// With `store_unavailable = "local"`, a record read is kept on this host (still sealed),
+    /// a record gone is forgotten here too, and while the daemon reports an etcd outage (and
+    /// only then: never when it refused or did not answer) the copy is read instead.
     pub fn load(&self, account: &Account) -> Result<Option<FleetKeys>, Error> {
-        let Some(d) = self.get(&account.name)? else {
+        let user = &account.name;
+        match self.get_fleet(user) {
+            // The copy is this host's convenience, never a reason to refuse a login the fleet
+            // answered; one that could not be brought up to date is removed (a stale copy
+            // must never be read: it may hold an authenticator removed since).
+            Ok(None) => {
+                let _ = self.forget_copy(user);
+                Ok(None)
+            }
+            Ok(Some(d)) => {
+                let ring = self.ring()?;
+                let keys = self.open_doc(&ring, user, &d)?;
+                if self.keep_copy(user, &d).is_err() {
+                    let _ = self.forget_copy(user);
+                }
+                Ok(Some(keys))
+            }
+            Err(FleetError::Unavailable(why)) if self.copies.is_some() => {
+                let Some(d) = self.copy_of(user)? else {
+                    return Err(self.err(
+                        user,
+                        format!("{why}; this host has no copy of the record (store_unavailable = \"local\")"),
+                    ));
+                };
+                let ring = self.ring()?;
+                self.open_doc(&ring, user, &d).map(Some)
+            }
+            Err(e) => Err(self.fleet_err(user, e)),
+        }
+    }
+
+    fn copies_dir(&self, create: bool) -> Result<Option<Dir>, Error> {
+        match &self.copies {
+            None => Ok(None),
+            Some(p) if create => {
+                // The state directory too, as the module's local store makes it (0700, root's).
+                if let Some(state_dir) = p.parent() {
+                    Dir::open_or_create(state_dir, &root_only(), 0o700)?;
+                }
+                Dir::open_or_create(p, &root_only(), 0o700).map(Some)
+            }
+            Some(p) => Dir::open(p, &root_only()),
+        }
+    }
+
+    /// Keeps `d` as this host's copy of `user`'s record, unless the copy is already it.
+    fn keep_copy(&self, user: &str, d: &Doc) -> Result<(), Error> {
+        let Some(dir) = self.copies_dir(true)? else {
+            return Ok(());
+        };
+        let name = escape_user(user);
+        let text = std::str::from_utf8(&d.value).map_err(|_| self.err(user, "the record is not UTF-8"))?;
+        let copy = format!("{}\n{text}", d.revision);
+        if dir.read_file(&name, &root_only())?.as_deref().map(String::as_str) == Some(copy.as_str()) {
+            return Ok(());
+        }
+        dir.write_file(&name, copy.as_bytes(), 0o600, false, true)
+    }
+
+    fn copy_of(&self, user: &str) -> Result<Option<Doc>, Error> {
+        let Some(dir) = self.copies_dir(false)? else {
             return Ok(None);
         };
-        let ring = self.ring()?;
-        self.open_doc(&ring, &account.name, &d).map(Some)
+        let Some(text) = dir.read_file(&escape_user(user), &root_only())? else {
+            return Ok(None);
+        };
+        let (rev, value) = text
+            .split_once('\n')
+            .ok_or_else(|| self.err(user, "this host's copy of the record is malformed"))?;
+        let revision = rev
+            .parse()
+            .map_err(|_| self.err(user, "this host's copy of the record is malformed"))?;
+        Ok(Some(Doc {
+            revision,
+            value: value.as_bytes().to_vec(),
+        }))
+    }
+
+    fn forget_copy(&self, user: &str) -> Result<(), Error> {
+        match self.copies_dir(false)? {
+            Some(dir) => dir.remove(&escape_user(user)),
+            None => Ok(()),
+        }
+    }
+
+    /// This host's copies (for messages).
+    pub fn copies_path(&self) -> Option<&Path> {
+        self.copies.as_deref()
     }
 
     /// Whether `account`'s record is still at `revision` (a linearizable read; `false` on
@@ -191,6 +293,7 @@ impl FleetVault {
     pub fn remove(&self, account: &Account) -> Result<bool, Error> {
         let user = &account.name;
         let had = self.get(user)?.is_some();
+        self.forget_copy(user)?;
         match self.call(
             user,
             &Request::Delete {
