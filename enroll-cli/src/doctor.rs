@@ -109,6 +109,10 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
             ),
             Some(stack) => {
                 let used = doctor::check_stack(service, &stack, &mut f);
+                let line_config = |args: &[&str]| {
+                    pam_totp_core::config::Config::load(args, pam_totp_core::files::fs::read_config).ok()
+                };
+                doctor::check_line_options(service, &stack, &ctx.cfg, &line_config, &mut f);
                 if *service == "sshd" {
                     sshd_uses_totp = used;
                 }

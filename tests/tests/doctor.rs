@@ -118,3 +118,60 @@ fn bad_secret_file_and_state_dir_are_errors() {
     assert_eq!(rc, 1, "{out}");
     assert!(out.contains("your secret file") && out.contains("chmod 600"), "{out}");
 }
+
+/// With the vault, users' own changes go through pam-totp-vault, which reads pam_totp.conf
+/// only: a pam_totp line that sets the state directory (keys and state elsewhere) is an error,
+/// one that sets the rules for codes a warning; a line that agrees with the file is fine.
+#[test]
+fn line_options_that_the_vault_helper_does_not_read_are_found() {
+    let f = Fixture::new();
+    let conf = f.root.join("pam_totp.conf");
+    std::fs::write(
+        &conf,
+        format!("key_store = \"vault\"\nstate_dir = \"{}\"\n", f.state_dir().display()),
+    )
+    .unwrap();
+    let line = |args: &str| {
+        format!(
+            "auth\t[success=1 default=ignore]\tpam_unix.so nullok\nauth\trequisite\tpam_deny.so\nauth\trequired\tpam_permit.so\nauth\trequired\tpam_totp.so config={} {args}\n",
+            conf.display()
+        )
+    };
+    for (args, severity) in [
+        ("state_dir=/var/lib/elsewhere", Some("error")),
+        ("key_store=home", Some("error")),
+        ("window=4", Some("warning")),
+        ("max_failures=20", Some("warning")),
+        ("nullok", None),
+        ("", None),
+    ] {
+        let (pam, sshd) = setup(&f, &[("sshd", &line(args)), ("sudo", &line(""))], GOOD_SSHD);
+        let (_, out, _, j) = doctor(&f, &pam, &sshd);
+        match severity {
+            Some(s) => {
+                assert!(has(&j, "line-options-vs-helper", s), "{args}: {out}");
+                assert!(out.contains("pam-totp-vault"), "{args}: {out}");
+            }
+            None => assert!(
+                !j["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x["check"] == "line-options-vs-helper"),
+                "{args}: {out}"
+            ),
+        }
+    }
+    // Without the vault (key_store = "home") the helper is not used: nothing to say.
+    std::fs::write(&conf, format!("state_dir = \"{}\"\n", f.state_dir().display())).unwrap();
+    let (pam, sshd) = setup(&f, &[("sshd", &line("window=4"))], GOOD_SSHD);
+    let (_, out, _, j) = doctor(&f, &pam, &sshd);
+    assert!(
+        !j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["check"] == "line-options-vs-helper"),
+        "{out}"
+    );
+}

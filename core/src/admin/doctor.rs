@@ -340,6 +340,86 @@ pub fn check_stack(service: &str, stack: &Stack, findings: &mut Vec<Finding>) ->
     true
 }
 
+/// With the vault, users change their own keys through the setuid helper `pam-totp-vault`,
+/// which reads pam_totp.conf only (it takes nothing from its caller): a pam_totp line whose
+/// options make the module read keys or state elsewhere, or decide codes by other rules, than
+/// the file says disagrees with it — users would enroll into a vault the module does not read
+/// (and be refused), or prove a change by rules the logins do not use. `line_config` is the
+/// configuration a line's options give (the module's way: `config=` and the arguments over
+/// the file); `file` the file's own.
+pub fn check_line_options(
+    service: &str,
+    stack: &Stack,
+    file: &Config,
+    line_config: &dyn Fn(&[&str]) -> Option<Config>,
+    findings: &mut Vec<Finding>,
+) {
+    for t in stack.lines.iter().filter(|l| l.is_totp()) {
+        let args: Vec<&str> = t.args().iter().map(String::as_str).collect();
+        // A line that does not parse is reported as a bad option.
+        let Some(line) = line_config(&args) else { continue };
+        if file.key_store != crate::config::KeyStore::Vault && line.key_store != crate::config::KeyStore::Vault {
+            continue;
+        }
+        let mut places = Vec::new();
+        if line.config_path != file.config_path {
+            places.push(format!("config={}", line.config_path.display()));
+        }
+        if line.state_dir != file.state_dir {
+            places.push(format!("state_dir={}", line.state_dir.display()));
+        }
+        if line.key_store != file.key_store {
+            places.push("key_store".into());
+        }
+        if line.secret != file.secret {
+            places.push("secret".into());
+        }
+        if line.store != file.store {
+            places.push("store".into());
+        }
+        if line.fleet_socket != file.fleet_socket {
+            places.push("fleet_socket".into());
+        }
+        let mut rules = Vec::new();
+        for (name, differs) in [
+            ("window", line.window != file.window),
+            ("hotp_window", line.hotp_window != file.hotp_window),
+            ("max_failures", line.max_failures != file.max_failures),
+            ("lockout", line.lockout != file.lockout),
+            ("store_unavailable", line.store_unavailable != file.store_unavailable),
+        ] {
+            if differs {
+                rules.push(name);
+            }
+        }
+        if !places.is_empty() {
+            findings.push(finding(
+                Severity::Error,
+                "line-options-vs-helper",
+                format!(
+                    "{service}: this pam_totp line sets {} unlike {}, which pam-totp-vault (users' own enroll, devices, backup-codes) reads: users would keep keys or state where this line does not look, and be refused; move the settings into {}",
+                    places.join(", "),
+                    file.config_path.display(),
+                    file.config_path.display()
+                ),
+                Some(t.location.clone()),
+            ));
+        }
+        if !rules.is_empty() {
+            findings.push(finding(
+                Severity::Warning,
+                "line-options-vs-helper",
+                format!(
+                    "{service}: this pam_totp line sets {} unlike {}: pam-totp-vault decides a user's proof code for a change by the file's rules, not this line's; move the settings into the file",
+                    rules.join(", "),
+                    file.config_path.display()
+                ),
+                Some(t.location.clone()),
+            ));
+        }
+    }
+}
+
 /// What `store_unavailable = "local"` gives up, for the warning.
 const FLEET_FALLBACK_RISK: &str = "while the fleet store is down, logins are decided on this host's own state: time-based codes only, and one already used on another host within its window may work here once; wrong codes counted here are not seen by the others; backup codes, HOTP codes and users this host cannot tell are enrolled are refused (each such login is logged as degraded). Use deny unless logins must go on through an etcd outage";
 
