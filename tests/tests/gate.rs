@@ -181,3 +181,39 @@ fn an_include_that_cannot_be_read_is_never_a_gate() {
         r.logs
     );
 }
+
+/// `enroll_on_login` with `key_store = "vault"`: the key made at the login goes into the vault
+/// (root's), never into the home, and the module reads it from there at the next login.
+#[test]
+fn enrollment_at_login_writes_the_vault_under_key_store_vault() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let f = Fixture::new();
+    std::fs::write(f.root.join("pam_totp.conf"), "key_store = \"vault\"\n").unwrap();
+    std::fs::create_dir(f.state_dir()).unwrap();
+    std::fs::set_permissions(f.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = pam_dir(
+        &f,
+        &[("gate-svc", "auth requisite pam_unix.so\nauth required {totp}\n")],
+    );
+    let u = user();
+    let (r, out) = login(&dir, "gate-svc", &u.name, &[PASSWORD, "@totp", ""]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}\n{out}");
+    assert!(r.logged(&["enrolled at login"]), "{:?}", r.logs);
+    let vault = f.state_dir().join("vault").join(format!("{}.toml", u.name));
+    let md = std::fs::metadata(&vault).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600), "root's, private");
+    assert!(!u.secret_path().exists(), "nothing in the home");
+    // The key shown is the one kept: the next step's code from oathtool logs in from the vault.
+    let key: String = out
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let next = oathtool(&key, now() + 30, "sha1", 6);
+    let (r, out) = login(&dir, "gate-svc", &u.name, &[PASSWORD, &next]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{r:?}\n{out}");
+    assert!(!offered(&r, &out), "not offered again: {out}");
+    assert!(!r.logged(&["keys read from the secret file"]), "{:?}", r.logs);
+}

@@ -3,7 +3,8 @@
 //!
 //! usage: pam-harness CONFDIR SERVICE USER [--rhost H] [--start-at UNIX_NANOS]
 //! [--answer-after PATH] [ANSWER ...]
-//! Each prompt consumes the next ANSWER (a prompt with none left fails the conversation).
+//! Each prompt consumes the next ANSWER (a prompt with none left fails the conversation);
+//! the answer `@totp` is the current code (oathtool) of the last `secret=` a message showed.
 //! With `--answer-after PATH`, the first prompt creates `PATH.prompted` and waits (up to
 //! 60 s) for PATH to exist before answering: a test can act while a login waits at its prompt.
 //! Output lines: `PROMPT <text>`, `ERROR <text>`, `INFO <text>`, `LOG <syslog line>`, then
@@ -55,6 +56,9 @@ extern "C" {
 const PAM_RHOST: c_int = 4;
 
 struct Script {
+    /// `@totp` answers with the current code (from oathtool) of the last `secret=` a message
+    /// showed: the code of a key made during the login (enrollment at login).
+    last_secret: Option<String>,
     answers: VecDeque<String>,
     out: Vec<String>,
     answer_after: Option<String>,
@@ -87,11 +91,14 @@ unsafe extern "C" fn conv(
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
                 }
-                let Some(a) = script.answers.pop_front() else {
+                let Some(mut a) = script.answers.pop_front() else {
                     // SAFETY: replies came from calloc above.
                     unsafe { libc::free(replies.cast()) };
                     return 19; // PAM_CONV_ERR
                 };
+                if a == "@totp" {
+                    a = script.last_secret.as_deref().map(totp_now).unwrap_or_default();
+                }
                 let c = CString::new(a).unwrap_or_default();
                 // SAFETY: strdup allocates with malloc, as PAM requires; i < n.
                 unsafe { (*replies.add(i)).resp = libc::strdup(c.as_ptr()) };
@@ -99,10 +106,25 @@ unsafe extern "C" fn conv(
             3 => script.out.push(format!("ERROR {text}")),
             _ => script.out.push(format!("INFO {text}")),
         }
+        if let Some(rest) = text.split("secret=").nth(1) {
+            let key: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            if key.len() >= 16 {
+                script.last_secret = Some(key);
+            }
+        }
     }
     // SAFETY: resp is the module's out-pointer.
     unsafe { *resp = replies };
     0
+}
+
+/// The current TOTP code of `key` (base32), from oathtool: an independent generator.
+fn totp_now(key: &str) -> String {
+    std::process::Command::new("oathtool")
+        .args(["--totp", "--base32", key])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn cstr(s: &str) -> CString {
@@ -196,6 +218,7 @@ fn main() {
     }
     let syslog = capture_syslog();
     let mut script = Script {
+        last_secret: None,
         answers: args.into(),
         out: Vec::new(),
         answer_after,
