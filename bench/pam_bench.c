@@ -10,12 +10,14 @@
  *   RESET   before each round, outside the timed region, RESET_PATH is overwritten in place
  *           with the contents of RESET_SRC and flushed: this erases the module's replay
  *           record, so a right code is accepted again and every timed round does the real
- *           read, check and write.
+ *           read, check and write. RESET_SRC "-": RESET_PATH is removed instead (and its
+ *           directory flushed), so every timed round is a first login (no state yet).
  * Prints: "<mean ns> <median ns> <accepted rounds> <peak RSS KiB after warm-up> <peak RSS KiB at end>
  *          <current RSS KiB after warm-up> <current RSS KiB at end>".
  * C on purpose: a Rust driver would already have libgcc_s.so.1 loaded and hide its cost.
  */
 #include <security/pam_appl.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,7 +100,13 @@ int main(int argc, char **argv) {
     int rounds = atoi(argv[6]);
     int fork_mode = strcmp(argv[7], "fork") == 0;
     const char *reset_path = argc == 10 ? argv[8] : NULL;
-    if (reset_path) {
+    int reset_remove = reset_path && strcmp(argv[9], "-") == 0;
+    char reset_dir[4096] = ".";
+    if (reset_remove) {
+        snprintf(reset_dir, sizeof reset_dir, "%s", reset_path);
+        char *slash = strrchr(reset_dir, '/');
+        if (slash) *slash = 0;
+    } else if (reset_path) {
         int fd = open(argv[9], O_RDONLY);
         if (fd < 0) { perror(argv[9]); return 2; }
         reset_len = read(fd, reset_buf, sizeof reset_buf);
@@ -118,7 +126,14 @@ int main(int argc, char **argv) {
             rss_warm = maxrss();
             now_warm = rss_now();
         }
-        if (reset_path) {
+        if (reset_remove) {
+            int d = open(reset_dir, O_RDONLY | O_DIRECTORY);
+            if ((unlink(reset_path) != 0 && errno != ENOENT) || d < 0 || fsync(d) != 0) {
+                perror(reset_path);
+                return 2;
+            }
+            close(d);
+        } else if (reset_path) {
             /* In place, then flushed: the timed login must not pay for the reset's own
              * writes (a truncation would also free the file's blocks for the next write to
              * allocate again). The same for every module. */
