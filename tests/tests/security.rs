@@ -166,7 +166,9 @@ fn under_nullok_an_enrolled_user_whose_secret_file_disappears_is_refused_until_r
     std::fs::rename(u.secret_dir(), u.home.join(".config/pam-totp.away")).unwrap();
     let r = f.auth("svc", &u.name, &[]);
     assert_eq!(r.rc, PAM_AUTH_ERR, "{r:?}");
-    assert!(r.errors[0].contains("Ask an administrator"), "{:?}", r.errors);
+    // No password module runs before this line: the caller is not told why (the e2e tests
+    // show the message where the password was checked first).
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert!(
         r.logged(&["is missing but this user enrolled on", "pam-totp reset --user"]),
         "{:?}",
