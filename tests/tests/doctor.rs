@@ -118,3 +118,77 @@ fn bad_secret_file_and_state_dir_are_errors() {
     assert_eq!(rc, 1, "{out}");
     assert!(out.contains("your secret file") && out.contains("chmod 600"), "{out}");
 }
+
+/// Each of these was reported as fine (0 errors, exit 0) while logins broke.
+#[test]
+fn what_doctor_used_to_pass_is_an_error() {
+    let f = Fixture::new();
+    let good = [
+        ("sshd", "@include common-auth\n"),
+        ("common-auth", GOOD_COMMON_AUTH),
+    ];
+
+    // 1. A state directory whose parent does not exist: the module does not create parents,
+    //    so every login through it is refused, nullok too.
+    let (pam, sshd) = setup(&f, &good, GOOD_SSHD);
+    let missing = f.root.join("no-such-dir/state");
+    let mut c = std::process::Command::new(cli_path());
+    c.env_remove("SUDO_UID");
+    c.args(["--config", f.root.join("pam_totp.conf").to_str().unwrap()])
+        .args(["--state-dir", missing.to_str().unwrap()])
+        .args(["doctor", "--json", "--pam-dir", &pam, "--sshd-config", &sshd]);
+    let (rc, out, err) = output(c);
+    assert_eq!(rc, 1, "{out}{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(has(&j, "state-dir", "error"), "{j}");
+    f.service(
+        "svc",
+        &format!(
+            "auth required {} config={} state_dir={} nullok\n",
+            f.root.join("pam_totp.so").display(),
+            f.root.join("pam_totp.conf").display(),
+            missing.display()
+        ),
+    );
+    let u = TestUser::create();
+    let r = f.auth("svc", &u.name, &[]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "what doctor says is what the module does: {r:?}");
+    assert!(!missing.parent().unwrap().exists(), "the module made no parent");
+
+    // 2. pam_totp twice: pam-auth-update's profile in common-auth and a line by hand.
+    let (pam, sshd) = setup(
+        &f,
+        &[
+            ("sshd", "@include common-auth\nauth required pam_totp.so\n"),
+            ("common-auth", GOOD_COMMON_AUTH),
+        ],
+        GOOD_SSHD,
+    );
+    let (rc, out, _, j) = doctor(&f, &pam, &sshd);
+    assert_eq!(rc, 1, "{out}");
+    assert!(has(&j, "totp-twice", "error"), "{j}");
+    assert!(out.contains("common-auth:4 and sshd:2"), "{out}");
+
+    // 3. A typo in pam_totp.conf: which option, what it expects, and the rest is checked.
+    let (pam, sshd) = setup(&f, &good, GOOD_SSHD);
+    std::fs::write(
+        f.root.join("pam_totp.conf"),
+        "# comments\nwindow = 2\nlockout = 5m\nmax_failures = 0\nnullok = true\n",
+    )
+    .unwrap();
+    let (rc, out, err, j) = doctor(&f, &pam, &sshd);
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(
+        out.contains("line 3: option `lockout`: `5m` is not a value it can read; it takes a whole number")
+            && out.contains("e.g. `lockout = 300`"),
+        "{out}"
+    );
+    assert!(out.contains("option `max_failures`: must be between 1 and"), "{out}");
+    assert!(has(&j, "enabled", "ok") && has(&j, "state-dir", "info"), "the rest is checked: {j}");
+    assert_eq!(j["errors"], 2, "{j}");
+    // The module refuses every login with it, and its log line says the same.
+    f.simple("svc", "nullok");
+    let r = f.auth("svc", &u.name, &[]);
+    assert_eq!(r.rc, PAM_SERVICE_ERR, "{r:?}");
+    assert!(r.logged(&["option `lockout`", "takes a whole number"]), "{:?}", r.logs);
+}
