@@ -192,3 +192,152 @@ fn what_doctor_used_to_pass_is_an_error() {
     assert_eq!(r.rc, PAM_SERVICE_ERR, "{r:?}");
     assert!(r.logged(&["option `lockout`", "takes a whole number"]), "{:?}", r.logs);
 }
+
+/// A PAM example from the documentation: where it is, its lines, and whether it is marked as
+/// one doctor must reject (`<!-- doctor: rejects -->` before a Markdown block, `.\" pam-example:
+/// doctor rejects` in a man page's `.nf` block).
+struct Example {
+    at: String,
+    lines: String,
+    rejected: bool,
+}
+
+/// The PAM lines of a block (`auth ...`, `-auth ...`, `@include ...`, comments), when it
+/// has an auth line; None for any other block.
+fn pam_lines(block: &[&str]) -> Option<String> {
+    let pam: Vec<&str> = block
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| {
+            ["auth ", "auth\t", "-auth ", "@include ", "account ", "session ", "password "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    pam.iter()
+        .any(|l| l.starts_with("auth") || l.starts_with("-auth"))
+        .then(|| pam.join("\n") + "\n")
+}
+
+fn markdown_examples(path: &std::path::Path) -> Vec<Example> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if !lines[i].trim_start().starts_with("```") {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let end = (i + 1..lines.len())
+            .find(|&j| lines[j].trim_start().starts_with("```"))
+            .unwrap_or(lines.len());
+        if let Some(pam) = pam_lines(&lines[start + 1..end]) {
+            let marked = start > 0 && lines[start - 1].trim() == "<!-- doctor: rejects -->";
+            out.push(Example {
+                at: format!("{}:{}", path.display(), start + 1),
+                lines: pam,
+                rejected: marked,
+            });
+        }
+        i = end + 1;
+    }
+    out
+}
+
+fn man_examples(path: &std::path::Path) -> Vec<Example> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i] != ".nf" {
+            i += 1;
+            continue;
+        }
+        let end = (i + 1..lines.len()).find(|&j| lines[j] == ".fi").unwrap_or(lines.len());
+        let block: Vec<String> = lines[i + 1..end]
+            .iter()
+            .filter(|l| !l.starts_with('.'))
+            .map(|l| l.replace("\\-", "-").replace("\\e", "\\"))
+            .collect();
+        let block: Vec<&str> = block.iter().map(String::as_str).collect();
+        if let Some(pam) = pam_lines(&block) {
+            let marked = lines[i + 1..end].contains(&".\\\" pam-example: doctor rejects");
+            out.push(Example {
+                at: format!("{}:{}", path.display(), i + 1),
+                lines: pam,
+                rejected: marked,
+            });
+        }
+        i = end + 1;
+    }
+    out
+}
+
+/// Every PAM example in the man pages (as packaging/build generates them), README.md and
+/// docs/*.md goes through `pam-totp doctor` as the sudo service (with Debian's common-auth
+/// beside it for `@include`): no error, or, for one marked as wrong, an error.
+#[test]
+fn every_pam_example_in_the_man_pages_and_the_docs_passes_doctor() {
+    let f = Fixture::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let man = f.root.join("man");
+    let (rc, out, err) = output({
+        let mut c = std::process::Command::new(built_next_to_the_harness("pam-totp-docs"));
+        c.arg(&man);
+        c
+    });
+    assert_eq!(rc, 0, "{out}{err}");
+    let mut examples = Vec::new();
+    for e in std::fs::read_dir(&man).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x != "conf") {
+            examples.extend(man_examples(&p));
+        }
+    }
+    let man_count = examples.len();
+    examples.extend(markdown_examples(&repo.join("README.md")));
+    for e in std::fs::read_dir(repo.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            examples.extend(markdown_examples(&p));
+        }
+    }
+    assert!(man_count >= 5, "the man pages' examples were not found");
+    assert!(examples.len() >= 12, "{} examples", examples.len());
+    assert!(examples.iter().any(|e| e.rejected), "the man page's wrong layout is marked");
+    let debian_common_auth =
+        "auth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\nauth required pam_permit.so\n";
+    let mut wrong = Vec::new();
+    for (i, ex) in examples.iter().enumerate() {
+        let pam = f.root.join(format!("examples-{i}"));
+        std::fs::create_dir_all(&pam).unwrap();
+        std::fs::write(pam.join("sudo"), &ex.lines).unwrap();
+        if !ex.lines.contains("common-auth") || ex.lines.contains("pam_totp") {
+            std::fs::write(pam.join("common-auth"), debian_common_auth).unwrap();
+        }
+        let (rc, out, err) = output(f.cli(&[
+            "doctor",
+            "--json",
+            "--pam-dir",
+            pam.to_str().unwrap(),
+            "--sshd-config",
+            "/nonexistent/sshd_config",
+        ]));
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+        let errors = j["errors"].as_u64().unwrap();
+        assert!(has(&j, "enabled", "ok"), "{}: pam_totp not seen in\n{}\n{j}", ex.at, ex.lines);
+        if (errors > 0) != ex.rejected || (rc != 0) != ex.rejected {
+            wrong.push(format!(
+                "{} ({}):\n{}{}",
+                ex.at,
+                if ex.rejected { "marked wrong, but doctor accepts it" } else { "doctor rejects it" },
+                ex.lines,
+                j["findings"]
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
