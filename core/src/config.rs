@@ -397,11 +397,14 @@ fn toml_problem(origin: &str, text: &str, e: &toml::de::Error) -> (Error, Option
             (l.starts_with('[') && !l.starts_with("[[")).then(|| l.trim_matches(|c| c == '[' || c == ']').trim())
         })
         .last();
-    let setting = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())).filter(|(k, _)| {
-        !k.is_empty()
-            && k.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
-    });
+    let setting = line
+        .split_once('=')
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| {
+            !k.is_empty()
+                && k.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+        });
     let n = index + 1;
     let message = match setting {
         Some((key, value)) => {
@@ -411,14 +414,19 @@ fn toml_problem(origin: &str, text: &str, e: &toml::de::Error) -> (Error, Option
             };
             let value = crate::text::terminal_safe(value);
             match expects(&name) {
-                Some(what) => format!("{origin}: line {n}: option `{name}`: `{value}` is not a value it can read; it {what}"),
+                Some(what) => {
+                    format!("{origin}: line {n}: option `{name}`: `{value}` is not a value it can read; it {what}")
+                }
                 None => format!(
                     "{origin}: line {n}: unknown option `{}` (and `{value}` is not a TOML value)",
                     name.escape_debug()
                 ),
             }
         }
-        None => format!("{origin}: line {n}: not a setting TOML can read (`{}`)", crate::text::terminal_safe(line)),
+        None => format!(
+            "{origin}: line {n}: not a setting TOML can read (`{}`)",
+            crate::text::terminal_safe(line)
+        ),
     };
     (Error::Config(message), Some(index))
 }
@@ -915,22 +923,31 @@ mod tests {
     fn a_typo_names_the_option_and_what_it_expects_and_the_module_still_refuses() {
         let text = "# pam_totp.conf\nwindow = 2\nlockout = 5m\n\n[fleet]\ntimeout_ms = 2s\n".to_string();
         let t = text.clone();
-        let e = Config::load(&[], move |_: &Path| Ok(Some(t.clone()))).unwrap_err().to_string();
+        let e = Config::load(&[], move |_: &Path| Ok(Some(t.clone())))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("line 3: option `lockout`: `5m` is not a value it can read; it takes a whole number")
                 && e.contains("e.g. `lockout = 300`"),
             "{e}"
         );
         // doctor: every problem, and the rest of the file applies.
-        let t = "window = 2\nlockout = 5m\nmax_failures = 0\nbogus = 1\nnullok = true\n[fleet]\ntimeout_ms = 2s\n".to_string();
+        let t = "window = 2\nlockout = 5m\nmax_failures = 0\nbogus = 1\nnullok = true\n[fleet]\ntimeout_ms = 2s\n"
+            .to_string();
         let (cfg, problems) = Config::load_checked(&[], move |_: &Path| Ok(Some(t.clone()))).unwrap();
         assert_eq!(problems.len(), 4, "{problems:#?}");
         let has = |what: &[&str]| problems.iter().any(|p| what.iter().all(|w| p.contains(w)));
         assert!(has(&["line 2: option `lockout`"]), "{problems:#?}");
-        assert!(has(&["line 7: option `fleet.timeout_ms`", "e.g. `timeout_ms = 1500`"]), "{problems:#?}");
+        assert!(
+            has(&["line 7: option `fleet.timeout_ms`", "e.g. `timeout_ms = 1500`"]),
+            "{problems:#?}"
+        );
         assert!(has(&["`max_failures`: must be between 1 and"]), "{problems:#?}");
         assert!(has(&["unknown option `bogus`"]), "{problems:#?}");
-        assert_eq!((cfg.window, cfg.lockout, cfg.max_failures, cfg.nullok), (2, 300, 6, true));
+        assert_eq!(
+            (cfg.window, cfg.lockout, cfg.max_failures, cfg.nullok),
+            (2, 300, 6, true)
+        );
         // A clean file: no problems, the same configuration as load.
         let t = "window = 3\n".to_string();
         let (cfg, problems) = Config::load_checked(&[], move |_: &Path| Ok(Some(t.clone()))).unwrap();

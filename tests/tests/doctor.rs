@@ -123,10 +123,7 @@ fn bad_secret_file_and_state_dir_are_errors() {
 #[test]
 fn what_doctor_used_to_pass_is_an_error() {
     let f = Fixture::new();
-    let good = [
-        ("sshd", "@include common-auth\n"),
-        ("common-auth", GOOD_COMMON_AUTH),
-    ];
+    let good = [("sshd", "@include common-auth\n"), ("common-auth", GOOD_COMMON_AUTH)];
 
     // 1. A state directory whose parent does not exist: the module does not create parents,
     //    so every login through it is refused, nullok too.
@@ -184,7 +181,10 @@ fn what_doctor_used_to_pass_is_an_error() {
         "{out}"
     );
     assert!(out.contains("option `max_failures`: must be between 1 and"), "{out}");
-    assert!(has(&j, "enabled", "ok") && has(&j, "state-dir", "info"), "the rest is checked: {j}");
+    assert!(
+        has(&j, "enabled", "ok") && has(&j, "state-dir", "info"),
+        "the rest is checked: {j}"
+    );
     assert_eq!(j["errors"], 2, "{j}");
     // The module refuses every login with it, and its log line says the same.
     f.simple("svc", "nullok");
@@ -209,9 +209,17 @@ fn pam_lines(block: &[&str]) -> Option<String> {
         .iter()
         .map(|l| l.trim())
         .filter(|l| {
-            ["auth ", "auth\t", "-auth ", "@include ", "account ", "session ", "password "]
-                .iter()
-                .any(|p| l.starts_with(p))
+            [
+                "auth ",
+                "auth\t",
+                "-auth ",
+                "@include ",
+                "account ",
+                "session ",
+                "password ",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
         })
         .collect();
     pam.iter()
@@ -307,7 +315,10 @@ fn every_pam_example_in_the_man_pages_and_the_docs_passes_doctor() {
     }
     assert!(man_count >= 5, "the man pages' examples were not found");
     assert!(examples.len() >= 12, "{} examples", examples.len());
-    assert!(examples.iter().any(|e| e.rejected), "the man page's wrong layout is marked");
+    assert!(
+        examples.iter().any(|e| e.rejected),
+        "the man page's wrong layout is marked"
+    );
     let debian_common_auth =
         "auth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\nauth required pam_permit.so\n";
     let mut wrong = Vec::new();
@@ -328,12 +339,21 @@ fn every_pam_example_in_the_man_pages_and_the_docs_passes_doctor() {
         ]));
         let j: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
         let errors = j["errors"].as_u64().unwrap();
-        assert!(has(&j, "enabled", "ok"), "{}: pam_totp not seen in\n{}\n{j}", ex.at, ex.lines);
+        assert!(
+            has(&j, "enabled", "ok"),
+            "{}: pam_totp not seen in\n{}\n{j}",
+            ex.at,
+            ex.lines
+        );
         if (errors > 0) != ex.rejected || (rc != 0) != ex.rejected {
             wrong.push(format!(
                 "{} ({}):\n{}{}",
                 ex.at,
-                if ex.rejected { "marked wrong, but doctor accepts it" } else { "doctor rejects it" },
+                if ex.rejected {
+                    "marked wrong, but doctor accepts it"
+                } else {
+                    "doctor rejects it"
+                },
                 ex.lines,
                 j["findings"]
             ));

@@ -603,10 +603,23 @@ fn a_process_of_the_user_passes_sudo_with_a_home_secret_but_not_with_the_vault()
 
 /// An ssh login as [`ssh_login`] makes it, at the client's default `LogLevel INFO` (where
 /// `ssh` prints the instruction of an info request: the PAM messages of a refusal).
-fn ssh_as_users_run_it(f: &Fixture, sshd: &Sshd, u: &TestUser, key: Option<&Path>, password: &str, code: &str) -> Session {
+fn ssh_as_users_run_it(
+    f: &Fixture,
+    sshd: &Sshd,
+    u: &TestUser,
+    key: Option<&Path>,
+    password: &str,
+    code: &str,
+) -> Session {
     let args: Vec<String> = ssh_args(sshd.port, &u.name, key)
         .into_iter()
-        .map(|a| if a == "LogLevel=ERROR" { "LogLevel=INFO".into() } else { a })
+        .map(|a| {
+            if a == "LogLevel=ERROR" {
+                "LogLevel=INFO".into()
+            } else {
+                a
+            }
+        })
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     expect_session(
@@ -640,7 +653,11 @@ fn ssh_refusals_before_the_code_prompt_say_why() {
         assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
         assert!(logged(&log, logged_line, u), "{:?}", log.lines(&[]));
         // Nothing of the host: no path, no mode.
-        assert!(!s.transcript.contains(".config") && !s.transcript.contains("06"), "{}", s.transcript);
+        assert!(
+            !s.transcript.contains(".config") && !s.transcript.contains("06"),
+            "{}",
+            s.transcript
+        );
         // Without the password: the code line is never reached, and nothing is said.
         let s = ssh_as_users_run_it(&f, &sshd, u, None, "not-the-password", "000000");
         assert!(!s.logged_in_as(u) && !s.transcript.contains(what), "{}", s.transcript);

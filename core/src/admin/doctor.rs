@@ -351,7 +351,10 @@ fn check_twice(service: &str, totp: &[&Line], findings: &mut Vec<Finding>) {
     for (what, lines) in [
         (
             "decides codes",
-            totp.iter().copied().filter(|l| l.is_checking_totp()).collect::<Vec<_>>(),
+            totp.iter()
+                .copied()
+                .filter(|l| l.is_checking_totp())
+                .collect::<Vec<_>>(),
         ),
         (
             "has forward_pass",

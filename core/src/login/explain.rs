@@ -20,7 +20,8 @@ pub(super) const KEYS_UNUSABLE: &str = "Sign-in refused: your two-factor keys on
 /// The state could not be opened, read or written.
 pub(super) const STATE_UNAVAILABLE: &str = "Sign-in refused: two-factor sign-in cannot record logins on this host right now. Ask an administrator (the system log says why).";
 /// No keys, but the state records that the user enrolled.
-pub(super) const KEYS_MISSING: &str = "Your two-factor secret is missing on this host. Ask an administrator to reset your enrollment.";
+pub(super) const KEYS_MISSING: &str =
+    "Your two-factor secret is missing on this host. Ask an administrator to reset your enrollment.";
 /// Not enrolled, and nothing lets the user through.
 pub(super) const NOT_ENROLLED: &str = "Sign-in refused: this account requires two-factor sign-in, which is not set up for it. Ask an administrator to enroll you.";
 /// A module argument or pam_totp.conf setting is wrong.
@@ -50,7 +51,10 @@ pub(super) fn explain_refusal<H: Host>(cx: &mut Ctx<'_, H>, req: &Request<'_>, s
 /// environment before keyboard-interactive; `AuthenticationMethods
 /// publickey,keyboard-interactive`).
 pub(super) fn proven_before<H: Host>(host: &H, req: &Request<'_>) -> Result<(), String> {
-    if host.pam_env("SSH_AUTH_INFO_0").is_some_and(|info| ssh_method_succeeded(&info)) {
+    if host
+        .pam_env("SSH_AUTH_INFO_0")
+        .is_some_and(|info| ssh_method_succeeded(&info))
+    {
         return Ok(());
     }
     password_gate(req)

@@ -56,7 +56,9 @@ impl Host for FakeHost {
         self.logs.push((level, msg.to_string()));
     }
     fn pam_env(&self, name: &str) -> Option<String> {
-        (name == "SSH_AUTH_INFO_0").then(|| self.ssh_auth_info.clone()).flatten()
+        (name == "SSH_AUTH_INFO_0")
+            .then(|| self.ssh_auth_info.clone())
+            .flatten()
     }
 }
 
