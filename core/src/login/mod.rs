@@ -10,6 +10,7 @@
 mod explain;
 mod forward_pass;
 mod host;
+mod lost_state;
 mod not_enrolled;
 mod prompt;
 pub mod verify;
@@ -17,6 +18,7 @@ pub mod verify;
 use explain::*;
 use forward_pass::*;
 pub use host::{Accepted, ConvError, Host, Kept, KeptCode, Level, Outcome, Request, KEPT_CODE_MAX_AGE};
+use lost_state::*;
 use not_enrolled::*;
 use prompt::*;
 
@@ -169,7 +171,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     ));
     note_legacy_keys(&mut cx, &cfg, &path);
 
-    let store = match AnyStore::open(&cfg) {
+    let store = match open_store(&mut cx, &cfg) {
         Ok(s) => s,
         Err(e) => {
             cx.log(Level::Err, &format!("refused: state directory: {e}"));

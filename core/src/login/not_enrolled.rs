@@ -24,7 +24,7 @@ pub(super) fn not_enrolled<H: Host>(
     // A user pam_totp has seen enrolled is never "not enrolled" again because the file is
     // gone: renaming it would otherwise undo a lockout under nullok, and a home that is not
     // mounted yet (pam_mount, ecryptfs) would skip the code. Only `pam-totp reset` clears it.
-    let opened = AnyStore::open(cfg);
+    let opened = open_store(cx, cfg);
     let recorded = opened.as_ref().map_err(|e| e.to_string()).and_then(|st| {
         let r = st.peek(&account.name).map_err(|e| e.to_string());
         note_degraded(cx, st);
@@ -75,6 +75,7 @@ pub(super) fn not_enrolled<H: Host>(
                 Level::Notice,
                 &format!("not enrolled; allowed until enforce_after={date}"),
             );
+            note_no_vault(cx, cfg);
             return Outcome::NotEnrolledAllowed;
         }
     }
@@ -106,6 +107,7 @@ pub(super) fn not_enrolled<H: Host>(
     }
     if cfg.nullok {
         cx.log(Level::Info, "not enrolled; allowed by nullok");
+        note_no_vault(cx, cfg);
         return Outcome::NotEnrolledAllowed;
     }
     cx.log(Level::Notice, &format!("refused: not enrolled (no {})", path.display()));
@@ -144,7 +146,7 @@ pub(super) fn enroll_at_login<H: Host>(
         cx.log(Level::Err, &format!("refused: enrollment at login failed: {why}"));
         Outcome::NotEnrolled
     };
-    let store = match AnyStore::open(cfg) {
+    let store = match open_store(cx, cfg) {
         Ok(s) => s,
         Err(e) => return refuse(cx, format!("state directory: {e}")),
     };
