@@ -58,7 +58,7 @@ pub struct OptionSpec {
 /// Every option, in the order the documentation lists them.
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "secret", kind: Kind::Path, default: DEFAULT_SECRET_TEMPLATE, doc: "Path template of the user's secret file: %u is the user name, %h the home directory, %% a percent sign. Files under the user's home are read with the user's file-system identity.", example: "\"%h/.config/pam-totp/secret.toml\"" },
-    OptionSpec { name: "state_dir", kind: Kind::Path, default: DEFAULT_STATE_DIR, doc: "Root-only directory for per-user state (replay guard, failures, lockout, used backup codes, remembered hosts). Created 0700 if missing.", example: "\"/var/lib/pam-totp\"" },
+    OptionSpec { name: "state_dir", kind: Kind::Path, default: DEFAULT_STATE_DIR, doc: "Root-only directory for per-user state (replay guard, failures, lockout, used backup codes, remembered hosts). Created 0700 if missing; its parent directory must exist (never created: a mistyped path refuses logins instead of starting an empty state).", example: "\"/var/lib/pam-totp\"" },
     OptionSpec { name: "config", kind: Kind::Path, default: DEFAULT_CONFIG_PATH, doc: "Configuration file to read instead of the default (module argument only). It must exist when given.", example: "" },
     OptionSpec { name: "window", kind: Kind::Number, default: "1", doc: "Time steps accepted either side of the current one, for clock skew (0-10).", example: "1" },
     OptionSpec { name: "max_failures", kind: Kind::Number, default: "6", doc: "Consecutive wrong answers that lock the user out (1-1000000).", example: "6" },
@@ -361,6 +361,110 @@ fn err(origin: &str, name: &str, why: impl std::fmt::Display) -> Error {
     Error::Config(format!("{origin}: option `{name}`: {why}"))
 }
 
+/// What option `name` takes, with an example line: "takes a whole number (Seconds a
+/// lockout lasts (1-604800).), e.g. `lockout = 300`".
+fn expects(name: &str) -> Option<String> {
+    let spec = OPTIONS.iter().find(|o| o.name == name)?;
+    let what = match spec.kind {
+        Kind::Flag => "true or false",
+        Kind::Number => "a whole number",
+        Kind::Path => "a path in double quotes",
+        Kind::Text => "text in double quotes",
+        Kind::Date => "a date in double quotes",
+        Kind::List => "a list in brackets",
+    };
+    let key = name.strip_prefix("fleet.").unwrap_or(name);
+    let example = match spec.example {
+        "" => String::new(),
+        ex => format!(", e.g. `{key} = {ex}`"),
+    };
+    Some(format!("takes {what} ({}){example}", spec.doc))
+}
+
+/// A TOML syntax error of pam_totp.conf as one message naming the line and, when the line
+/// is a setting, the option and what it expects; and the line's index (0-based) if known.
+fn toml_problem(origin: &str, text: &str, e: &toml::de::Error) -> (Error, Option<usize>) {
+    let Some(span) = e.span() else {
+        return (
+            Error::Config(format!("{origin}: {}", crate::text::toml_error_position(text, e))),
+            None,
+        );
+    };
+    let index = text[..span.start.min(text.len())].matches('\n').count();
+    let line = text.lines().nth(index).unwrap_or("").trim();
+    // The table the line is in: settings under [fleet] are fleet.NAME.
+    let table = text
+        .lines()
+        .take(index)
+        .filter_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && !l.starts_with("[[")).then(|| l.trim_matches(|c| c == '[' || c == ']').trim())
+        })
+        .last();
+    let setting = line
+        .split_once('=')
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| {
+            !k.is_empty()
+                && k.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+        });
+    let n = index + 1;
+    let message = match setting {
+        Some((key, value)) => {
+            let name = match table {
+                Some(t) if !t.is_empty() => format!("{t}.{key}"),
+                _ => key.to_string(),
+            };
+            let value = crate::text::terminal_safe(value);
+            match expects(&name) {
+                Some(what) => {
+                    format!("{origin}: line {n}: option `{name}`: `{value}` is not a value it can read; it {what}")
+                }
+                None => format!(
+                    "{origin}: line {n}: unknown option `{}` (and `{value}` is not a TOML value)",
+                    name.escape_debug()
+                ),
+            }
+        }
+        None => format!(
+            "{origin}: line {n}: not a setting TOML can read (`{}`)",
+            crate::text::terminal_safe(line)
+        ),
+    };
+    (Error::Config(message), Some(index))
+}
+
+/// Every problem of pam_totp.conf `text` (see [`Config::load_checked`]), and the text with
+/// the lines TOML cannot read blanked, which parses.
+fn check_file_text(path: &Path, text: &str) -> (String, Vec<String>) {
+    let origin = path.display().to_string();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let mut problems = Vec::new();
+    // Each round blanks one line TOML cannot read; a file has few.
+    for _ in 0..64 {
+        let joined = lines.join("\n");
+        match toml::from_str::<toml::Table>(&joined) {
+            Ok(table) => {
+                let mut errors = Vec::new();
+                Config::default().apply_table(&origin, &table, &mut errors);
+                problems.extend(errors.into_iter().map(|e| e.to_string()));
+                return (joined, problems);
+            }
+            Err(e) => {
+                let (problem, index) = toml_problem(&origin, &joined, &e);
+                problems.push(problem.to_string());
+                match index {
+                    Some(i) if lines.get(i).is_some_and(|l| !l.trim().is_empty()) => lines[i] = "",
+                    _ => break,
+                }
+            }
+        }
+    }
+    // What is left cannot be read: nothing of the file applies.
+    (String::new(), problems)
+}
+
 impl Config {
     /// Builds the configuration: defaults, then the config file (the one named by a
     /// `config=` argument, else the default path if it exists), then the arguments.
@@ -409,30 +513,81 @@ impl Config {
 
     fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), Error> {
         let origin = path.display().to_string();
-        let table: toml::Table = toml::from_str(text)
-            .map_err(|e| Error::Config(format!("{origin}: {}", crate::text::toml_error_position(text, &e))))?;
-        for (name, value) in &table {
+        let table: toml::Table = toml::from_str(text).map_err(|e| toml_problem(&origin, text, &e).0)?;
+        let mut problems = Vec::new();
+        self.apply_table(&origin, &table, &mut problems);
+        problems.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Applies every setting of a parsed pam_totp.conf, each problem pushed to `problems`
+    /// (in the file's order) and the setting left at its previous value.
+    fn apply_table(&mut self, origin: &str, table: &toml::Table, problems: &mut Vec<Error>) {
+        for (name, value) in table {
             if name == "config" {
-                return Err(err(&origin, name, "only valid as a module argument"));
+                problems.push(err(origin, name, "only valid as a module argument"));
+                continue;
             }
             if name == "fleet" {
                 let Some(fleet) = value.as_table() else {
-                    return Err(err(&origin, name, "must be a table: [fleet]"));
+                    problems.push(err(origin, name, "must be a table: [fleet]"));
+                    continue;
                 };
                 for (key, v) in fleet {
-                    self.set(&origin, &format!("fleet.{key}"), Some(Value::Toml(v)))?;
+                    if let Err(e) = self.set(origin, &format!("fleet.{key}"), Some(Value::Toml(v))) {
+                        problems.push(e);
+                    }
                 }
                 continue;
             }
             if name.starts_with("fleet.") {
-                return Err(Error::Config(format!(
+                problems.push(Error::Config(format!(
                     "{origin}: unknown option `{}`",
                     name.escape_debug()
                 )));
+                continue;
             }
-            self.set(&origin, name, Some(Value::Toml(value)))?;
+            if let Err(e) = self.set(origin, name, Some(Value::Toml(value))) {
+                problems.push(e);
+            }
         }
-        Ok(())
+    }
+
+    /// For `pam-totp doctor`: every problem of the configuration file (each bad line or
+    /// setting, with the option it is about and what that option expects), and the
+    /// configuration its valid settings give, so the other checks can go on. The module
+    /// never uses this: [`Config::load`] refuses on the first problem, and every login with it.
+    /// `Err` only when the file cannot be used at all (unreadable, unsafe, or a `config=`
+    /// that does not exist).
+    pub fn load_checked(
+        args: &[&str],
+        read_file: impl Fn(&Path) -> Result<Option<String>, Error>,
+    ) -> Result<(Config, Vec<String>), Error> {
+        // Only `config=` is read from the arguments (the command line's --config).
+        let explicit = args.iter().find_map(|a| a.strip_prefix("config="));
+        if let Some(p) = explicit {
+            if p.is_empty() || !p.starts_with('/') {
+                return Err(err("module arguments", "config", "must be an absolute path"));
+            }
+        }
+        let path = PathBuf::from(explicit.unwrap_or(DEFAULT_CONFIG_PATH));
+        let mut cfg = Config::default();
+        let mut problems = Vec::new();
+        match read_file(&path)? {
+            Some(text) => {
+                let (good, found) = check_file_text(&path, &text);
+                problems = found;
+                if let Ok(table) = toml::from_str::<toml::Table>(&good) {
+                    // Each bad setting keeps its default (its problem is in `problems`).
+                    cfg.apply_table(&path.display().to_string(), &table, &mut Vec::new());
+                }
+            }
+            None if explicit.is_some() => {
+                return Err(Error::Config(format!("config file {} does not exist", path.display())))
+            }
+            None => {}
+        }
+        cfg.config_path = path;
+        Ok((cfg, problems))
     }
 
     fn set(&mut self, origin: &str, name: &str, value: Option<Value<'_>>) -> Result<(), Error> {
@@ -771,6 +926,41 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_typo_names_the_option_and_what_it_expects_and_the_module_still_refuses() {
+        let text = "# pam_totp.conf\nwindow = 2\nlockout = 5m\n\n[fleet]\ntimeout_ms = 2s\n".to_string();
+        let t = text.clone();
+        let e = Config::load(&[], move |_: &Path| Ok(Some(t.clone())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3: option `lockout`: `5m` is not a value it can read; it takes a whole number")
+                && e.contains("e.g. `lockout = 300`"),
+            "{e}"
+        );
+        // doctor: every problem, and the rest of the file applies.
+        let t = "window = 2\nlockout = 5m\nmax_failures = 0\nbogus = 1\nnullok = true\n[fleet]\ntimeout_ms = 2s\n"
+            .to_string();
+        let (cfg, problems) = Config::load_checked(&[], move |_: &Path| Ok(Some(t.clone()))).unwrap();
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        let has = |what: &[&str]| problems.iter().any(|p| what.iter().all(|w| p.contains(w)));
+        assert!(has(&["line 2: option `lockout`"]), "{problems:#?}");
+        assert!(
+            has(&["line 7: option `fleet.timeout_ms`", "e.g. `timeout_ms = 1500`"]),
+            "{problems:#?}"
+        );
+        assert!(has(&["`max_failures`: must be between 1 and"]), "{problems:#?}");
+        assert!(has(&["unknown option `bogus`"]), "{problems:#?}");
+        assert_eq!(
+            (cfg.window, cfg.lockout, cfg.max_failures, cfg.nullok),
+            (2, 300, 6, true)
+        );
+        // A clean file: no problems, the same configuration as load.
+        let t = "window = 3\n".to_string();
+        let (cfg, problems) = Config::load_checked(&[], move |_: &Path| Ok(Some(t.clone()))).unwrap();
+        assert!(problems.is_empty() && cfg.window == 3);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | one login, start to finish; the types the module sees | `login/mod.rs`; `login/host.rs` |
 //! | the decision for one answer (right, wrong, replay, lockout) | `login/verify.rs` |
 //! | the prompt; forward_pass; not enrolled and enrollment at login | `login/prompt.rs`; `login/forward_pass.rs`; `login/not_enrolled.rs` |
+//! | what a user refused before the code prompt is told; a lost state directory in the log | `login/explain.rs`; `login/lost_state.rs` |
 //! | parsing options (module arguments + pam_totp.conf) | `config.rs` |
 //! | deciding a PAM stack is unsafe (libpam's parser and an exhaustive walk) | `pamstack/` (`parse.rs`, `walk.rs`) |
 //! | `pam-totp doctor`'s checks | `admin/doctor.rs` |

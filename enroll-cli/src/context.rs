@@ -29,6 +29,9 @@ pub struct Ctx {
     pub sudo: Option<SudoCaller>,
     /// `--state-dir` was given (the vault helper uses the system's only).
     pub state_dir_given: bool,
+    /// Every problem of the configuration file, for `doctor` ([`Ctx::new_for_doctor`]); the
+    /// other commands stop at the first one.
+    pub config_problems: Vec<String>,
 }
 
 /// Who ran `sudo pam-totp ...`: `SUDO_UID` and `SUDO_USER`, which sudo sets itself (a caller
@@ -41,6 +44,16 @@ pub struct SudoCaller {
 
 impl Ctx {
     pub fn new(config: Option<&Path>, state_dir: Option<&Path>) -> Result<Ctx, String> {
+        Ctx::with(config, state_dir, false)
+    }
+
+    /// [`Ctx::new`] for `doctor`: a configuration file with problems does not stop it; they
+    /// are kept in `config_problems` and its valid settings apply, so the other checks go on.
+    pub fn new_for_doctor(config: Option<&Path>, state_dir: Option<&Path>) -> Result<Ctx, String> {
+        Ctx::with(config, state_dir, true)
+    }
+
+    fn with(config: Option<&Path>, state_dir: Option<&Path>, lenient: bool) -> Result<Ctx, String> {
         let sudo_uid = std::env::var_os("SUDO_UID");
         let sudo = run_by_sudo_for_non_root(nix::unistd::geteuid().is_root(), sudo_uid.as_deref());
         if sudo && config.is_some() {
@@ -61,7 +74,22 @@ impl Ctx {
             args.push(format!("config={}", c.display()));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cfg = Config::load(&args, pam_totp_core::files::fs::read_config).map_err(|e| e.to_string())?;
+        let (mut cfg, config_problems) = if lenient {
+            match Config::load_checked(&args, pam_totp_core::files::fs::read_config) {
+                Ok(c) => c,
+                // The file cannot be used at all: the defaults, and that.
+                Err(e) => {
+                    let mut cfg = Config::default();
+                    if let Some(c) = config {
+                        cfg.config_path = std::path::absolute(c).map_err(|e| format!("{}: {e}", c.display()))?;
+                    }
+                    (cfg, vec![e.to_string()])
+                }
+            }
+        } else {
+            let cfg = Config::load(&args, pam_totp_core::files::fs::read_config).map_err(|e| e.to_string())?;
+            (cfg, Vec::new())
+        };
         if let Some(d) = state_dir {
             cfg.state_dir = std::path::absolute(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
@@ -87,6 +115,7 @@ impl Ctx {
             root: uid.is_root(),
             sudo: caller,
             state_dir_given: state_dir.is_some(),
+            config_problems,
         })
     }
 

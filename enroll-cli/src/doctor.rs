@@ -153,56 +153,8 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
         None => {}
     }
 
-    match pam_totp_core::files::fs::read_config(&ctx.cfg.config_path) {
-        // Its settings were parsed when this command started (a bad one stops it there).
-        Ok(Some(_)) => push(
-            &mut f,
-            Severity::Ok,
-            "config-file",
-            format!("{} is valid", ctx.cfg.config_path.display()),
-        ),
-        Ok(None) => push(
-            &mut f,
-            Severity::Info,
-            "config-file",
-            format!("{} does not exist; the defaults apply", ctx.cfg.config_path.display()),
-        ),
-        Err(e) => push(
-            &mut f,
-            Severity::Error,
-            "config-file",
-            format!("{e}; every login through pam_totp is refused"),
-        ),
-    }
-    match Dir::open_with(&ctx.cfg.state_dir, &Owners(vec![0]), false) {
-        Ok(Some(_)) => push(
-            &mut f,
-            Severity::Ok,
-            "state-dir",
-            format!("{} is root's and private", ctx.cfg.state_dir.display()),
-        ),
-        Ok(None) => push(
-            &mut f,
-            Severity::Info,
-            "state-dir",
-            format!(
-                "{} does not exist yet; the module creates it (0700) at the first login",
-                ctx.cfg.state_dir.display()
-            ),
-        ),
-        Err(e) if !ctx.root => push(
-            &mut f,
-            Severity::Info,
-            "state-dir",
-            format!("cannot check the state directory as a user ({e}); run doctor as root"),
-        ),
-        Err(e) => push(
-            &mut f,
-            Severity::Error,
-            "state-dir",
-            format!("state directory: {e}; every login through pam_totp is refused"),
-        ),
-    }
+    check_config_file(ctx, &mut f);
+    check_state_dir(ctx, &mut f);
     let probe = match ctx.cfg.store {
         pam_totp_core::config::StoreKind::Local => doctor::FleetProbe::NotTried,
         _ if !ctx.root => doctor::FleetProbe::NotTried,
@@ -315,6 +267,89 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// pam_totp.conf: each problem (which option, what it expects) as an error; the other checks
+/// ran with its valid settings.
+fn check_config_file(ctx: &Ctx, f: &mut Vec<Finding>) {
+    if !ctx.config_problems.is_empty() {
+        for p in &ctx.config_problems {
+            push(
+                f,
+                Severity::Error,
+                "config-file",
+                format!("{p}; every login through pam_totp is refused until it is fixed (the checks below use the file's valid settings)"),
+            );
+        }
+        return;
+    }
+    match pam_totp_core::files::fs::read_config(&ctx.cfg.config_path) {
+        Ok(Some(_)) => push(
+            f,
+            Severity::Ok,
+            "config-file",
+            format!("{} is valid", ctx.cfg.config_path.display()),
+        ),
+        Ok(None) => push(
+            f,
+            Severity::Info,
+            "config-file",
+            format!("{} does not exist; the defaults apply", ctx.cfg.config_path.display()),
+        ),
+        Err(e) => push(
+            f,
+            Severity::Error,
+            "config-file",
+            format!("{e}; every login through pam_totp is refused"),
+        ),
+    }
+}
+
+fn check_state_dir(ctx: &Ctx, f: &mut Vec<Finding>) {
+    match Dir::open_with(&ctx.cfg.state_dir, &Owners(vec![0]), false) {
+        Ok(Some(_)) => push(
+            f,
+            Severity::Ok,
+            "state-dir",
+            format!("{} is root's and private", ctx.cfg.state_dir.display()),
+        ),
+        Ok(None) => match ctx.cfg.state_dir.parent().map(std::fs::metadata) {
+            // The module creates the directory itself, never its parents: a mistyped
+            // state_dir must not quietly start an empty state (spent backup codes would work
+            // again, see docs/troubleshooting.md) in a tree nobody made.
+            Some(Ok(md)) if md.is_dir() => push(
+                f,
+                Severity::Info,
+                "state-dir",
+                format!(
+                    "{} does not exist yet; the module creates it (0700) at the first login",
+                    ctx.cfg.state_dir.display()
+                ),
+            ),
+            _ => push(
+                f,
+                Severity::Error,
+                "state-dir",
+                format!(
+                    "{} does not exist, nor does its parent directory, which the module does not create: every login through pam_totp is refused (nullok too); fix state_dir in {} or create the parent directory",
+                    ctx.cfg.state_dir.display(),
+                    ctx.cfg.config_path.display()
+                ),
+            ),
+        },
+        Err(e) if !ctx.root => push(
+            f,
+            Severity::Info,
+            "state-dir",
+            format!("cannot check the state directory as a user ({e}); run doctor as root"),
+        ),
+        Err(e) => push(
+            f,
+            Severity::Error,
+            "state-dir",
+            format!("state directory: {e}; every login through pam_totp is refused"),
+        ),
+    }
 }
 
 /// With the fleet vault: the key ring can be read (root's, well-formed), and no user's keys

@@ -129,7 +129,11 @@ enum Command {
 
 /// Runs one command. `Err` is the one line to print on stderr.
 pub fn run(cli: Cli) -> Result<(), String> {
-    let ctx = context::Ctx::new(cli.config.as_deref(), cli.state_dir.as_deref())?;
+    let ctx = match cli.command {
+        // doctor reports every problem of the configuration file and goes on checking.
+        Command::Doctor(_) => context::Ctx::new_for_doctor(cli.config.as_deref(), cli.state_dir.as_deref())?,
+        _ => context::Ctx::new(cli.config.as_deref(), cli.state_dir.as_deref())?,
+    };
     match cli.command {
         Command::Enroll(args) => enroll::run(&ctx, args),
         Command::Devices { action } => devices::run(&ctx, action),

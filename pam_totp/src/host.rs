@@ -207,6 +207,20 @@ impl Host for PamHost {
     fn log(&mut self, level: Level, msg: &str) {
         log(self.pamh, level, msg);
     }
+
+    fn pam_env(&self, name: &str) -> Option<String> {
+        let name = CString::new(name).ok()?;
+        // SAFETY: pamh is valid (see `new`); `name` is NUL-terminated; libpam returns null or
+        // a pointer to its own NUL-terminated copy of the value, valid until the environment
+        // changes — copied out at once.
+        let p = unsafe { pam_getenv(self.pamh, name.as_ptr()) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-null: a NUL-terminated string owned by libpam (above).
+        let s = unsafe { CStr::from_ptr(p) };
+        s.to_str().ok().map(str::to_owned)
+    }
 }
 
 /// The PAM data name of a kept code. A `const`: the match below runs at compile time, so its

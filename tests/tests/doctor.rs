@@ -175,3 +175,246 @@ fn line_options_that_the_vault_helper_does_not_read_are_found() {
         "{out}"
     );
 }
+
+/// Each of these was reported as fine (0 errors, exit 0) while logins broke.
+#[test]
+fn what_doctor_used_to_pass_is_an_error() {
+    let f = Fixture::new();
+    let good = [("sshd", "@include common-auth\n"), ("common-auth", GOOD_COMMON_AUTH)];
+
+    // 1. A state directory whose parent does not exist: the module does not create parents,
+    //    so every login through it is refused, nullok too.
+    let (pam, sshd) = setup(&f, &good, GOOD_SSHD);
+    let missing = f.root.join("no-such-dir/state");
+    let mut c = std::process::Command::new(cli_path());
+    c.env_remove("SUDO_UID");
+    c.args(["--config", f.root.join("pam_totp.conf").to_str().unwrap()])
+        .args(["--state-dir", missing.to_str().unwrap()])
+        .args(["doctor", "--json", "--pam-dir", &pam, "--sshd-config", &sshd]);
+    let (rc, out, err) = output(c);
+    assert_eq!(rc, 1, "{out}{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(has(&j, "state-dir", "error"), "{j}");
+    f.service(
+        "svc",
+        &format!(
+            "auth required {} config={} state_dir={} nullok\n",
+            f.root.join("pam_totp.so").display(),
+            f.root.join("pam_totp.conf").display(),
+            missing.display()
+        ),
+    );
+    let u = TestUser::create();
+    let r = f.auth("svc", &u.name, &[]);
+    assert_eq!(r.rc, PAM_AUTH_ERR, "what doctor says is what the module does: {r:?}");
+    assert!(!missing.parent().unwrap().exists(), "the module made no parent");
+
+    // 2. pam_totp twice: pam-auth-update's profile in common-auth and a line by hand.
+    let (pam, sshd) = setup(
+        &f,
+        &[
+            ("sshd", "@include common-auth\nauth required pam_totp.so\n"),
+            ("common-auth", GOOD_COMMON_AUTH),
+        ],
+        GOOD_SSHD,
+    );
+    let (rc, out, _, j) = doctor(&f, &pam, &sshd);
+    assert_eq!(rc, 1, "{out}");
+    assert!(has(&j, "totp-twice", "error"), "{j}");
+    assert!(out.contains("common-auth:4 and sshd:2"), "{out}");
+
+    // 3. A typo in pam_totp.conf: which option, what it expects, and the rest is checked.
+    let (pam, sshd) = setup(&f, &good, GOOD_SSHD);
+    std::fs::write(
+        f.root.join("pam_totp.conf"),
+        "# comments\nwindow = 2\nlockout = 5m\nmax_failures = 0\nnullok = true\n",
+    )
+    .unwrap();
+    let (rc, out, err, j) = doctor(&f, &pam, &sshd);
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(
+        out.contains("line 3: option `lockout`: `5m` is not a value it can read; it takes a whole number")
+            && out.contains("e.g. `lockout = 300`"),
+        "{out}"
+    );
+    assert!(out.contains("option `max_failures`: must be between 1 and"), "{out}");
+    assert!(
+        has(&j, "enabled", "ok") && has(&j, "state-dir", "info"),
+        "the rest is checked: {j}"
+    );
+    assert_eq!(j["errors"], 2, "{j}");
+    // The module refuses every login with it, and its log line says the same.
+    f.simple("svc", "nullok");
+    let r = f.auth("svc", &u.name, &[]);
+    assert_eq!(r.rc, PAM_SERVICE_ERR, "{r:?}");
+    assert!(r.logged(&["option `lockout`", "takes a whole number"]), "{:?}", r.logs);
+}
+
+/// A PAM example from the documentation: where it is, its lines, and whether it is marked as
+/// one doctor must reject (`<!-- doctor: rejects -->` before a Markdown block, `.\" pam-example:
+/// doctor rejects` in a man page's `.nf` block).
+struct Example {
+    at: String,
+    lines: String,
+    rejected: bool,
+}
+
+/// The PAM lines of a block (`auth ...`, `-auth ...`, `@include ...`, comments), when it
+/// has an auth line; None for any other block.
+fn pam_lines(block: &[&str]) -> Option<String> {
+    let pam: Vec<&str> = block
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| {
+            [
+                "auth ",
+                "auth\t",
+                "-auth ",
+                "@include ",
+                "account ",
+                "session ",
+                "password ",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .collect();
+    pam.iter()
+        .any(|l| l.starts_with("auth") || l.starts_with("-auth"))
+        .then(|| pam.join("\n") + "\n")
+}
+
+fn markdown_examples(path: &std::path::Path) -> Vec<Example> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if !lines[i].trim_start().starts_with("```") {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let end = (i + 1..lines.len())
+            .find(|&j| lines[j].trim_start().starts_with("```"))
+            .unwrap_or(lines.len());
+        if let Some(pam) = pam_lines(&lines[start + 1..end]) {
+            let marked = start > 0 && lines[start - 1].trim() == "<!-- doctor: rejects -->";
+            out.push(Example {
+                at: format!("{}:{}", path.display(), start + 1),
+                lines: pam,
+                rejected: marked,
+            });
+        }
+        i = end + 1;
+    }
+    out
+}
+
+fn man_examples(path: &std::path::Path) -> Vec<Example> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i] != ".nf" {
+            i += 1;
+            continue;
+        }
+        let end = (i + 1..lines.len()).find(|&j| lines[j] == ".fi").unwrap_or(lines.len());
+        let block: Vec<String> = lines[i + 1..end]
+            .iter()
+            .filter(|l| !l.starts_with('.'))
+            .map(|l| l.replace("\\-", "-").replace("\\e", "\\"))
+            .collect();
+        let block: Vec<&str> = block.iter().map(String::as_str).collect();
+        if let Some(pam) = pam_lines(&block) {
+            let marked = lines[i + 1..end].contains(&".\\\" pam-example: doctor rejects");
+            out.push(Example {
+                at: format!("{}:{}", path.display(), i + 1),
+                lines: pam,
+                rejected: marked,
+            });
+        }
+        i = end + 1;
+    }
+    out
+}
+
+/// Every PAM example in the man pages (as packaging/build generates them), README.md and
+/// docs/*.md goes through `pam-totp doctor` as the sudo service (with Debian's common-auth
+/// beside it for `@include`): no error, or, for one marked as wrong, an error.
+#[test]
+fn every_pam_example_in_the_man_pages_and_the_docs_passes_doctor() {
+    let f = Fixture::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let man = f.root.join("man");
+    let (rc, out, err) = output({
+        let mut c = std::process::Command::new(built_next_to_the_harness("pam-totp-docs"));
+        c.arg(&man);
+        c
+    });
+    assert_eq!(rc, 0, "{out}{err}");
+    let mut examples = Vec::new();
+    for e in std::fs::read_dir(&man).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x != "conf") {
+            examples.extend(man_examples(&p));
+        }
+    }
+    let man_count = examples.len();
+    examples.extend(markdown_examples(&repo.join("README.md")));
+    for e in std::fs::read_dir(repo.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            examples.extend(markdown_examples(&p));
+        }
+    }
+    assert!(man_count >= 5, "the man pages' examples were not found");
+    assert!(examples.len() >= 12, "{} examples", examples.len());
+    assert!(
+        examples.iter().any(|e| e.rejected),
+        "the man page's wrong layout is marked"
+    );
+    let debian_common_auth =
+        "auth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\nauth required pam_permit.so\n";
+    let mut wrong = Vec::new();
+    for (i, ex) in examples.iter().enumerate() {
+        let pam = f.root.join(format!("examples-{i}"));
+        std::fs::create_dir_all(&pam).unwrap();
+        std::fs::write(pam.join("sudo"), &ex.lines).unwrap();
+        if !ex.lines.contains("common-auth") || ex.lines.contains("pam_totp") {
+            std::fs::write(pam.join("common-auth"), debian_common_auth).unwrap();
+        }
+        let (rc, out, err) = output(f.cli(&[
+            "doctor",
+            "--json",
+            "--pam-dir",
+            pam.to_str().unwrap(),
+            "--sshd-config",
+            "/nonexistent/sshd_config",
+        ]));
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+        let errors = j["errors"].as_u64().unwrap();
+        assert!(
+            has(&j, "enabled", "ok"),
+            "{}: pam_totp not seen in\n{}\n{j}",
+            ex.at,
+            ex.lines
+        );
+        if (errors > 0) != ex.rejected || (rc != 0) != ex.rejected {
+            wrong.push(format!(
+                "{} ({}):\n{}{}",
+                ex.at,
+                if ex.rejected {
+                    "marked wrong, but doctor accepts it"
+                } else {
+                    "doctor rejects it"
+                },
+                ex.lines,
+                j["findings"]
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}

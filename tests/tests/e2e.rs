@@ -3,7 +3,7 @@
 //! /etc/sudoers) are test copies, so the host's files are never touched.
 
 use pam_totp_tests::*;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -53,8 +53,9 @@ fn ssh_password_then_code() {
         log.lines(&[])
     );
 
-    // OpenSSH forwards PAM messages only together with a following prompt, so a refusal's
-    // message ("already used", "wrong code") never reaches the client: assert the outcome.
+    // sshd sends a refusal's messages as the instruction of a last info request, which ssh
+    // prints at its default LogLevel INFO, not at these tests' LogLevel=ERROR (see
+    // ssh_refusals_before_the_code_prompt_say_why): the outcome is asserted here.
     let s = ssh(&f, &sshd, &u, None, PASSWORD, &code);
     assert!(!s.logged_in_as(&u), "replayed code let them in: {}", s.transcript);
     assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
@@ -598,4 +599,123 @@ fn a_process_of_the_user_passes_sudo_with_a_home_secret_but_not_with_the_vault()
     // The owner, with their phone, still gets through.
     let s = sudo(&f, &pam_d, &sudoers, &u, &code_now(&key), &log);
     assert!(s.transcript.contains("SUDO-AS-root"), "{}", s.transcript);
+}
+
+/// An ssh login as [`ssh_login`] makes it, at the client's default `LogLevel INFO` (where
+/// `ssh` prints the instruction of an info request: the PAM messages of a refusal).
+fn ssh_as_users_run_it(
+    f: &Fixture,
+    sshd: &Sshd,
+    u: &TestUser,
+    key: Option<&Path>,
+    password: &str,
+    code: &str,
+) -> Session {
+    let args: Vec<String> = ssh_args(sshd.port, &u.name, key)
+        .into_iter()
+        .map(|a| {
+            if a == "LogLevel=ERROR" {
+                "LogLevel=INFO".into()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    expect_session(
+        f,
+        &args,
+        &[("Password: ?", password), ("Verification code: ?", code)],
+        &[],
+        None,
+    )
+}
+
+/// What the user is told for keys that fail a check; for an enrolled user's missing keys.
+const KEYS_UNUSABLE: &str =
+    "Sign-in refused: your two-factor keys on this host failed a safety check or cannot be read. Ask an administrator to check them";
+const KEYS_MISSING: &str =
+    "Your two-factor secret is missing on this host. Ask an administrator to reset your enrollment.";
+
+#[test]
+fn ssh_refusals_before_the_code_prompt_say_why() {
+    let f = Fixture::new();
+    let (log, sshd) = sshd_with_pam(
+        &f,
+        &password_then_code(&f, ""),
+        "AuthenticationMethods keyboard-interactive",
+    );
+    let refused_saying = |u: &TestUser, what: &str, logged_line: &str| {
+        let s = ssh_as_users_run_it(&f, &sshd, u, None, PASSWORD, "000000");
+        assert!(!s.logged_in_as(u), "{}", s.transcript);
+        assert!(!s.transcript.contains("Verification code"), "{}", s.transcript);
+        assert!(s.transcript.contains(what), "{what}: {}", s.transcript);
+        assert!(s.transcript.contains("Permission denied"), "{}", s.transcript);
+        assert!(logged(&log, logged_line, u), "{:?}", log.lines(&[]));
+        // Nothing of the host: no path, no mode.
+        assert!(
+            !s.transcript.contains(".config") && !s.transcript.contains("06"),
+            "{}",
+            s.transcript
+        );
+        // Without the password: the code line is never reached, and nothing is said.
+        let s = ssh_as_users_run_it(&f, &sshd, u, None, "not-the-password", "000000");
+        assert!(!s.logged_in_as(u) && !s.transcript.contains(what), "{}", s.transcript);
+    };
+
+    // A secret file in the home that its group can read.
+    let (readable, secret) = enrolled_user(&f);
+    let s = ssh(&f, &sshd, &readable, None, PASSWORD, &code_now(&secret));
+    assert!(s.logged_in_as(&readable), "{}", s.transcript);
+    std::fs::set_permissions(readable.secret_path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    refused_saying(&readable, KEYS_UNUSABLE, "is accessible by group or others");
+
+    // An enrolled user (per the state) whose secret file is gone.
+    let (gone, secret) = enrolled_user(&f);
+    let s = ssh(&f, &sshd, &gone, None, PASSWORD, &code_now(&secret));
+    assert!(s.logged_in_as(&gone), "{}", s.transcript);
+    std::fs::remove_file(gone.secret_path()).unwrap();
+    refused_saying(&gone, KEYS_MISSING, "is missing but this user enrolled on");
+
+    // Keys in the vault (key_store = "vault"): a vault file with a wrong mode.
+    std::fs::write(f.root.join("pam_totp.conf"), "key_store = \"vault\"\n").unwrap();
+    let (in_vault, _) = enrolled_user(&f);
+    let v = f.state_dir().join("vault").join(format!("{}.toml", in_vault.name));
+    assert!(v.exists() && !in_vault.secret_path().exists());
+    std::fs::set_permissions(&v, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused_saying(&in_vault, KEYS_UNUSABLE, "is accessible by group or others");
+}
+
+#[test]
+fn ssh_key_then_code_says_why_after_the_key() {
+    let f = Fixture::new();
+    let (log, sshd) = sshd_with_pam(
+        &f,
+        &format!("auth required {}", f.module("")),
+        "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive",
+    );
+    let (u, _secret) = enrolled_user(&f);
+    let key = f.root.join("id_ed25519");
+    run(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+    );
+    let ssh_dir = u.home.join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    std::fs::copy(key.with_extension("pub"), ssh_dir.join("authorized_keys")).unwrap();
+    run(
+        "chown",
+        &["-R", &format!("{}:{}", u.uid, u.gid), ssh_dir.to_str().unwrap()],
+    );
+    run("chmod", &["-R", "go-rwx", ssh_dir.to_str().unwrap()]);
+    std::fs::set_permissions(u.secret_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    // No password module in this stack: sshd's SSH_AUTH_INFO_0 says the key was accepted.
+    let s = ssh_as_users_run_it(&f, &sshd, &u, Some(&key), "unused", "000000");
+    assert!(!s.logged_in_as(&u), "{}", s.transcript);
+    assert!(s.transcript.contains(KEYS_UNUSABLE), "{}", s.transcript);
+    assert!(
+        logged(&log, "is accessible by group or others", &u),
+        "{:?}",
+        log.lines(&[])
+    );
 }

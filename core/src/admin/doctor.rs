@@ -172,6 +172,8 @@ pub fn check_stack(service: &str, stack: &Stack, findings: &mut Vec<Finding>) ->
         }
     }
 
+    check_twice(service, &totp, findings);
+
     // Where the password module is, relative to the line that decides the code.
     let forward_first = totp.first().is_some_and(|l| l.is_forward_pass());
     let ti = lines.iter().position(Line::is_checking_totp);
@@ -420,6 +422,41 @@ pub fn check_line_options(
     }
 }
 
+/// pam_totp on more than one line of one stack (pam-auth-update's profile in common-auth and
+/// a line added by hand, through `@include`, `include` or `substack` alike): each line asks for
+/// a code, and the second refuses the code the first accepted as a replay, counting a failure.
+/// The forward_pass layout's two lines (one `forward_pass`, one after the password module)
+/// are one use.
+fn check_twice(service: &str, totp: &[&Line], findings: &mut Vec<Finding>) {
+    for (what, lines) in [
+        (
+            "decides codes",
+            totp.iter()
+                .copied()
+                .filter(|l| l.is_checking_totp())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "has forward_pass",
+            totp.iter().copied().filter(|l| l.is_forward_pass()).collect(),
+        ),
+    ] {
+        if let [first, rest @ ..] = lines.as_slice() {
+            for again in rest {
+                findings.push(finding(
+                    Severity::Error,
+                    "totp-twice",
+                    format!(
+                        "{service}: pam_totp {what} on two lines ({} and {}): the user is asked for a code twice and the second line refuses the code the first accepted as a replay (counted as a failure); keep one of them (pam-auth-update's profile in common-auth, or the line added by hand)",
+                        first.location, again.location
+                    ),
+                    Some(again.location.clone()),
+                ));
+            }
+        }
+    }
+}
+
 /// What `store_unavailable = "local"` gives up, for the warning.
 const FLEET_FALLBACK_RISK: &str = "while the fleet store is down, logins are decided on this host's own state: time-based codes only, and one already used on another host within its window may work here once; wrong codes counted here are not seen by the others; backup codes, HOTP codes and users this host cannot tell are enrolled are refused (each such login is logged as degraded). Use deny unless logins must go on through an etcd outage";
 
@@ -625,6 +662,31 @@ mod tests {
         // The same with pam_sss, as pam-auth-update writes it.
         let f = check("auth [success=2 default=ignore] pam_unix.so nullok\nauth [success=1 default=ignore] pam_sss.so use_first_pass\nauth requisite pam_deny.so\nauth required pam_permit.so\nauth required pam_totp.so nullok enroll_on_login\n");
         assert!(!has_errors(&f), "{f:?}");
+    }
+
+    #[test]
+    fn pam_totp_twice_in_one_stack_is_an_error_through_includes_and_substacks() {
+        let hand = "auth required pam_totp.so\n";
+        for sshd in [
+            format!("@include common-auth\n{hand}"),
+            format!("auth include common-auth\n{hand}"),
+            format!("auth substack common-auth\n{hand}"),
+            format!("{hand}@include common-auth\n"),
+        ] {
+            let stack = stack_of(&[("sshd", &sshd), ("common-auth", DEBIAN_COMMON_AUTH)], "sshd");
+            let mut f = Vec::new();
+            check_stack("sshd", &stack, &mut f);
+            assert!(has(&f, "totp-twice", Severity::Error), "{sshd}: {f:?}");
+            let m = &f.iter().find(|x| x.check == "totp-twice").unwrap().message;
+            assert!(m.contains("common-auth:4") && m.contains("sshd:"), "{m}");
+        }
+        // The forward_pass layout is one use; so is pam-auth-update's profile alone.
+        let f = check("auth required pam_totp.so forward_pass\nauth requisite pam_unix.so use_first_pass\nauth required pam_totp.so\n");
+        assert!(!has(&f, "totp-twice", Severity::Error), "{f:?}");
+        let f = check(DEBIAN_COMMON_AUTH);
+        assert!(!has(&f, "totp-twice", Severity::Error), "{f:?}");
+        let f = check("auth required pam_totp.so forward_pass\nauth required pam_totp.so forward_pass\nauth requisite pam_unix.so use_first_pass\nauth required pam_totp.so\n");
+        assert!(has(&f, "totp-twice", Severity::Error), "{f:?}");
     }
 
     #[test]

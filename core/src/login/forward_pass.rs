@@ -90,7 +90,7 @@ pub(super) fn split_line<H: Host>(
             return whole(cx, Outcome::BadSecretFile);
         }
     };
-    let store = match AnyStore::open(cfg) {
+    let store = match open_store(cx, cfg) {
         Ok(s) => s,
         Err(e) => {
             cx.log(Level::Err, &format!("refused: state directory: {e}"));

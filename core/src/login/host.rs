@@ -33,6 +33,11 @@ pub trait Host {
     /// Takes (and clears) what a forward_pass line earlier in the stack kept.
     fn take_kept_code(&mut self) -> Option<KeptCode>;
     fn log(&mut self, level: Level, msg: &str);
+    /// A variable of the PAM environment (`pam_getenv`), set by the application or modules
+    /// before us (sshd: `SSH_AUTH_INFO_0`). None by default.
+    fn pam_env(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// What the `forward_pass` line leaves for the pam_totp line after the password module.

@@ -7,14 +7,18 @@
 //! unit-tested without PAM, root or the real clock.
 //! Never: returns an accepting outcome on an error path; logs a code, secret or password.
 
+mod explain;
 mod forward_pass;
 mod host;
+mod lost_state;
 mod not_enrolled;
 mod prompt;
 pub mod verify;
 
+use explain::*;
 use forward_pass::*;
 pub use host::{Accepted, ConvError, Host, Kept, KeptCode, Level, Outcome, Request, KEPT_CODE_MAX_AGE};
+use lost_state::*;
 use not_enrolled::*;
 use prompt::*;
 
@@ -89,6 +93,11 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         Ok(c) => c,
         Err(e) => {
             cx.log(Level::Err, &format!("refused: {e}"));
+            // The options could not be read, so whether this is a forward_pass line is known
+            // from the module arguments alone (pam_totp.conf may set it too: the gate then
+            // does not pass either, the line being reached before any password).
+            let split_line = req.args.contains(&"forward_pass");
+            explain_refusal(&mut cx, req, split_line, BAD_CONFIG);
             return Outcome::BadConfig;
         }
     };
@@ -150,6 +159,7 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
         }
         Err(e) => {
             cx.log(Level::Err, &format!("refused: secret file: {e}"));
+            explain_refusal(&mut cx, req, false, KEYS_UNUSABLE);
             return Outcome::BadSecretFile;
         }
     };
@@ -161,10 +171,11 @@ pub fn authenticate<H: Host>(host: &mut H, accounts: &dyn Accounts, clock: &dyn 
     ));
     note_legacy_keys(&mut cx, &cfg, &path);
 
-    let store = match AnyStore::open(&cfg) {
+    let store = match open_store(&mut cx, &cfg) {
         Ok(s) => s,
         Err(e) => {
             cx.log(Level::Err, &format!("refused: state directory: {e}"));
+            explain_refusal(&mut cx, req, false, STATE_UNAVAILABLE);
             return Outcome::StateUnavailable;
         }
     };

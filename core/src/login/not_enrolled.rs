@@ -21,15 +21,10 @@ pub(super) fn not_enrolled<H: Host>(
     // (the line after the password module repeats the decision and says it); neither line of
     // a forward_pass stack enrolls.
     let split_line = mode == Mode::Split;
-    let say = |cx: &mut Ctx<'_, H>, error: bool, text: &str| match (split_line, error) {
-        (true, _) => {}
-        (false, true) => cx.host.error_msg(text),
-        (false, false) => cx.host.info_msg(text),
-    };
     // A user pam_totp has seen enrolled is never "not enrolled" again because the file is
     // gone: renaming it would otherwise undo a lockout under nullok, and a home that is not
     // mounted yet (pam_mount, ecryptfs) would skip the code. Only `pam-totp reset` clears it.
-    let opened = AnyStore::open(cfg);
+    let opened = open_store(cx, cfg);
     let recorded = opened.as_ref().map_err(|e| e.to_string()).and_then(|st| {
         let r = st.peek(&account.name).map_err(|e| e.to_string());
         note_degraded(cx, st);
@@ -50,14 +45,11 @@ pub(super) fn not_enrolled<H: Host>(
                 Level::Err,
                 &format!("refused: no secret file, and the state cannot be read: {e}"),
             );
+            explain_refusal(cx, req, split_line, STATE_UNAVAILABLE);
             return Outcome::StateUnavailable;
         }
         Ok(st) if st.enrolled > 0 => {
-            say(
-                cx,
-                true,
-                "Your two-factor secret is missing on this host. Ask an administrator to reset your enrollment.",
-            );
+            explain_refusal(cx, req, split_line, KEYS_MISSING);
             cx.log(
                 Level::Err,
                 &format!(
@@ -74,15 +66,16 @@ pub(super) fn not_enrolled<H: Host>(
     let now = clock.now();
     if let Some(date) = cfg.enforce_after {
         if Date::from_unix(now) < date {
-            say(
-                cx,
-                false,
-                &format!("Two-factor sign-in becomes mandatory on {date}. Run `pam-totp enroll` to set it up now."),
-            );
+            if !split_line {
+                cx.host.info_msg(&format!(
+                    "Two-factor sign-in becomes mandatory on {date}. Run `pam-totp enroll` to set it up now."
+                ));
+            }
             cx.log(
                 Level::Notice,
                 &format!("not enrolled; allowed until enforce_after={date}"),
             );
+            note_no_vault(cx, cfg);
             return Outcome::NotEnrolledAllowed;
         }
     }
@@ -109,13 +102,16 @@ pub(super) fn not_enrolled<H: Host>(
                 path.display()
             ),
         );
+        explain_refusal(cx, req, split_line, NOT_ENROLLED);
         return Outcome::NotEnrolled;
     }
     if cfg.nullok {
         cx.log(Level::Info, "not enrolled; allowed by nullok");
+        note_no_vault(cx, cfg);
         return Outcome::NotEnrolledAllowed;
     }
     cx.log(Level::Notice, &format!("refused: not enrolled (no {})", path.display()));
+    explain_refusal(cx, req, split_line, NOT_ENROLLED);
     Outcome::NotEnrolled
 }
 
@@ -150,7 +146,7 @@ pub(super) fn enroll_at_login<H: Host>(
         cx.log(Level::Err, &format!("refused: enrollment at login failed: {why}"));
         Outcome::NotEnrolled
     };
-    let store = match AnyStore::open(cfg) {
+    let store = match open_store(cx, cfg) {
         Ok(s) => s,
         Err(e) => return refuse(cx, format!("state directory: {e}")),
     };

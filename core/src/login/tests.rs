@@ -23,6 +23,8 @@ struct FakeHost {
     logs: Vec<(Level, String)>,
     authtok: Option<String>,
     kept: Option<KeptCode>,
+    /// `SSH_AUTH_INFO_0` in the PAM environment.
+    ssh_auth_info: Option<String>,
 }
 
 impl Host for FakeHost {
@@ -52,6 +54,11 @@ impl Host for FakeHost {
     }
     fn log(&mut self, level: Level, msg: &str) {
         self.logs.push((level, msg.to_string()));
+    }
+    fn pam_env(&self, name: &str) -> Option<String> {
+        (name == "SSH_AUTH_INFO_0")
+            .then(|| self.ssh_auth_info.clone())
+            .flatten()
     }
 }
 
@@ -507,6 +514,11 @@ fn an_enrolled_user_whose_secret_file_is_gone_is_refused_even_under_nullok() {
         Outcome::Accepted(Accepted::Totp)
     );
     std::fs::rename(env.secret_path(), env.root.join("moved-away.toml")).unwrap();
+    // Nothing proves the password was checked before this line: the user is not told.
+    let (out, host) = env.run(&["nullok"], &[], NOW + 60);
+    assert_eq!(out, Outcome::SecretMissing);
+    assert!(host.errors.is_empty(), "{:?}", host.errors);
+    env.pam_stack(PASSWORD_FIRST);
     for extra in [
         &["nullok"][..],
         &["enforce_after=2099-01-01"],
@@ -942,4 +954,71 @@ fn a_remembered_host_is_asked_again_once_the_password_changes() {
         !bytes.windows(3).any(|w| w == b"$y$"),
         "the hash itself is never stored"
     );
+}
+
+/// sshd's stack with the password checked (requisite) before the code.
+const PASSWORD_FIRST: &str = "auth requisite pam_unix.so\nauth required pam_totp.so\n";
+
+#[test]
+fn a_refusal_before_the_prompt_says_why_only_where_the_password_was_proven_first() {
+    let env = Env::new();
+    env.enroll(&[]);
+    std::fs::set_permissions(env.secret_path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    // pam_totp first (or alone): a caller without the password learns nothing new.
+    env.pam_stack("auth required pam_totp.so\nauth required pam_unix.so\n");
+    let (out, host) = env.run(&[], &[], NOW);
+    assert_eq!(out, Outcome::BadSecretFile);
+    assert!(host.errors.is_empty() && host.prompts.is_empty(), "{host:?}");
+    // Over SSH after a key (AuthenticationMethods publickey,keyboard-interactive): told.
+    let host = FakeHost {
+        ssh_auth_info: Some("publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE".into()),
+        ..Default::default()
+    };
+    let (out, host) = env.run_host(host, "alice", &[], &[], NOW, None);
+    assert_eq!(out, Outcome::BadSecretFile);
+    assert_eq!(host.errors, vec![KEYS_UNUSABLE.to_string()]);
+    // The password module stops the stack first: told, and only what to ask for.
+    env.pam_stack(PASSWORD_FIRST);
+    let (out, host) = env.run(&[], &[], NOW);
+    assert_eq!(out, Outcome::BadSecretFile);
+    assert_eq!(host.errors, vec![KEYS_UNUSABLE.to_string()]);
+    assert!(!host.errors[0].contains("secret.toml") && !host.errors[0].contains("0640"));
+    // Never on the forward_pass line, which runs before the password module.
+    let (out, host) = env.run(&["forward_pass"], &["pw123456"], NOW);
+    assert_eq!(out, Outcome::BadSecretFile);
+    assert!(host.errors.is_empty(), "{host:?}");
+}
+
+#[test]
+fn not_enrolled_a_bad_option_and_an_unusable_state_say_what_to_ask_for() {
+    let env = Env::new();
+    env.pam_stack(PASSWORD_FIRST);
+    let (out, host) = env.run(&[], &[], NOW);
+    assert_eq!(out, Outcome::NotEnrolled);
+    assert_eq!(host.errors, vec![NOT_ENROLLED.to_string()]);
+    // nullok lets them through, silently as before.
+    let (out, host) = env.run(&["nullok"], &[], NOW);
+    assert_eq!(out, Outcome::NotEnrolledAllowed);
+    assert!(host.errors.is_empty(), "{host:?}");
+    let (out, host) = env.run(&["lockout=5m"], &[], NOW);
+    assert_eq!(out, Outcome::BadConfig);
+    assert_eq!(host.errors, vec![BAD_CONFIG.to_string()]);
+    let (out, host) = env.run(&["lockout=5m", "forward_pass"], &[], NOW);
+    assert_eq!(out, Outcome::BadConfig);
+    assert!(host.errors.is_empty(), "{host:?}");
+    env.enroll(&[]);
+    std::fs::write(env.root.join("state-file"), "").unwrap();
+    let state = format!("state_dir={}", env.root.join("state-file").display());
+    let (out, host) = env.run(&[&state], &[], NOW);
+    assert_eq!(out, Outcome::StateUnavailable);
+    assert_eq!(host.errors, vec![STATE_UNAVAILABLE.to_string()]);
+}
+
+#[test]
+fn ssh_auth_info_counts_only_methods_that_prove_the_user() {
+    assert!(ssh_method_succeeded("publickey ssh-ed25519 AAAA"));
+    assert!(ssh_method_succeeded("password\n"));
+    assert!(!ssh_method_succeeded(""));
+    assert!(!ssh_method_succeeded("keyboard-interactive"));
+    assert!(!ssh_method_succeeded("none"));
 }

@@ -82,11 +82,53 @@ fn module_page() -> String {
          .TP\n.I ~/.config/pam\\-totp/secret.toml\nThe user's secret (option \\fBsecret\\fR).\n\
          .TP\n.I /var/lib/pam\\-totp/\nPer\\-user state, root only (option \\fBstate_dir\\fR).\n\
          .TP\n.I /etc/security/pam_totp.conf\nShared defaults.\n\
+         .SH ENABLING\n\
+         On Debian and Ubuntu, \\fBpam\\-auth\\-update \\-\\-enable pam\\-totp\\fR adds pam_totp to \\fIcommon\\-auth\\fR \
+         (sudo, su, the console and SSH with passwords) after the password block, whose failure ends the stack \
+         through \\fBrequisite pam_deny.so\\fR:\n\
+         .PP\n.nf\n.\\\" pam-example\n\
+         auth [success=1 default=ignore] pam_unix.so nullok\n\
+         auth requisite                  pam_deny.so\n\
+         auth required                   pam_permit.so\n\
+         auth required                   pam_totp.so nullok\n\
+         .fi\n\
+         .PP\n\
+         Do not also add a pam_totp line by hand to a service that includes \\fIcommon\\-auth\\fR: the code would be \
+         asked twice and the second line would refuse it as already used. \\fBpam\\-auth\\-update \\-\\-disable pam\\-totp\\fR \
+         takes it out again. On RHEL and Fedora, \\fBauthselect select pam\\-totp\\fR then \
+         \\fBauthselect enable\\-feature with\\-pam\\-totp\\fR does the same. \\fBpam\\-totp doctor\\fR checks the stacks of sshd, sudo, login and su.\n\
+         .SH SSHD SETTINGS\n\
+         The code prompt is a keyboard\\-interactive exchange, so sshd needs (in \\fI/etc/ssh/sshd_config.d/pam\\-totp.conf\\fR; \
+         an example ships in \\fI/usr/share/doc/pam\\-totp/examples/\\fR):\n\
+         .PP\n.nf\n\
+         UsePAM yes\n\
+         KbdInteractiveAuthentication yes\n\
+         PasswordAuthentication no\n\
+         AuthenticationMethods keyboard\\-interactive\n\
+         .fi\n\
+         .PP\n\
+         For a key, then the code: \\fBAuthenticationMethods publickey,keyboard\\-interactive\\fR, and in \\fI/etc/pam.d/sshd\\fR \
+         \\fBauth required pam_totp.so\\fR in place of \\fB@include common\\-auth\\fR. With \\fBAuthenticationMethods any\\fR (the default) \
+         a user with a key is never asked for a code. Then \\fBsshd \\-t && systemctl reload ssh\\fR, with a root session kept open.\n\
          .SH EXAMPLES\n\
          Password, then code (the password module must be \\fBrequisite\\fR):\n\
-         .PP\n.nf\nauth requisite pam_unix.so\nauth required  pam_totp.so\n.fi\n\
-         .PP\nOne prompt for clients that send a single password:\n\
-         .PP\n.nf\nauth requisite pam_totp.so forward_pass\nauth required  pam_unix.so use_first_pass\n.fi\n\
+         .PP\n.nf\n.\\\" pam-example\nauth requisite pam_unix.so\nauth required  pam_totp.so\n.fi\n\
+         .PP\nSSH with a key, then the code (\\fI/etc/pam.d/sshd\\fR; see SSHD SETTINGS):\n\
+         .PP\n.nf\n.\\\" pam-example\nauth required pam_totp.so\n.fi\n\
+         .PP\nOne prompt for clients that send a single password (password immediately followed by the code): the first \
+         line splits the answer and spends a right code, the password module checks the password, the last line counts a \
+         wrong code. The first line must be \\fBrequired\\fR:\n\
+         .PP\n.nf\n.\\\" pam-example\n\
+         auth required  pam_totp.so forward_pass\n\
+         auth requisite pam_unix.so use_first_pass\n\
+         auth required  pam_totp.so\n\
+         .fi\n\
+         .PP\nNot this (\\fBpam\\-totp doctor\\fR rejects it): with \\fBrequisite\\fR on the forward_pass line and no pam_totp line \
+         after the password module, a wrong code is never counted, so there is no lockout:\n\
+         .PP\n.nf\n.\\\" pam-example: doctor rejects\n\
+         auth requisite pam_totp.so forward_pass\n\
+         auth required  pam_unix.so use_first_pass\n\
+         .fi\n\
          .SH SEE ALSO\n\\fBpam\\-totp\\fR(1), \\fBpam_totp.conf\\fR(5), \\fBpam.conf\\fR(5), \\fBpam.d\\fR(5), \\fBpam\\fR(7)\n",
     );
     m
@@ -148,30 +190,85 @@ fn write(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
     std::fs::write(dir.join(name), body)
 }
 
+/// A command's SYNOPSIS as it is typed: `pam-totp [--config PATH] [--state-dir DIR] doctor
+/// [--pam-dir DIR] ...` (clap_mangen's names the page, `pam-totp-doctor`, and leaves the
+/// values out).
+fn synopsis(words: &[&str], cmd: &clap::Command, globals: &clap::Command) -> String {
+    let arg = |a: &clap::Arg| -> Option<String> {
+        if a.is_hide_set() || a.get_id() == "help" || a.get_id() == "version" {
+            return None;
+        }
+        let value = a
+            .get_value_names()
+            .map(|v| v.join(" "))
+            .unwrap_or_else(|| a.get_id().as_str().to_uppercase());
+        let text = match (a.get_long(), a.get_action().takes_values()) {
+            (Some(l), true) => format!("\\fB\\-\\-{}\\fR \\fI{}\\fR", esc(l), esc(&value)),
+            (Some(l), false) => format!("\\fB\\-\\-{}\\fR", esc(l)),
+            (None, _) => format!("\\fI{}\\fR", esc(&value)),
+        };
+        Some(if a.is_required_set() { text } else { format!("[{text}]") })
+    };
+    let mut parts: Vec<String> = vec![format!("\\fB{}\\fR", esc(words[0]))];
+    parts.extend(globals.get_arguments().filter(|a| a.is_global_set()).filter_map(arg));
+    parts.extend(words[1..].iter().map(|w| format!("\\fB{}\\fR", esc(w))));
+    if words.len() > 1 {
+        parts.extend(cmd.get_arguments().filter(|a| !a.is_global_set()).filter_map(arg));
+    }
+    if cmd.has_subcommands() {
+        parts.push("\\fICOMMAND\\fR".into());
+    }
+    format!(".SH SYNOPSIS\n{}\n", parts.join(" "))
+}
+
+/// One man page of `pam-totp` or one of its (sub)commands, named `pam-totp-WORD-WORD`.
+fn command_page(words: &[&str], cmd: clap::Command, globals: &clap::Command) -> std::io::Result<Vec<u8>> {
+    let page = words.join("-");
+    // The subcommand list names each page after this one (`pam-totp-devices-list(1)`).
+    let cmd = cmd
+        .display_name(&*Box::leak(page.clone().into_boxed_str()))
+        .disable_help_subcommand(true);
+    let man = clap_mangen::Man::new(cmd.clone()).title(page.clone());
+    let mut buf = Vec::new();
+    man.render_title(&mut buf)?;
+    man.render_name_section(&mut buf)?;
+    buf.extend_from_slice(synopsis(words, &cmd, globals).as_bytes());
+    man.render_description_section(&mut buf)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(&mut buf)?;
+    }
+    if cmd.has_subcommands() {
+        man.render_subcommands_section(&mut buf)?;
+    }
+    if cmd.get_after_long_help().is_some() || cmd.get_after_help().is_some() {
+        man.render_extra_section(&mut buf)?;
+    }
+    Ok(buf)
+}
+
 fn main() -> std::io::Result<()> {
     let out = std::env::args().nth(1).expect("usage: pam-totp-docs OUTDIR");
     let out = Path::new(&out);
     std::fs::create_dir_all(out)?;
-    let cmd = Cli::command();
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
-    write(out, "pam-totp.1", &buf)?;
+    let cmd = Cli::command().disable_help_subcommand(true);
+    let globals = cmd.clone();
+    write(out, "pam-totp.1", &command_page(&["pam-totp"], cmd.clone(), &globals)?)?;
     // One page per command, and per subcommand of those (`pam-totp-devices-list.1`,
-    // `pam-totp-import-tokens.1`), so every page a SEE ALSO names exists.
-    let mut queue: Vec<(String, clap::Command)> = cmd
+    // `pam-totp-import-tokens.1`), so every page a SEE ALSO or a SUBCOMMANDS list names
+    // exists (there is no `help` command to list).
+    let mut queue: Vec<(Vec<String>, clap::Command)> = cmd
         .get_subcommands()
-        .filter(|s| s.get_name() != "help")
-        .map(|s| (format!("pam-totp-{}", s.get_name()), s.clone()))
+        .map(|s| (vec!["pam-totp".to_string(), s.get_name().to_string()], s.clone()))
         .collect();
-    while let Some((name, sub)) = queue.pop() {
-        for child in sub.get_subcommands().filter(|s| s.get_name() != "help") {
-            queue.push((format!("{name}-{}", child.get_name()), child.clone()));
+    while let Some((words, sub)) = queue.pop() {
+        let sub = sub.disable_help_subcommand(true);
+        for child in sub.get_subcommands() {
+            let mut w = words.clone();
+            w.push(child.get_name().to_string());
+            queue.push((w, child.clone()));
         }
-        // clap names are &'static str; this short-lived tool may leak a few.
-        let sub = sub.name(&*Box::leak(name.clone().into_boxed_str()));
-        let mut buf = Vec::new();
-        clap_mangen::Man::new(sub).render(&mut buf)?;
-        write(out, &format!("{name}.1"), &buf)?;
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        write(out, &format!("{}.1", w.join("-")), &command_page(&w, sub, &globals)?)?;
     }
     write(out, "pam_totp.8", module_page().as_bytes())?;
     write(out, "pam_totp.conf.5", config_page().as_bytes())?;
