@@ -297,7 +297,7 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
                     return refused(format!("could not record the code: {e}; nothing was changed"));
                 }
             }
-            match apply(&file, account, change) {
+            match apply(&file, account, &current, change) {
                 Ok(what) => {
                     log.log(&format!("changed the vault after a code: {what}"));
                     match place(cfg, account) {
@@ -334,8 +334,12 @@ fn info(d: &crate::files::secret::Device) -> DeviceInfo {
     }
 }
 
-/// Applies a change under the vault file's lock, on the file as it is now.
-fn apply(file: &KeyFile, account: &Account, change: Change) -> Result<String, String> {
+/// Applies a change under the vault file's lock (the fleet vault: one compare-and-swap), on
+/// the keys as they are now — which must be the keys the proof was decided on: if they were
+/// changed meanwhile (an administrator replaced them after a phone was lost, on this host or
+/// another, while this helper was stopped between the two), nothing is changed, or the
+/// change would land on keys the proof says nothing about.
+fn apply(file: &KeyFile, account: &Account, proven: &SecretFile, change: Change) -> Result<String, String> {
     enum E {
         Refused(String),
         Core(crate::error::Error),
@@ -348,6 +352,11 @@ fn apply(file: &KeyFile, account: &Account, change: Change) -> Result<String, St
     let same = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();
     let r = update_secret(file, account, |cur: Option<SecretFile>| -> Result<_, E> {
         let mut s = cur.ok_or_else(|| E::Refused("your keys are gone".into()))?;
+        if *s.to_toml() != *proven.to_toml() {
+            return Err(E::Refused(
+                "your keys were changed meanwhile; nothing was changed: run the command again".into(),
+            ));
+        }
         let what = match change {
             Change::Add { secret } => {
                 let new = parse(&secret).map_err(E::Refused)?;

@@ -386,6 +386,14 @@ fn check_fleet_vault(ctx: &Ctx, f: &mut Vec<Finding>) {
             format!("fleet vault: {e}; every user whose keys are in the fleet vault is refused on this host"),
         ),
     }
+    if !fv.retired() {
+        push(
+            f,
+            Severity::Warning,
+            "fleet-vault",
+            "a user the fleet vault has no keys for is still read from this host's own vault file or secret file (which their user can write, in the home) until `pam-totp migrate --all` moves them and retires these files (docs/fleet.md)".into(),
+        );
+    }
     let local = pam_totp_core::files::secret_file::vault_dir(&ctx.cfg);
     let left = std::fs::read_dir(&local)
         .map(|d| {

@@ -20,7 +20,7 @@ use pam_totp_core::files::fleet_vault::FleetVault;
 use pam_totp_core::files::fs::with_fs_identity;
 use pam_totp_core::files::secret::SecretFile;
 use pam_totp_core::files::secret_file::{
-    load_secret, local_vault_file, remove_secret, save_secret, secret_path, vault_file, KeyFile,
+    keys_within, load_secret, local_vault_file, remove_secret, save_secret, secret_path, vault_file, KeyFile,
 };
 use pam_totp_core::otp::enroll::DEFAULT_DEVICE_NAME;
 
@@ -44,9 +44,11 @@ enum Done {
     Migrated {
         from: PathBuf,
     },
-    /// Keys already in the vault (a file left elsewhere is ignored by the module).
+    /// Keys already in the vault (a file left elsewhere is ignored by the module); with the
+    /// fleet vault, this host's files holding the same keys are removed (`removed`).
     Already {
         left: Option<PathBuf>,
+        removed: Vec<PathBuf>,
     },
     /// Nothing to migrate (only with `--all`, where such users are not listed).
     Nothing,
@@ -76,7 +78,17 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<(), String> {
                 ));
                 migrated.push((account.name.clone(), from));
             }
-            Ok(Done::Already { left }) => already.push((account.name.clone(), left)),
+            Ok(Done::Already { left, removed }) => {
+                for r in &removed {
+                    syslog(&format!(
+                        "migrate user={}: left-over {} removed (its keys are in the fleet vault) by {}",
+                        account.name,
+                        r.display(),
+                        ctx.by()
+                    ));
+                }
+                already.push((account.name.clone(), left, removed))
+            }
             Ok(Done::Nothing) if a.user.is_none() => {}
             Ok(Done::Nothing) => failed.push((
                 account.name.clone(),
@@ -88,7 +100,7 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<(), String> {
     let out = if a.json {
         serde_json::json!({
             "migrated": migrated.iter().map(|(u, f)| serde_json::json!({"user": u, "from": f})).collect::<Vec<_>>(),
-            "already": already.iter().map(|(u, left)| serde_json::json!({"user": u, "left": left})).collect::<Vec<_>>(),
+            "already": already.iter().map(|(u, left, removed)| serde_json::json!({"user": u, "left": left, "removed": removed})).collect::<Vec<_>>(),
             "failed": failed.iter().map(|(u, r)| serde_json::json!({"user": u, "reason": r})).collect::<Vec<_>>(),
         })
         .to_string()
@@ -97,7 +109,14 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<(), String> {
         for (u, f) in &migrated {
             lines.push(format!("{}: keys moved from {} into the vault", safe(u), safe_path(f)));
         }
-        for (u, left) in &already {
+        for (u, left, removed) in &already {
+            for r in removed {
+                lines.push(format!(
+                    "{}: already in the fleet vault; removed {} (the same keys)",
+                    safe(u),
+                    safe_path(r)
+                ));
+            }
             lines.push(match left {
                 Some(f) => format!(
                     "{}: already in the vault; {} is left over and ignored (remove it)",
@@ -116,11 +135,24 @@ pub fn run(ctx: &Ctx, a: MigrateArgs) -> Result<(), String> {
         lines.join("\n")
     };
     crate::context::print(&out).map_err(|e| format!("could not print the result: {}", crate::context::describe(&e)))?;
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{} user(s) not migrated", failed.len()))
+    if !failed.is_empty() {
+        return Err(format!("{} user(s) not migrated", failed.len()));
     }
+    // Every user's keys of this host are in the fleet vault: from now on the module reads
+    // keys there only (a file written later in a home, or left in this host's vault, is
+    // never read again).
+    if let (None, Some(fv)) = (&a.user, FleetVault::of(&ctx.cfg)) {
+        if !fv.retired() {
+            fv.retire()
+                .map_err(|e| format!("every user was migrated, but this host could not be marked so: {e}"))?;
+            syslog(&format!(
+                "migrate --all: this host's key files are retired (keys are read from the fleet vault only) by {}",
+                ctx.by()
+            ));
+            eprintln!("pam-totp: this host now reads keys from the fleet vault only");
+        }
+    }
+    Ok(())
 }
 
 fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
@@ -130,6 +162,40 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
     // With the fleet vault, this host's vault file is moved too (root's: looked at as root).
     let local = local_vault_file(&ctx.cfg, account);
     let local_there = vault.fleet.is_some() && std::fs::symlink_metadata(&local.path).is_ok();
+    if let Some(in_fleet) = load_secret(&vault, account)
+        .map_err(|e| e.to_string())?
+        .filter(|_| vault.fleet.is_some())
+    {
+        // This host's files beside the fleet's record: the same keys (left over) are removed;
+        // other keys are two enrollments, for an administrator to decide between.
+        let mut removed = Vec::new();
+        let local_file = local_there.then_some(&local);
+        for f in local_file.into_iter().chain([&legacy]) {
+            if !(f.in_vault || exists_as_user(f, account)) {
+                continue;
+            }
+            let Some(keys) = load_secret(f, account).map_err(|e| format!("{}: {e}", safe_path(f)))? else {
+                continue;
+            };
+            if !keys_within(&keys, &in_fleet) {
+                return Err(two_places(f, account));
+            }
+            remove_secret(f, account).map_err(|e| format!("{}: {e}", safe_path(f)))?;
+            removed.push(f.path.clone());
+        }
+        if exists_as_user(&ga, account) {
+            if let Some(text) = crate::import::read_as_user(account, &ga)? {
+                let parsed = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", safe_path(&ga)))?;
+                let keys = crate::import::ga_secret(ctx, account, &parsed, DEFAULT_DEVICE_NAME.to_string())?;
+                if !keys_within(&keys, &in_fleet) {
+                    return Err(two_places(&ga, account));
+                }
+                remove_secret(&ga, account).map_err(|e| format!("{}: {e}", safe_path(&ga)))?;
+                removed.push(ga.path.clone());
+            }
+        }
+        return Ok(Done::Already { left: None, removed });
+    }
     if load_secret(&vault, account).map_err(|e| e.to_string())?.is_some() {
         let left = if local_there {
             Some(local.path.clone())
@@ -139,7 +205,10 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
                 .find(|f| exists_as_user(f, account))
                 .map(|f| f.path.clone())
         };
-        return Ok(Done::Already { left });
+        return Ok(Done::Already {
+            left,
+            removed: Vec::new(),
+        });
     }
     // Nothing there: nothing to check (with --all, most accounts; their homes may be places
     // such as /var/mail that no secret file could be trusted in anyway).
@@ -190,6 +259,15 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
     Ok(Done::Migrated {
         from: from.path.clone(),
     })
+}
+
+/// The refusal for a user whose keys on this host are not the fleet vault's.
+fn two_places(f: &KeyFile, account: &Account) -> String {
+    format!(
+        "keys in two places: {} holds other keys than the fleet vault (an enrollment on another host, perhaps not by the user, while this host kept its own); the module refuses the user until one is removed: `pam-totp reset --user {}` removes both, then they enroll again",
+        safe_path(f),
+        safe(&account.name)
+    )
 }
 
 /// Whether `file` exists, looked at as the user (it is in their home).

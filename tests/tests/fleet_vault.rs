@@ -464,6 +464,15 @@ fn doctor_checks_the_vault_key_and_report_says_whose_keys_are_in_the_fleet_vault
     let ns = ns();
     let a = Host::start(&etcd, &ns, Some(K1));
     let d = doctor_findings(&a.f, "fleet-vault");
+    assert_eq!(d[0].0, "ok", "{d:?}");
+    assert!(
+        d.iter().any(|(s, m)| s == "warning" && m.contains("migrate --all")),
+        "not retired yet: {d:?}"
+    );
+    // `migrate --all` (nobody to move) retires this host's own key files.
+    let (rc, out, err) = output(a.f.cli(&["migrate", "--all"]));
+    assert_eq!(rc, 0, "{out} {err}");
+    let d = doctor_findings(&a.f, "fleet-vault");
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].0, "ok", "{d:?}");
     // Not set, unreadable by rule (group/other bits), or not a key: an error naming it.
@@ -537,4 +546,50 @@ fn while_etcd_is_down_a_host_with_the_fallback_reads_its_sealed_copy_of_the_reco
     let r = b.f.auth("svc", &u.name, &[&oathtool(&key, now() + 30, "sha1", 6)]);
     assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
     assert!(r.logged(&["this host has no copy of the record"]), "{:?}", r.logs);
+}
+
+/// A host's own file beside the fleet's record: harmless when it holds the same keys (left
+/// over from a migration, and `migrate` removes it), refused when it holds others (two
+/// enrollments: one may not be the user's).
+#[test]
+fn a_file_left_beside_the_fleet_record_is_harmless_with_the_same_keys_and_refused_with_others() {
+    let etcd = Etcd::single();
+    let ns = ns();
+    let a = Host::start(&etcd, &ns, Some(K1));
+    let b = Host::start(&etcd, &ns, Some(K1));
+    let u = TestUser::create();
+    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    let vault = b.f.state_dir().join("vault");
+    std::fs::create_dir_all(&vault).unwrap();
+    std::fs::set_permissions(b.f.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = vault.join(format!("{}.toml", u.name));
+    let write = |k: &str| {
+        std::fs::write(
+            &file,
+            format!("version = 2\n[[device]]\nname = \"phone\"\nsecret = \"{k}\"\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write(&key);
+    clear_of_a_step_boundary();
+    let r = b.f.auth("svc", &u.name, &[&oathtool(&key, now() - 30, "sha1", 6)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "the same keys: {:?}", r.logs);
+    let other = random_key_b32();
+    register_secret(&other);
+    write(&other);
+    for k in [&key, &other] {
+        let r = b.f.auth("svc", &u.name, &[&code_now(k)]);
+        assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
+        assert!(r.logged(&["keys in two places"]), "{:?}", r.logs);
+    }
+    write(&key);
+    let m = b.json(&["migrate", "--user", &u.name, "--json"]);
+    assert_eq!(m["already"][0]["removed"][0], file.to_str().unwrap(), "{m}");
+    assert!(!file.exists());
+    let r = b.f.auth("svc", &u.name, &[&oathtool(&key, now() + 30, "sha1", 6)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
 }

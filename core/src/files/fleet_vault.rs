@@ -10,7 +10,8 @@
 //! ring; decides on an error (every failure is an `Err`, which refuses the login); logs a
 //! key or a record.
 
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
@@ -33,10 +34,23 @@ pub struct FleetVault {
     pub namespace: String,
     /// `fleet.vault_key_file`; `None`: not configured (every read and write is refused).
     pub ring: Option<PathBuf>,
-    /// With `store_unavailable = "local"`: `STATE_DIR/fleet-vault`, this host's copies of the
-    /// records it read, for logins while etcd is down.
-    pub copies: Option<PathBuf>,
+    /// `STATE_DIR/fleet-vault`: this host's copy of each record it read or wrote (sealed),
+    /// which also marks the users whose keys this host has seen in the fleet vault (a file
+    /// of theirs here is then never read again), and the mark that `pam-totp migrate --all`
+    /// retired this host's own key files.
+    pub copies: PathBuf,
+    /// `store_unavailable = "local"`: the copies are read while the daemon reports an etcd
+    /// outage.
+    pub fallback: bool,
 }
+
+/// How old a copy may be (since the fleet last confirmed it) and still be read while etcd is
+/// down: a record changed or removed elsewhere is seen here at the next login, and a copy
+/// nobody logged in with for a day is not trusted through an outage.
+pub const COPY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// In [`FleetVault::copies`]: `pam-totp migrate --all` moved every key file of this host into
+/// the fleet vault; from then on the module reads keys from the fleet vault only.
+pub const RETIRED_MARK: &str = ".local-keys-retired";
 
 /// What a user's record in the fleet vault holds, opened.
 #[derive(Debug)]
@@ -61,7 +75,8 @@ impl FleetVault {
             socket: cfg.fleet_socket.clone(),
             namespace: cfg.fleet.namespace.clone(),
             ring: cfg.fleet.vault_key_file.clone(),
-            copies: (cfg.store_unavailable == Unavailable::Local).then(|| cfg.state_dir.join("fleet-vault")),
+            copies: cfg.state_dir.join("fleet-vault"),
+            fallback: cfg.store_unavailable == Unavailable::Local,
         })
     }
 
@@ -107,7 +122,8 @@ impl FleetVault {
         self.get_fleet(user).map_err(|e| self.fleet_err(user, e))
     }
 
-    fn get_fleet(&self, user: &str) -> Result<Option<Doc>, FleetError> {
+    /// [`FleetVault::get`], with the fleet's own error (an outage is told apart).
+    pub fn get_fleet(&self, user: &str) -> Result<Option<Doc>, FleetError> {
         match self.call_fleet(&Request::Get {
             space: Space::Vault,
             user: user.into(),
@@ -139,35 +155,41 @@ impl FleetVault {
 
     /// `account`'s keys, opened; `Ok(None)`: the fleet vault has none for them. The ring is
     /// read only when there is a record (a host without it still learns that a user has no
-    /// keys, but never reads any).
-    /// With `store_unavailable = "local"`, a record read is kept on this host (still sealed),
-    /// a record gone is forgotten here too, and while the daemon reports an etcd outage (and
-    /// only then: never when it refused or did not answer) the copy is read instead.
+    /// keys, but never reads any). A record read is kept on this host (still sealed; see
+    /// [`FleetVault::copies`]); a record gone leaves only the mark that this host saw one.
+    /// With `store_unavailable = "local"`, while the daemon reports an etcd outage (and only
+    /// then: never when it refused or did not answer) the copy is read instead, if the fleet
+    /// confirmed it within [`COPY_MAX_AGE`].
     pub fn load(&self, account: &Account) -> Result<Option<FleetKeys>, Error> {
         let user = &account.name;
         match self.get_fleet(user) {
             // The copy is this host's convenience, never a reason to refuse a login the fleet
-            // answered; one that could not be brought up to date is removed (a stale copy
+            // answered; one that could not be brought up to date is emptied (a stale copy
             // must never be read: it may hold an authenticator removed since).
             Ok(None) => {
-                let _ = self.forget_copy(user);
+                if self.marked(user) {
+                    let _ = self.write_copy(user, 0, "");
+                }
                 Ok(None)
             }
             Ok(Some(d)) => {
                 let ring = self.ring()?;
                 let keys = self.open_doc(&ring, user, &d)?;
                 if self.keep_copy(user, &d).is_err() {
-                    let _ = self.forget_copy(user);
+                    let _ = self.write_copy(user, 0, "");
                 }
                 Ok(Some(keys))
             }
-            Err(FleetError::Unavailable(why)) if self.copies.is_some() => {
-                let Some(d) = self.copy_of(user)? else {
-                    return Err(self.err(
+            Err(FleetError::Unavailable(why)) if self.fallback => {
+                let d = self.copy_of(user)?.ok_or_else(|| {
+                    self.err(
                         user,
-                        format!("{why}; this host has no copy of the record (store_unavailable = \"local\")"),
-                    ));
-                };
+                        format!(
+                            "{why}; this host has no copy of the record that the fleet confirmed within {} hours (store_unavailable = \"local\")",
+                            COPY_MAX_AGE.as_secs() / 3600
+                        ),
+                    )
+                })?;
                 let ring = self.ring()?;
                 self.open_doc(&ring, user, &d).map(Some)
             }
@@ -176,50 +198,78 @@ impl FleetVault {
     }
 
     fn copies_dir(&self, create: bool) -> Result<Option<Dir>, Error> {
-        match &self.copies {
-            None => Ok(None),
-            Some(p) if create => {
-                // The state directory too, as the module's local store makes it (0700, root's).
-                if let Some(state_dir) = p.parent() {
-                    Dir::open_or_create(state_dir, &root_only(), 0o700)?;
-                }
-                Dir::open_or_create(p, &root_only(), 0o700).map(Some)
+        if create {
+            // The state directory too, as the module's local store makes it (0700, root's).
+            if let Some(state_dir) = self.copies.parent() {
+                Dir::open_or_create(state_dir, &root_only(), 0o700)?;
             }
-            Some(p) => Dir::open(p, &root_only()),
+            return Dir::open_or_create(&self.copies, &root_only(), 0o700).map(Some);
         }
+        Dir::open(&self.copies, &root_only())
     }
 
-    /// Keeps `d` as this host's copy of `user`'s record, unless the copy is already it.
-    fn keep_copy(&self, user: &str, d: &Doc) -> Result<(), Error> {
-        let Some(dir) = self.copies_dir(true)? else {
-            return Ok(());
-        };
-        let name = escape_user(user);
-        let text = std::str::from_utf8(&d.value).map_err(|_| self.err(user, "the record is not UTF-8"))?;
-        let copy = format!("{}\n{text}", d.revision);
-        if dir.read_file(&name, &root_only())?.as_deref().map(String::as_str) == Some(copy.as_str()) {
-            return Ok(());
-        }
-        dir.write_file(&name, copy.as_bytes(), 0o600, false, true)
-    }
-
-    fn copy_of(&self, user: &str) -> Result<Option<Doc>, Error> {
+    /// The copy's revision and record, and how long ago the fleet last confirmed it.
+    fn read_copy(&self, user: &str) -> Result<Option<(u64, String, std::time::Duration)>, Error> {
         let Some(dir) = self.copies_dir(false)? else {
             return Ok(None);
         };
-        let Some(text) = dir.read_file(&escape_user(user), &root_only())? else {
+        let name = escape_user(user);
+        let Some(text) = dir.read_file(&name, &root_only())? else {
             return Ok(None);
         };
-        let (rev, value) = text
-            .split_once('\n')
-            .ok_or_else(|| self.err(user, "this host's copy of the record is malformed"))?;
-        let revision = rev
-            .parse()
-            .map_err(|_| self.err(user, "this host's copy of the record is malformed"))?;
-        Ok(Some(Doc {
-            revision,
-            value: value.as_bytes().to_vec(),
-        }))
+        let malformed = || self.err(user, "this host's copy of the record is malformed");
+        let (rev, value) = text.split_once('\n').ok_or_else(malformed)?;
+        let revision: u64 = rev.parse().map_err(|_| malformed())?;
+        let age = std::fs::symlink_metadata(dir.path().join(&name))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or(std::time::Duration::MAX);
+        Ok(Some((revision, value.to_string(), age)))
+    }
+
+    fn write_copy(&self, user: &str, revision: u64, record: &str) -> Result<(), Error> {
+        let Some(dir) = self.copies_dir(true)? else {
+            return Ok(());
+        };
+        dir.write_file(
+            &escape_user(user),
+            format!("{revision}\n{record}").as_bytes(),
+            0o600,
+            false,
+            true,
+        )
+    }
+
+    /// Keeps `d` as this host's copy of `user`'s record: written when it is newer than the
+    /// copy (never an older record over a newer one: two logins may race), its time renewed
+    /// when it is the same.
+    fn keep_copy(&self, user: &str, d: &Doc) -> Result<(), Error> {
+        let text = std::str::from_utf8(&d.value).map_err(|_| self.err(user, "the record is not UTF-8"))?;
+        match self.read_copy(user)? {
+            Some((rev, _, _)) if rev > d.revision => Ok(()),
+            Some((rev, ref value, _)) if rev == d.revision && value == text => {
+                let path = self.copies.join(escape_user(user));
+                std::fs::File::options()
+                    .write(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+                    .map_err(|e| Error::io(&path, &e))
+            }
+            _ => self.write_copy(user, d.revision, text),
+        }
+    }
+
+    /// The copy to read while etcd is down: one with a record, confirmed recently enough.
+    fn copy_of(&self, user: &str) -> Result<Option<Doc>, Error> {
+        Ok(match self.read_copy(user)? {
+            Some((revision, value, age)) if revision > 0 && age <= COPY_MAX_AGE => Some(Doc {
+                revision,
+                value: value.into_bytes(),
+            }),
+            _ => None,
+        })
     }
 
     fn forget_copy(&self, user: &str) -> Result<(), Error> {
@@ -229,9 +279,24 @@ impl FleetVault {
         }
     }
 
-    /// This host's copies (for messages).
-    pub fn copies_path(&self) -> Option<&Path> {
-        self.copies.as_deref()
+    /// Whether this host has seen `user`'s keys in the fleet vault (read or written them):
+    /// a key file of theirs on this host is then never read again (a record removed from the
+    /// fleet must not hand the login to a file the user, or an older enrollment, left here).
+    pub fn marked(&self, user: &str) -> bool {
+        std::fs::symlink_metadata(self.copies.join(escape_user(user))).is_ok()
+    }
+
+    /// Whether `pam-totp migrate --all` retired this host's own key files.
+    pub fn retired(&self) -> bool {
+        std::fs::symlink_metadata(self.copies.join(RETIRED_MARK)).is_ok()
+    }
+
+    /// Marks this host's own key files retired (see [`RETIRED_MARK`]).
+    pub fn retire(&self) -> Result<(), Error> {
+        let dir = self
+            .copies_dir(true)?
+            .ok_or_else(|| self.err("*", "no copies directory"))?;
+        dir.write_file(RETIRED_MARK, b"", 0o600, true, true)
     }
 
     /// Whether `account`'s record is still at `revision` (a linearizable read; `false` on
@@ -278,9 +343,15 @@ impl FleetVault {
                 value: value.clone(),
             },
         )? {
-            Response::Stored { revision } => Ok(revision),
+            Response::Stored { revision } => {
+                self.kept_after_write(user, revision, &value);
+                Ok(revision)
+            }
             // This very write (its write id), applied before an answer that was lost.
-            Response::Conflict(Some(now)) if now.value == value => Ok(now.revision),
+            Response::Conflict(Some(now)) if now.value == value => {
+                self.kept_after_write(user, now.revision, &value);
+                Ok(now.revision)
+            }
             Response::Conflict(_) => Err(self.err(
                 user,
                 "the keys were changed meanwhile (another host or command); nothing was saved: run the command again",
@@ -289,7 +360,20 @@ impl FleetVault {
         }
     }
 
-    /// Removes `account`'s record. Returns whether there was one.
+    /// This host's copy after it wrote `value` at `revision` (a copy that cannot be brought
+    /// up to date is emptied: never the keys replaced).
+    fn kept_after_write(&self, user: &str, revision: u64, value: &[u8]) {
+        let doc = Doc {
+            revision,
+            value: value.to_vec(),
+        };
+        if self.keep_copy(user, &doc).is_err() {
+            let _ = self.write_copy(user, 0, "");
+        }
+    }
+
+    /// Removes `account`'s record (and this host's copy and mark). Returns whether there
+    /// was one.
     pub fn remove(&self, account: &Account) -> Result<bool, Error> {
         let user = &account.name;
         let had = self.get(user)?.is_some();

@@ -34,6 +34,14 @@ pub struct KeyFile {
     pub in_vault: bool,
     /// In the fleet vault (etcd, sealed), not in a file.
     pub fleet: Option<FleetVault>,
+    /// With the fleet vault: this host's own key files of the user (its vault file, the
+    /// secret file) found beside it. Harmless when their keys are all in the fleet's record
+    /// (left over from a migration); otherwise the login is refused: keys in two places
+    /// (an enrollment on another host, perhaps by someone else, while this host kept its own).
+    pub leftovers: Vec<KeyFile>,
+    /// Why these keys cannot be read at all (the login is refused, never decided as "not
+    /// enrolled").
+    pub refuse: Option<String>,
 }
 
 /// What a key file was read as, to tell later whether it changed ([`secret_unchanged`]).
@@ -51,6 +59,8 @@ impl KeyFile {
             path: path.into(),
             in_vault: false,
             fleet: None,
+            leftovers: Vec::new(),
+            refuse: None,
         }
     }
 
@@ -105,6 +115,8 @@ pub fn vault_file(cfg: &Config, account: &Account) -> KeyFile {
             path: fv.label(&account.name),
             in_vault: true,
             fleet: Some(fv),
+            leftovers: Vec::new(),
+            refuse: None,
         },
         None => local_vault_file(cfg, account),
     }
@@ -116,6 +128,8 @@ pub fn local_vault_file(cfg: &Config, account: &Account) -> KeyFile {
         path: vault_dir(cfg).join(format!("{}.toml", escape_user(&account.name))),
         in_vault: true,
         fleet: None,
+        leftovers: Vec::new(),
+        refuse: None,
     }
 }
 
@@ -125,33 +139,18 @@ pub fn secret_path(cfg: &Config, account: &Account) -> KeyFile {
         path: expand_template(&cfg.secret, &account.name, &account.home),
         in_vault: false,
         fleet: None,
+        leftovers: Vec::new(),
+        refuse: None,
     }
 }
 
 /// Where `account`'s keys are read from and changed: the vault when it holds them (or when
 /// no place does and new enrollments go to the vault), else the legacy secret file.
 /// Looking into the vault takes root; for anyone else the answer is the legacy file.
-/// With the fleet vault: the fleet's record, else this host's vault file, else the secret
-/// file (both until `pam-totp migrate`), else the fleet vault; when the fleet cannot be
-/// asked, the fleet vault (whose read then fails: the login is refused, never decided on
-/// an older copy here).
+/// With the fleet vault, see [`fleet_key_file`].
 pub fn key_file(cfg: &Config, account: &Account) -> KeyFile {
     if let Some(fv) = FleetVault::of(cfg).filter(|_| nix::unistd::geteuid().is_root()) {
-        let fleet = vault_file(cfg, account);
-        return match fv.get(&account.name) {
-            Ok(None) => {
-                let local = local_vault_file(cfg, account);
-                if std::fs::symlink_metadata(&local.path).is_ok() {
-                    return local;
-                }
-                let legacy = secret_path(cfg, account);
-                match legacy.as_owner(account, || Ok(std::fs::symlink_metadata(&legacy.path).is_ok())) {
-                    Ok(false) => fleet,
-                    _ => legacy,
-                }
-            }
-            Ok(Some(_)) | Err(_) => fleet,
-        };
+        return fleet_key_file(cfg, account, fv);
     }
     let vault = local_vault_file(cfg, account);
     match std::fs::symlink_metadata(&vault.path) {
@@ -169,6 +168,68 @@ pub fn key_file(cfg: &Config, account: &Account) -> KeyFile {
     }
 }
 
+/// With the fleet vault (as root): the fleet's record when it has one — with this host's own
+/// key files of the user as [`KeyFile::leftovers`], checked at the read; when it has none,
+/// this host's vault file or the secret file (read until `pam-totp migrate`), unless this host
+/// has seen the user's keys in the fleet vault or `migrate --all` retired its key files: then
+/// the login is refused (a record removed from etcd — a reset elsewhere, or whoever can write
+/// the prefix — must not hand the login to a file the user, or an older enrollment, left
+/// here). When the fleet cannot be asked, refused ([`KeyFile::refuse`]), never decided on a
+/// file here.
+fn fleet_key_file(cfg: &Config, account: &Account, fv: FleetVault) -> KeyFile {
+    let mut fleet = vault_file(cfg, account);
+    let local = local_vault_file(cfg, account);
+    let legacy = secret_path(cfg, account);
+    let mut present = Vec::new();
+    if std::fs::symlink_metadata(&local.path).is_ok() {
+        present.push(local);
+    }
+    // A home that cannot be looked into counts as holding one: the read then says why.
+    if !matches!(
+        legacy.as_owner(account, || Ok(std::fs::symlink_metadata(&legacy.path).is_ok())),
+        Ok(false)
+    ) {
+        present.push(legacy);
+    }
+    match fv.get_fleet(&account.name) {
+        // An etcd outage with `store_unavailable = "local"`: the read falls back to this
+        // host's copy of the record (this host's files stay beside it, checked as always).
+        Err(crate::fleet::FleetError::Unavailable(_)) if fv.fallback => fleet.leftovers = present,
+        Err(e) => fleet.refuse = Some(format!("{e}")),
+        Ok(Some(_)) => fleet.leftovers = present,
+        Ok(None) if present.is_empty() => {}
+        Ok(None) => {
+            let why = if fv.retired() {
+                Some("`pam-totp migrate --all` moved this host's keys into the fleet vault")
+            } else if fv.marked(&account.name) {
+                Some("this host has read their keys from the fleet vault before")
+            } else {
+                None
+            };
+            match why {
+                Some(why) => {
+                    fleet.refuse = Some(format!(
+                        "the fleet vault has no keys for {}, and {} is not read ({why}): `pam-totp reset --user {}` on this host removes it, then they enroll again",
+                        crate::text::log_name(&account.name),
+                        present.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "),
+                        crate::text::log_name(&account.name)
+                    ));
+                    fleet.leftovers = present;
+                }
+                None => return present.remove(0),
+            }
+        }
+    }
+    fleet
+}
+
+/// Whether every key of `part` is one of `whole`'s (a file left over from a migration).
+pub fn keys_within(part: &SecretFile, whole: &SecretFile) -> bool {
+    part.devices
+        .iter()
+        .all(|d| whole.devices.iter().any(|w| w.key.as_slice() == d.key.as_slice()))
+}
+
 /// Reads and parses a key file (see fs.rs for the checks). `Ok(None)`: no such file.
 pub fn load_secret(file: &KeyFile, account: &Account) -> Result<Option<SecretFile>, Error> {
     Ok(load_secret_stamped(file, account)?.map(|(s, _)| s))
@@ -177,7 +238,38 @@ pub fn load_secret(file: &KeyFile, account: &Account) -> Result<Option<SecretFil
 /// [`load_secret`], with the [`KeyStamp`] of what was read, for [`secret_unchanged`].
 pub fn load_secret_stamped(file: &KeyFile, account: &Account) -> Result<Option<(SecretFile, KeyStamp)>, Error> {
     if let Some(fv) = &file.fleet {
-        return Ok(fv.load(account)?.map(|k| (k.secret, KeyStamp::Fleet(k.revision))));
+        if let Some(why) = &file.refuse {
+            return Err(Error::file(&file.path, FileProblem::Io(why.clone())));
+        }
+        let Some(k) = fv.load(account)? else {
+            if !file.leftovers.is_empty() {
+                return Err(Error::file(
+                    &file.path,
+                    FileProblem::Io(
+                        "the record was removed while this host holds key files of the user: read again".into(),
+                    ),
+                ));
+            }
+            return Ok(None);
+        };
+        for l in &file.leftovers {
+            match load_secret(l, account) {
+                Ok(None) => {}
+                Ok(Some(s)) if keys_within(&s, &k.secret) => {}
+                Ok(Some(_)) => {
+                    return Err(Error::file(
+                        &file.path,
+                        FileProblem::Io(format!(
+                            "keys in two places: {} holds other keys than the fleet vault (an enrollment on another host, perhaps not by the user, while this host kept its own): decide which are theirs; `pam-totp reset --user {}` removes both, then they enroll again",
+                            l.display(),
+                            crate::text::log_name(&account.name)
+                        )),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(Some((k.secret, KeyStamp::Fleet(k.revision))));
     }
     let owners = file.owners(account);
     let path = &file.path;
@@ -364,7 +456,12 @@ fn open_secret_dir(file: &KeyFile, account: &Account) -> Result<Dir, Error> {
 /// Removes a secret file. Returns whether there was one.
 pub fn remove_secret(file: &KeyFile, account: &Account) -> Result<bool, Error> {
     if let Some(fv) = &file.fleet {
-        return fv.remove(account);
+        // This host's own key files of the user go with the record: none may come back.
+        let mut had = false;
+        for l in &file.leftovers {
+            had |= remove_secret(l, account)?;
+        }
+        return Ok(fv.remove(account)? || had);
     }
     let (dir, name) = split_path(&file.path).ok_or_else(|| not_a_file(&file.path))?;
     let owners = file.owners(account);
