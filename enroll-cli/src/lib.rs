@@ -112,6 +112,11 @@ enum Command {
     /// The same keys and backup codes (the phone keeps working, a spent backup code stays
     /// spent); the old file is removed, and a user whose file cannot be removed stays where
     /// they were. Users already in the vault are not touched.
+    ///
+    /// With the fleet vault (store = "fleet", key_store = "vault") the keys go there, this
+    /// host's own vault files are moved too, files holding the same keys as the fleet's record
+    /// are removed (other keys: reported, "keys in two places"), and `--all` with every user
+    /// through retires this host's key files: the module then reads the fleet vault only.
     Migrate(migrate::MigrateArgs),
     /// Seal every user's keys in the fleet vault again with the first key of
     /// fleet.vault_key_file (root only): the middle step of a rotation.
