@@ -508,7 +508,11 @@ fn resync(ctx: &Ctx, user: Option<&str>, name: &str) -> Result<(), String> {
             safe(&account.name)
         ));
     }
-    let signed = if was > 0 { format!("+{was} s") } else { format!("{was} s") };
+    let signed = if was > 0 {
+        format!("+{was} s")
+    } else {
+        format!("{was} s")
+    };
     syslog(&format!(
         "devices: resync authenticator \"{}\" of user={} by {}: clock offset {signed} cleared",
         log_name(&dev.name),

@@ -104,10 +104,18 @@ fn a_code_from_an_authenticator_three_minutes_slow_is_refused_with_the_reason() 
     let fast = phone(&key, 180);
     let r = f.auth("svc", &u.name, &[&fast]);
     assert!(r.errors[0].contains("looks about 3 minutes fast"), "{r:?}");
-    assert!(r.logged(&["clock offset +180 s (2 consecutive failures)"]), "{:?}", r.logs);
+    assert!(
+        r.logged(&["clock offset +180 s (2 consecutive failures)"]),
+        "{:?}",
+        r.logs
+    );
     let r = f.auth("svc", &u.name, &[&wrong_code(&key)]);
     assert_eq!(r.errors, ["Wrong verification code."], "{r:?}");
-    assert!(r.logged(&["refused: wrong code (3 consecutive failures)"]), "{:?}", r.logs);
+    assert!(
+        r.logged(&["refused: wrong code (3 consecutive failures)"]),
+        "{:?}",
+        r.logs
+    );
     // skew_range = 0: no search, no reason.
     f.simple("off", "skew_range=0");
     let r = f.auth("off", &u.name, &[&phone(&key, -180)]);
@@ -133,7 +141,9 @@ fn two_codes_at_a_steady_ninety_seconds_resynchronise_and_it_survives_a_restart(
     let r = f.auth("svc", &u.name, &[&inside]);
     assert_eq!(r.rc, PAM_SUCCESS, "{r:?}");
     assert!(
-        r.logged(&["accepted verification code from authenticator \"phone\"; its clock drifted: clock offset +90 s -> +120 s"]),
+        r.logged(&[
+            "accepted verification code from authenticator \"phone\"; its clock drifted: clock offset +90 s -> +120 s"
+        ]),
         "{:?}",
         r.logs
     );
@@ -148,7 +158,10 @@ fn two_codes_at_a_steady_ninety_seconds_resynchronise_and_it_survives_a_restart(
     // devices resync clears the offset: the phone's next code is out of the window again.
     let (rc, out, err) = output(f.cli(&["devices", "resync", "PHONE", "--user", &u.name]));
     assert_eq!(rc, 0, "{err}");
-    assert!(out.contains("Cleared the clock offset of \"phone\"") && out.contains("was +120 s"), "{out}");
+    assert!(
+        out.contains("Cleared the clock offset of \"phone\"") && out.contains("was +120 s"),
+        "{out}"
+    );
     assert_eq!(clock_offset(&f, &u.name), 0);
     next_step();
     let r = f.auth("svc", &u.name, &[&phone(&key, 120)]);
@@ -221,11 +234,17 @@ fn doctor_warns_when_this_hosts_clock_is_not_synchronised() {
     let x = doctor_clock(&f, &off);
     assert_eq!(x["severity"], "warning", "{x}");
     let m = x["message"].as_str().unwrap();
-    assert!(m.contains("not synchronized and NTP is off") && m.contains("timedatectl set-ntp true"), "{m}");
+    assert!(
+        m.contains("not synchronized and NTP is off") && m.contains("timedatectl set-ntp true"),
+        "{m}"
+    );
     let waiting = fake_timedatectl(&f, "waiting", &[("NTPSynchronized", "no"), ("NTP", "yes")], 0);
     let x = doctor_clock(&f, &waiting);
     assert_eq!(x["severity"], "warning", "{x}");
-    assert!(x["message"].as_str().unwrap().contains("NTP has not synchronized it"), "{x}");
+    assert!(
+        x["message"].as_str().unwrap().contains("NTP has not synchronized it"),
+        "{x}"
+    );
     let good = fake_timedatectl(&f, "good", &[("NTPSynchronized", "yes"), ("NTP", "yes")], 0);
     assert_eq!(doctor_clock(&f, &good)["severity"], "ok");
     let broken = fake_timedatectl(&f, "broken", &[], 1);

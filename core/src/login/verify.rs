@@ -568,11 +568,19 @@ mod tests {
         let mut st = keyed();
         assert!(matches!(
             run(&s, &mut st, &code_at(NOW + 60), NOW),
-            Decision::Skewed { offset: 60, failures: 1, .. }
+            Decision::Skewed {
+                offset: 60,
+                failures: 1,
+                ..
+            }
         ));
         assert!(matches!(
             run(&s, &mut st, &code_at(NOW - 60), NOW),
-            Decision::Skewed { offset: -60, failures: 2, .. }
+            Decision::Skewed {
+                offset: -60,
+                failures: 2,
+                ..
+            }
         ));
         assert!(matches!(
             run(&s, &mut st, &code_at(NOW + 86400), NOW),
@@ -613,7 +621,17 @@ mod tests {
         );
         // The same code again: still refused and counted, and not a second code.
         let d = run(&s, &mut st, &code_at(NOW - 180), NOW + 5);
-        assert!(matches!(d, Decision::Skewed { repeated: true, failures: 2, .. }), "{d:?}");
+        assert!(
+            matches!(
+                d,
+                Decision::Skewed {
+                    repeated: true,
+                    failures: 2,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
         // Beyond the range: a wrong code.
         assert!(matches!(
             run(&s, &mut st, &code_at(NOW - 930), NOW),
@@ -631,7 +649,13 @@ mod tests {
         }
         let d = run(&s, &mut st, &code_at(NOW - 300), NOW);
         assert!(
-            matches!(d, Decision::Skewed { locked_until: Some(_), .. }),
+            matches!(
+                d,
+                Decision::Skewed {
+                    locked_until: Some(_),
+                    ..
+                }
+            ),
             "{d:?}"
         );
     }
@@ -785,7 +809,7 @@ mod tests {
         let mut st = keyed();
         let id = st.device_id(KEY);
         st.device_mut(&id).offset = 3000; // a range of 3600 before, 900 now
-        // Centred at +900 at most: a code at +900 is accepted, +3000 is not.
+                                          // Centred at +900 at most: a code at +900 is accepted, +3000 is not.
         let d = run(&s, &mut st, &code_at(NOW + 3000), NOW);
         assert!(matches!(d, Decision::Wrong { .. }), "{d:?}");
         let d = run(&s, &mut st, &code_at(NOW + 900), NOW);

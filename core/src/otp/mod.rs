@@ -385,7 +385,11 @@ mod tests {
         let k = Keyed::new(SEED20, Algorithm::Sha1, 6);
         let v = k.value(10);
         assert_eq!(k.find(v, 0, 20, None), Some(10));
-        assert_eq!(k.find(v, 0, 20, Some((9, 11))), None, "a skipped counter is not looked at");
+        assert_eq!(
+            k.find(v, 0, 20, Some((9, 11))),
+            None,
+            "a skipped counter is not looked at"
+        );
         assert_eq!(k.find(v, 11, 20, None), None);
         assert_eq!(code_value("012345", 6), Some(12345));
         for bad in ["12345", "1234567", "12345a", "+12345", " 12345", ""] {

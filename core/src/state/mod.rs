@@ -720,7 +720,11 @@ mod tests {
         assert_eq!(d.seen[0].time, 1000 + 30 * 6, "the newest kept");
         s.spend_step(b"k", 1000 / 30 + 7, 30, 600);
         s.prune_seen(b"k", 0);
-        assert_eq!(s.device(&s.device_id(b"k")).unwrap().seen.len(), 2, "before the guard: gone");
+        assert_eq!(
+            s.device(&s.device_id(b"k")).unwrap().seen.len(),
+            2,
+            "before the guard: gone"
+        );
         s.prune_seen(b"k", 1000 + 30 * 9);
         assert_eq!(s.device(&s.device_id(b"k")).unwrap().seen.len(), 1, "unreachable: gone");
     }
