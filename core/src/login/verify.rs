@@ -49,6 +49,10 @@ pub struct Offset {
 
 /// Seconds within which two codes out of the window must come to resynchronise.
 pub const RESYNC_WITHIN: u64 = 300;
+/// Codes are looked for out of the window only while fewer consecutive failures than this
+/// came before: a user whose clock is off is told at once, while a run of guesses (failures
+/// piling up where `max_failures` is high) neither pays for the search nor learns from it.
+pub const SEARCHED_FAILURES: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -366,7 +370,8 @@ fn check_devices(policy: &Policy, secret: &SecretFile, state: &State, answer: &s
     match (fresh, replay) {
         (Some((d, how)), _) => Match::Fresh(d, how),
         (None, true) => Match::Replay,
-        (None, false) => out_of_window(policy, secret, state, answer, now),
+        (None, false) if state.failures < SEARCHED_FAILURES => out_of_window(policy, secret, state, answer, now),
+        (None, false) => Match::None,
     }
 }
 
@@ -640,24 +645,21 @@ mod tests {
     }
 
     #[test]
-    fn the_sixth_code_out_of_the_window_locks_like_any_wrong_code() {
+    fn codes_out_of_the_window_are_looked_for_in_the_first_failures_and_lock_like_any() {
         let s = secret(vec![]);
         let mut st = keyed();
-        for i in 0..5u64 {
+        for i in 0..u64::from(SEARCHED_FAILURES) {
             let d = run(&s, &mut st, &code_at(NOW + 300 + 30 * 5 * i), NOW);
             assert!(matches!(d, Decision::Skewed { locked_until: None, .. }), "{d:?}");
         }
+        // After SEARCHED_FAILURES consecutive failures: not looked for any more.
         let d = run(&s, &mut st, &code_at(NOW - 300), NOW);
-        assert!(
-            matches!(
-                d,
-                Decision::Skewed {
-                    locked_until: Some(_),
-                    ..
-                }
-            ),
-            "{d:?}"
-        );
+        assert!(matches!(d, Decision::Wrong { locked_until: None, .. }), "{d:?}");
+        let d = run(&s, &mut st, &code_at(NOW - 330), NOW);
+        assert!(matches!(d, Decision::Wrong { locked_until: Some(_), .. }), "{d:?}");
+        // The lockout starts the count afresh: looked for again once it is over.
+        let d = run(&s, &mut st, &code_at(NOW + 300 - 150), NOW + 300);
+        assert!(matches!(d, Decision::Skewed { .. }), "{d:?}");
     }
 
     /// Two consecutive codes at a steady +90 s: the second is accepted and sets the offset;
