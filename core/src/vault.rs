@@ -159,7 +159,9 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
         .into(),
         file: secret.map(|_| file.display().to_string()),
         enrolled: state.enrolled,
-        devices: secret.map(|s| s.devices.iter().map(|d| info(d, state)).collect()).unwrap_or_default(),
+        devices: secret
+            .map(|s| s.devices.iter().map(|d| info(d, state)).collect())
+            .unwrap_or_default(),
         backup_codes: secret.map(|s| state.backup_codes_left(&s.backup_codes)).unwrap_or(0),
         failures: state.failures,
         locked_until: state.locked_until,

@@ -656,7 +656,16 @@ mod tests {
         let d = run(&s, &mut st, &code_at(NOW - 300), NOW);
         assert!(matches!(d, Decision::Wrong { locked_until: None, .. }), "{d:?}");
         let d = run(&s, &mut st, &code_at(NOW - 330), NOW);
-        assert!(matches!(d, Decision::Wrong { locked_until: Some(_), .. }), "{d:?}");
+        assert!(
+            matches!(
+                d,
+                Decision::Wrong {
+                    locked_until: Some(_),
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
         // The lockout starts the count afresh: looked for again once it is over.
         let d = run(&s, &mut st, &code_at(NOW + 300 - 150), NOW + 300);
         assert!(matches!(d, Decision::Skewed { .. }), "{d:?}");

@@ -382,6 +382,12 @@ mod tests {
                 }
             }
         }
+        for key in [&[7u8; 100][..], &[9u8; 64][..], &[1u8; 65][..], &[][..]] {
+            for alg in [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512] {
+                let want: u32 = hotp(key, 3, alg, 6).parse().unwrap();
+                assert_eq!(Keyed::new(key, alg, 6).value(3), want, "{alg:?}, {} bytes", key.len());
+            }
+        }
         let k = Keyed::new(SEED20, Algorithm::Sha1, 6);
         let v = k.value(10);
         assert_eq!(k.find(v, 0, 20, None), Some(10));
