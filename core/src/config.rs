@@ -16,6 +16,9 @@ pub const DEFAULT_PROMPT: &str = "Verification code: ";
 pub const FORWARD_PASS_PROMPT: &str = "Password & verification code: ";
 pub const DEFAULT_WINDOW: u64 = 1;
 pub const MAX_WINDOW: u64 = 10;
+/// `skew_range`: seconds either side searched for a code out of the window.
+pub const DEFAULT_SKEW_RANGE: u64 = 900;
+pub const MAX_SKEW_RANGE: u64 = crate::state::MAX_OFFSET as u64;
 pub const DEFAULT_MAX_FAILURES: u32 = 6;
 pub const DEFAULT_HOTP_WINDOW: u64 = 10;
 pub const MAX_HOTP_WINDOW: u64 = 100;
@@ -61,6 +64,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "state_dir", kind: Kind::Path, default: DEFAULT_STATE_DIR, doc: "Root-only directory for per-user state (replay guard, failures, lockout, used backup codes, remembered hosts). Created 0700 if missing; its parent directory must exist (never created: a mistyped path refuses logins instead of starting an empty state).", example: "\"/var/lib/pam-totp\"" },
     OptionSpec { name: "config", kind: Kind::Path, default: DEFAULT_CONFIG_PATH, doc: "Configuration file to read instead of the default (module argument only). It must exist when given.", example: "" },
     OptionSpec { name: "window", kind: Kind::Number, default: "1", doc: "Time steps accepted either side of the current one, for clock skew (0-10).", example: "1" },
+    OptionSpec { name: "skew_range", kind: Kind::Number, default: "900", doc: "Seconds either side of the window in which a wrong code is also looked for (0 = off, at most 3600). A code found there (within a user's first 4 consecutive failures) is still refused and counted, and the user is told that their authenticator's clock (or this host's) looks that far off. Two consecutive such codes of one authenticator that agree on its offset within 5 minutes resynchronise it (RFC 6238 section 6): the second is accepted, and from then on its window is centred on that offset and follows its drift, never wider (docs/how-it-decides.md: Clocks).", example: "900" },
     OptionSpec { name: "max_failures", kind: Kind::Number, default: "6", doc: "Consecutive wrong answers that lock the user out (1-1000000).", example: "6" },
     OptionSpec { name: "hotp_window", kind: Kind::Number, default: "10", doc: "Counter-based (HOTP) authenticators: how many codes ahead of the next expected one are accepted, for button presses that never reached this host (1-100). The counter then moves past the accepted one.", example: "10" },
     OptionSpec { name: "lockout", kind: Kind::Number, default: "300", doc: "Seconds a lockout lasts (1-604800).", example: "300" },
@@ -297,6 +301,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub config_path: PathBuf,
     pub window: u64,
+    pub skew_range: u64,
     pub hotp_window: u64,
     pub max_failures: u32,
     pub lockout: u64,
@@ -328,6 +333,7 @@ impl Default for Config {
             state_dir: DEFAULT_STATE_DIR.into(),
             config_path: DEFAULT_CONFIG_PATH.into(),
             window: DEFAULT_WINDOW,
+            skew_range: DEFAULT_SKEW_RANGE,
             hotp_window: DEFAULT_HOTP_WINDOW,
             max_failures: DEFAULT_MAX_FAILURES,
             lockout: DEFAULT_LOCKOUT,
@@ -620,6 +626,7 @@ impl Config {
                 };
                 let (lo, hi) = match name {
                     "window" => (0, MAX_WINDOW),
+                    "skew_range" => (0, MAX_SKEW_RANGE),
                     "hotp_window" => (1, MAX_HOTP_WINDOW),
                     "max_failures" => (1, 1_000_000),
                     "lockout" => (1, MAX_LOCKOUT),
@@ -632,6 +639,7 @@ impl Config {
                 }
                 match name {
                     "window" => self.window = n,
+                    "skew_range" => self.skew_range = n,
                     "hotp_window" => self.hotp_window = n,
                     "max_failures" => self.max_failures = n as u32,
                     "lockout" => self.lockout = n,

@@ -112,6 +112,7 @@ pub fn answer(data: &[u8]) {
     let mut state = State::default();
     let policy = Policy {
         window: 1,
+        skew_range: 900,
         hotp_window: 10,
         max_failures: 6,
         lockout: 300,

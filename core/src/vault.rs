@@ -99,6 +99,9 @@ pub struct DeviceInfo {
     pub issuer: String,
     pub label: String,
     pub created: u64,
+    /// Seconds its clock is ahead of the host's (0: in step, or HOTP).
+    #[serde(default)]
+    pub clock_offset: i64,
 }
 
 fn refused(why: impl Into<String>) -> Answer {
@@ -153,7 +156,9 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
         .into(),
         file: secret.map(|_| file.display().to_string()),
         enrolled: state.enrolled,
-        devices: secret.map(|s| s.devices.iter().map(info).collect()).unwrap_or_default(),
+        devices: secret
+            .map(|s| s.devices.iter().map(|d| info(d, state)).collect())
+            .unwrap_or_default(),
         backup_codes: secret.map(|s| state.backup_codes_left(&s.backup_codes)).unwrap_or(0),
         failures: state.failures,
         locked_until: state.locked_until,
@@ -321,8 +326,12 @@ fn parse(text: &str) -> Result<SecretFile, String> {
     SecretFile::parse(text).map_err(|e| format!("the new keys are malformed: {e:?}"))
 }
 
-fn info(d: &crate::files::secret::Device) -> DeviceInfo {
+fn info(d: &crate::files::secret::Device, state: &crate::state::State) -> DeviceInfo {
+    let guard = (d.kind == crate::files::secret::Kind::Totp && !state.key.is_empty())
+        .then(|| state.device(&state.device_id(&d.guard_key())))
+        .flatten();
     DeviceInfo {
+        clock_offset: guard.map_or(0, |g| g.offset),
         name: d.name.clone(),
         kind: d.kind.name().into(),
         algorithm: d.params.algorithm().name().into(),

@@ -210,7 +210,9 @@ pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), String> {
     let now = ctx.now();
     // Remembered hosts go too: an unlock follows a lockout, and a host remembered before it
     // should not skip the code for whoever caused it.
-    let (was_locked, forgot) = ctx
+    // Clock offsets go too: an offset set by someone who had two of the user's codes
+    // (docs/threat-model.md) should not outlive the help desk's unlock.
+    let (was_locked, forgot, offsets) = ctx
         .store_for(&account)?
         .update(&account.name, |st| {
             let was = st.is_locked(now);
@@ -218,11 +220,11 @@ pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), String> {
             st.locked_until = 0;
             let forgot = st.remembered.len();
             st.remembered.clear();
-            (was, forgot)
+            (was, forgot, st.clear_offsets())
         })
         .map_err(|e| e.to_string())?;
     syslog(&format!(
-        "unlock user={} by {}: failures cleared, {forgot} remembered host(s) forgotten",
+        "unlock user={} by {}: failures cleared, {forgot} remembered host(s) forgotten, {offsets} clock offset(s) cleared",
         account.name,
         ctx.by()
     ));
@@ -238,8 +240,12 @@ pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), String> {
             format!(", {forgot} remembered host(s) forgotten")
         } else {
             String::new()
-        }
-    );
+        },
+    ) + &if offsets > 0 {
+        format!(" {offsets} clock offset(s) cleared.")
+    } else {
+        String::new()
+    };
     print(&text).map_err(|e| {
         format!(
             "{} was unlocked, but the result could not be printed: {}",

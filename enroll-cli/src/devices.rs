@@ -1,4 +1,4 @@
-//! `pam-totp devices list|remove|rename`: a user's named authenticators.
+//! `pam-totp devices list|remove|rename|resync`: a user's named authenticators.
 //!
 //! Also the shapes every command shows a device in ([`device_json`], [`device_line`]), so
 //! `status` and `devices list` agree. Names are matched ignoring case, as the secret file
@@ -18,7 +18,7 @@ use crate::context::{format_time, json_line, print, print_result, safe, safe_pat
 #[derive(Debug, clap::Subcommand)]
 pub enum DevicesCmd {
     /// List a user's authenticators: name, type, algorithm, digits, period or counter, when
-    /// added (and, as root, when last used).
+    /// added (and, as root, clock offset and when last used).
     List {
         /// The user (root only for other users).
         #[arg(long, value_name = "NAME")]
@@ -49,6 +49,17 @@ pub enum DevicesCmd {
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
     },
+    /// Forget an authenticator's clock offset (root only): its window is centred on this
+    /// host's time again. Two consecutive codes out of the window set one
+    /// (docs/how-it-decides.md: Clocks); `unlock` and `reset` clear every offset of a user.
+    Resync {
+        /// The authenticator's name (case does not matter).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The user (root only for other users).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: DevicesCmd) -> Result<(), String> {
@@ -56,6 +67,7 @@ pub fn run(ctx: &Ctx, cmd: DevicesCmd) -> Result<(), String> {
         DevicesCmd::List { user, json } => list(ctx, user.as_deref(), json),
         DevicesCmd::Remove { name, user } => remove(ctx, user.as_deref(), &name),
         DevicesCmd::Rename { old, new, user } => rename(ctx, user.as_deref(), &old, &new),
+        DevicesCmd::Resync { name, user } => resync(ctx, user.as_deref(), &name),
     }
 }
 
@@ -66,7 +78,9 @@ pub fn name_rule() -> String {
 
 /// One device as JSON: `name`, `type`, `algorithm`, `digits`, `period` (TOTP) or `counter`
 /// (HOTP: the file's), `created`, `issuer`, `label`; with the state (root): `last_used`
-/// (null if never) and for HOTP `next_counter` (the first counter still accepted).
+/// (null if never) and for HOTP `next_counter` (the first counter still accepted);
+/// `clock_offset`: seconds its clock is ahead of this host's (negative: behind; 0 in step,
+/// and for HOTP), null when the state cannot be read.
 pub fn device_json(d: &Device, state: Option<&State>) -> serde_json::Value {
     let mut j = serde_json::json!({
         "name": d.name,
@@ -90,8 +104,29 @@ pub fn device_json(d: &Device, state: Option<&State>) -> serde_json::Value {
         if d.kind == Kind::Hotp {
             j["next_counter"] = next_counter(d, st).into();
         }
+        j["clock_offset"] = clock_offset(d, st).into();
+    } else {
+        j["clock_offset"] = serde_json::Value::Null;
     }
     j
+}
+
+/// Seconds the authenticator's clock is ahead of this host's (0: in step, or HOTP).
+fn clock_offset(d: &Device, st: &State) -> i64 {
+    match d.kind {
+        Kind::Totp => guard(st, d).map_or(0, |g| g.offset),
+        Kind::Hotp => 0,
+    }
+}
+
+/// "in step", "+90 s", "-180 s" ("-" for HOTP).
+fn clock_cell(d: &Device, st: &State) -> String {
+    match (d.kind, clock_offset(d, st)) {
+        (Kind::Hotp, _) => "-".into(),
+        (Kind::Totp, 0) => "in step".into(),
+        (Kind::Totp, o) if o > 0 => format!("+{o} s"),
+        (Kind::Totp, o) => format!("{o} s"),
+    }
 }
 
 fn guard<'a>(st: &'a State, d: &Device) -> Option<&'a pam_totp_core::state::DeviceState> {
@@ -136,6 +171,9 @@ pub fn device_line(d: &Device, state: Option<&State>) -> String {
     if let Some(st) = state {
         if d.kind == Kind::Hotp {
             s.push_str(&format!("; next counter {}", next_counter(d, st)));
+        }
+        if clock_offset(d, st) != 0 {
+            s.push_str(&format!("; clock {}", clock_cell(d, st)));
         }
         s.push_str(&format!("; last used {}", last_used(d, st)));
     }
@@ -280,6 +318,7 @@ fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
     }
     let mut header = vec!["NAME", "TYPE", "ALGORITHM", "DIGITS", "PERIOD/COUNTER", "ADDED"];
     if state.is_some() {
+        header.push("CLOCK");
         header.push("LAST USED");
     }
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
@@ -297,6 +336,7 @@ fn list(ctx: &Ctx, user: Option<&str>, json: bool) -> Result<(), String> {
             added(d.created),
         ];
         if let Some(st) = &state {
+            row.push(clock_cell(d, st));
             row.push(last_used(d, st));
         }
         rows.push(row);
@@ -438,6 +478,52 @@ fn rename(ctx: &Ctx, user: Option<&str>, old: &str, new: &str) -> Result<(), Str
             crate::context::describe(&e)
         )
     })
+}
+
+fn resync(ctx: &Ctx, user: Option<&str>, name: &str) -> Result<(), String> {
+    ctx.require_root("resynchronise an authenticator")?;
+    let account = ctx.target_to_change(user, "resynchronise an authenticator of")?;
+    let (_, secret) = load_enrolled(ctx, &account)?;
+    let dev = &secret.devices[find(&secret, &account, name)?];
+    if dev.kind != Kind::Totp {
+        return Err(format!(
+            "\"{}\" is counter-based (HOTP): it has no clock to resynchronise",
+            safe(&dev.name)
+        ));
+    }
+    let key = dev.guard_key();
+    let was = ctx
+        .store_for(&account)?
+        .update(&account.name, |st| {
+            let id = st.device_id(&key);
+            let was = st.device(&id).map_or(0, |g| g.offset);
+            st.set_offset(&key, 0);
+            was
+        })
+        .map_err(|e| e.to_string())?;
+    if was == 0 {
+        return print_result(&format!(
+            "\"{}\" of {} had no clock offset; nothing changed.",
+            safe(&dev.name),
+            safe(&account.name)
+        ));
+    }
+    let signed = if was > 0 {
+        format!("+{was} s")
+    } else {
+        format!("{was} s")
+    };
+    syslog(&format!(
+        "devices: resync authenticator \"{}\" of user={} by {}: clock offset {signed} cleared",
+        log_name(&dev.name),
+        account.name,
+        ctx.by()
+    ));
+    print_result(&format!(
+        "Cleared the clock offset of \"{}\" of {} (was {signed}): its codes are checked against this host's time again.",
+        safe(&dev.name),
+        safe(&account.name)
+    ))
 }
 
 #[cfg(test)]

@@ -218,16 +218,7 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<(), String> {
             format!("your secret file: {e}; your logins are refused"),
         ),
     }
-    match program("/usr/bin/timedatectl")
-        .args(["show", "--property=NTPSynchronized", "--value"])
-        .output()
-    {
-        Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "yes" => {
-            push(&mut f, Severity::Ok, "clock", "the system clock is synchronized".into())
-        }
-        Ok(o) if o.status.success() => push(&mut f, Severity::Warning, "clock", "the system clock is not synchronized (timedatectl): codes fail when it drifts by more than the window; enable NTP (`timedatectl set-ntp true`)".into()),
-        _ => push(&mut f, Severity::Warning, "clock", "cannot tell whether the clock is synchronized (/usr/bin/timedatectl is missing or failed); codes fail when it drifts by more than the window".into()),
-    }
+    clock_check(ctx, &mut f);
 
     // Messages carry module names, arguments and file names read from files: nothing of
     // them may reach the terminal as a control sequence (JSON escapes only C0 controls).
@@ -415,5 +406,87 @@ fn check_fleet_vault(ctx: &Ctx, f: &mut Vec<Finding>) {
                 local.display()
             ),
         );
+    }
+}
+
+/// Where `doctor` asks whether the clock is synchronised: systemd's timedatectl, by absolute
+/// path (it reports the kernel's own view, `adjtimex`'s STA_UNSYNC, as NTPSynchronized).
+/// Tests put another program there in a private mount namespace.
+const TIMEDATECTL: &str = "/usr/bin/timedatectl";
+
+/// Whether this host's clock is synchronised: a code is checked against it, and a clock off
+/// by more than the window refuses right codes (and makes every user's authenticator look
+/// off by as much).
+fn clock_check(ctx: &Ctx, f: &mut Vec<Finding>) {
+    let out = program(TIMEDATECTL)
+        .args(["show", "--property=NTPSynchronized", "--property=NTP"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let (severity, message) = clock_finding(out.as_deref(), ctx.cfg.window, ctx.cfg.skew_range);
+    push(f, severity, "clock", message);
+}
+
+/// The finding for `timedatectl show` output (None: it could not be run).
+fn clock_finding(show: Option<&str>, window: u64, skew_range: u64) -> (Severity, String) {
+    let consequence = format!(
+        "right codes are refused once it is off by more than the window ({window} step(s) of 30 s){}",
+        if skew_range > 0 {
+            ", and users are told their authenticator's clock looks off"
+        } else {
+            ""
+        }
+    );
+    let Some(text) = show else {
+        return (
+            Severity::Warning,
+            format!(
+                "cannot tell whether the clock is synchronized ({TIMEDATECTL} is missing or failed); {consequence}"
+            ),
+        );
+    };
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .map(str::trim)
+    };
+    match (value("NTPSynchronized"), value("NTP")) {
+        (Some("yes"), _) => (Severity::Ok, "the system clock is synchronized (NTP)".into()),
+        (Some("no"), Some("no")) => (
+            Severity::Warning,
+            format!("the system clock is not synchronized and NTP is off (timedatectl): {consequence}; turn it on (`timedatectl set-ntp true`)"),
+        ),
+        (Some("no"), _) => (
+            Severity::Warning,
+            format!("the system clock is not synchronized (timedatectl: NTP has not synchronized it): {consequence}; check the time service (`timedatectl timesync-status`, `chronyc tracking`)"),
+        ),
+        _ => (
+            Severity::Warning,
+            format!("cannot tell whether the clock is synchronized ({TIMEDATECTL} show said nothing about it); {consequence}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_finding_follows_timedatectl() {
+        let sev = |show: Option<&str>| clock_finding(show, 1, 900).0;
+        assert_eq!(sev(Some("NTPSynchronized=yes\nNTP=yes\n")), Severity::Ok);
+        assert_eq!(sev(Some("NTP=no\nNTPSynchronized=yes\n")), Severity::Ok);
+        for bad in [
+            Some("NTPSynchronized=no\nNTP=yes\n"),
+            Some("NTPSynchronized=no\nNTP=no\n"),
+            Some(""),
+            Some("NTPSynchronized=maybe\n"),
+            None,
+        ] {
+            assert_eq!(sev(bad), Severity::Warning, "{bad:?}");
+        }
+        let (_, m) = clock_finding(Some("NTPSynchronized=no\nNTP=no\n"), 1, 900);
+        assert!(m.contains("NTP is off") && m.contains("set-ntp true"), "{m}");
     }
 }

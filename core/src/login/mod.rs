@@ -287,15 +287,52 @@ enum Mode {
     AfterSplit,
 }
 
-/// "verification code from authenticator \"phone\"" (never the code itself).
+/// "verification code from authenticator \"phone\"" (never the code itself), and its clock
+/// offset when it has one or this code changed it.
 fn describe_accepted(how: &How) -> String {
     match how {
-        How::Totp { device, .. } => format!("verification code from authenticator \"{}\"", log_name(device)),
+        How::Totp { device, clock, .. } => {
+            let name = log_name(device);
+            let tail = match (clock.resynced, clock.was == clock.now) {
+                (true, _) => format!(
+                    "; resynchronised after two consecutive codes out of the window: its clock is {} (clock offset {} -> {})",
+                    ahead_or_behind(clock.now),
+                    signed_secs(clock.was),
+                    signed_secs(clock.now)
+                ),
+                (false, true) if clock.now == 0 => String::new(),
+                (false, true) => format!(" (clock offset {})", signed_secs(clock.now)),
+                (false, false) => format!(
+                    "; its clock drifted: clock offset {} -> {}",
+                    signed_secs(clock.was),
+                    signed_secs(clock.now)
+                ),
+            };
+            format!("verification code from authenticator \"{name}\"{tail}")
+        }
         How::Hotp { device, counter } => format!(
             "verification code from authenticator \"{}\" (counter-based, counter {counter})",
             log_name(device)
         ),
         How::Backup { .. } => "backup code".into(),
+    }
+}
+
+/// "+90 s", "-180 s", "0 s".
+pub(crate) fn signed_secs(offset: i64) -> String {
+    if offset > 0 {
+        format!("+{offset} s")
+    } else {
+        format!("{offset} s")
+    }
+}
+
+/// "90 s ahead of this host's", "180 s behind this host's", "in step with this host's".
+fn ahead_or_behind(offset: i64) -> String {
+    match offset {
+        0 => "in step with this host's".into(),
+        o if o > 0 => format!("{o} s ahead of this host's"),
+        o => format!("{} s behind this host's", o.unsigned_abs()),
     }
 }
 
@@ -314,6 +351,7 @@ fn mark_if_protected(cfg: &Config, accounts: &dyn Accounts, account: &Account, s
 pub(crate) fn policy(cfg: &Config, local: bool) -> Policy {
     Policy {
         window: cfg.window,
+        skew_range: cfg.skew_range,
         hotp_window: cfg.hotp_window,
         max_failures: cfg.max_failures,
         lockout: cfg.lockout,

@@ -190,6 +190,37 @@ pub(super) fn check_and_prompt<H: Host, S: StateStore>(
             );
             Outcome::Replay
         }
+        Decision::Skewed {
+            device,
+            offset,
+            before_guard,
+            repeated,
+            failures,
+            locked_until,
+        } => {
+            locked_message(cx, locked_until, now, &clock_message(offset, before_guard));
+            let what = match (before_guard, repeated) {
+                (true, _) => "for a time before its last accepted code (a replayed code, or its clock was set back)",
+                (false, true) => "seen out of the window before",
+                (false, false) => "out of the window",
+            };
+            let counted = match locked_until {
+                Some(_) => format!(
+                    "locked out for {} s after {} consecutive failures",
+                    cfg.lockout, cfg.max_failures
+                ),
+                None => format!("{failures} consecutive failures"),
+            };
+            cx.log(
+                Level::Notice,
+                &format!(
+                    "refused: wrong code: the code of authenticator \"{}\" {what}; its clock, or this host's, is off: clock offset {} ({counted})",
+                    log_name(&device),
+                    signed_secs(offset)
+                ),
+            );
+            Outcome::WrongCode
+        }
         Decision::LockedOut { until } => {
             let left = until.saturating_sub(now);
             cx.host.error_msg(&format!(
@@ -214,6 +245,21 @@ pub(super) fn check_and_prompt<H: Host, S: StateStore>(
             );
             Outcome::StateUnavailable
         }
+    }
+}
+
+/// What a user is told about a code of theirs for a time `offset` seconds from this host's.
+pub(super) fn clock_message(offset: i64, before_guard: bool) -> String {
+    let how_far = human_duration(offset.unsigned_abs());
+    let way = if offset > 0 { "fast" } else { "slow" };
+    if before_guard {
+        format!(
+            "Wrong verification code: it is for a time before the last code accepted. Your authenticator's clock (or this host's) looks about {how_far} {way}. Set it to the right time and use its next code."
+        )
+    } else {
+        format!(
+            "Wrong verification code: your authenticator's clock (or this host's) looks about {how_far} {way}. Set it to the right time, or enter its next code to have this host allow for it."
+        )
     }
 }
 

@@ -11,8 +11,12 @@ use crate::state::State;
 /// The parts of the configuration the decision needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// TOTP: time steps accepted either side of the current one.
+    /// TOTP: time steps accepted either side of the current one (of the authenticator's
+    /// clock offset, when it has one).
     pub window: u64,
+    /// TOTP: seconds either side of this host's time searched for a wrong code, to say that
+    /// a clock is off and to resynchronise an authenticator (0 = off).
+    pub skew_range: u64,
     /// HOTP: counters accepted from the next expected one on (presses not sent to us).
     pub hotp_window: u64,
     pub max_failures: u32,
@@ -28,10 +32,27 @@ pub struct Policy {
 /// How an accepted answer got in; `device` names the authenticator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum How {
-    Totp { step: u64, device: String },
+    Totp { step: u64, device: String, clock: Offset },
     Hotp { counter: u64, device: String },
     Backup { left: usize },
 }
+
+/// A TOTP authenticator's clock offset (seconds it is ahead of this host; negative: behind)
+/// before and after an accepted code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offset {
+    pub was: i64,
+    pub now: i64,
+    /// Set by this code and the one seen before it, both out of the window.
+    pub resynced: bool,
+}
+
+/// Seconds within which two codes out of the window must come to resynchronise.
+pub const RESYNC_WITHIN: u64 = 300;
+/// Codes are looked for out of the window only while fewer consecutive failures than this
+/// came before: a user whose clock is off is told at once, while a run of guesses (failures
+/// piling up where `max_failures` is high) neither pays for the search nor learns from it.
+pub const SEARCHED_FAILURES: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -45,6 +66,19 @@ pub enum Decision {
     /// code. Counts as a failure.
     Replay {
         backup: bool,
+        locked_until: Option<u64>,
+    },
+    /// A wrong code that is authenticator `device`'s code for a time `offset` seconds from
+    /// this host's (a whole number of its steps; negative: its clock is behind), outside the
+    /// window. Counts as a failure. `before_guard`: a time before its last accepted code (a
+    /// replayed code, or its clock was set back). `repeated`: that same code was seen out of
+    /// the window before.
+    Skewed {
+        device: String,
+        offset: i64,
+        before_guard: bool,
+        repeated: bool,
+        failures: u32,
         locked_until: Option<u64>,
     },
     /// Locked out; the answer was not even looked at.
@@ -110,6 +144,7 @@ pub fn decide(
         state.migrate_v1(&first.guard_key(), first.params.period(), &secret.backup_codes);
     }
     let mut replay = None;
+    let mut skewed = None;
     for (i, answer) in candidates.iter().enumerate() {
         if answer.len() > MAX_ANSWER_LEN {
             continue;
@@ -120,9 +155,14 @@ pub fn decide(
             }
             Match::Fresh(d, how) => {
                 let dev = &secret.devices[d];
-                match how {
-                    How::Totp { step, .. } => state.spend_step(&dev.guard_key(), step, dev.params.period(), now),
-                    How::Hotp { counter, .. } => state.spend_counter(&dev.guard_key(), counter, now),
+                match &how {
+                    How::Totp { step, clock, .. } => {
+                        let key = dev.guard_key();
+                        state.spend_step(&key, *step, dev.params.period(), now);
+                        state.set_offset(&key, clock.now);
+                        state.prune_seen(&key, oldest_reachable(policy, dev.params.period(), now));
+                    }
+                    How::Hotp { counter, .. } => state.spend_counter(&dev.guard_key(), *counter, now),
                     How::Backup { .. } => {}
                 }
                 state.record_success(now);
@@ -131,6 +171,9 @@ pub fn decide(
             Match::Replay => {
                 replay.get_or_insert((i, false));
                 continue;
+            }
+            Match::Skewed(found) => {
+                skewed.get_or_insert((i, found));
             }
             Match::None => {}
         }
@@ -151,6 +194,16 @@ pub fn decide(
             }
         }
     }
+    // A code out of the window is remembered (the first of two that resynchronise; and
+    // never accepted later), unless it is already known or spent.
+    if let (Some((_, f)), None) = (&skewed, &replay) {
+        if !f.before_guard && !f.repeated {
+            let dev = &secret.devices[f.device];
+            let key = dev.guard_key();
+            state.prune_seen(&key, oldest_reachable(policy, dev.params.period(), now));
+            state.note_seen(&key, f.time, now);
+        }
+    }
     let locked_until = match before {
         Some(b) => {
             *state = b;
@@ -158,9 +211,20 @@ pub fn decide(
         }
         None => fail(policy, state, now),
     };
-    match replay {
-        Some((i, backup)) => (Decision::Replay { backup, locked_until }, i),
-        None => (
+    match (replay, skewed) {
+        (Some((i, backup)), _) => (Decision::Replay { backup, locked_until }, i),
+        (None, Some((i, f))) => (
+            Decision::Skewed {
+                device: secret.devices[f.device].name.clone(),
+                offset: f.offset,
+                before_guard: f.before_guard,
+                repeated: f.repeated,
+                failures: state.failures,
+                locked_until,
+            },
+            i,
+        ),
+        (None, None) => (
             Decision::Wrong {
                 failures: state.failures,
                 locked_until,
@@ -170,14 +234,49 @@ pub fn decide(
     }
 }
 
-/// Counts a failure; at `max_failures` locks until `now + lockout` and starts counting
-/// afresh for after the lockout.
+/// The start of the earliest time step any window can still reach: the window is centred
+/// at most `skew_range` before this host's time. A code seen out of the window for an
+/// earlier step can never be accepted, and is forgotten.
+fn oldest_reachable(policy: &Policy, period: u64, now: u64) -> u64 {
+    now.saturating_sub(policy.skew_range)
+        .saturating_sub(policy.window.saturating_add(1).saturating_mul(period))
+}
+
 enum Match {
     /// Device index and how: not spent yet.
     Fresh(usize, How),
     /// A right code for a step or counter already spent.
     Replay,
+    /// No code in any window, but a TOTP authenticator's code for a time outside it.
+    Skewed(OutOfWindow),
     None,
+}
+
+/// A right code found outside the window ([`Decision::Skewed`]).
+struct OutOfWindow {
+    device: usize,
+    /// Start of its time step.
+    time: u64,
+    /// Seconds from this host's time (a whole number of steps).
+    offset: i64,
+    before_guard: bool,
+    repeated: bool,
+}
+
+/// A TOTP authenticator's offset in whole time steps, within `skew_range`.
+fn offset_steps(offset: i64, period: u64, skew_range: u64) -> i64 {
+    let p = period as i64;
+    let steps = offset.div_euclid(p) + i64::from(offset.rem_euclid(p) * 2 >= p);
+    let max = (skew_range / period) as i64;
+    steps.clamp(-max, max)
+}
+
+fn shift(step: u64, by: i64) -> u64 {
+    if by >= 0 {
+        step.saturating_add(by as u64)
+    } else {
+        step.saturating_sub(by.unsigned_abs())
+    }
 }
 
 /// Checks `answer` against every authenticator — all of them, so the time taken does not
@@ -192,20 +291,48 @@ fn check_devices(policy: &Policy, secret: &SecretFile, state: &State, answer: &s
         let guard = state.device(&state.device_id(&dev.guard_key()));
         match dev.kind {
             Kind::Totp => {
+                let Some(value) = otp::code_value(&code, dev.params.digits()) else {
+                    continue;
+                };
+                let keyed = otp::Keyed::new(&dev.key, dev.params.algorithm(), dev.params.digits());
                 let period = dev.params.period();
                 let now_step = dev.params.step_at(now);
-                if let Some(step) = otp::find_step(&dev.key, &code, now_step, policy.window, &dev.params) {
+                // The window is centred on the authenticator's clock offset, if it has one.
+                let was = guard.map_or(0, |g| g.offset);
+                let k = offset_steps(was, period, policy.skew_range);
+                let center = shift(now_step, k);
+                let (lo, hi) = (
+                    center.saturating_sub(policy.window),
+                    center.saturating_add(policy.window),
+                );
+                if let Some(step) = keyed.find(value, lo, hi, None) {
+                    let time = step.saturating_mul(period);
                     // The replay guard: each time step is accepted once, and never one older
                     // than the newest accepted (an eavesdropped earlier code stays dead). Kept
                     // as a time, so a changed period cannot bring back a code already seen.
-                    if guard.is_some_and(|g| step.saturating_mul(period) < g.not_before) {
+                    // A code seen before out of the window is never accepted: whoever was
+                    // told by its refusal that it is a code must not be able to spend it.
+                    let seen = guard.is_some_and(|g| g.seen.iter().any(|s| s.time == time));
+                    if guard.is_some_and(|g| time < g.not_before) || seen {
                         replay = true;
                     } else if fresh.is_none() {
+                        // An authenticator with an offset is followed as it drifts: the
+                        // window moves to where its code was found (never wider).
+                        let now_offset = if was == 0 {
+                            0
+                        } else {
+                            (step as i64 - now_step as i64).saturating_mul(period as i64)
+                        };
                         fresh = Some((
                             d,
                             How::Totp {
                                 step,
                                 device: dev.name.clone(),
+                                clock: Offset {
+                                    was,
+                                    now: now_offset,
+                                    resynced: false,
+                                },
                             },
                         ));
                     }
@@ -243,10 +370,94 @@ fn check_devices(policy: &Policy, secret: &SecretFile, state: &State, answer: &s
     match (fresh, replay) {
         (Some((d, how)), _) => Match::Fresh(d, how),
         (None, true) => Match::Replay,
+        (None, false) if state.failures < SEARCHED_FAILURES => out_of_window(policy, secret, state, answer, now),
         (None, false) => Match::None,
     }
 }
 
+/// No authenticator has the code in its window: is it one's code for a time within
+/// `skew_range` of this host's, outside the window? Every TOTP authenticator's candidates
+/// are computed and compared (in constant time), so the time taken tells nothing of which.
+/// A fresh one that agrees, within a step, on the offset of a code seen out of the window
+/// in the last [`RESYNC_WITHIN`] seconds (for an earlier step) resynchronises it: accepted,
+/// and its offset is set.
+fn out_of_window(policy: &Policy, secret: &SecretFile, state: &State, answer: &str, now: u64) -> Match {
+    let mut found: Option<OutOfWindow> = None;
+    for (d, dev) in secret.devices.iter().enumerate() {
+        let period = dev.params.period();
+        let range = policy.skew_range / period;
+        if dev.kind != Kind::Totp || range == 0 {
+            continue;
+        }
+        let Some(value) = as_totp(answer, dev.params.digits()).and_then(|c| otp::code_value(&c, dev.params.digits()))
+        else {
+            continue;
+        };
+        let guard = state.device(&state.device_id(&dev.guard_key()));
+        let keyed = otp::Keyed::new(&dev.key, dev.params.algorithm(), dev.params.digits());
+        let now_step = dev.params.step_at(now);
+        let center = shift(
+            now_step,
+            offset_steps(guard.map_or(0, |g| g.offset), period, policy.skew_range),
+        );
+        let window = (
+            center.saturating_sub(policy.window),
+            center.saturating_add(policy.window),
+        );
+        let (lo, hi) = (now_step.saturating_sub(range), now_step.saturating_add(range));
+        let Some(step) = keyed.find(value, lo, hi, Some(window)) else {
+            continue;
+        };
+        if found.is_some() {
+            continue;
+        }
+        let time = step.saturating_mul(period);
+        let offset = (step as i64 - now_step as i64).saturating_mul(period as i64);
+        found = Some(OutOfWindow {
+            device: d,
+            time,
+            offset,
+            before_guard: guard.is_some_and(|g| time < g.not_before),
+            repeated: guard.is_some_and(|g| g.seen.iter().any(|s| s.time == time)),
+        });
+    }
+    let Some(f) = found else {
+        return Match::None;
+    };
+    if f.before_guard || f.repeated {
+        return Match::Skewed(f);
+    }
+    let dev = &secret.devices[f.device];
+    let period = dev.params.period();
+    let guard = state.device(&state.device_id(&dev.guard_key()));
+    let agrees = guard.is_some_and(|g| {
+        g.seen.iter().any(|s| {
+            let then = (s.time / period) as i64 - dev.params.step_at(s.at) as i64;
+            s.time < f.time
+                && s.at <= now
+                && now - s.at <= RESYNC_WITHIN
+                && (then - f.offset / period as i64).abs() <= 1
+        })
+    });
+    if !agrees {
+        return Match::Skewed(f);
+    }
+    Match::Fresh(
+        f.device,
+        How::Totp {
+            step: f.time / period,
+            device: dev.name.clone(),
+            clock: Offset {
+                was: guard.map_or(0, |g| g.offset),
+                now: f.offset,
+                resynced: true,
+            },
+        },
+    )
+}
+
+/// Counts a failure; at `max_failures` locks until `now + lockout` and starts counting
+/// afresh for after the lockout.
 pub(crate) fn fail(policy: &Policy, state: &mut State, now: u64) -> Option<u64> {
     state.failures = state.failures.saturating_add(1);
     if state.failures >= policy.max_failures {
@@ -267,6 +478,7 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
     const POLICY: Policy = Policy {
         window: 1,
+        skew_range: 900,
         hotp_window: 10,
         max_failures: 6,
         lockout: 300,
@@ -310,7 +522,8 @@ mod tests {
             d,
             Decision::Accepted(How::Totp {
                 step: NOW / 30,
-                device: "phone".into()
+                device: "phone".into(),
+                clock: Offset::default(),
             })
         );
         let dev = st.device_id(KEY);
@@ -355,21 +568,296 @@ mod tests {
     }
 
     #[test]
-    fn codes_outside_the_window_are_wrong() {
+    fn codes_outside_the_window_are_refused() {
         let s = secret(vec![]);
-        let mut st = State::default();
+        let mut st = keyed();
         assert!(matches!(
             run(&s, &mut st, &code_at(NOW + 60), NOW),
-            Decision::Wrong { .. }
+            Decision::Skewed {
+                offset: 60,
+                failures: 1,
+                ..
+            }
         ));
         assert!(matches!(
             run(&s, &mut st, &code_at(NOW - 60), NOW),
-            Decision::Wrong { .. }
+            Decision::Skewed {
+                offset: -60,
+                failures: 2,
+                ..
+            }
         ));
         assert!(matches!(
             run(&s, &mut st, &code_at(NOW + 86400), NOW),
+            Decision::Wrong { failures: 3, .. }
+        ));
+        let off = Policy {
+            skew_range: 0,
+            ..POLICY
+        };
+        let d = decide(&off, &s, &mut keyed(), &[&code_at(NOW + 90)], NOW, Count::Failures).0;
+        assert!(matches!(d, Decision::Wrong { .. }), "skew_range = 0: {d:?}");
+    }
+
+    // Clocks (issue 23): a code out of the window says why; two resynchronise.
+
+    fn totp_of(d: &Decision) -> Offset {
+        match d {
+            Decision::Accepted(How::Totp { clock, .. }) => *clock,
+            other => panic!("not accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_code_from_an_authenticator_three_minutes_slow_is_refused_and_says_so() {
+        let s = secret(vec![]);
+        let mut st = keyed();
+        let d = run(&s, &mut st, &code_at(NOW - 180), NOW);
+        assert_eq!(
+            d,
+            Decision::Skewed {
+                device: "phone".into(),
+                offset: -180,
+                before_guard: false,
+                repeated: false,
+                failures: 1,
+                locked_until: None
+            }
+        );
+        // The same code again: still refused and counted, and not a second code.
+        let d = run(&s, &mut st, &code_at(NOW - 180), NOW + 5);
+        assert!(
+            matches!(
+                d,
+                Decision::Skewed {
+                    repeated: true,
+                    failures: 2,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        // Beyond the range: a wrong code.
+        assert!(matches!(
+            run(&s, &mut st, &code_at(NOW - 930), NOW),
             Decision::Wrong { .. }
         ));
+    }
+
+    #[test]
+    fn codes_out_of_the_window_are_looked_for_in_the_first_failures_and_lock_like_any() {
+        let s = secret(vec![]);
+        let mut st = keyed();
+        for i in 0..u64::from(SEARCHED_FAILURES) {
+            let d = run(&s, &mut st, &code_at(NOW + 300 + 30 * 5 * i), NOW);
+            assert!(matches!(d, Decision::Skewed { locked_until: None, .. }), "{d:?}");
+        }
+        // After SEARCHED_FAILURES consecutive failures: not looked for any more.
+        let d = run(&s, &mut st, &code_at(NOW - 300), NOW);
+        assert!(matches!(d, Decision::Wrong { locked_until: None, .. }), "{d:?}");
+        let d = run(&s, &mut st, &code_at(NOW - 330), NOW);
+        assert!(
+            matches!(
+                d,
+                Decision::Wrong {
+                    locked_until: Some(_),
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        // The lockout starts the count afresh: looked for again once it is over.
+        let d = run(&s, &mut st, &code_at(NOW + 300 - 150), NOW + 300);
+        assert!(matches!(d, Decision::Skewed { .. }), "{d:?}");
+    }
+
+    /// Two consecutive codes at a steady +90 s: the second is accepted and sets the offset;
+    /// from then on the window (1 step) is centred on it.
+    #[test]
+    fn two_codes_agreeing_on_an_offset_resynchronise_and_the_window_follows_it() {
+        let s = secret(vec![]);
+        let mut st = keyed();
+        let t0 = NOW - NOW % 30 + 5; // 5 s into a step
+        assert!(matches!(
+            run(&s, &mut st, &code_at(t0 + 90), t0),
+            Decision::Skewed { offset: 90, .. }
+        ));
+        let t1 = t0 + 30;
+        let d = run(&s, &mut st, &code_at(t1 + 90), t1);
+        assert_eq!(
+            totp_of(&d),
+            Offset {
+                was: 0,
+                now: 90,
+                resynced: true
+            }
+        );
+        assert_eq!(st.failures, 0, "the accepted code ends the failures");
+        let dev = st.device(&st.device_id(KEY)).unwrap().clone();
+        assert_eq!(dev.offset, 90);
+        assert!(dev.seen.is_empty(), "the first code is spent with the second");
+        // Replays stay refused with an offset: the same code, and the one before.
+        assert!(matches!(
+            run(&s, &mut st, &code_at(t1 + 90), t1 + 1),
+            Decision::Replay { .. }
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(t0 + 90), t1 + 1),
+            Decision::Replay { .. }
+        ));
+        // +90 + 2 steps is outside the centred window: refused, never widened.
+        let t2 = t1 + 30;
+        let d = run(&s, &mut st, &code_at(t2 + 90 + 60), t2);
+        assert!(matches!(d, Decision::Skewed { offset: 150, .. }), "{d:?}");
+        // +90 - 1 step and +90 + 1 step are inside it (fresh ones).
+        let t3 = t2 + 60;
+        let d = run(&s, &mut st, &code_at(t3 + 90 - 30), t3);
+        assert_eq!(
+            totp_of(&d),
+            Offset {
+                was: 90,
+                now: 60,
+                resynced: false
+            },
+            "followed to where the code was"
+        );
+        let t4 = t3 + 60;
+        let d = run(&s, &mut st, &code_at(t4 + 90), t4);
+        assert_eq!(totp_of(&d).now, 90, "and back");
+        // And a code in step with this host (0) is now 3 steps from the centre: refused.
+        let t5 = t4 + 60;
+        let d = run(&s, &mut st, &code_at(t5), t5);
+        assert!(matches!(d, Decision::Skewed { offset: 0, .. }), "{d:?}");
+        // Without the offset the same +90 code is out of the window.
+        let mut fresh = keyed();
+        assert!(matches!(
+            run(&s, &mut fresh, &code_at(t5 + 90), t5),
+            Decision::Skewed { .. }
+        ));
+    }
+
+    #[test]
+    fn codes_that_do_not_agree_or_come_too_late_do_not_resynchronise() {
+        let s = secret(vec![]);
+        let t0 = NOW - NOW % 30 + 5;
+        // Offsets 3 and 6 steps apart.
+        let mut st = keyed();
+        run(&s, &mut st, &code_at(t0 + 90), t0);
+        let d = run(&s, &mut st, &code_at(t0 + 30 + 180), t0 + 30);
+        assert!(matches!(d, Decision::Skewed { .. }), "{d:?}");
+        // Agreeing, but more than RESYNC_WITHIN apart.
+        let mut st = keyed();
+        run(&s, &mut st, &code_at(t0 - 300), t0);
+        let late = t0 + RESYNC_WITHIN + 30;
+        let d = run(&s, &mut st, &code_at(late - 300), late);
+        assert!(matches!(d, Decision::Skewed { .. }), "{d:?}");
+        // The same step twice is not two codes.
+        let mut st = keyed();
+        run(&s, &mut st, &code_at(t0 + 90), t0);
+        let d = run(&s, &mut st, &code_at(t0 + 90), t0 + 20);
+        assert!(matches!(d, Decision::Skewed { repeated: true, .. }), "{d:?}");
+        // An earlier step after a later one is not either.
+        let mut st = keyed();
+        run(&s, &mut st, &code_at(t0 + 120), t0);
+        let d = run(&s, &mut st, &code_at(t0 + 90), t0 + 10);
+        assert!(matches!(d, Decision::Skewed { .. }), "{d:?}");
+        // Nor codes before the replay guard (spent, or a clock set back).
+        let mut st = keyed();
+        assert!(matches!(run(&s, &mut st, &code_at(t0 + 30), t0), Decision::Accepted(_)));
+        let d = run(&s, &mut st, &code_at(t0 - 120), t0 + 1);
+        assert!(matches!(d, Decision::Skewed { before_guard: true, .. }), "{d:?}");
+        let d = run(&s, &mut st, &code_at(t0 - 90), t0 + 31);
+        assert!(matches!(d, Decision::Skewed { before_guard: true, .. }), "{d:?}");
+        assert_eq!(st.device(&st.device_id(KEY)).unwrap().offset, 0);
+    }
+
+    #[test]
+    fn a_code_told_to_be_out_of_the_window_is_never_accepted_later() {
+        // Someone guessing codes learns from the refusal that a guess is the code of a
+        // step ahead; when that step comes into the window it is refused.
+        let s = secret(vec![]);
+        let mut st = keyed();
+        let t0 = NOW - NOW % 30 + 5;
+        let ahead = code_at(t0 + 300);
+        assert!(matches!(run(&s, &mut st, &ahead, t0), Decision::Skewed { .. }));
+        assert!(matches!(run(&s, &mut st, &ahead, t0 + 300), Decision::Replay { .. }));
+        // The codes around it are fine.
+        assert!(matches!(
+            run(&s, &mut st, &code_at(t0 + 270), t0 + 300),
+            Decision::Accepted(_)
+        ));
+        assert!(matches!(
+            run(&s, &mut st, &code_at(t0 + 330), t0 + 330),
+            Decision::Accepted(_)
+        ));
+    }
+
+    #[test]
+    fn a_host_clock_set_back_does_not_make_the_phones_next_code_a_replay() {
+        // Accepted at the right time; then this host's clock goes back 2 minutes (a restored
+        // snapshot): the phone's next code is out of the window, and is not a replay.
+        let s = secret(vec![]);
+        let mut st = keyed();
+        let t0 = NOW - NOW % 30 + 5;
+        assert!(matches!(run(&s, &mut st, &code_at(t0), t0), Decision::Accepted(_)));
+        let d = run(&s, &mut st, &code_at(t0 + 30), t0 + 30 - 120);
+        assert_eq!(
+            d,
+            Decision::Skewed {
+                device: "phone".into(),
+                offset: 120,
+                before_guard: false,
+                repeated: false,
+                failures: 1,
+                locked_until: None
+            }
+        );
+    }
+
+    #[test]
+    fn the_offset_stays_within_the_range_and_the_window_never_widens() {
+        let s = secret(vec![]);
+        let mut st = keyed();
+        let id = st.device_id(KEY);
+        st.device_mut(&id).offset = 3000; // a range of 3600 before, 900 now
+                                          // Centred at +900 at most: a code at +900 is accepted, +3000 is not.
+        let d = run(&s, &mut st, &code_at(NOW + 3000), NOW);
+        assert!(matches!(d, Decision::Wrong { .. }), "{d:?}");
+        let d = run(&s, &mut st, &code_at(NOW + 900), NOW);
+        assert_eq!(totp_of(&d).now, 900);
+        for w in 0..=3u64 {
+            let p = Policy { window: w, ..POLICY };
+            let mut st = keyed();
+            let id = st.device_id(KEY);
+            st.device_mut(&id).offset = 300;
+            let t = NOW - NOW % 30;
+            for k in -(w as i64) - 1..=(w as i64) + 1 {
+                let mut st = st.clone();
+                let at = (t as i64 + 300 + 30 * k) as u64;
+                let d = decide(&p, &s, &mut st, &[&code_at(at)], t, Count::Failures).0;
+                assert_eq!(
+                    matches!(d, Decision::Accepted(_)),
+                    k.unsigned_abs() <= w,
+                    "window {w}, {k} steps from the offset: {d:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unchanged_offset_and_a_refusal_that_does_not_count_leave_no_trace() {
+        let s = secret(vec![]);
+        let mut st = keyed();
+        let before = st.clone();
+        let d = decide(&POLICY, &s, &mut st, &[&code_at(NOW + 120)], NOW, Count::Nothing).0;
+        assert!(matches!(d, Decision::Skewed { .. }), "{d:?}");
+        assert_eq!(st, before, "forward_pass's first line records nothing");
+        assert!(matches!(run(&s, &mut st, &code_at(NOW), NOW), Decision::Accepted(_)));
+        assert!(
+            st.devices.iter().all(|d| d.offset == 0 && d.seen.is_empty()),
+            "{:?}",
+            st.devices
+        );
     }
 
     #[test]
@@ -617,7 +1105,8 @@ mod tests {
             run(&s, &mut st, &second, NOW),
             Decision::Accepted(How::Totp {
                 step: NOW / 30,
-                device: "spare phone".into()
+                device: "spare phone".into(),
+                clock: Offset::default(),
             })
         );
         assert!(

@@ -157,18 +157,106 @@ pub fn find_step(key: &[u8], answer: &str, now_step: u64, window: u64, p: &Param
 /// Finds the counter in `lo..=hi` whose HOTP code equals `answer`, computing and comparing
 /// every candidate in constant time; the latest match wins.
 pub fn find_counter(key: &[u8], answer: &str, lo: u64, hi: u64, alg: Algorithm, digits: u32) -> Option<u64> {
-    let mut found = None;
-    if lo > hi {
+    let value = code_value(answer, digits)?;
+    Keyed::new(key, alg, digits).find(value, lo, hi, None)
+}
+
+/// An answer of exactly `digits` ASCII digits as its number; anything else is no code.
+pub fn code_value(answer: &str, digits: u32) -> Option<u32> {
+    if answer.len() != digits as usize || !answer.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    for c in lo..=hi {
-        let code = hotp(key, c, alg, digits);
-        // ct_eq on slices of different length returns false without leaking content.
-        if bool::from(code.as_bytes().ct_eq(answer.as_bytes())) {
-            found = Some(c);
+    answer.parse().ok()
+}
+
+/// One key made ready for many HOTP values: the HMAC's keyed state (RFC 2104's inner and
+/// outer pads, each hashed once) is computed here, once, and copied for each counter, so a
+/// counter costs two compressions of the hash and no allocation — what lets a login search
+/// a quarter of an hour of time steps either side of the window for the price of a few.
+pub struct Keyed {
+    mac: KeyedMac,
+    modulus: u32,
+}
+
+impl std::fmt::Debug for Keyed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keyed(<redacted>)")
+    }
+}
+
+#[derive(Clone)]
+enum KeyedMac {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha512(Hmac<sha2::Sha512>),
+}
+
+impl Keyed {
+    pub fn new(key: &[u8], alg: Algorithm, digits: u32) -> Keyed {
+        // new_from_slice only fails for fixed-size-key MACs; HMAC takes any key length.
+        macro_rules! keyed {
+            ($v:ident, $h:ty) => {
+                match <Hmac<$h>>::new_from_slice(key) {
+                    Ok(m) => KeyedMac::$v(m),
+                    Err(_) => unreachable!("HMAC accepts keys of any length"),
+                }
+            };
+        }
+        let mac = match alg {
+            Algorithm::Sha1 => keyed!(Sha1, sha1::Sha1),
+            Algorithm::Sha256 => keyed!(Sha256, sha2::Sha256),
+            Algorithm::Sha512 => keyed!(Sha512, sha2::Sha512),
+        };
+        Keyed {
+            mac,
+            modulus: 10u32.pow(digits),
         }
     }
-    found
+
+    /// The HOTP value of `counter` as a number (RFC 4226 section 5.3, then modulo 10^digits).
+    pub fn value(&self, counter: u64) -> u32 {
+        fn truncate(d: &[u8]) -> u32 {
+            let offset = usize::from(d[d.len() - 1] & 0x0f);
+            (u32::from(d[offset] & 0x7f) << 24)
+                | (u32::from(d[offset + 1]) << 16)
+                | (u32::from(d[offset + 2]) << 8)
+                | u32::from(d[offset + 3])
+        }
+        macro_rules! run {
+            ($m:expr) => {{
+                let mut m = $m.clone();
+                m.update(&counter.to_be_bytes());
+                let mut d = m.finalize().into_bytes();
+                let v = truncate(&d);
+                zeroize::Zeroize::zeroize(d.as_mut_slice());
+                v
+            }};
+        }
+        let bin = match &self.mac {
+            KeyedMac::Sha1(m) => run!(m),
+            KeyedMac::Sha256(m) => run!(m),
+            KeyedMac::Sha512(m) => run!(m),
+        };
+        bin % self.modulus
+    }
+
+    /// The latest counter in `lo..=hi`, leaving out `skip` (an inclusive range), whose value
+    /// is `answer`. Every candidate is computed and compared in constant time.
+    pub fn find(&self, answer: u32, lo: u64, hi: u64, skip: Option<(u64, u64)>) -> Option<u64> {
+        let mut found = None;
+        if lo > hi {
+            return None;
+        }
+        for c in lo..=hi {
+            if skip.is_some_and(|(a, b)| (a..=b).contains(&c)) {
+                continue;
+            }
+            if bool::from(self.value(c).ct_eq(&answer)) {
+                found = Some(c);
+            }
+        }
+        found
+    }
 }
 
 /// Decodes an RFC 4648 base32 secret as written by authenticator tooling: case-insensitive,
@@ -276,6 +364,42 @@ mod tests {
                 ok.then_some(s),
                 "offset {offset} window {window}"
             );
+        }
+    }
+
+    #[test]
+    fn keyed_values_are_the_codes_of_hotp() {
+        for (alg, key) in [
+            (Algorithm::Sha1, SEED20),
+            (Algorithm::Sha256, SEED32),
+            (Algorithm::Sha512, SEED64),
+        ] {
+            for digits in [6, 8] {
+                let k = Keyed::new(key, alg, digits);
+                for c in [0u64, 1, 59 / 30, 37_037_036, u64::MAX] {
+                    let want: u32 = hotp(key, c, alg, digits).parse().unwrap();
+                    assert_eq!(k.value(c), want, "{alg:?} {digits} {c}");
+                }
+            }
+        }
+        for key in [&[7u8; 100][..], &[9u8; 64][..], &[1u8; 65][..], &[][..]] {
+            for alg in [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512] {
+                let want: u32 = hotp(key, 3, alg, 6).parse().unwrap();
+                assert_eq!(Keyed::new(key, alg, 6).value(3), want, "{alg:?}, {} bytes", key.len());
+            }
+        }
+        let k = Keyed::new(SEED20, Algorithm::Sha1, 6);
+        let v = k.value(10);
+        assert_eq!(k.find(v, 0, 20, None), Some(10));
+        assert_eq!(
+            k.find(v, 0, 20, Some((9, 11))),
+            None,
+            "a skipped counter is not looked at"
+        );
+        assert_eq!(k.find(v, 11, 20, None), None);
+        assert_eq!(code_value("012345", 6), Some(12345));
+        for bad in ["12345", "1234567", "12345a", "+12345", " 12345", ""] {
+            assert_eq!(code_value(bad, 6), None, "{bad:?}");
         }
     }
 

@@ -29,7 +29,7 @@
 use super::FormatError;
 use sha2::{Digest, Sha256};
 
-use crate::state::{DeviceState, Remembered, State, UsedBackup, VERSION};
+use crate::state::{DeviceState, Remembered, Seen, State, UsedBackup, VERSION};
 
 pub const FILE_MAGIC: &[u8; 8] = b"PTSTATE3";
 const SLOT_MAGIC: &[u8; 8] = b"PTSLOT03";
@@ -45,8 +45,12 @@ const SLOT_HEADER: usize = 8 + 8 + 4 + 32;
 pub const MAX_PAYLOAD: usize = 96 * 1024;
 /// Largest file read: the header block and two slots of the largest payload.
 pub const MAX_FILE: usize = BLOCK + 2 * (MAX_PAYLOAD + SLOT_HEADER).next_multiple_of(BLOCK);
-/// Payload format inside a slot.
-const PAYLOAD_VERSION: u8 = 1;
+/// Payload format inside a slot: 1 until the clock offsets, 2 with them (after each
+/// device's `last_used`: `offset` as i64, then `seen` as a count and (`time`, `at`) pairs).
+/// Version 1 is still read, and written while no authenticator has an offset or a code seen
+/// out of the window, so that such a file still reads on a version that knows only 1.
+const PAYLOAD_VERSION: u8 = 2;
+const PAYLOAD_VERSION_1: u8 = 1;
 
 /// What a reader found in a format-3 file.
 #[derive(Debug, Clone)]
@@ -256,7 +260,8 @@ impl Writer {
 /// A state's record, as a slot holds it.
 pub fn encode_payload(st: &State) -> Result<Vec<u8>, FormatError> {
     let mut w = Writer(Vec::with_capacity(256));
-    w.u8(PAYLOAD_VERSION);
+    let clocks = st.devices.iter().any(|d| d.offset != 0 || !d.seen.is_empty());
+    w.u8(if clocks { PAYLOAD_VERSION } else { PAYLOAD_VERSION_1 });
     w.str(&st.key)?;
     w.u64(st.enrolled);
     w.u64(st.last_success);
@@ -268,6 +273,14 @@ pub fn encode_payload(st: &State) -> Result<Vec<u8>, FormatError> {
         w.u64(d.not_before);
         w.u64(d.counter);
         w.u64(d.last_used);
+        if clocks {
+            w.u64(d.offset as u64);
+            w.count(d.seen.len())?;
+            for s in &d.seen {
+                w.u64(s.time);
+                w.u64(s.at);
+            }
+        }
     }
     w.count(st.used_backup.len())?;
     for u in &st.used_backup {
@@ -331,7 +344,7 @@ impl<'a> Reader<'a> {
 pub fn decode_payload(p: &[u8]) -> Result<State, FormatError> {
     let mut r = Reader(p);
     let v = r.u8()?;
-    if v != PAYLOAD_VERSION {
+    if v != PAYLOAD_VERSION && v != PAYLOAD_VERSION_1 {
         return Err(format!("state record version {v} is not supported").into());
     }
     let mut st = State {
@@ -344,12 +357,24 @@ pub fn decode_payload(p: &[u8]) -> Result<State, FormatError> {
         ..State::default()
     };
     for _ in 0..r.count()? {
-        st.devices.push(DeviceState {
+        let mut d = DeviceState {
             id: r.str()?,
             not_before: r.u64()?,
             counter: r.u64()?,
             last_used: r.u64()?,
-        });
+            offset: 0,
+            seen: Vec::new(),
+        };
+        if v == PAYLOAD_VERSION {
+            d.offset = r.u64()? as i64;
+            for _ in 0..r.count()? {
+                d.seen.push(Seen {
+                    time: r.u64()?,
+                    at: r.u64()?,
+                });
+            }
+        }
+        st.devices.push(d);
     }
     for _ in 0..r.count()? {
         st.used_backup.push(UsedBackup {
@@ -398,6 +423,8 @@ mod tests {
             not_before: 1_700_000_030 + 30 * i,
             counter: i,
             last_used: 1_700_000_000 + i,
+            offset: 0,
+            seen: Vec::new(),
         });
         st.used_backup.push(UsedBackup {
             tag: "fedcba9876543210fedcba9876543210".into(),
@@ -429,13 +456,48 @@ mod tests {
 
     #[test]
     fn every_truncation_or_extension_of_a_payload_is_refused() {
-        let p = encode_payload(&sample(1)).unwrap();
-        for n in 0..p.len() {
-            assert!(decode_payload(&p[..n]).is_err(), "truncated at {n}");
+        for st in [sample(1), with_clock(sample(1))] {
+            let p = encode_payload(&st).unwrap();
+            for n in 0..p.len() {
+                assert!(decode_payload(&p[..n]).is_err(), "truncated at {n}");
+            }
+            let mut longer = p.clone();
+            longer.push(0);
+            assert!(decode_payload(&longer).is_err());
         }
-        let mut longer = p.clone();
-        longer.push(0);
-        assert!(decode_payload(&longer).is_err());
+    }
+
+    fn with_clock(mut st: State) -> State {
+        st.devices[0].offset = -90;
+        st.devices[0].seen.push(Seen {
+            time: 1_700_000_300,
+            at: 1_700_000_100,
+        });
+        st
+    }
+
+    #[test]
+    fn clock_offsets_need_payload_version_2_and_version_1_still_reads() {
+        // Without an offset or a seen code the record is the version-1 payload, byte for byte
+        // as before (what an older module reads).
+        let plain = sample(2);
+        let p = encode_payload(&plain).unwrap();
+        assert_eq!(p[0], 1);
+        let mut back = decode_payload(&p).unwrap();
+        back.failures = plain.failures;
+        assert_eq!(back, plain);
+        // With them: version 2, read back whole.
+        let clocked = with_clock(sample(2));
+        let p = encode_payload(&clocked).unwrap();
+        assert_eq!(p[0], 2);
+        let mut back = decode_payload(&p).unwrap();
+        back.failures = clocked.failures;
+        assert_eq!(back, clocked);
+        assert_eq!(back.devices[0].offset, -90);
+        // An unknown version is refused.
+        let mut v3 = p.clone();
+        v3[0] = 3;
+        assert!(decode_payload(&v3).is_err());
     }
 
     #[test]

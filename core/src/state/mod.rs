@@ -37,6 +37,10 @@ pub const MAX_USED_BACKUP: usize = 100;
 pub const MAX_DEVICES: usize = 32;
 /// Bytes of the per-user key.
 pub const KEY_BYTES: usize = 32;
+/// Codes seen out of the window kept per authenticator ([`DeviceState::seen`]).
+pub const MAX_SEEN: usize = 4;
+/// Largest clock offset a state may hold, in seconds (the largest `skew_range`).
+pub const MAX_OFFSET: i64 = 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +96,32 @@ pub struct DeviceState {
     /// Unix seconds this authenticator was last accepted.
     #[serde(default)]
     pub last_used: u64,
+    /// TOTP: how far this authenticator's clock is ahead of the host's (negative: behind),
+    /// in seconds, a whole number of its time steps; 0 = in step. Set when two consecutive
+    /// codes out of the window agree on it (RFC 6238 section 6), then followed by each
+    /// accepted code; the window is centred on it. Written only when not 0, so that a state
+    /// without one reads on versions that do not know the field (FILEFORMAT.md).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: i64,
+    /// TOTP: right codes seen out of the window and not accepted, newest last, at most
+    /// [`MAX_SEEN`]: the first of two codes that resynchronise, and a code that may never be
+    /// accepted later (whoever learnt by a refusal that it is a code cannot spend it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<Seen>,
+}
+
+/// A right code seen out of the window ([`DeviceState::seen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seen {
+    /// Unix time at which the code's time step starts (the authenticator's time).
+    pub time: u64,
+    /// Unix seconds (this host's clock) when it was seen.
+    pub at: u64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// One spent backup code.
@@ -261,6 +291,13 @@ impl State {
         {
             return Err("too many entries".into());
         }
+        if self
+            .devices
+            .iter()
+            .any(|d| d.offset.abs() > MAX_OFFSET || d.seen.len() > MAX_SEEN * 2)
+        {
+            return Err("a clock offset or its record is out of range".into());
+        }
         if !self.devices.iter().all(|d| is_hex(&d.id, 32))
             || !self
                 .used_backup
@@ -286,6 +323,21 @@ impl State {
         self.failures = 0;
         self.locked_until = 0;
         self.remembered.clear();
+        self.clear_offsets();
+    }
+
+    /// Every authenticator back in step (`pam-totp unlock`, `reset`): their clock offsets
+    /// go; the codes seen out of the window stay, like the replay guards (one of them may be
+    /// a code someone learnt by a refusal). Returns how many offsets were cleared.
+    pub fn clear_offsets(&mut self) -> usize {
+        let mut n = 0;
+        for d in &mut self.devices {
+            if d.offset != 0 {
+                d.offset = 0;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Makes the per-user key if there is none yet (the store calls this before a write).
@@ -415,6 +467,8 @@ impl State {
             not_before: 0,
             counter: 0,
             last_used: 0,
+            offset: 0,
+            seen: Vec::new(),
         });
         let last = self.devices.len() - 1;
         &mut self.devices[last]
@@ -436,6 +490,44 @@ impl State {
         let d = self.device_mut(&id);
         d.not_before = d.not_before.max(step.saturating_add(1).saturating_mul(period));
         d.last_used = now;
+    }
+
+    /// Sets the clock offset of the authenticator with key `device_key` (seconds, see
+    /// [`DeviceState::offset`]).
+    pub fn set_offset(&mut self, device_key: &[u8], offset: i64) {
+        let id = self.device_id(device_key);
+        if offset == 0 && self.device(&id).is_none() {
+            return;
+        }
+        self.device_mut(&id).offset = offset.clamp(-MAX_OFFSET, MAX_OFFSET);
+    }
+
+    /// Records a right code of the authenticator with key `device_key` seen out of the window
+    /// and not accepted: its step starts at `time`, seen at `now`. Keeps the newest
+    /// [`MAX_SEEN`].
+    pub fn note_seen(&mut self, device_key: &[u8], time: u64, now: u64) {
+        let id = self.device_id(device_key);
+        let d = self.device_mut(&id);
+        if d.seen.iter().any(|s| s.time == time) {
+            return;
+        }
+        d.seen.push(Seen { time, at: now });
+        if d.seen.len() > MAX_SEEN {
+            d.seen.sort_by_key(|s| s.at);
+            let extra = d.seen.len() - MAX_SEEN;
+            d.seen.drain(..extra);
+        }
+    }
+
+    /// Drops the codes seen out of the window that can never be accepted any more: before the
+    /// replay guard, or starting before `oldest` (no window can reach back to them).
+    pub fn prune_seen(&mut self, device_key: &[u8], oldest: u64) {
+        let id = self.device_id(device_key);
+        if let Some(i) = self.devices.iter().position(|d| d.id == id) {
+            let d = &mut self.devices[i];
+            let nb = d.not_before;
+            d.seen.retain(|s| s.time >= nb && s.time >= oldest);
+        }
     }
 
     /// An accepted code: the failure count and lockout end, and the user is on record as
@@ -593,6 +685,48 @@ mod tests {
         assert_eq!(State::parse(&s.to_toml().unwrap()).unwrap(), s);
         assert_eq!(State::parse("version = 2").unwrap(), State::default());
         assert_eq!(State::parse("version = 1").unwrap(), State::default());
+    }
+
+    #[test]
+    fn clock_offsets_are_written_only_when_there_are_some() {
+        // A state with no offset and no code seen out of the window is the TOML an older
+        // version writes and reads (its parser refuses unknown fields).
+        let mut s = keyed();
+        s.device_mut("00112233445566778899aabbccddeeff").not_before = 90;
+        let text = s.to_toml().unwrap();
+        assert!(!text.contains("offset") && !text.contains("seen"), "{text}");
+        // With them: read back whole; out of range refused.
+        s.set_offset(b"k", 120);
+        s.note_seen(b"k", 3000, 2900);
+        let text = s.to_toml().unwrap();
+        assert!(text.contains("offset = 120"), "{text}");
+        assert_eq!(State::parse(&text).unwrap(), s);
+        let far = text.replace("offset = 120", &format!("offset = {}", MAX_OFFSET + 1));
+        assert!(State::parse(&far).is_err());
+        // Reset and unlock clear offsets and keep the codes seen.
+        s.forget_for_reset();
+        let d = s.device(&s.device_id(b"k")).unwrap();
+        assert_eq!((d.offset, d.seen.len()), (0, 1));
+    }
+
+    #[test]
+    fn codes_seen_out_of_the_window_are_capped_and_pruned() {
+        let mut s = keyed();
+        for i in 0..10u64 {
+            s.note_seen(b"k", 1000 + 30 * i, 500 + i);
+        }
+        let d = s.device(&s.device_id(b"k")).unwrap();
+        assert_eq!(d.seen.len(), MAX_SEEN);
+        assert_eq!(d.seen[0].time, 1000 + 30 * 6, "the newest kept");
+        s.spend_step(b"k", 1000 / 30 + 7, 30, 600);
+        s.prune_seen(b"k", 0);
+        assert_eq!(
+            s.device(&s.device_id(b"k")).unwrap().seen.len(),
+            2,
+            "before the guard: gone"
+        );
+        s.prune_seen(b"k", 1000 + 30 * 9);
+        assert_eq!(s.device(&s.device_id(b"k")).unwrap().seen.len(), 1, "unreachable: gone");
     }
 
     #[test]
