@@ -719,6 +719,7 @@ pub fn pam_dir_copy(f: &Fixture, files: &[(&str, &str)]) -> PathBuf {
 }
 
 pub mod fleet;
+pub mod fleet_vault;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -1130,4 +1131,42 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
     }
+}
+
+/// `pam-totp ARGS` run by `user` (not root) with `stdin`, through the setuid helper `helper`
+/// (PAM_TOTP_VAULT_HELPER), with `security` bound over /etc/security in a private mount
+/// namespace (the helper reads the system's pam_totp.conf only): (exit code, stdout, stderr).
+pub fn through_helper(
+    helper: &Path,
+    security: &Path,
+    user: &TestUser,
+    args: &[&str],
+    stdin: &str,
+) -> (i32, String, String) {
+    let helper = format!("PAM_TOTP_VAULT_HELPER={}", helper.display());
+    let cli = cli_path();
+    let mut all = vec![
+        "-u",
+        user.name.as_str(),
+        "--",
+        "env",
+        "-u",
+        "SUDO_UID",
+        helper.as_str(),
+        cli.to_str().unwrap(),
+    ];
+    all.extend(args);
+    let mut c = in_namespace(&[(security, "/etc/security")], "runuser", &all);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -4,89 +4,10 @@
 //! libpam, the real command line (and the real setuid helper for self-service).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
-use pam_totp_tests::fleet::{Etcd, Stated};
+use pam_totp_tests::fleet::Etcd;
+use pam_totp_tests::fleet_vault::{etcd_dump, holds_key, ns, write_ring, Host, K1, K2, K3};
 use pam_totp_tests::*;
-
-const K1: &str = "6b9d2a4f0c7e13a85d21f0e9c4b7a3168e5d2c1b0a99887766554433221100ff";
-const K2: &str = "f00d1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeef";
-const K3: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-/// One host of the fleet: its fixture (service `svc`), its daemon, its key ring file.
-struct Host {
-    f: Fixture,
-    stated: Stated,
-    ring: PathBuf,
-}
-
-impl Host {
-    /// A host of namespace `ns` whose fleet.vault_key_file holds `ring` (None: not set).
-    fn start(etcd: &Etcd, ns: &str, ring: Option<&str>) -> Host {
-        Host::start_with(etcd, ns, ring, "", 1500)
-    }
-
-    /// [`Host::start`] with `extra` settings and the daemon's etcd deadline `timeout_ms`.
-    fn start_with(etcd: &Etcd, ns: &str, ring: Option<&str>, extra: &str, timeout_ms: u64) -> Host {
-        let f = Fixture::new();
-        f.simple("svc", "");
-        let path = f.root.join("vault.keys");
-        let mut table = Stated::fleet_table(etcd, ns, timeout_ms);
-        if let Some(text) = ring {
-            write_ring(&path, text);
-            table.push_str(&format!("vault_key_file = \"{}\"\n", path.display()));
-        }
-        let stated = Stated::start(&f, &format!("key_store = \"vault\"\n{extra}"), &table);
-        Host { f, stated, ring: path }
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let (rc, out, err) = output(self.f.cli(args));
-        assert_eq!(rc, 0, "{args:?}: {out} {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-
-    /// No file of this host holds keys: no vault file, no state directory entries.
-    fn holds_no_key_file(&self) -> bool {
-        let vault = self.f.state_dir().join("vault");
-        std::fs::read_dir(&vault).map(|d| d.count() == 0).unwrap_or(true)
-    }
-}
-
-fn write_ring(path: &Path, text: &str) {
-    std::fs::write(path, format!("# the fleet vault's keys, newest first\n{text}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-fn ns() -> String {
-    format!("v{}", random_hex(4))
-}
-
-/// Everything etcd holds under the namespace, keys and values, as `etcdctl get` shows it.
-fn etcd_dump(etcd: &Etcd, ns: &str) -> String {
-    let out = etcd.etcdctl(&["get", &format!("pam-totp/v1/{ns}/"), "--prefix"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Whether `hay` holds the key in any of its forms: base32 (either case), the raw bytes,
-/// lower- or upper-case hex, base64 of the raw bytes.
-fn holds_key(hay: &[u8], key_b32: &str) -> bool {
-    let raw = pam_totp_core::otp::decode_base32(key_b32).unwrap();
-    let forms: Vec<Vec<u8>> = vec![
-        key_b32.as_bytes().to_vec(),
-        key_b32.to_lowercase().into_bytes(),
-        raw.to_vec(),
-        data_encoding::HEXLOWER.encode(&raw).into_bytes(),
-        data_encoding::HEXUPPER.encode(&raw).into_bytes(),
-        data_encoding::BASE64
-            .encode(&raw)
-            .trim_end_matches('=')
-            .as_bytes()
-            .to_vec(),
-    ];
-    forms.iter().any(|f| hay.windows(f.len()).any(|w| w == f.as_slice()))
-}
 
 #[test]
 fn one_enrollment_on_host_a_serves_host_b_sealed_in_etcd_and_no_other_key_opens_it() {
@@ -95,16 +16,8 @@ fn one_enrollment_on_host_a_serves_host_b_sealed_in_etcd_and_no_other_key_opens_
     let a = Host::start(&etcd, &ns, Some(K1));
     let b = Host::start(&etcd, &ns, Some(K1));
     let u = TestUser::create();
-    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
-    register_enrollment(&j);
-    let key = j["secret"].as_str().unwrap().to_string();
-    let backup: Vec<String> = j["backup_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
-    assert!(backup.len() >= 2, "{j}");
+    let (key, backup) = a.enroll(&u, &[]);
+    assert!(backup.len() >= 2, "{backup:?}");
 
     // No host holds a file with the keys; none is in the home.
     assert!(a.holds_no_key_file() && b.holds_no_key_file());
@@ -196,15 +109,7 @@ fn a_rotation_keeps_every_login_working() {
     let a = Host::start(&etcd, &ns, Some(K1));
     let b = Host::start(&etcd, &ns, Some(K1));
     let u = TestUser::create();
-    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
-    register_enrollment(&j);
-    let key = j["secret"].as_str().unwrap().to_string();
-    let backup: Vec<String> = j["backup_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let (key, backup) = a.enroll(&u, &[]);
     let key_id_of = |hex: &str| {
         let mut k = [0u8; 32];
         data_encoding::HEXLOWER.decode_mut(hex.as_bytes(), &mut k).unwrap();
@@ -273,25 +178,10 @@ fn a_hosts_own_vault_file_keeps_working_until_migrate_moves_it_into_the_fleet_va
     let etcd = Etcd::single();
     let ns = ns();
     // Host A kept keys in its own vault before it joined the fleet.
-    let a = Fixture::new();
-    a.simple("svc", "");
-    std::fs::write(a.root.join("pam_totp.conf"), "key_store = \"vault\"\n").unwrap();
-    std::fs::create_dir(a.state_dir()).unwrap();
-    std::fs::set_permissions(a.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let u = TestUser::create();
-    let (rc, out, err) = output(a.cli(&["enroll", "--user", &u.name, "--json"]));
-    assert_eq!(rc, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    register_enrollment(&j);
-    let key = j["secret"].as_str().unwrap().to_string();
+    let (host_a, key) = Host::joined_with_own_vault(&etcd, &ns, K1, &u);
+    let a = &host_a.f;
     let local = a.state_dir().join("vault").join(format!("{}.toml", u.name));
-    assert!(local.exists());
-    // It joins the fleet.
-    let ring = a.root.join("vault.keys");
-    write_ring(&ring, K1);
-    let mut table = Stated::fleet_table(&etcd, &ns, 1500);
-    table.push_str(&format!("vault_key_file = \"{}\"\n", ring.display()));
-    let _sa = Stated::start(&a, "key_store = \"vault\"", &table);
     let b = Host::start(&etcd, &ns, Some(K1));
     // A reads its own file, and says the fleet vault does not have it yet; B cannot.
     clear_of_a_step_boundary();
@@ -313,38 +203,6 @@ fn a_hosts_own_vault_file_keeps_working_until_migrate_moves_it_into_the_fleet_va
     assert_eq!(a.auth("svc", &u.name, &[&code]).rc, PAM_AUTH_ERR, "one replay guard");
 }
 
-/// `pam-totp ARGS` run by `user` (not root) through the setuid helper installed in `host`,
-/// whose /etc/security/pam_totp.conf (a private copy, bound in a mount namespace: the
-/// helper reads the system's only) is the host's own.
-fn as_user(helper: &Path, security: &Path, user: &TestUser, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let helper = format!("PAM_TOTP_VAULT_HELPER={}", helper.display());
-    let cli = cli_path();
-    let mut all = vec![
-        "-u",
-        user.name.as_str(),
-        "--",
-        "env",
-        "-u",
-        "SUDO_UID",
-        helper.as_str(),
-        cli.to_str().unwrap(),
-    ];
-    all.extend(args);
-    let mut c = in_namespace(&[(security, "/etc/security")], "runuser", &all);
-    c.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Seed 000 on a fleet: a normal user enrolls themselves once, on host A (the setuid helper
 /// seals their keys into the fleet vault), and logs in on host B; a change needs a code, as
 /// on one host, and is seen by every host.
@@ -354,22 +212,8 @@ fn a_user_enrolls_themselves_on_host_a_and_logs_in_on_host_b() {
     let ns = ns();
     let a = Host::start(&etcd, &ns, Some(K1));
     let b = Host::start(&etcd, &ns, Some(K1));
-    let helper = a.f.root.join("pam-totp-vault");
-    std::fs::copy(cli_path().with_file_name("pam-totp-vault"), &helper).unwrap();
-    std::os::unix::fs::chown(&helper, Some(0), Some(0)).unwrap();
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let security = a.f.root.join("etc-security");
-    run("cp", &["-a", "/etc/security", security.to_str().unwrap()]);
-    let conf = std::fs::read_to_string(&a.stated.config).unwrap();
-    std::fs::write(
-        security.join("pam_totp.conf"),
-        format!("state_dir = \"{}\"\n{conf}", a.f.state_dir().display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(security.join("pam_totp.conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
-
     let u = TestUser::create();
-    let (rc, out, err) = as_user(&helper, &security, &u, &["enroll", "--json"], "");
+    let (rc, out, err) = a.as_user(&u, &["enroll", "--json"], "");
     assert_eq!(rc, 0, "{out} {err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     register_enrollment(&j);
@@ -382,7 +226,7 @@ fn a_user_enrolls_themselves_on_host_a_and_logs_in_on_host_b() {
     assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
 
     // status through the helper names the fleet vault and shows no key.
-    let (rc, out, _) = as_user(&helper, &security, &u, &["status", "--json"], "");
+    let (rc, out, _) = a.as_user(&u, &["status", "--json"], "");
     assert_eq!(rc, 0, "{out}");
     let st: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(st["place"], "vault", "{st}");
@@ -390,17 +234,9 @@ fn a_user_enrolls_themselves_on_host_a_and_logs_in_on_host_b() {
 
     // Malware running as the user cannot add its phone: no code, a wrong one.
     let before = etcd_dump(&etcd, &ns);
-    let (rc, _, err) = as_user(
-        &helper,
-        &security,
-        &u,
-        &["enroll", "--add", "--json", "--name", "malware"],
-        "",
-    );
+    let (rc, _, err) = a.as_user(&u, &["enroll", "--add", "--json", "--name", "malware"], "");
     assert_eq!(rc, 1, "{err}");
-    let (rc, _, err) = as_user(
-        &helper,
-        &security,
+    let (rc, _, err) = a.as_user(
         &u,
         &["enroll", "--add", "--json", "--name", "malware"],
         &format!("{}\n", wrong_code(&key)),
@@ -415,9 +251,7 @@ fn a_user_enrolls_themselves_on_host_a_and_logs_in_on_host_b() {
     );
     // With a current code (the next step's): the tablet is added, and B takes its codes.
     let next = oathtool(&key, now() + 30, "sha1", 6);
-    let (rc, out, err) = as_user(
-        &helper,
-        &security,
+    let (rc, out, err) = a.as_user(
         &u,
         &["enroll", "--add", "--json", "--name", "tablet"],
         &format!("{next}\n"),
@@ -489,8 +323,7 @@ fn doctor_checks_the_vault_key_and_report_says_whose_keys_are_in_the_fleet_vault
     write_ring(&a.ring, K1);
 
     let u = TestUser::create();
-    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
-    register_enrollment(&j);
+    a.enroll(&u, &[]);
     let r = a.json(&["report", "--json", "--all-users"]);
     let row = r["users"]
         .as_array()
@@ -523,9 +356,7 @@ fn while_etcd_is_down_a_host_with_the_fallback_reads_its_sealed_copy_of_the_reco
     let a = Host::start_with(&etcd, &ns, Some(K1), local, 800);
     let b = Host::start_with(&etcd, &ns, Some(K1), local, 800);
     let u = TestUser::create();
-    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
-    register_enrollment(&j);
-    let key = j["secret"].as_str().unwrap().to_string();
+    let (key, _) = a.enroll(&u, &[]);
     clear_of_a_step_boundary();
     let r = a.f.auth("svc", &u.name, &[&oathtool(&key, now() - 30, "sha1", 6)]);
     assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
@@ -558,9 +389,7 @@ fn a_file_left_beside_the_fleet_record_is_harmless_with_the_same_keys_and_refuse
     let a = Host::start(&etcd, &ns, Some(K1));
     let b = Host::start(&etcd, &ns, Some(K1));
     let u = TestUser::create();
-    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
-    register_enrollment(&j);
-    let key = j["secret"].as_str().unwrap().to_string();
+    let (key, _) = a.enroll(&u, &[]);
     let vault = b.f.state_dir().join("vault");
     std::fs::create_dir_all(&vault).unwrap();
     std::fs::set_permissions(b.f.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();

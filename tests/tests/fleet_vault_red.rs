@@ -1,105 +1,9 @@
-//! Red-team reproducers for the fleet vault (branch `red`). Each test asserts the SAFE
-//! behaviour; a failing test is a finding.
+//! The attacker's pass over the fleet vault: each test is one of its attacks and asserts the
+//! safe behaviour (each failed before its fix).
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-
-use pam_totp_tests::fleet::{Etcd, Stated};
+use pam_totp_tests::fleet::Etcd;
+use pam_totp_tests::fleet_vault::{ns, Host, K1};
 use pam_totp_tests::*;
-
-const K1: &str = "6b9d2a4f0c7e13a85d21f0e9c4b7a3168e5d2c1b0a99887766554433221100ff";
-
-struct Host {
-    f: Fixture,
-    stated: Stated,
-    #[allow(dead_code)]
-    ring: PathBuf,
-}
-
-impl Host {
-    fn start(etcd: &Etcd, ns: &str, ring: Option<&str>) -> Host {
-        Host::start_with(etcd, ns, ring, "", 1500)
-    }
-    fn start_with(etcd: &Etcd, ns: &str, ring: Option<&str>, extra: &str, timeout_ms: u64) -> Host {
-        let f = Fixture::new();
-        f.simple("svc", "");
-        let path = f.root.join("vault.keys");
-        let mut table = Stated::fleet_table(etcd, ns, timeout_ms);
-        if let Some(text) = ring {
-            write_ring(&path, text);
-            table.push_str(&format!("vault_key_file = \"{}\"\n", path.display()));
-        }
-        let stated = Stated::start(&f, &format!("key_store = \"vault\"\n{extra}"), &table);
-        Host { f, stated, ring: path }
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let (rc, out, err) = output(self.f.cli(args));
-        assert_eq!(rc, 0, "{args:?}: {out} {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-    /// The setuid helper installed for this host, and a private /etc/security whose
-    /// pam_totp.conf is this host's.
-    fn helper(&self) -> (PathBuf, PathBuf) {
-        let helper = self.f.root.join("pam-totp-vault");
-        if !helper.exists() {
-            std::fs::copy(cli_path().with_file_name("pam-totp-vault"), &helper).unwrap();
-            std::os::unix::fs::chown(&helper, Some(0), Some(0)).unwrap();
-            std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o4755)).unwrap();
-        }
-        let security = self.f.root.join("etc-security");
-        if !security.exists() {
-            run("cp", &["-a", "/etc/security", security.to_str().unwrap()]);
-        }
-        let conf = std::fs::read_to_string(&self.stated.config).unwrap();
-        std::fs::write(
-            security.join("pam_totp.conf"),
-            format!("state_dir = \"{}\"\n{conf}", self.f.state_dir().display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(security.join("pam_totp.conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
-        (helper, security)
-    }
-}
-
-fn write_ring(path: &Path, text: &str) {
-    std::fs::write(path, format!("# the fleet vault's keys, newest first\n{text}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-fn ns() -> String {
-    format!("r{}", random_hex(4))
-}
-
-/// `pam-totp ARGS` run by `user` (not root) through `host`'s setuid helper.
-fn as_user(host: &Host, user: &TestUser, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let (helper, security) = host.helper();
-    let helper = format!("PAM_TOTP_VAULT_HELPER={}", helper.display());
-    let cli = cli_path();
-    let mut all = vec![
-        "-u",
-        user.name.as_str(),
-        "--",
-        "env",
-        "-u",
-        "SUDO_UID",
-        helper.as_str(),
-        cli.to_str().unwrap(),
-    ];
-    all.extend(args);
-    let mut c = in_namespace(&[(&security, "/etc/security")], "runuser", &all);
-    c.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Finding: an absent fleet record falls back to the user-writable home secret file even
 /// though the fleet state records that the user enrolled. Someone who can write etcd's prefix
@@ -113,9 +17,7 @@ fn red_deleting_the_record_must_not_hand_the_login_to_a_home_file_the_user_wrote
     let a = Host::start(&etcd, &ns, Some(K1));
     let b = Host::start(&etcd, &ns, Some(K1));
     let u = TestUser::create();
-    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
-    register_enrollment(&j);
-    let key = j["secret"].as_str().unwrap().to_string();
+    let (key, _) = a.enroll(&u, &[]);
     let r = b.f.auth("svc", &u.name, &[&fresh_code(&key)]);
     assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
 
@@ -145,35 +47,15 @@ fn red_deleting_the_record_must_not_hand_the_login_to_a_home_file_the_user_wrote
 fn red_a_tofu_enrollment_on_host_b_must_not_replace_keys_host_a_keeps_in_its_own_vault() {
     let etcd = Etcd::single();
     let ns = ns();
-    // Host A: keys in its own vault before it joined the fleet.
-    let a_fix = Fixture::new();
-    a_fix.simple("svc", "");
-    std::fs::write(a_fix.root.join("pam_totp.conf"), "key_store = \"vault\"\n").unwrap();
-    std::fs::create_dir(a_fix.state_dir()).unwrap();
-    std::fs::set_permissions(a_fix.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Host A: keys in its own vault before it joined the fleet (the documented set-up).
     let u = TestUser::create();
-    let (rc, out, err) = output(a_fix.cli(&["enroll", "--user", &u.name, "--json"]));
-    assert_eq!(rc, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    register_enrollment(&j);
-    let key = j["secret"].as_str().unwrap().to_string();
+    let (a, key) = Host::joined_with_own_vault(&etcd, &ns, K1, &u);
     clear_of_a_step_boundary();
-    assert_eq!(a_fix.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
-    // A joins the fleet (the documented set-up).
-    let ring = a_fix.root.join("vault.keys");
-    write_ring(&ring, K1);
-    let mut table = Stated::fleet_table(&etcd, &ns, 1500);
-    table.push_str(&format!("vault_key_file = \"{}\"\n", ring.display()));
-    let sa = Stated::start(&a_fix, "key_store = \"vault\"", &table);
-    let a = Host {
-        f: a_fix,
-        stated: sa,
-        ring,
-    };
+    assert_eq!(a.f.auth("svc", &u.name, &[&code_now(&key)]).rc, PAM_SUCCESS);
     let b = Host::start(&etcd, &ns, Some(K1));
 
     // Malware running as the user on host B: trust on first use there (no code asked).
-    let (rc, out, err) = as_user(&b, &u, &["enroll", "--json", "--name", "malware"], "");
+    let (rc, out, err) = b.as_user(&u, &["enroll", "--json", "--name", "malware"], "");
     if rc != 0 {
         // Refused: held up.
         eprintln!("TOFU on B refused: {out} {err}");
@@ -203,9 +85,7 @@ fn red_a_replaced_key_must_not_come_back_from_this_hosts_copy_during_an_outage()
     let local = "store_unavailable = \"local\"";
     let a = Host::start_with(&etcd, &ns, Some(K1), local, 800);
     let u = TestUser::create();
-    let j = a.json(&["enroll", "--user", &u.name, "--json"]);
-    register_enrollment(&j);
-    let old = j["secret"].as_str().unwrap().to_string();
+    let (old, _) = a.enroll(&u, &[]);
     clear_of_a_step_boundary();
     let r = a.f.auth("svc", &u.name, &[&oathtool(&old, now() - 30, "sha1", 6)]);
     assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
@@ -263,31 +143,11 @@ fn red_a_deeply_nested_record_is_refused_without_overflowing_the_stack() {
 fn red_a_reset_on_host_b_must_not_bring_back_a_key_left_in_host_as_own_vault() {
     let etcd = Etcd::single();
     let ns = ns();
-    let a_fix = Fixture::new();
-    a_fix.simple("svc", "");
-    std::fs::write(a_fix.root.join("pam_totp.conf"), "key_store = \"vault\"\n").unwrap();
-    std::fs::create_dir(a_fix.state_dir()).unwrap();
-    std::fs::set_permissions(a_fix.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let u = TestUser::create();
-    let (rc, out, err) = output(a_fix.cli(&["enroll", "--user", &u.name, "--json"]));
-    assert_eq!(rc, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    register_enrollment(&j);
-    let old = j["secret"].as_str().unwrap().to_string();
-    let ring = a_fix.root.join("vault.keys");
-    write_ring(&ring, K1);
-    let mut table = Stated::fleet_table(&etcd, &ns, 1500);
-    table.push_str(&format!("vault_key_file = \"{}\"\n", ring.display()));
-    let sa = Stated::start(&a_fix, "key_store = \"vault\"", &table);
-    let a = Host {
-        f: a_fix,
-        stated: sa,
-        ring,
-    };
+    let (a, old) = Host::joined_with_own_vault(&etcd, &ns, K1, &u);
     let b = Host::start(&etcd, &ns, Some(K1));
     // The user's fleet enrollment (root, on B); A's own file is now "left over and ignored".
-    let j = b.json(&["enroll", "--user", &u.name, "--json"]);
-    register_enrollment(&j);
+    b.enroll(&u, &[]);
     // Keys in two places (A's own file holds other keys than the fleet's record): migrate
     // touches neither and says so; A refuses the user until an administrator decides.
     let (rc, out, err) = output(a.f.cli(&["migrate", "--user", &u.name, "--json"]));

@@ -237,32 +237,7 @@ impl SelfService {
 
     /// `pam-totp ARGS` run by `user` (not root), with `stdin`.
     fn cli(&self, user: &TestUser, args: &[&str], stdin: &str) -> (i32, String, String) {
-        let helper = format!("PAM_TOTP_VAULT_HELPER={}", self.helper.display());
-        let cli = cli_path();
-        let mut all = vec![
-            "-u",
-            user.name.as_str(),
-            "--",
-            "env",
-            "-u",
-            "SUDO_UID",
-            helper.as_str(),
-            cli.to_str().unwrap(),
-        ];
-        all.extend(args);
-        let mut c = in_namespace(&[(&self.security, "/etc/security")], "runuser", &all);
-        c.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        through_helper(&self.helper, &self.security, user, args, stdin)
     }
 }
 
