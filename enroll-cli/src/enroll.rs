@@ -146,6 +146,24 @@ pub fn run(ctx: &Ctx, a: EnrollArgs) -> Result<(), String> {
         Err(e) if a.add => return Err(format!("{e}; fix it, or replace the whole enrollment with --force")),
         Err(e) => return Err(format!("{e}; fix it or use --force to replace it")),
     };
+    // A new set of keys (--force) goes where new enrollments go: with key_store = "vault"
+    // into the vault (the fleet's with store = "fleet"), and the file it replaces is removed
+    // once it is saved (a secret file the user can read, or this host's own vault file
+    // beside the fleet vault), as are files left beside the fleet's record: one place.
+    let path = if a.force
+        && base.is_none()
+        && via_vault.is_none()
+        && ctx.cfg.key_store == pam_totp_core::config::KeyStore::Vault
+    {
+        let mut target = pam_totp_core::files::secret_file::vault_file(&ctx.cfg, &account);
+        if target.path != path.path {
+            target.leftovers.push(path.clone());
+        }
+        target.leftovers.extend(path.leftovers.iter().cloned());
+        target
+    } else {
+        path
+    };
     let kind = if a.hotp { Kind::Hotp } else { Kind::Totp };
     let base_name = if a.hotp { DEFAULT_HOTP_NAME } else { DEFAULT_DEVICE_NAME };
     let default_name = unique_name(base.as_ref(), base_name);
@@ -413,6 +431,15 @@ fn store(
         Mode::Replace => {
             let secret = fresh(device);
             replace_secret(path, account, &secret).map_err(|e| format!("could not save the secret: {e}"))?;
+            for old in &path.leftovers {
+                pam_totp_core::files::secret_file::remove_secret(old, account).map_err(|e| {
+                    format!(
+                        "the new keys were saved in {}, but {} could not be removed ({e}): remove it, or the user's logins are refused (keys in two places)",
+                        safe_path(path),
+                        safe_path(old)
+                    )
+                })?;
+            }
             return Ok(secret);
         }
         Mode::New => update_secret(path, account, |current: Option<SecretFile>| -> Result<_, Change> {

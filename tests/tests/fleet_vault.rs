@@ -415,7 +415,15 @@ fn a_file_left_beside_the_fleet_record_is_harmless_with_the_same_keys_and_refuse
         assert_eq!(r.rc, PAM_AUTH_ERR, "{:?}", r.logs);
         assert!(r.logged(&["keys in two places"]), "{:?}", r.logs);
     }
-    write(&key);
+    // A new enrollment by root on B (the user's phone was lost): the fleet's record is
+    // replaced and B's own file goes with it — one place again.
+    let (newkey, _) = b.enroll(&u, &["--force"]);
+    assert!(!file.exists(), "the file beside the record is removed by --force");
+    let r = a.f.auth("svc", &u.name, &[&code_now(&newkey)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    // A file with the same keys as the record is left over: migrate removes it.
+    write(&newkey);
+    let key = newkey;
     let m = b.json(&["migrate", "--user", &u.name, "--json"]);
     assert_eq!(m["already"][0]["removed"][0], file.to_str().unwrap(), "{m}");
     assert!(!file.exists());

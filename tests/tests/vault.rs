@@ -478,3 +478,21 @@ fn a_file_size_limit_set_by_the_caller_never_lets_codes_be_tried_uncounted() {
         assert_eq!(failures(), before + 1, "{:?}", r.logs);
     }
 }
+
+/// `enroll --force` by root under `key_store = "vault"` for a user still on a secret file: the
+/// new keys go into the vault, and the secret file (which the user can read) is removed.
+#[test]
+fn a_forced_enrollment_of_a_user_on_a_secret_file_goes_into_the_vault() {
+    let f = vault_fixture();
+    let u = TestUser::create();
+    u.enroll(&random_key_b32(), "");
+    let j = json(f.cli(&["enroll", "--user", &u.name, "--force", "--json"]));
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    assert!(!u.secret_path().exists(), "the readable file is gone");
+    let md = std::fs::metadata(vault_file(&f, &u)).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o777), (0, 0o600));
+    let r = f.auth("svc", &u.name, &[&code_now(&key)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    assert!(!r.logged(&["keys read from the secret file"]), "{:?}", r.logs);
+}
