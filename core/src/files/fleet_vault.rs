@@ -3,9 +3,10 @@
 //! `key_store = "vault"` one enrollment serves every host of the namespace.
 //!
 //! Owns: reading the key ring (root's file, checked like a key file), and reading, changing
-//! (one compare-and-swap on the record's revision) and removing a user's sealed keys; with
-//! `store_unavailable = "local"`, this host's copy of each record it read (still sealed), read
-//! only while the daemon reports an etcd outage.
+//! (one compare-and-swap on the record's revision) and removing a user's sealed keys; this
+//! host's copy of each record it read or wrote (still sealed: the mark that it saw the user
+//! in the fleet vault, and, with `store_unavailable = "local"`, what it reads while the daemon
+//! reports an etcd outage); the mark that `migrate --all` retired this host's key files.
 //! Never: sends or stores a key unsealed; opens a record with anything but this host's
 //! ring; decides on an error (every failure is an `Err`, which refuses the login); logs a
 //! key or a record.
