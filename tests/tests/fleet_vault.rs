@@ -430,3 +430,33 @@ fn a_file_left_beside_the_fleet_record_is_harmless_with_the_same_keys_and_refuse
     let r = b.f.auth("svc", &u.name, &[&oathtool(&key, now() + 30, "sha1", 6)]);
     assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
 }
+
+/// The keys are read once before the prompt and again once the code is typed: replaced on
+/// another host while a login on B waits at its prompt (the phone was stolen), the old
+/// phone's code is refused.
+#[test]
+fn keys_replaced_elsewhere_while_a_login_waits_at_its_prompt_refuse_the_old_code() {
+    let etcd = Etcd::single();
+    let ns = ns();
+    let a = Host::start(&etcd, &ns, Some(K1));
+    let b = Host::start(&etcd, &ns, Some(K1));
+    let u = TestUser::create();
+    let (old, _) = a.enroll(&u, &[]);
+    let code = fresh_code(&old);
+    let gate = b.f.root.join("gate");
+    let child =
+        b.f.harness("svc", &u.name, &[&code], &["--answer-after", gate.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let prompted = b.f.root.join("gate.prompted");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !prompted.exists() {
+        assert!(std::time::Instant::now() < until, "the login never reached its prompt");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    a.enroll(&u, &["--force"]);
+    std::fs::write(&gate, "").unwrap();
+    let r = PamRun::parse(&child.wait_with_output().unwrap());
+    assert_eq!(r.rc, PAM_AUTH_ERR, "the replaced phone's code: {:?}", r.logs);
+}

@@ -173,14 +173,7 @@ impl FleetVault {
                 }
                 Ok(None)
             }
-            Ok(Some(d)) => {
-                let ring = self.ring()?;
-                let keys = self.open_doc(&ring, user, &d)?;
-                if self.keep_copy(user, &d).is_err() {
-                    let _ = self.write_copy(user, 0, "");
-                }
-                Ok(Some(keys))
-            }
+            Ok(Some(d)) => self.open_read(account, &d).map(Some),
             Err(FleetError::Unavailable(why)) if self.fallback => {
                 let d = self.copy_of(user)?.ok_or_else(|| {
                     self.err(
@@ -196,6 +189,19 @@ impl FleetVault {
             }
             Err(e) => Err(self.fleet_err(user, e)),
         }
+    }
+
+    /// Opens a record just read from the fleet (by [`FleetVault::load`], or by the choice of
+    /// where a user's keys are, which so reads it once per login), and keeps it as this
+    /// host's copy.
+    pub fn open_read(&self, account: &Account, d: &Doc) -> Result<FleetKeys, Error> {
+        let user = &account.name;
+        let ring = self.ring()?;
+        let keys = self.open_doc(&ring, user, d)?;
+        if self.keep_copy(user, d).is_err() {
+            let _ = self.write_copy(user, 0, "");
+        }
+        Ok(keys)
     }
 
     fn copies_dir(&self, create: bool) -> Result<Option<Dir>, Error> {

@@ -42,6 +42,10 @@ pub struct KeyFile {
     /// Why these keys cannot be read at all (the login is refused, never decided as "not
     /// enrolled").
     pub refuse: Option<String>,
+    /// With the fleet vault: the record as [`key_file`] read it, which the first read that
+    /// follows opens (one read of the fleet, and the keys chosen are the keys read); taken by
+    /// it, so that a later read (once the code is typed) asks the fleet again.
+    pub fetched: std::cell::RefCell<Option<crate::fleet::Doc>>,
 }
 
 /// What a key file was read as, to tell later whether it changed ([`secret_unchanged`]).
@@ -61,6 +65,7 @@ impl KeyFile {
             fleet: None,
             leftovers: Vec::new(),
             refuse: None,
+            fetched: std::cell::RefCell::new(None),
         }
     }
 
@@ -117,6 +122,7 @@ pub fn vault_file(cfg: &Config, account: &Account) -> KeyFile {
             fleet: Some(fv),
             leftovers: Vec::new(),
             refuse: None,
+            fetched: std::cell::RefCell::new(None),
         },
         None => local_vault_file(cfg, account),
     }
@@ -130,6 +136,7 @@ pub fn local_vault_file(cfg: &Config, account: &Account) -> KeyFile {
         fleet: None,
         leftovers: Vec::new(),
         refuse: None,
+        fetched: std::cell::RefCell::new(None),
     }
 }
 
@@ -141,6 +148,7 @@ pub fn secret_path(cfg: &Config, account: &Account) -> KeyFile {
         fleet: None,
         leftovers: Vec::new(),
         refuse: None,
+        fetched: std::cell::RefCell::new(None),
     }
 }
 
@@ -196,7 +204,10 @@ fn fleet_key_file(cfg: &Config, account: &Account, fv: FleetVault) -> KeyFile {
         // host's copy of the record (this host's files stay beside it, checked as always).
         Err(crate::fleet::FleetError::Unavailable(_)) if fv.fallback => fleet.leftovers = present,
         Err(e) => fleet.refuse = Some(format!("{e}")),
-        Ok(Some(_)) => fleet.leftovers = present,
+        Ok(Some(d)) => {
+            fleet.leftovers = present;
+            fleet.fetched = std::cell::RefCell::new(Some(d));
+        }
         Ok(None) if present.is_empty() => {}
         Ok(None) => {
             let why = if fv.retired() {
@@ -241,7 +252,12 @@ pub fn load_secret_stamped(file: &KeyFile, account: &Account) -> Result<Option<(
         if let Some(why) = &file.refuse {
             return Err(Error::file(&file.path, FileProblem::Io(why.clone())));
         }
-        let Some(k) = fv.load(account)? else {
+        let fetched = file.fetched.borrow_mut().take();
+        let read = match &fetched {
+            Some(d) => Some(fv.open_read(account, d)?),
+            None => fv.load(account)?,
+        };
+        let Some(k) = read else {
             if !file.leftovers.is_empty() {
                 return Err(Error::file(
                     &file.path,
