@@ -49,11 +49,14 @@ pub(super) fn explain_refusal<H: Host>(cx: &mut Ctx<'_, H>, req: &Request<'_>, s
 /// (the `enroll_on_login` gate), or sshd says an earlier method of this connection (a key,
 /// a password) succeeded for this user (`SSH_AUTH_INFO_0`, which sshd puts in the PAM
 /// environment before keyboard-interactive; `AuthenticationMethods
-/// publickey,keyboard-interactive`).
+/// publickey,keyboard-interactive`) — read for the `sshd` service only.
 pub(super) fn proven_before<H: Host>(host: &H, req: &Request<'_>) -> Result<(), String> {
-    if host
-        .pam_env("SSH_AUTH_INFO_0")
-        .is_some_and(|info| ssh_method_succeeded(&info))
+    // Only sshd's own word (the service sshd runs under): no other application puts it there,
+    // and none may be taken to.
+    if req.service == "sshd"
+        && host
+            .pam_env("SSH_AUTH_INFO_0")
+            .is_some_and(|info| ssh_method_succeeded(&info))
     {
         return Ok(());
     }

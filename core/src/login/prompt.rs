@@ -95,12 +95,12 @@ pub(super) fn check_and_prompt<H: Host, S: StateStore>(
                     Level::Err,
                     "refused: the secret file disappeared while the code was asked for",
                 );
-                cx.host.error_msg(KEYS_MISSING);
+                super::explain::explain_refusal(cx, req, false, KEYS_MISSING);
                 return Outcome::SecretMissing;
             }
             Err(e) => {
                 cx.log(Level::Err, &format!("refused: secret file: {e}"));
-                cx.host.error_msg(KEYS_UNUSABLE);
+                super::explain::explain_refusal(cx, req, false, KEYS_UNUSABLE);
                 return Outcome::BadSecretFile;
             }
         }
@@ -128,7 +128,7 @@ pub(super) fn check_and_prompt<H: Host, S: StateStore>(
             // Nothing was recorded, so nothing may be accepted: the same code could
             // otherwise be used again.
             cx.log(Level::Err, &format!("refused: could not record the attempt: {e}"));
-            cx.host.error_msg(STATE_UNAVAILABLE);
+            super::explain::explain_refusal(cx, req, false, STATE_UNAVAILABLE);
             return Outcome::StateUnavailable;
         }
     };

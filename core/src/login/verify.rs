@@ -3,6 +3,7 @@
 //! Owns: what counts as a right answer, a replay, a failure and a lockout. Pure: no I/O,
 //! no clock; the caller runs it under the state lock and stores the state it leaves.
 
+use crate::config::{MAX_SKEW_RANGE, MAX_WINDOW};
 use crate::files::secret::{Kind, SecretFile};
 use crate::otp;
 use crate::otp::backup;
@@ -139,6 +140,16 @@ pub fn decide(
         );
     }
     let before = (count == Count::Nothing).then(|| state.clone());
+    // Codes seen out of the window that no line can reach any more go, at every counted
+    // decision (a wrong code too): a state so returns to the form older releases read.
+    if count != Count::Nothing {
+        let keys: Vec<(Vec<u8>, u64)> = secret
+            .devices
+            .iter()
+            .map(|d| (d.guard_key().to_vec(), d.params.period()))
+            .collect();
+        state.prune_all_seen(&keys, |period| oldest_reachable(period, now));
+    }
     // A version-1 state knew one (TOTP) authenticator: the first of the file.
     if let Some(first) = secret.devices.iter().find(|d| d.kind == Kind::Totp) {
         state.migrate_v1(&first.guard_key(), first.params.period(), &secret.backup_codes);
@@ -160,7 +171,7 @@ pub fn decide(
                         let key = dev.guard_key();
                         state.spend_step(&key, *step, dev.params.period(), now);
                         state.set_offset(&key, clock.now);
-                        state.prune_seen(&key, oldest_reachable(policy, dev.params.period(), now));
+                        state.prune_seen(&key, oldest_reachable(dev.params.period(), now));
                     }
                     How::Hotp { counter, .. } => state.spend_counter(&dev.guard_key(), *counter, now),
                     How::Backup { .. } => {}
@@ -200,7 +211,7 @@ pub fn decide(
         if !f.before_guard && !f.repeated {
             let dev = &secret.devices[f.device];
             let key = dev.guard_key();
-            state.prune_seen(&key, oldest_reachable(policy, dev.params.period(), now));
+            state.prune_seen(&key, oldest_reachable(dev.params.period(), now));
             state.note_seen(&key, f.time, now);
         }
     }
@@ -234,12 +245,16 @@ pub fn decide(
     }
 }
 
-/// The start of the earliest time step any window can still reach: the window is centred
-/// at most `skew_range` before this host's time. A code seen out of the window for an
-/// earlier step can never be accepted, and is forgotten.
-fn oldest_reachable(policy: &Policy, period: u64, now: u64) -> u64 {
-    now.saturating_sub(policy.skew_range)
-        .saturating_sub(policy.window.saturating_add(1).saturating_mul(period))
+/// The start of the earliest time step any window of any line can still reach: a window is
+/// centred at most the largest `skew_range` ([`MAX_SKEW_RANGE`]) before this host's time and
+/// is at most [`MAX_WINDOW`] steps wide either side. Not this line's own `skew_range` and
+/// `window`: the state is shared by every service and (with the fleet store) every host, each
+/// with its own settings, and a code kept because a refusal told someone it is a code must
+/// not be forgotten while any of them could still accept it. A code seen out of the window
+/// for an earlier step can never be accepted, and is forgotten.
+fn oldest_reachable(period: u64, now: u64) -> u64 {
+    now.saturating_sub(MAX_SKEW_RANGE)
+        .saturating_sub(MAX_WINDOW.saturating_add(1).saturating_mul(period))
 }
 
 enum Match {
@@ -1248,3 +1263,7 @@ mod tests {
         assert_eq!(State::parse(&text).unwrap(), st, "the state still reads back");
     }
 }
+
+#[cfg(test)]
+#[path = "verify_red.rs"]
+mod red;

@@ -402,6 +402,11 @@ pub fn decode_payload(p: &[u8]) -> Result<State, FormatError> {
         return Err("the state record has trailing bytes".into());
     }
     st.validate()?;
+    // Version 2 is written only for a state with a clock offset or a code seen out of the
+    // window; one without is not a record this release wrote (and would not write back).
+    if v == PAYLOAD_VERSION && !st.devices.iter().any(|d| d.offset != 0 || !d.seen.is_empty()) {
+        return Err("a version 2 state record without clock records".into());
+    }
     Ok(st)
 }
 

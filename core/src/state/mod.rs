@@ -294,7 +294,7 @@ impl State {
         if self
             .devices
             .iter()
-            .any(|d| d.offset.abs() > MAX_OFFSET || d.seen.len() > MAX_SEEN * 2)
+            .any(|d| d.offset.unsigned_abs() > MAX_OFFSET.unsigned_abs() || d.seen.len() > MAX_SEEN * 2)
         {
             return Err("a clock offset or its record is out of range".into());
         }
@@ -459,7 +459,10 @@ impl State {
             return &mut self.devices[i];
         }
         if self.devices.len() >= MAX_DEVICES {
-            self.devices.sort_by_key(|d| std::cmp::Reverse(d.last_used));
+            // The least recently used go first; an entry that keeps a clock offset or a code
+            // seen out of the window (which must never be accepted) goes last.
+            self.devices
+                .sort_by_key(|d| std::cmp::Reverse((d.offset != 0 || !d.seen.is_empty(), d.last_used)));
             self.devices.truncate(MAX_DEVICES - 1);
         }
         self.devices.push(DeviceState {
@@ -516,6 +519,24 @@ impl State {
             d.seen.sort_by_key(|s| s.at);
             let extra = d.seen.len() - MAX_SEEN;
             d.seen.drain(..extra);
+        }
+    }
+
+    /// Drops, for every authenticator, the codes seen out of the window whose step started
+    /// before `oldest` (no window of any line can reach back to them: see
+    /// `login::verify::oldest_reachable`), and those of entries no authenticator in `keys`
+    /// has any more (no key, no code). Run at every counted decision, so that a state goes
+    /// back to the form older releases read once its seen codes are out of reach.
+    pub fn prune_all_seen(&mut self, keys: &[(Vec<u8>, u64)], oldest: impl Fn(u64) -> u64) {
+        let ids: Vec<(String, u64)> = keys.iter().map(|(k, p)| (self.device_id(k), *p)).collect();
+        for d in &mut self.devices {
+            match ids.iter().find(|(id, _)| *id == d.id) {
+                Some((_, period)) => {
+                    let (nb, old) = (d.not_before, oldest(*period));
+                    d.seen.retain(|s| s.time >= nb && s.time >= old);
+                }
+                None => d.seen.clear(),
+            }
         }
     }
 
