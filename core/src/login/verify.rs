@@ -142,7 +142,7 @@ pub fn decide(
     let before = (count == Count::Nothing).then(|| state.clone());
     // Codes seen out of the window that no line can reach any more go, at every counted
     // decision (a wrong code too): a state so returns to the form older releases read.
-    if count != Count::Nothing {
+    if count != Count::Nothing && state.devices.iter().any(|d| !d.seen.is_empty()) {
         let keys: Vec<(Vec<u8>, u64)> = secret
             .devices
             .iter()
