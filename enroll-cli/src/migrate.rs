@@ -170,11 +170,11 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
         // other keys are two enrollments, for an administrator to decide between.
         let mut removed = Vec::new();
         let local_file = local_there.then_some(&local);
-        for f in local_file.into_iter().chain([&legacy]) {
+        for f in local_file.into_iter().chain([&legacy, &ga]) {
             if !(f.in_vault || exists_as_user(f, account)) {
                 continue;
             }
-            let Some(keys) = load_secret(f, account).map_err(|e| format!("{}: {e}", safe_path(f)))? else {
+            let Some(keys) = keys_in(ctx, account, f, f.path == ga.path)? else {
                 continue;
             };
             if !keys_within(&keys, &in_fleet) {
@@ -182,17 +182,6 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
             }
             remove_secret(f, account).map_err(|e| format!("{}: {e}", safe_path(f)))?;
             removed.push(f.path.clone());
-        }
-        if exists_as_user(&ga, account) {
-            if let Some(text) = crate::import::read_as_user(account, &ga)? {
-                let parsed = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", safe_path(&ga)))?;
-                let keys = crate::import::ga_secret(ctx, account, &parsed, DEFAULT_DEVICE_NAME.to_string())?;
-                if !keys_within(&keys, &in_fleet) {
-                    return Err(two_places(&ga, account));
-                }
-                remove_secret(&ga, account).map_err(|e| format!("{}: {e}", safe_path(&ga)))?;
-                removed.push(ga.path.clone());
-            }
         }
         return Ok(Done::Already { left: None, removed });
     }
@@ -224,14 +213,8 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
         Some(s) => (s, &local),
         None => match load_secret(&legacy, account).map_err(|e| e.to_string())? {
             Some(s) => (s, &legacy),
-            None => match crate::import::read_as_user(account, &ga)? {
-                Some(text) => {
-                    let parsed = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", safe_path(&ga)))?;
-                    (
-                        crate::import::ga_secret(ctx, account, &parsed, DEFAULT_DEVICE_NAME.to_string())?,
-                        &ga,
-                    )
-                }
+            None => match keys_in(ctx, account, &ga, true)? {
+                Some(s) => (s, &ga),
                 None => return Ok(Done::Nothing),
             },
         },
@@ -259,6 +242,19 @@ fn migrate_one(ctx: &Ctx, account: &Account) -> Result<Done, String> {
     Ok(Done::Migrated {
         from: from.path.clone(),
     })
+}
+
+/// The keys `f` holds: a key file (a vault file or a secret file), or, `google`, a
+/// `~/.google_authenticator` read as its user and converted. `Ok(None)`: no such file.
+fn keys_in(ctx: &Ctx, account: &Account, f: &KeyFile, google: bool) -> Result<Option<SecretFile>, String> {
+    if !google {
+        return load_secret(f, account).map_err(|e| format!("{}: {e}", safe_path(f)));
+    }
+    let Some(text) = crate::import::read_as_user(account, f)? else {
+        return Ok(None);
+    };
+    let parsed = parse_google_authenticator(&text).map_err(|e| format!("{}: {e}", safe_path(f)))?;
+    crate::import::ga_secret(ctx, account, &parsed, DEFAULT_DEVICE_NAME.to_string()).map(Some)
 }
 
 /// The refusal for a user whose keys on this host are not the fleet vault's.
