@@ -2,6 +2,7 @@
 //! pam_totp.conf, state directory, your secret file, clock) and prints the core's findings.
 
 use crate::context::program;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use pam_totp_core::admin::doctor::{self, Finding, Severity};
@@ -298,12 +299,25 @@ fn check_config_file(ctx: &Ctx, f: &mut Vec<Finding>) {
 
 fn check_state_dir(ctx: &Ctx, f: &mut Vec<Finding>) {
     match Dir::open_with(&ctx.cfg.state_dir, &Owners(vec![0]), false) {
-        Ok(Some(_)) => push(
-            f,
-            Severity::Ok,
-            "state-dir",
-            format!("{} is root's and private", ctx.cfg.state_dir.display()),
-        ),
+        Ok(Some(_)) => match std::fs::metadata(&ctx.cfg.state_dir).map(|md| md.mode() & 0o777) {
+            // The module accepts a directory others can read (it refuses one they can
+            // write); the files in it are root's 0600, but its listing names who enrolled.
+            Ok(mode) if mode & 0o044 != 0 => push(
+                f,
+                Severity::Warning,
+                "state-dir",
+                format!(
+                    "{} is root's but mode {mode:04o}: users other than root can list it and learn who is enrolled and who is locked out; chmod 0700 it (the packages make it 0700)",
+                    ctx.cfg.state_dir.display()
+                ),
+            ),
+            _ => push(
+                f,
+                Severity::Ok,
+                "state-dir",
+                format!("{} is root's and only root can list it", ctx.cfg.state_dir.display()),
+            ),
+        },
         Ok(None) => match ctx.cfg.state_dir.parent().map(std::fs::metadata) {
             // The module creates the directory itself, never its parents: a mistyped
             // state_dir must not quietly start an empty state (spent backup codes would work

@@ -109,6 +109,13 @@ fn bad_secret_file_and_state_dir_are_errors() {
     let (rc, _, _, j) = doctor(&f, &pam, &sshd);
     assert_eq!(rc, 1);
     assert!(has(&j, "state-dir", "error"), "{j}");
+    // One others can list (the module takes it): a warning, not "private".
+    std::fs::set_permissions(f.state_dir(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (_, _, _, j) = doctor(&f, &pam, &sshd);
+    assert!(has(&j, "state-dir", "warning") && !has(&j, "state-dir", "ok"), "{j}");
+    std::fs::set_permissions(f.state_dir(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let (_, _, _, j) = doctor(&f, &pam, &sshd);
+    assert!(has(&j, "state-dir", "ok"), "{j}");
 
     let u = TestUser::create();
     u.enroll(&random_key_b32(), "");
