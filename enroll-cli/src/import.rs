@@ -48,7 +48,7 @@ pub enum ImportFrom {
     /// A PSKC file's MAC covers the encrypted keys only, not the user names: tokens for root
     /// and members of protected_groups are refused without --allow-protected.
     Tokens {
-        /// The seed file (at most 1 MiB).
+        /// The seed file (at most 1 MiB; root's, and writable by root only).
         #[arg(long, value_name = "PATH")]
         file: PathBuf,
         /// The file's format (default: PSKC if it is XML, else CSV).
@@ -261,6 +261,32 @@ fn read_admin_file(path: &Path, what: &str, max: u64) -> Result<(std::fs::File, 
     })
 }
 
+/// A token file binds seeds to accounts, and root writes what it says: one that a user other
+/// than root could have changed (owned by them, or writable by group or others) could hold
+/// that user's own token under any account's name, root's included. Checked on the file that
+/// was read.
+fn refuse_if_others_could_change(f: &std::fs::File, path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = f
+        .metadata()
+        .map_err(|e| format!("the token file {}: {e}", safe_path(path)))?;
+    if md.uid() != 0 {
+        return Err(format!(
+            "the token file {} belongs to uid {}, not root: its owner could have put their own token in it under any user's name; `chown root:root` it, check its contents, and import again",
+            safe_path(path),
+            md.uid()
+        ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the token file {} can be changed by group or others (mode {:04o}): anyone could have put their own token in it under any user's name; `chmod 600` it, check its contents, and import again",
+            safe_path(path),
+            md.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 fn read_psk(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     let (f, buf) = read_admin_file(path, "the pre-shared key file", MAX_PSK_FILE)?;
     let buf = zeroize::Zeroizing::new(buf);
@@ -309,7 +335,8 @@ fn import_tokens(
     allow_protected: bool,
 ) -> Result<(), String> {
     ctx.require_root("import tokens")?;
-    let (_, bytes) = read_admin_file(file, "the token file", tokens::MAX_INPUT_BYTES as u64)?;
+    let (opened, bytes) = read_admin_file(file, "the token file", tokens::MAX_INPUT_BYTES as u64)?;
+    refuse_if_others_could_change(&opened, file)?;
     // It holds every seed in clear (or encrypted): wiped after use.
     let bytes = zeroize::Zeroizing::new(bytes);
     let text =

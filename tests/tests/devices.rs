@@ -616,6 +616,34 @@ fn status_shows_the_devices_in_text_and_json() {
     assert_eq!(j["devices"].as_array().unwrap().len(), 2);
 }
 
+/// A token file another user could have changed is refused before anything is written:
+/// its writer could have put their own token in it under any account's name.
+#[test]
+fn a_token_file_others_could_change_is_refused_and_nothing_is_imported() {
+    register_fixture_keys();
+    let f = Fixture::new();
+    let (u1, u2) = (TestUser::create(), TestUser::create());
+    let csv = csv_for(&f, "devices/two-users.csv", &u1.name, &u2.name);
+    let import = || output(f.cli(&["import", "tokens", "--file", csv.to_str().unwrap()]));
+    std::fs::set_permissions(&csv, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (rc, out, err) = import();
+    assert_eq!(rc, 1, "{out}");
+    assert!(err.contains("can be changed by group or others (mode 0666)"), "{err}");
+    std::fs::set_permissions(&csv, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&csv, Some(u1.uid), None).unwrap();
+    let (rc, _, err) = import();
+    assert_eq!(rc, 1);
+    assert!(err.contains(&format!("belongs to uid {}, not root", u1.uid)), "{err}");
+    for u in [&u1, &u2] {
+        let j = json(&ok(f.cli(&["status", "--user", &u.name, "--json"])));
+        assert_eq!(j["enrolled"], false, "{j}");
+    }
+    // Root's again, and 0600: imported.
+    std::os::unix::fs::chown(&csv, Some(0), None).unwrap();
+    let (rc, _, err) = import();
+    assert_eq!(rc, 0, "{err}");
+}
+
 #[test]
 fn import_tokens_from_csv_writes_each_users_file_and_the_module_accepts_their_codes() {
     register_fixture_keys();
