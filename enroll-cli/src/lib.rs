@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "pam-totp", version, about = "One-time codes (TOTP and HOTP) for Linux logins: enroll, devices, status, backup codes, reset, unlock, import, report, doctor.", long_about = None)]
+#[command(name = "pam-totp", version, about = "One-time codes (TOTP and HOTP) for Linux logins: enroll, devices, status, backup codes, reset, unlock, import, migrate, rekey, report, doctor.", long_about = None)]
 pub struct Cli {
     /// Configuration file (default /etc/security/pam_totp.conf); use the same as the module line.
     /// Refused when run through sudo by a user other than root.

@@ -14,7 +14,7 @@
 //! twice); logs a document, a code or a user's keyed-hash key (a user's etcd key name, which
 //! holds the escaped user name, is logged when a write's answer was lost).
 //!
-//! `pam-totp-stated [--config PATH] [--socket PATH]`, in the foreground. The socket comes
+//! `pam-totp-stated [--config ABSOLUTE-PATH] [--socket ABSOLUTE-PATH]`, in the foreground. The socket comes
 //! from systemd (LISTEN_FDS, `pam-totp-stated.socket`), else `--socket`, else `fleet_socket`
 //! of pam_totp.conf; it is created 0600 in a root-owned directory.
 #![forbid(unsafe_code)]
@@ -42,7 +42,7 @@ const MAX_CONNECTIONS: usize = 512;
 /// across the prompt, so this is only for clients that stall.
 const IDLE: Duration = Duration::from_secs(2);
 
-const USAGE: &str = "usage: pam-totp-stated [--config PATH] [--socket PATH]";
+const USAGE: &str = "usage: pam-totp-stated [--config ABSOLUTE-PATH] [--socket ABSOLUTE-PATH]";
 
 struct Args {
     config: Option<PathBuf>,
@@ -70,7 +70,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--socket" => a.socket = Some(value("--socket")?),
             "-h" | "--help" => {
                 println!(
-                    "{USAGE}\nServes pam_totp's fleet store (etcd) on a root-only Unix socket. See docs/fleet.md."
+                    "{USAGE}\nServes pam_totp's fleet store (etcd) on a root-only Unix socket. See pam-totp-stated(8) and /usr/share/doc/pam-totp/docs/fleet.md.gz."
                 );
                 return Ok(None);
             }

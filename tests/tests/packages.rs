@@ -53,6 +53,9 @@ const COMMON: &[(&str, &str)] = &[
         "rw-r--r--",
     ),
     ("usr/share/doc/pam-totp/copyright", "rw-r--r--"),
+    // The admin guide the man pages and the shipped conf point at.
+    ("usr/share/doc/pam-totp/docs/fleet.md.gz", "rw-r--r--"),
+    ("usr/share/doc/pam-totp/docs/troubleshooting.md.gz", "rw-r--r--"),
 ];
 
 #[test]

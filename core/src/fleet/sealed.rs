@@ -190,7 +190,7 @@ pub struct Opened {
     pub plain: Zeroizing<String>,
     /// The id of the key that sealed it.
     pub key_id: String,
-    /// Whether that is the ring's current key (else `pam-totp vault rekey` seals it again).
+    /// Whether that is the ring's current key (else `pam-totp rekey` seals it again).
     pub current: bool,
 }
 

@@ -49,7 +49,7 @@ fn module_page() -> String {
          After the password (or the SSH key), pam_totp asks for the 6\\-digit code from the user's \
          authenticator app (RFC 6238) and accepts each time step at most once, also when logins race. \
          Consecutive wrong answers lock the user out for a while. Users enroll with \\fBpam\\-totp\\fR(1). \
-         The module only reads the user's secret file; it writes only its own root\\-only state directory.\n\
+         The module reads the user's keys (from the root\\-only vault in the state directory, or with \\fBkey_store\\fR=home from the user's secret file); it writes only its own root\\-only state directory, and with \\fBenroll_on_login\\fR the keys of a user it enrolls (where \\fBpam\\-totp enroll\\fR would).\n\
          .PP\n\
          It fails closed: a secret file that is a symbolic link, not a regular file, owned by someone other than \
          the user or root, readable or writable by group or others, hard\\-linked, larger than 64 KiB or malformed; \
@@ -81,6 +81,7 @@ fn module_page() -> String {
          .SH FILES\n\
          .TP\n.I ~/.config/pam\\-totp/secret.toml\nThe user's secret (option \\fBsecret\\fR).\n\
          .TP\n.I /var/lib/pam\\-totp/\nPer\\-user state, root only (option \\fBstate_dir\\fR).\n\
+         .TP\n.I /var/lib/pam\\-totp/vault/\nUsers' keys with \\fBkey_store\\fR=vault (the default of new installs), root only.\n\
          .TP\n.I /etc/security/pam_totp.conf\nShared defaults.\n\
          .SH ENABLING\n\
          On Debian and Ubuntu, \\fBpam\\-auth\\-update \\-\\-enable pam\\-totp\\fR adds pam_totp to \\fIcommon\\-auth\\fR \
@@ -108,7 +109,7 @@ fn module_page() -> String {
          .fi\n\
          .PP\n\
          For a key, then the code: \\fBAuthenticationMethods publickey,keyboard\\-interactive\\fR, and in \\fI/etc/pam.d/sshd\\fR \
-         \\fBauth required pam_totp.so\\fR in place of \\fB@include common\\-auth\\fR. With \\fBAuthenticationMethods any\\fR (the default) \
+         \\fBauth required pam_totp.so nullok\\fR in place of \\fB@include common\\-auth\\fR (\\fBnullok\\fR, or \\fBenforce_after\\fR, while users are still enrolling: without it a user not enrolled is refused even with a valid key). With \\fBAuthenticationMethods any\\fR (the default) \
          a user with a key is never asked for a code. Then \\fBsshd \\-t && systemctl reload ssh\\fR, with a root session kept open.\n\
          .SH EXAMPLES\n\
          Password, then code (the password module must be \\fBrequisite\\fR):\n\
@@ -159,7 +160,7 @@ fn config_page() -> String {
 fn stated_page() -> String {
     let mut m = header("pam-totp-stated", 8, "System Manager's Manual");
     m.push_str(".SH NAME\npam\\-totp\\-stated \\- the fleet store of pam_totp: shared per\\-user state in etcd\n");
-    m.push_str(".SH SYNOPSIS\n.B pam\\-totp\\-stated\n[\\fB\\-\\-config\\fR \\fIPATH\\fR] [\\fB\\-\\-socket\\fR \\fIPATH\\fR]\n");
+    m.push_str(".SH SYNOPSIS\n.B pam\\-totp\\-stated\n[\\fB\\-\\-config\\fR \\fIABSOLUTE\\-PATH\\fR] [\\fB\\-\\-socket\\fR \\fIABSOLUTE\\-PATH\\fR]\n");
     m.push_str(
         ".SH DESCRIPTION\n\
          With \\fBstore = \"fleet\"\\fR in \\fBpam_totp.conf\\fR(5), \\fBpam_totp\\fR(8) and \\fBpam\\-totp\\fR(1) keep each user's \
@@ -176,12 +177,12 @@ fn stated_page() -> String {
          (\\fIpam\\-totp\\-stated.socket\\fR), else from \\fB\\-\\-socket\\fR, else from \\fBfleet_socket\\fR; it is created 0600 \
          in a root\\-owned directory. A bad configuration is one line on standard error and exit status 1.\n\
          .SH OPTIONS\n\
-         .TP\n\\fB\\-\\-config\\fR \\fIPATH\\fR\nThe configuration file (default /etc/security/pam_totp.conf); its \\fB[fleet]\\fR table names the etcd endpoints, namespace, CA, client certificate and key, and the deadline.\n\
-         .TP\n\\fB\\-\\-socket\\fR \\fIPATH\\fR\nListen here instead of \\fBfleet_socket\\fR (ignored when systemd passes a socket).\n\
+         .TP\n\\fB\\-\\-config\\fR \\fIPATH\\fR\nThe configuration file, an absolute path (default /etc/security/pam_totp.conf); its \\fB[fleet]\\fR table names the etcd endpoints, namespace, CA, client certificate and key, and the deadline.\n\
+         .TP\n\\fB\\-\\-socket\\fR \\fIPATH\\fR\nAn absolute path: listen here instead of \\fBfleet_socket\\fR (ignored when systemd passes a socket).\n\
          .SH FILES\n\
          .TP\n.I /run/pam\\-totp/stated.sock\nThe socket (option \\fBfleet_socket\\fR).\n\
          .TP\n.I /etc/security/pam_totp.conf\nThe \\fB[fleet]\\fR settings.\n\
-         .SH SEE ALSO\n\\fBpam_totp\\fR(8), \\fBpam_totp.conf\\fR(5), \\fBpam\\-totp\\fR(1), \\fBetcd\\fR(1)\n",
+         .SH SEE ALSO\n\\fBpam_totp\\fR(8), \\fBpam_totp.conf\\fR(5), \\fBpam\\-totp\\fR(1), \\fBetcd\\fR(1), and \\fI/usr/share/doc/pam\\-totp/docs/fleet.md.gz\\fR\n",
     );
     m
 }
