@@ -172,7 +172,8 @@ fn red_a_users_own_enroll_force_must_not_say_nothing_was_saved_when_it_was() {
     std::fs::remove_file(u.secret_path()).unwrap();
     let r = c.f.auth("svc", &u.name, &[&oathtool(&key, now() + 60, "sha1", 6)]);
     assert_eq!(
-        r.rc, PAM_SUCCESS,
+        r.rc,
+        PAM_SUCCESS,
         "enroll --force said \"{}\" but replaced the keys: the old key no longer logs in on another host: {:?}",
         err.trim(),
         r.logs
