@@ -250,11 +250,15 @@ impl FleetVault {
 
     /// Keeps `d` as this host's copy of `user`'s record: written when it is newer than the
     /// copy (never an older record over a newer one: two logins may race), its time renewed
-    /// when it is the same.
+    /// when it is the same. A copy of a higher revision than the fleet's record is emptied,
+    /// not kept: it is either a newer record a racing login kept (the next login keeps it
+    /// again) or one from before etcd's revisions went back (a restore from a snapshot, a new
+    /// cluster), which the fleet no longer confirms — kept, it would never be replaced, not
+    /// even by a record this host writes itself (`enroll --force` after a stolen phone).
     fn keep_copy(&self, user: &str, d: &Doc) -> Result<(), Error> {
         let text = std::str::from_utf8(&d.value).map_err(|_| self.err(user, "the record is not UTF-8"))?;
         match self.read_copy(user)? {
-            Some((rev, _, _)) if rev > d.revision => Ok(()),
+            Some((rev, _, _)) if rev > d.revision => self.write_copy(user, 0, ""),
             Some((rev, ref value, _)) if rev == d.revision && value == text => {
                 let path = self.copies.join(escape_user(user));
                 std::fs::File::options()
