@@ -21,7 +21,7 @@ use crate::account::Account;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::files::secret::{valid_device_name, SecretFile, MAX_DEVICES};
-use crate::files::secret_file::{key_file, load_secret, update_secret, vault_file, KeyFile};
+use crate::files::secret_file::{key_file, load_secret, remove_secret, update_secret, vault_file, KeyFile};
 use crate::login::verify::{decide, Count, Decision};
 use crate::state::any::AnyStore;
 use crate::state::store::StateStore;
@@ -73,7 +73,8 @@ pub enum Change {
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Answer {
     pub ok: bool,
-    /// Why not (one line for the user), when not `ok`.
+    /// Why not (one line for the user), when not `ok`; when `ok`, a warning about what was
+    /// done (shown, and the command still succeeds).
     pub error: Option<String>,
     /// `vault`, `home` (a secret file, not migrated) or `none`.
     pub place: String,
@@ -173,8 +174,11 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
                 ));
             }
             // Any trace of an enrollment refuses: keys somewhere, the record, or a state that
-            // logins made (a secret file moved away must not make room for another phone).
-            let traces = state.enrolled > 0 || state.last_success > 0 || !state.devices.is_empty();
+            // an enrollment or an accepted code made (a secret file moved away must not make
+            // room for another phone). Replay guards alone are no trace: a reset keeps them
+            // on the fleet (spent codes stay spent) and clears the rest, and the user it told
+            // to enroll again must be able to.
+            let traces = state.enrolled > 0 || state.last_success > 0;
             if current.is_some() || traces {
                 log.log("refused: enroll: already enrolled");
                 return refused(if current.is_some() {
@@ -302,16 +306,43 @@ pub fn serve(cfg: &Config, account: &Account, req: Request, clock: &dyn Clock, l
                     return refused(format!("could not record the code: {e}; nothing was changed"));
                 }
             }
+            let replacing = matches!(change, Change::Replace { .. });
             match apply(&file, account, &current, change) {
                 Ok(what) => {
                     log.log(&format!("changed the vault after a code: {what}"));
-                    match place(cfg, account) {
-                        Ok((f, s)) => {
-                            let st = store.peek(&account.name).unwrap_or_default();
-                            status(&f, s.as_ref(), &st)
+                    // Made: from here on the answer is never a refusal (the user would be told
+                    // nothing was saved, and undo in their app what the vault now holds).
+                    let mut warning = None;
+                    if replacing {
+                        // This host's files beside the fleet's record held the keys just
+                        // replaced (left over): they go, as with root's `enroll --force`, or
+                        // the next login finds keys in two places.
+                        for old in &file.leftovers {
+                            match remove_secret(old, account) {
+                                Ok(_) => log.log(&format!("removed {} (it held the keys replaced)", old.display())),
+                                Err(e) => {
+                                    log.log(&format!("could not remove {}: {e}", old.display()));
+                                    warning = Some(format!(
+                                        "your new keys are saved, but {} (your old keys) could not be removed ({e}): ask an administrator to remove it, or your logins on this host are refused",
+                                        old.display()
+                                    ));
+                                }
+                            }
                         }
-                        Err(e) => refused(e),
                     }
+                    let st = store.peek(&account.name).unwrap_or_default();
+                    let mut answer = match place(cfg, account) {
+                        Ok((f, s)) => status(&f, s.as_ref(), &st),
+                        Err(e) => {
+                            log.log(&format!("changed, but the keys cannot be read back: {e}"));
+                            warning = Some(format!(
+                                "the change is saved, but your keys cannot be read back on this host ({e}): ask an administrator to run `pam-totp doctor`"
+                            ));
+                            status(&file, None, &st)
+                        }
+                    };
+                    answer.error = warning;
+                    answer
                 }
                 Err(why) => {
                     log.log(&format!("refused: change of the vault: {why}"));

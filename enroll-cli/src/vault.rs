@@ -135,6 +135,9 @@ pub fn change(change: Change) -> Result<Answer, String> {
     let proof = ask_proof()?;
     let a = call(&Request::Change { proof, change })?;
     if a.ok {
+        if let Some(w) = &a.error {
+            eprintln!("pam-totp: warning: {}", pam_totp_core::text::terminal_safe(w));
+        }
         Ok(a)
     } else {
         Err(a.error.unwrap_or_else(|| "refused".into()))

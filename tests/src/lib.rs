@@ -203,6 +203,22 @@ pub fn write_central_secret(dir: &Path, user: &str, key: &str) {
 
 static USERDB: Mutex<()> = Mutex::new(());
 
+/// `pam-totp migrate --all` looks at every account of the machine and moves (then removes)
+/// the key files in their homes: run by one test, it would take the home files of the tests
+/// running beside it in the same binary. Tests of a binary that runs it hold [`home_files`]
+/// (together); the test that runs it holds [`all_homes`] (alone).
+static HOMES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// See [`HOMES`]: held by a test whose users may keep key files in their homes.
+pub fn home_files() -> std::sync::RwLockReadGuard<'static, ()> {
+    HOMES.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// See [`HOMES`]: held by a test that runs `pam-totp migrate --all`.
+pub fn all_homes() -> std::sync::RwLockWriteGuard<'static, ()> {
+    HOMES.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A real local user with a home directory, removed (with the home) on drop.
 #[derive(Debug)]
 pub struct TestUser {

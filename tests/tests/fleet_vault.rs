@@ -11,6 +11,7 @@ use pam_totp_tests::*;
 
 #[test]
 fn one_enrollment_on_host_a_serves_host_b_sealed_in_etcd_and_no_other_key_opens_it() {
+    let _homes = home_files();
     let etcd = Etcd::single();
     let ns = ns();
     let a = Host::start(&etcd, &ns, Some(K1));
@@ -104,6 +105,7 @@ fn one_enrollment_on_host_a_serves_host_b_sealed_in_etcd_and_no_other_key_opens_
 
 #[test]
 fn a_rotation_keeps_every_login_working() {
+    let _homes = home_files();
     let etcd = Etcd::single();
     let ns = ns();
     let a = Host::start(&etcd, &ns, Some(K1));
@@ -175,6 +177,7 @@ fn a_rotation_keeps_every_login_working() {
 
 #[test]
 fn a_hosts_own_vault_file_keeps_working_until_migrate_moves_it_into_the_fleet_vault() {
+    let _homes = home_files();
     let etcd = Etcd::single();
     let ns = ns();
     // Host A kept keys in its own vault before it joined the fleet.
@@ -208,6 +211,7 @@ fn a_hosts_own_vault_file_keeps_working_until_migrate_moves_it_into_the_fleet_va
 /// on one host, and is seen by every host.
 #[test]
 fn a_user_enrolls_themselves_on_host_a_and_logs_in_on_host_b() {
+    let _homes = home_files();
     let etcd = Etcd::single();
     let ns = ns();
     let a = Host::start(&etcd, &ns, Some(K1));
@@ -294,6 +298,7 @@ fn doctor_findings(f: &Fixture, check: &str) -> Vec<(String, String)> {
 
 #[test]
 fn doctor_checks_the_vault_key_and_report_says_whose_keys_are_in_the_fleet_vault() {
+    let _homes = all_homes();
     let etcd = Etcd::single();
     let ns = ns();
     let a = Host::start(&etcd, &ns, Some(K1));
@@ -350,6 +355,7 @@ fn doctor_checks_the_vault_key_and_report_says_whose_keys_are_in_the_fleet_vault
 /// fall back on and refuses.
 #[test]
 fn while_etcd_is_down_a_host_with_the_fallback_reads_its_sealed_copy_of_the_record() {
+    let _homes = home_files();
     let mut etcd = Etcd::single();
     let ns = ns();
     let local = "store_unavailable = \"local\"";
@@ -384,6 +390,7 @@ fn while_etcd_is_down_a_host_with_the_fallback_reads_its_sealed_copy_of_the_reco
 /// enrollments: one may not be the user's).
 #[test]
 fn a_file_left_beside_the_fleet_record_is_harmless_with_the_same_keys_and_refused_with_others() {
+    let _homes = home_files();
     let etcd = Etcd::single();
     let ns = ns();
     let a = Host::start(&etcd, &ns, Some(K1));
@@ -436,6 +443,7 @@ fn a_file_left_beside_the_fleet_record_is_harmless_with_the_same_keys_and_refuse
 /// phone's code is refused.
 #[test]
 fn keys_replaced_elsewhere_while_a_login_waits_at_its_prompt_refuse_the_old_code() {
+    let _homes = home_files();
     let etcd = Etcd::single();
     let ns = ns();
     let a = Host::start(&etcd, &ns, Some(K1));
@@ -459,4 +467,43 @@ fn keys_replaced_elsewhere_while_a_login_waits_at_its_prompt_refuse_the_old_code
     std::fs::write(&gate, "").unwrap();
     let r = PamRun::parse(&child.wait_with_output().unwrap());
     assert_eq!(r.rc, PAM_AUTH_ERR, "the replaced phone's code: {:?}", r.logs);
+}
+
+/// A host that joins the fleet vault with nobody to migrate is not retired until `pam-totp
+/// migrate --all` runs on it (doctor warns until then): before, a user the fleet vault has no
+/// record for is read from their home file, so an etcd writer deleting a record and malware
+/// writing the user's home together pass the second factor there. `migrate --all` (nobody to
+/// move) retires the host, and the same attack is refused.
+#[test]
+fn a_deleted_record_reaches_no_home_file_on_a_new_host_once_migrate_all_retired_it() {
+    let _homes = all_homes();
+    let etcd = Etcd::single();
+    let ns = ns();
+    let a = Host::start(&etcd, &ns, Some(K1));
+    let c = Host::start(&etcd, &ns, Some(K1));
+    let u = TestUser::create();
+    let (key, _) = a.enroll(&u, &[]);
+    let r = a.f.auth("svc", &u.name, &[&fresh_code(&key)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+
+    // The new host says it is not retired yet, and `migrate --all` retires it.
+    let d = doctor_findings(&c.f, "fleet-vault");
+    assert!(
+        d.iter().any(|(s, m)| s == "warning" && m.contains("migrate --all")),
+        "{d:?}"
+    );
+    let (rc, out, err) = output(c.f.cli(&["migrate", "--all"]));
+    assert_eq!(rc, 0, "{out} {err}");
+    assert!(err.contains("fleet vault only"), "{err}");
+
+    // etcd writer: the sealed record goes (the state, which says "enrolled", stays).
+    let out = etcd.etcdctl(&["del", &format!("pam-totp/v1/{ns}/vault/{}", u.name)]);
+    assert!(out.status.success());
+    // Malware as the user: its own key in the user's home.
+    let evil = random_key_b32();
+    register_secret(&evil);
+    u.enroll(&evil, "");
+    clear_of_a_step_boundary();
+    let r = c.f.auth("svc", &u.name, &[&code_now(&evil)]);
+    assert_ne!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
 }

@@ -30,6 +30,7 @@ fn json(c: std::process::Command) -> serde_json::Value {
 
 #[test]
 fn keys_enrolled_into_the_vault_are_roots_only_and_a_login_reads_them() {
+    let _homes = home_files();
     let f = vault_fixture();
     let u = TestUser::create();
     let j = json(f.cli(&["enroll", "--user", &u.name, "--json"]));
@@ -63,6 +64,7 @@ fn keys_enrolled_into_the_vault_are_roots_only_and_a_login_reads_them() {
 
 #[test]
 fn migrate_moves_v1_v2_and_google_authenticator_files_and_the_phone_keeps_working() {
+    let _homes = all_homes();
     let f = vault_fixture();
     // v1 file.
     let v1 = TestUser::create();
@@ -167,6 +169,7 @@ fn migrate_moves_v1_v2_and_google_authenticator_files_and_the_phone_keeps_workin
 
 #[test]
 fn a_user_whose_home_file_cannot_be_removed_stays_unmigrated_and_keeps_logging_in() {
+    let _homes = home_files();
     let f = vault_fixture();
     let u = TestUser::create();
     let key = random_key_b32();
@@ -189,6 +192,7 @@ fn a_user_whose_home_file_cannot_be_removed_stays_unmigrated_and_keeps_logging_i
 
 #[test]
 fn migrate_is_for_root_only() {
+    let _homes = home_files();
     let f = vault_fixture();
     let u = TestUser::create();
     u.enroll(&random_key_b32(), "");
@@ -282,6 +286,7 @@ fn files_with_the_key(u: &TestUser, key_b32: &str) -> Vec<String> {
 
 #[test]
 fn a_user_enrolls_into_the_vault_without_root_and_every_change_then_needs_a_code() {
+    let _homes = home_files();
     let f = vault_fixture();
     let ss = self_service(&f);
     f.simple("svc", "");
@@ -356,6 +361,7 @@ fn a_user_enrolls_into_the_vault_without_root_and_every_change_then_needs_a_code
 /// shown, the keys land in the vault (root's), and the module accepts the codes.
 #[test]
 fn a_user_enrolls_into_the_vault_in_a_real_terminal() {
+    let _homes = home_files();
     let f = vault_fixture();
     let ss = self_service(&f);
     f.simple("svc", "");
@@ -406,6 +412,7 @@ fn a_user_enrolls_into_the_vault_in_a_real_terminal() {
 /// before either is looked at, and neither is spent nor counted.
 #[test]
 fn a_file_size_limit_set_by_the_caller_never_lets_codes_be_tried_uncounted() {
+    let _homes = home_files();
     let f = vault_fixture();
     let ss = self_service(&f);
     f.simple("svc", "");
@@ -483,6 +490,7 @@ fn a_file_size_limit_set_by_the_caller_never_lets_codes_be_tried_uncounted() {
 /// new keys go into the vault, and the secret file (which the user can read) is removed.
 #[test]
 fn a_forced_enrollment_of_a_user_on_a_secret_file_goes_into_the_vault() {
+    let _homes = home_files();
     let f = vault_fixture();
     let u = TestUser::create();
     u.enroll(&random_key_b32(), "");
