@@ -507,3 +507,29 @@ fn a_deleted_record_reaches_no_home_file_on_a_new_host_once_migrate_all_retired_
     let r = c.f.auth("svc", &u.name, &[&code_now(&evil)]);
     assert_ne!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
 }
+
+/// Root's `enroll --user NAME --force` replaces a record this host cannot open (sealed with a
+/// key its ring lacks, as by a host of another fleet that shares the namespace by mistake,
+/// or forged): `--force` promises to replace keys nobody can read, without a `reset` first.
+#[test]
+fn roots_enroll_force_replaces_a_record_this_host_cannot_open() {
+    let _homes = home_files();
+    let etcd = Etcd::single();
+    let ns = ns();
+    let a = Host::start(&etcd, &ns, Some(K1));
+    let other = Host::start(&etcd, &ns, Some(K2));
+    let u = TestUser::create();
+    let (theirs, _) = other.enroll(&u, &[]);
+    let r = a.f.auth("svc", &u.name, &[&fresh_code(&theirs)]);
+    assert_ne!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    assert!(r.logged(&["does not hold"]), "{:?}", r.logs);
+
+    let j = a.json(&["enroll", "--user", &u.name, "--force", "--json"]);
+    register_enrollment(&j);
+    let key = j["secret"].as_str().unwrap().to_string();
+    let r = a.f.auth("svc", &u.name, &[&fresh_code(&key)]);
+    assert_eq!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+    // Sealed with this host's key now: the other ring no longer opens it.
+    let r = other.f.auth("svc", &u.name, &[&oathtool(&key, now() + 30, "sha1", 6)]);
+    assert_ne!(r.rc, PAM_SUCCESS, "{:?}", r.logs);
+}

@@ -327,6 +327,9 @@ pub fn secret_unchanged(file: &KeyFile, account: &Account, stamp: &KeyStamp) -> 
 /// Without `replace`, an existing file is an [`FileProblem::AlreadyExists`] error.
 pub fn save_secret(file: &KeyFile, account: &Account, secret: &SecretFile, replace: bool) -> Result<(), Error> {
     if let Some(fv) = &file.fleet {
+        if replace {
+            return fv.replace(account, secret);
+        }
         return fv.update(account, |cur| match cur {
             Some(_) if !replace => Err(Error::file(&file.path, FileProblem::AlreadyExists)),
             _ => Ok((Some(secret.clone()), ())),
