@@ -554,7 +554,11 @@ fn store_via_vault(mode: Mode, device: &Device, hashes: &[String]) -> Result<Sec
             secret: fresh.to_toml(),
         }),
     }
-    .map_err(|why| format!("{why}; nothing was saved (delete the new entry from the app if it was added there)"))?;
+    .map_err(|why| {
+        // The helper's "nothing was changed" is said once, as this command says it.
+        let why = why.strip_suffix("; nothing was changed").unwrap_or(&why);
+        format!("{why}; nothing was saved (delete the new entry from the app if it was added there)")
+    })?;
     Ok(names_only(&answer))
 }
 

@@ -312,6 +312,10 @@ fn a_user_enrolls_into_the_vault_without_root_and_every_change_then_needs_a_code
     let (rc, _, err) = ss.cli(&u, &["enroll", "--add", "--json", "--name", "malware"], "");
     assert_eq!(rc, 1, "{err}");
     assert!(err.contains("no code given"), "{err}");
+    assert!(
+        !err.contains("nothing was changed; nothing was saved"),
+        "said once: {err}"
+    );
     assert_eq!(devices_in_vault(&f, &u), 1);
     let (rc, _, err) = ss.cli(
         &u,
@@ -320,6 +324,7 @@ fn a_user_enrolls_into_the_vault_without_root_and_every_change_then_needs_a_code
     );
     assert_eq!(rc, 1);
     assert!(err.contains("wrong code") && err.contains("nothing was saved"), "{err}");
+    assert!(!err.contains("nothing was changed"), "said once: {err}");
     assert_eq!(devices_in_vault(&f, &u), 1);
     let (rc, _, err) = ss.cli(&u, &["backup-codes", "--regenerate"], "");
     assert_eq!(rc, 1);
