@@ -4,7 +4,7 @@
 
 use pam_totp_tests::*;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PASSWORD: &str = "pw-Secret-42";
@@ -84,15 +84,9 @@ fn ssh_password_then_code() {
         .contains(&format!("Accepted keyboard-interactive/pam for {}", u.name)));
 }
 
-#[test]
-fn ssh_key_then_code() {
-    let f = Fixture::new();
-    let (log, sshd) = sshd_with_pam(
-        &f,
-        &format!("auth required {}", f.module("")),
-        "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive",
-    );
-    let (u, secret) = enrolled_user(&f);
+/// A new SSH key pair in the fixture, its public half in `u`'s authorized_keys: the
+/// private key's path.
+fn authorized_key(f: &Fixture, u: &TestUser) -> PathBuf {
     let key = f.root.join("id_ed25519");
     run(
         "ssh-keygen",
@@ -106,6 +100,19 @@ fn ssh_key_then_code() {
         &["-R", &format!("{}:{}", u.uid, u.gid), ssh_dir.to_str().unwrap()],
     );
     run("chmod", &["-R", "go-rwx", ssh_dir.to_str().unwrap()]);
+    key
+}
+
+#[test]
+fn ssh_key_then_code() {
+    let f = Fixture::new();
+    let (log, sshd) = sshd_with_pam(
+        &f,
+        &format!("auth required {}", f.module("")),
+        "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive",
+    );
+    let (u, secret) = enrolled_user(&f);
+    let key = authorized_key(&f, &u);
 
     let s = ssh(&f, &sshd, &u, Some(&key), "unused", &code_now(&secret));
     assert!(s.logged_in_as(&u), "{}\n{}", s.transcript, sshd.log());
@@ -702,19 +709,7 @@ fn ssh_key_then_code_says_why_after_the_key() {
         "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive",
     );
     let (u, _secret) = enrolled_user(&f);
-    let key = f.root.join("id_ed25519");
-    run(
-        "ssh-keygen",
-        &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
-    );
-    let ssh_dir = u.home.join(".ssh");
-    std::fs::create_dir_all(&ssh_dir).unwrap();
-    std::fs::copy(key.with_extension("pub"), ssh_dir.join("authorized_keys")).unwrap();
-    run(
-        "chown",
-        &["-R", &format!("{}:{}", u.uid, u.gid), ssh_dir.to_str().unwrap()],
-    );
-    run("chmod", &["-R", "go-rwx", ssh_dir.to_str().unwrap()]);
+    let key = authorized_key(&f, &u);
     std::fs::set_permissions(u.secret_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     // No password module in this stack: sshd's SSH_AUTH_INFO_0 says the key was accepted.
     let s = ssh_as_users_run_it(&f, &sshd, &u, Some(&key), "unused", "000000");
